@@ -1,0 +1,13 @@
+//! `crew check`: is this Procfile what I think it is?
+
+use anyhow::Result;
+
+use crate::app;
+use crate::cli::CheckArgs;
+
+pub fn check(args: &CheckArgs) -> Result<u8> {
+    let location = app::locate(&args.app)?;
+    let procfile = app::read_procfile(&location.procfile)?;
+    println!("valid procfile detected ({})", procfile.names().join(", "));
+    Ok(0)
+}

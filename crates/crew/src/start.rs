@@ -1,0 +1,176 @@
+//! `crew start`: the formation in the foreground, as foreman runs it.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use crew_engine::{AppSpec, EngineConfig, ProcessTypeSpec, ShutdownReason};
+use crew_logs::LogEvent;
+use crew_logs::terminal::{Format, Printer, Terminal};
+use crew_procfile::{Formation, Procfile, parse_changes};
+use crew_runtime::watchdog::Watchdog;
+use crew_runtime::{PlainRuntime, Signal};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::app;
+use crate::cli::StartArgs;
+
+pub fn start(args: StartArgs) -> Result<u8> {
+    let location = app::locate(&args.app)?;
+    let procfile = app::read_procfile(&location.procfile)?;
+    location.require_root()?;
+    let env = app::environment(&location.root, &args.env)?;
+    let formation = initial_formation(&procfile, &args.types, &args.formation)?;
+    if formation.entries().iter().all(|(_, q)| *q == 0) {
+        bail!("nothing to start: the formation is {formation}");
+    }
+
+    let app = AppSpec {
+        types: procfile
+            .types()
+            .iter()
+            .map(|t| ProcessTypeSpec {
+                name: t.name.clone(),
+                command: t.command.clone(),
+            })
+            .collect(),
+        env: env.vars,
+        cwd: location.root.clone(),
+        port_base: env.port_base,
+    };
+    let config = EngineConfig {
+        stop_timeout: Duration::from_secs(args.timeout),
+        keep_alive: args.keep_alive,
+        boot_timeout: Duration::from_secs(args.boot_timeout),
+    };
+    let format = Format {
+        timestamp: !args.no_timestamp,
+        color: use_color(&args),
+        prefix: !args.no_prefix,
+    };
+    let names: Vec<String> = formation
+        .entries()
+        .iter()
+        .flat_map(|(t, q)| (1..=*q).map(move |n| format!("{t}.{n}")))
+        .collect();
+    let printer = Printer::new(format, names.iter().map(String::as_str));
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(run(app, formation, config, printer))
+}
+
+/// foreman's rules: every type once, or only the named types; then `-m` on top,
+/// left to right.
+fn initial_formation(procfile: &Procfile, types: &[String], exprs: &[String]) -> Result<Formation> {
+    let mut formation = Formation::from_procfile(procfile, u32::from(types.is_empty()));
+    for name in types {
+        if procfile.get(name).is_none() {
+            bail!(
+                "unknown process type `{name}` (the Procfile has: {})",
+                procfile.names().join(", ")
+            );
+        }
+        let one = parse_changes([format!("{name}=1").as_str()])?;
+        formation.apply(&one)?;
+    }
+    if !exprs.is_empty() {
+        let changes =
+            parse_changes(exprs.iter().map(String::as_str)).context("reading --formation")?;
+        formation.apply(&changes).context("applying --formation")?;
+    }
+    Ok(formation)
+}
+
+fn use_color(args: &StartArgs) -> bool {
+    if args.no_color {
+        return false;
+    }
+    if args.color {
+        return true;
+    }
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+async fn run(
+    app: AppSpec,
+    formation: Formation,
+    config: EngineConfig,
+    printer: Printer,
+) -> Result<u8> {
+    let (logs, terminal) = Terminal::spawn(Box::new(std::io::stdout()), printer);
+    let watchdog = std::env::current_exe()
+        .and_then(|exe| Watchdog::start(&exe))
+        .map_err(|e| {
+            eprintln!("crew: warning: no watchdog, so processes may outlive a killed crew: {e}")
+        })
+        .ok();
+    let runtime = PlainRuntime::new(watchdog).context("setting up process supervision")?;
+    let reaper = runtime.spawn_orphan_reaper();
+
+    let (engine, outcome) =
+        crew_engine::start(runtime.clone(), app, formation, config, logs.clone());
+
+    let mut interrupts = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terms = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut hangups = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+    let mut closed = terminal.closed();
+    let mut outcome = outcome;
+    let mut stopping = false;
+    let result = loop {
+        let received = tokio::select! {
+            result = &mut outcome => break result,
+            _ = interrupts.recv() => Signal::Int,
+            _ = terms.recv() => Signal::Term,
+            _ = hangups.recv() => Signal::Hup,
+            Ok(()) = closed.changed() => {
+                if !stopping {
+                    stopping = true;
+                    engine.shutdown(ShutdownReason::OutputClosed);
+                }
+                continue;
+            }
+        };
+        if stopping {
+            // A second Ctrl-C does not wait for anyone.
+            engine.kill();
+        } else {
+            stopping = true;
+            let _ = logs
+                .send(LogEvent::system(format!(
+                    "{} received, starting shutdown",
+                    received.name().trim_start_matches("SIG")
+                )))
+                .await;
+            engine.shutdown(ShutdownReason::Signal(received));
+        }
+    };
+    let outcome = result.context("the engine stopped unexpectedly")?;
+
+    let escapees = runtime.escapees();
+    if !escapees.is_empty() {
+        let list: Vec<String> = escapees
+            .iter()
+            .map(|e| format!("{} ({})", e.pid, e.command))
+            .collect();
+        let _ = logs
+            .send(LogEvent::system(format!(
+                "killing {} process{} that left {} group: {}",
+                escapees.len(),
+                if escapees.len() == 1 { "" } else { "es" },
+                if escapees.len() == 1 { "its" } else { "their" },
+                list.join(", ")
+            )))
+            .await;
+        runtime.kill_escapees(&escapees);
+    }
+    reaper.abort();
+    drop(logs);
+    drop(engine);
+    tokio::task::spawn_blocking(move || terminal.finish())
+        .await
+        .context("flushing output")?;
+    Ok(u8::try_from(outcome.exit_code.clamp(0, 255)).unwrap_or(1))
+}

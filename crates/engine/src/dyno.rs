@@ -1,0 +1,293 @@
+//! One dyno's task: it owns the process from spawn to the last member of its group.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crew_logs::{LineFramer, LogEvent};
+use crew_runtime::{DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, Signal};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A partial line is shown after this much quiet, so prompts appear.
+const PARTIAL_LINE_IDLE: Duration = Duration::from_millis(100);
+/// How long output may trail the leader's exit before the exit is reported. Some
+/// processes left in the group can hold the pipe open for good.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(200);
+/// How long to wait for SIGKILL to take effect before giving up on a group.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
+/// What the engine tells a dyno task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Control {
+    /// Send `signal` to the whole dyno, then SIGKILL what is left after `timeout`.
+    Stop { signal: Signal, timeout: Duration },
+    /// SIGKILL the whole dyno now.
+    Kill,
+}
+
+/// What a dyno task tells the engine, tagged with its run id.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Spawned {
+        pid: Option<u32>,
+    },
+    SpawnFailed,
+    /// The web dyno's PORT accepts connections.
+    Up,
+    /// The leader exited.
+    Exited {
+        status: ExitStatus,
+    },
+    /// Nothing of the dyno is left; the task is over.
+    Gone,
+}
+
+pub(crate) struct Launch {
+    pub id: u64,
+    pub spec: DynoSpec,
+    /// For web dynos: the port whose first accepted connection makes it `up`.
+    pub probe_port: Option<u16>,
+    pub boot_timeout: Duration,
+    pub stop_timeout: Duration,
+}
+
+pub(crate) async fn run<R: Runtime>(
+    runtime: Arc<R>,
+    launch: Launch,
+    events: mpsc::UnboundedSender<(u64, Event)>,
+    logs: mpsc::Sender<LogEvent>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let id = launch.id;
+    let report = |event| {
+        let _ = events.send((id, event));
+    };
+    let name: Arc<str> = Arc::from(launch.spec.name.as_str());
+    let mut process = match runtime.spawn(&launch.spec) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = logs.send(LogEvent::status(&name, e.to_string())).await;
+            report(Event::SpawnFailed);
+            report(Event::Gone);
+            return;
+        }
+    };
+    let group = process.group();
+    let pid = process.pid();
+    if let Some(pid) = pid {
+        let _ = logs
+            .send(LogEvent::status(&name, format!("started with pid {pid}")))
+            .await;
+    }
+    report(Event::Spawned { pid });
+    let mut pump = process
+        .take_output()
+        .map(|output| tokio::spawn(pump(output, name.clone(), logs.clone())));
+
+    let mut stopping = StopTimer::default();
+    let mut probe = launch.probe_port.map(|port| Probe {
+        port,
+        deadline: Instant::now() + launch.boot_timeout,
+        next: Instant::now(),
+        interval: Duration::from_millis(10),
+    });
+    let status = loop {
+        tokio::select! {
+            status = process.wait() => break status,
+            command = control.recv() => stopping.apply(command, &group),
+            () = stopping.expired(), if stopping.armed() => stopping.escalate(&group),
+            () = tokio::time::sleep_until(probe.as_ref().map_or_else(Instant::now, |p| p.next)), if probe.is_some() => {
+                if let Some(p) = probe.as_mut() {
+                    match p.check(launch.boot_timeout).await {
+                        ProbeResult::Up => {
+                            report(Event::Up);
+                            probe = None;
+                        }
+                        ProbeResult::TimedOut(text) => {
+                            let _ = logs.send(LogEvent::status(&name, text)).await;
+                            group.signal(Signal::Kill);
+                            probe = None;
+                        }
+                        ProbeResult::NotYet => {}
+                    }
+                }
+            }
+        }
+    };
+    // The leader is gone. Give its last output a moment, so the exit message comes
+    // after it.
+    if let Some(handle) = pump.as_mut()
+        && tokio::time::timeout(OUTPUT_DRAIN, handle).await.is_ok()
+    {
+        pump = None;
+    }
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = logs.send(LogEvent::status(&name, e.to_string())).await;
+            ExitStatus::Code(-1)
+        }
+    };
+    let _ = logs
+        .send(LogEvent::status(&name, exit_message(status)))
+        .await;
+    report(Event::Exited { status });
+
+    // Whatever the leader left in its group goes too: gracefully unless a stop
+    // already escalated.
+    if group.alive() && !stopping.armed() && !stopping.killed {
+        stopping.apply(
+            Some(Control::Stop {
+                signal: Signal::Term,
+                timeout: launch.stop_timeout,
+            }),
+            &group,
+        );
+    }
+    let mut poll = tokio::time::interval(GROUP_POLL);
+    let mut kill_deadline: Option<Instant> = None;
+    while group.alive() {
+        tokio::select! {
+            _ = poll.tick() => {}
+            command = control.recv() => stopping.apply(command, &group),
+            () = stopping.expired(), if stopping.armed() => stopping.escalate(&group),
+        }
+        if stopping.killed {
+            let deadline = *kill_deadline.get_or_insert_with(|| Instant::now() + KILL_GRACE);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    if let Some(handle) = pump {
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(OUTPUT_DRAIN, handle).await.is_err() {
+            abort.abort();
+        }
+    }
+    drop(process);
+    report(Event::Gone);
+}
+
+fn exit_message(status: ExitStatus) -> String {
+    match status.signal_name() {
+        Some(name) => format!("terminated by {name}"),
+        None => format!("exited with code {}", status.code()),
+    }
+}
+
+/// The stop protocol's clock: a graceful signal, then SIGKILL at the deadline.
+#[derive(Default)]
+struct StopTimer {
+    deadline: Option<Instant>,
+    killed: bool,
+}
+
+impl StopTimer {
+    fn armed(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    async fn expired(&self) {
+        match self.deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn apply<G: ProcessGroup>(&mut self, command: Option<Control>, group: &G) {
+        match command {
+            Some(Control::Stop { signal, timeout }) => {
+                group.signal(signal);
+                if self.deadline.is_none() && !self.killed {
+                    self.deadline = Some(Instant::now() + timeout);
+                }
+            }
+            // A closed channel means the engine is gone: nobody is left to wait for.
+            Some(Control::Kill) | None => self.escalate(group),
+        }
+    }
+
+    fn escalate<G: ProcessGroup>(&mut self, group: &G) {
+        group.signal(Signal::Kill);
+        self.deadline = None;
+        self.killed = true;
+    }
+}
+
+struct Probe {
+    port: u16,
+    deadline: Instant,
+    next: Instant,
+    interval: Duration,
+}
+
+enum ProbeResult {
+    Up,
+    NotYet,
+    TimedOut(String),
+}
+
+impl Probe {
+    async fn check(&mut self, boot_timeout: Duration) -> ProbeResult {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
+            return ProbeResult::Up;
+        }
+        if Instant::now() >= self.deadline {
+            return ProbeResult::TimedOut(format!(
+                "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {} seconds of launch",
+                boot_timeout.as_secs()
+            ));
+        }
+        // Quick at first, since most servers bind within milliseconds, then
+        // gentler for slow boots.
+        self.next = Instant::now() + self.interval;
+        self.interval = (self.interval * 2).min(Duration::from_millis(250));
+        ProbeResult::NotYet
+    }
+}
+
+/// Reads a dyno's output until EOF and sends it on as lines.
+async fn pump(mut output: Output, dyno: Arc<str>, logs: mpsc::Sender<LogEvent>) {
+    let mut framer = LineFramer::new();
+    loop {
+        let read = if framer.has_partial() {
+            match tokio::time::timeout(PARTIAL_LINE_IDLE, output.read_buf(framer.read_buf())).await
+            {
+                Ok(read) => read,
+                Err(_) => {
+                    if let Some(line) = framer.take_partial() {
+                        send_lines(&logs, &dyno, line).await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            output.read_buf(framer.read_buf()).await
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                while let Some(lines) = framer.complete_lines() {
+                    send_lines(&logs, &dyno, lines).await;
+                }
+            }
+        }
+    }
+    if let Some(line) = framer.take_partial() {
+        send_lines(&logs, &dyno, line).await;
+    }
+}
+
+async fn send_lines(logs: &mpsc::Sender<LogEvent>, dyno: &Arc<str>, lines: bytes::Bytes) {
+    let _ = logs
+        .send(LogEvent::Output {
+            dyno: dyno.clone(),
+            at: SystemTime::now(),
+            lines,
+        })
+        .await;
+}

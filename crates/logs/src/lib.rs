@@ -1,0 +1,61 @@
+//! Log lines: framing, one event type, and the terminal format.
+//!
+//! A dyno's output arrives as arbitrary chunks from a pipe. [`LineFramer`] turns
+//! them into whole lines without copying: complete lines leave as one shared
+//! `Bytes` block, so a burst of thousands of lines costs one allocation and one
+//! channel message, not thousands. A partial line (a prompt such as
+//! `Password: `) is released after a short idle time, and a runaway line is cut at
+//! [`MAX_LINE`] so memory stays bounded.
+//!
+//! Everything that reaches a log, dyno output and crew's own messages alike, is a
+//! [`LogEvent`]. [`terminal`] renders events the way foreman does
+//! (`HH:MM:SS web.1  | text`) on one writer thread, so lines from different dynos
+//! can never tear or interleave.
+
+mod framer;
+pub mod terminal;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+pub use framer::{LineFramer, MAX_LINE};
+
+/// One thing to log.
+#[derive(Debug, Clone)]
+pub enum LogEvent {
+    /// One or more complete lines of a dyno's output, each ending in `\n`.
+    Output {
+        dyno: Arc<str>,
+        at: SystemTime,
+        lines: Bytes,
+    },
+    /// crew's own word about one dyno (`started with pid 42`), shown under the
+    /// dyno's name as foreman does.
+    Status {
+        dyno: Arc<str>,
+        at: SystemTime,
+        text: String,
+    },
+    /// crew's own word about the whole run (`sending SIGTERM to all processes`),
+    /// shown as `system`.
+    System { at: SystemTime, text: String },
+}
+
+impl LogEvent {
+    pub fn status(dyno: &Arc<str>, text: impl Into<String>) -> LogEvent {
+        LogEvent::Status {
+            dyno: dyno.clone(),
+            at: SystemTime::now(),
+            text: text.into(),
+        }
+    }
+
+    pub fn system(text: impl Into<String>) -> LogEvent {
+        LogEvent::System {
+            at: SystemTime::now(),
+            text: text.into(),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The operating-system calls crew makes about processes. This is the only module
+//! in crew with `unsafe` code; everything else goes through these functions.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+
+use rustix::process::{Pid, WaitOptions};
+
+use crate::{ExitStatus, Signal};
+
+fn to_os(signal: Signal) -> rustix::process::Signal {
+    use rustix::process::Signal as S;
+    match signal {
+        Signal::Hup => S::HUP,
+        Signal::Int => S::INT,
+        Signal::Quit => S::QUIT,
+        Signal::Kill => S::KILL,
+        Signal::Usr1 => S::USR1,
+        Signal::Usr2 => S::USR2,
+        Signal::Term => S::TERM,
+    }
+}
+
+fn pid(raw: u32) -> Option<Pid> {
+    i32::try_from(raw).ok().and_then(Pid::from_raw)
+}
+
+/// Makes the child die with SIGKILL when the thread that spawned it exits. Linux
+/// ties this to the spawning thread, so crew only spawns from long-lived runtime
+/// threads; the watchdog covers the rest.
+pub fn die_with_parent(command: &mut std::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which
+    // is async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from)
+        });
+    }
+}
+
+/// Orphaned descendants are re-parented to crew instead of init, so crew can find
+/// processes that left their group and reap what init here would leave as zombies.
+pub fn become_subreaper() -> io::Result<()> {
+    rustix::process::set_child_subreaper(rustix::process::getpid().into()).map_err(io::Error::from)
+}
+
+/// Signals every process in the group. A group that is already gone is fine.
+pub fn signal_group(pgid: u32, signal: Signal) {
+    if let Some(pgid) = pid(pgid) {
+        let _ = rustix::process::kill_process_group(pgid, to_os(signal));
+    }
+}
+
+pub fn signal_process(target: u32, signal: Signal) {
+    if let Some(target) = pid(target) {
+        let _ = rustix::process::kill_process(target, to_os(signal));
+    }
+}
+
+/// Whether any process, zombies included, is still in the group.
+pub fn group_exists(pgid: u32) -> bool {
+    match pid(pgid) {
+        Some(pgid) => rustix::process::test_kill_process_group(pgid).is_ok(),
+        None => false,
+    }
+}
+
+/// A pipe whose ends are closed on exec; `Command` dups the child's ends into place.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
+}
+
+/// The pids of crew's own children, read from `/proc`.
+pub fn own_children() -> Vec<u32> {
+    let mut children = Vec::new();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    children.sort_unstable();
+    children.dedup();
+    children
+}
+
+/// The process state letter from `/proc/PID/stat` (`Z` for a zombie).
+pub fn process_state(target: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{target}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces or parens.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().next()?.chars().next()
+}
+
+/// The command line of a process, for reports.
+pub fn command_line(target: u32) -> String {
+    match fs::read(format!("/proc/{target}/cmdline")) {
+        Ok(raw) => String::from_utf8_lossy(&raw)
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => String::from("?"),
+    }
+}
+
+/// Reaps one child if it has exited.
+pub fn reap(target: u32) -> Option<ExitStatus> {
+    let (_, status) = rustix::process::waitpid(pid(target), WaitOptions::NOHANG).ok()??;
+    Some(match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(sig)) => ExitStatus::Signaled(sig),
+        (None, None) => ExitStatus::Code(-1),
+    })
+}

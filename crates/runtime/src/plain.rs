@@ -1,0 +1,250 @@
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::watchdog::Watchdog;
+use crate::{
+    DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, RuntimeError, Signal, os,
+};
+
+/// Runs dynos as plain processes on this machine, each in its own process group.
+#[derive(Clone)]
+pub struct PlainRuntime {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Children get the read end of a pipe nobody writes to: a stdin that stays
+    /// open and never delivers data, so watchers that exit on EOF keep running.
+    idle_stdin: OwnedFd,
+    _idle_stdin_writer: OwnedFd,
+    /// Leaders are reaped by tokio. The orphan reaper must never reap one, so the
+    /// set is locked across each spawn.
+    leaders: Mutex<HashSet<u32>>,
+    watchdog: Option<Watchdog>,
+}
+
+/// A process that is still running after its dyno was stopped: it left its
+/// process group (double fork and `setsid`), so group signals missed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escapee {
+    pub pid: u32,
+    pub command: String,
+}
+
+impl PlainRuntime {
+    /// Makes crew a subreaper and sets up the shared stdin. `watchdog` is optional
+    /// so tests can run without a second binary.
+    pub fn new(watchdog: Option<Watchdog>) -> std::io::Result<PlainRuntime> {
+        os::become_subreaper()?;
+        let (idle_stdin, writer) = os::pipe()?;
+        Ok(PlainRuntime {
+            shared: Arc::new(Shared {
+                idle_stdin,
+                _idle_stdin_writer: writer,
+                leaders: Mutex::new(HashSet::new()),
+                watchdog,
+            }),
+        })
+    }
+
+    fn leaders(&self) -> MutexGuard<'_, HashSet<u32>> {
+        self.shared
+            .leaders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Orphans re-parented to crew: every child that is neither a dyno leader nor
+    /// the watchdog.
+    fn orphans(&self, leaders: &HashSet<u32>) -> Vec<u32> {
+        let watchdog = self.shared.watchdog.as_ref().map(Watchdog::pid);
+        os::own_children()
+            .into_iter()
+            .filter(|pid| !leaders.contains(pid) && Some(*pid) != watchdog)
+            .collect()
+    }
+
+    /// Reaps orphans that have exited. Without this they would stay zombies and
+    /// keep their old process group looking alive.
+    pub fn reap_orphans(&self) {
+        let leaders = self.leaders();
+        for pid in self.orphans(&leaders) {
+            if os::process_state(pid) == Some('Z') {
+                os::reap(pid);
+            }
+        }
+    }
+
+    /// Reaps orphans whenever a child exits, for as long as the runtime lives.
+    pub fn spawn_orphan_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let mut sigchld =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                match sigchld.as_mut() {
+                    Some(s) => {
+                        tokio::select! {
+                            _ = s.recv() => {}
+                            _ = tick.tick() => {}
+                        }
+                    }
+                    None => {
+                        tick.tick().await;
+                    }
+                }
+                runtime.reap_orphans();
+            }
+        })
+    }
+
+    /// Processes that outlived their dynos. Call once every dyno is gone.
+    pub fn escapees(&self) -> Vec<Escapee> {
+        self.reap_orphans();
+        let leaders = self.leaders();
+        self.orphans(&leaders)
+            .into_iter()
+            .filter(|pid| os::process_state(*pid).is_some_and(|s| s != 'Z'))
+            .map(|pid| Escapee {
+                pid,
+                command: os::command_line(pid),
+            })
+            .collect()
+    }
+
+    /// Kills escapees and reaps them.
+    pub fn kill_escapees(&self, escapees: &[Escapee]) {
+        for e in escapees {
+            os::signal_process(e.pid, Signal::Kill);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            self.reap_orphans();
+            if self.escapees().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Runtime for PlainRuntime {
+    type Process = PlainProcess;
+
+    fn spawn(&self, spec: &DynoSpec) -> Result<PlainProcess, RuntimeError> {
+        let pipe_error = |source| RuntimeError::Pipe {
+            dyno: spec.name.clone(),
+            source,
+        };
+        let (read, write) = os::pipe().map_err(pipe_error)?;
+        let write_err = write.try_clone().map_err(pipe_error)?;
+        let stdin = self.shared.idle_stdin.try_clone().map_err(pipe_error)?;
+
+        let mut command = std::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(&spec.command)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::from(write_err))
+            .process_group(0);
+        os::die_with_parent(&mut command);
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(false);
+
+        let mut leaders = self.leaders();
+        let child = command.spawn().map_err(|source| RuntimeError::Spawn {
+            dyno: spec.name.clone(),
+            command: spec.command.clone(),
+            cwd: spec.cwd.display().to_string(),
+            source,
+        })?;
+        // Our copies of the write ends live in `command`; they must close so the
+        // output reaches EOF when the dyno's processes are gone.
+        drop(command);
+        let pid = child.id().unwrap_or(0);
+        leaders.insert(pid);
+        drop(leaders);
+        if let Some(w) = &self.shared.watchdog {
+            w.register(pid);
+        }
+        let output = tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(pipe_error)?;
+        Ok(PlainProcess {
+            name: spec.name.clone(),
+            child,
+            pid,
+            output: Some(Box::new(output)),
+            runtime: self.clone(),
+        })
+    }
+}
+
+/// A dyno running as a plain process group.
+pub struct PlainProcess {
+    name: String,
+    child: tokio::process::Child,
+    pid: u32,
+    output: Option<Output>,
+    runtime: PlainRuntime,
+}
+
+impl DynoProcess for PlainProcess {
+    type Group = PlainGroup;
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn take_output(&mut self) -> Option<Output> {
+        self.output.take()
+    }
+
+    fn group(&self) -> PlainGroup {
+        PlainGroup { pgid: self.pid }
+    }
+
+    async fn wait(&mut self) -> Result<ExitStatus, RuntimeError> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|source| RuntimeError::Wait {
+                dyno: self.name.clone(),
+                source,
+            })?;
+        Ok(status.into())
+    }
+}
+
+impl Drop for PlainProcess {
+    fn drop(&mut self) {
+        self.runtime.leaders().remove(&self.pid);
+        if let Some(w) = &self.runtime.shared.watchdog {
+            w.unregister(self.pid);
+        }
+    }
+}
+
+/// The process group of a plain dyno; its id is the leader's pid.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainGroup {
+    pgid: u32,
+}
+
+impl ProcessGroup for PlainGroup {
+    fn signal(&self, signal: Signal) {
+        os::signal_group(self.pgid, signal);
+    }
+
+    fn alive(&self) -> bool {
+        os::group_exists(self.pgid)
+    }
+}
