@@ -8,6 +8,9 @@ use crate::cli::CheckArgs;
 pub fn check(args: &CheckArgs) -> Result<u8> {
     let location = app::locate(&args.app)?;
     let procfile = app::read_procfile(&location.procfile)?;
-    println!("valid procfile detected ({})", procfile.names().join(", "));
+    crate::say(&format!(
+        "valid procfile detected ({})\n",
+        procfile.names().join(", ")
+    ));
     Ok(0)
 }

@@ -23,6 +23,56 @@ pub enum Command {
     Start(StartArgs),
     /// Run one command with the app's environment
     Run(RunArgs),
+    /// List the running formation's processes
+    Ps(PsArgs),
+    /// Change the running formation: `web=3 worker+1 clock-1`
+    Scale(ScaleArgs),
+    /// Restart every process, one type (`web`) or one process (`web.2`)
+    Restart(RestartArgs),
+    /// Stop one type or one process; it stays down until restarted
+    Stop(StopArgs),
+    /// Show recent output and crew's lifecycle lines, or follow them
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Print the API's JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Changes such as `web=3`, `worker+1`, `clock-1` or `web=2,worker=1`; none
+    /// prints the formation
+    #[arg(value_name = "TYPE=N")]
+    pub changes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    /// A process type or process name [default: all]
+    pub target: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// A process type or process name
+    pub target: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep following new lines
+    #[arg(short = 't', long = "tail")]
+    pub tail: bool,
+    /// How many recent lines to show
+    #[arg(short = 'n', long = "num", default_value_t = 100)]
+    pub num: usize,
+    /// Only this process type or process (`web`, `web.1`)
+    #[arg(long = "ps", short = 'p', alias = "dyno", short_alias = 'd')]
+    pub ps: Option<String>,
 }
 
 /// Where the app is: shared by every command that reads a Procfile.

@@ -3,12 +3,23 @@
 mod app;
 mod check;
 mod cli;
+mod client;
+mod control;
 mod run;
+mod settings;
 mod start;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// Prints to stdout. A reader that went away (`crew ps | head -1`) is not an
+/// error worth a message, so a broken pipe is ignored.
+pub fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
 
 fn main() -> ExitCode {
     // The watchdog is this same binary, started by `crew start`; see
@@ -22,6 +33,11 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => check::check(&args),
         cli::Command::Start(args) => start::start(args),
         cli::Command::Run(args) => run::run(args),
+        cli::Command::Ps(args) => client::ps(&args),
+        cli::Command::Scale(args) => client::scale(&args),
+        cli::Command::Restart(args) => client::restart(&args),
+        cli::Command::Stop(args) => client::stop(&args),
+        cli::Command::Logs(args) => client::logs(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

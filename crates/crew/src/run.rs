@@ -5,12 +5,17 @@
 //! exit code is crew's.
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use crew_api::client::{Client, Endpoint, Method};
+use crew_api::types::{Dyno, DynoCreate};
 
 use crate::app;
 use crate::cli::RunArgs;
+use crate::control;
 
 pub fn run(args: RunArgs) -> Result<u8> {
     let location = app::locate(&args.app)?;
@@ -45,21 +50,54 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
         (None, []) => return Err(anyhow!("no command given")),
     };
+    let shown = args.command.join(" ");
+    let dyno = register(&location.root, &shown).unwrap_or_else(|| String::from("run.1"));
     command
         .env_clear()
         .envs(env.vars)
         .env("PORT", port.to_string())
-        .env("DYNO", "run.1")
-        .env("PS", "run.1")
+        .env("DYNO", &dyno)
+        .env("PS", &dyno)
         .current_dir(&location.root);
     let error = command.exec();
-    let shown = args.command.join(" ");
     eprintln!("crew: error: could not run `{shown}`: {error}");
     Ok(if error.kind() == std::io::ErrorKind::NotFound {
         127
     } else {
         126
     })
+}
+
+/// Lists this process as `run.N` in a `crew start` running for the same app, and
+/// returns that name. The pid stays the same across `exec`, so the formation can
+/// watch it. Without a running formation there is nothing to register with.
+fn register(root: &Path, command: &str) -> Option<String> {
+    let socket = control::find(root)?;
+    let app = control::app_name(socket.parent()?);
+    let client = Client::new(Endpoint::Unix(socket), None);
+    let request = DynoCreate {
+        command: command.to_string(),
+        attach: Some(true),
+        process_type: Some("run".into()),
+        pid: Some(std::process::id()),
+        ..DynoCreate::default()
+    };
+    // A current-thread runtime, dropped before `exec`: no threads linger.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let dyno: Dyno = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                client.call(Method::POST, &format!("/apps/{app}/dynos"), &request),
+            )
+            .await
+        })
+        .ok()?
+        .ok()?;
+    Some(dyno.name)
 }
 
 fn shell(line: &str) -> Command {

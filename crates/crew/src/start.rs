@@ -1,12 +1,13 @@
 //! `crew start`: the formation in the foreground, as foreman runs it.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use crew_engine::{AppSpec, EngineConfig, ProcessTypeSpec, ShutdownReason};
-use crew_logs::LogEvent;
 use crew_logs::terminal::{Format, Printer, Terminal};
+use crew_logs::{DEFAULT_CAPACITY, LogEvent, LogRing};
 use crew_procfile::{Formation, Procfile, parse_changes};
 use crew_runtime::watchdog::Watchdog;
 use crew_runtime::{PlainRuntime, Signal};
@@ -14,6 +15,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::app;
 use crate::cli::StartArgs;
+use crate::control::{self, LocalBackend};
+use crate::settings;
 
 pub fn start(args: StartArgs) -> Result<u8> {
     let location = app::locate(&args.app)?;
@@ -25,6 +28,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
         bail!("nothing to start: the formation is {formation}");
     }
 
+    let mut settings = settings::load(&location.root, &procfile)?;
     let app = AppSpec {
         types: procfile
             .types()
@@ -32,6 +36,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
             .map(|t| ProcessTypeSpec {
                 name: t.name.clone(),
                 command: t.command.clone(),
+                settings: settings.remove(&t.name).unwrap_or_default(),
             })
             .collect(),
         env: env.vars,
@@ -59,7 +64,8 @@ pub fn start(args: StartArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    tokio.block_on(run(app, formation, config, printer))
+    let name = control::app_name(&location.root);
+    tokio.block_on(run(name, app, formation, config, printer))
 }
 
 /// foreman's rules: every type once, or only the named types; then `-m` on top,
@@ -95,12 +101,18 @@ fn use_color(args: &StartArgs) -> bool {
 }
 
 async fn run(
+    name: String,
     app: AppSpec,
     formation: Formation,
     config: EngineConfig,
     printer: Printer,
 ) -> Result<u8> {
-    let (logs, terminal) = Terminal::spawn(Box::new(std::io::stdout()), printer);
+    // The socket first: a second `crew start` in the same app must fail before it
+    // starts anything.
+    let (listener, socket_file) = control::bind(&app.cwd)?;
+    let ring = Arc::new(LogRing::new(DEFAULT_CAPACITY));
+    let (logs, terminal) =
+        Terminal::spawn(Box::new(std::io::stdout()), printer, Some(ring.clone()));
     let watchdog = std::env::current_exe()
         .and_then(|exe| Watchdog::start(&exe))
         .map_err(|e| {
@@ -110,8 +122,23 @@ async fn run(
     let runtime = PlainRuntime::new(watchdog).context("setting up process supervision")?;
     let reaper = runtime.spawn_orphan_reaper();
 
+    let types = app
+        .types
+        .iter()
+        .map(|t| (t.name.clone(), t.command.clone()))
+        .collect();
     let (engine, outcome) =
         crew_engine::start(runtime.clone(), app, formation, config, logs.clone());
+    let backend = Arc::new(LocalBackend {
+        app: name,
+        engine: engine.clone(),
+        ring,
+        types,
+    });
+    let server = tokio::spawn(crew_api::server::serve_unix(
+        listener,
+        crew_api::server::router(backend),
+    ));
 
     let mut interrupts = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut terms = signal(SignalKind::terminate()).context("handling SIGTERM")?;
@@ -167,6 +194,8 @@ async fn run(
         runtime.kill_escapees(&escapees);
     }
     reaper.abort();
+    server.abort();
+    drop(socket_file);
     drop(logs);
     drop(engine);
     tokio::task::spawn_blocking(move || terminal.finish())

@@ -27,7 +27,7 @@ pub(crate) enum Control {
     Kill,
 }
 
-/// What a dyno task tells the engine, tagged with its run id.
+/// What a dyno task tells the engine.
 #[derive(Debug)]
 pub(crate) enum Event {
     Spawned {
@@ -45,7 +45,6 @@ pub(crate) enum Event {
 }
 
 pub(crate) struct Launch {
-    pub id: u64,
     pub spec: DynoSpec,
     /// For web dynos: the port whose first accepted connection makes it `up`.
     pub probe_port: Option<u16>,
@@ -56,14 +55,10 @@ pub(crate) struct Launch {
 pub(crate) async fn run<R: Runtime>(
     runtime: Arc<R>,
     launch: Launch,
-    events: mpsc::UnboundedSender<(u64, Event)>,
+    report: impl Fn(Event) + Send + 'static,
     logs: mpsc::Sender<LogEvent>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
-    let id = launch.id;
-    let report = |event| {
-        let _ = events.send((id, event));
-    };
     let name: Arc<str> = Arc::from(launch.spec.name.as_str());
     let mut process = match runtime.spawn(&launch.spec) {
         Ok(p) => p,

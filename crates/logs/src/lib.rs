@@ -10,9 +10,11 @@
 //! Everything that reaches a log, dyno output and crew's own messages alike, is a
 //! [`LogEvent`]. [`terminal`] renders events the way foreman does
 //! (`HH:MM:SS web.1  | text`) on one writer thread, so lines from different dynos
-//! can never tear or interleave.
+//! can never tear or interleave. [`LogRing`] keeps an app's recent lines for
+//! `crew logs` and feeds them live to `crew logs -t`.
 
 mod framer;
+mod ring;
 pub mod terminal;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 pub use framer::{LineFramer, MAX_LINE};
+pub use ring::{DEFAULT_CAPACITY, LogRecord, LogRing, Origin};
 
 /// One thing to log.
 #[derive(Debug, Clone)]
@@ -38,6 +41,14 @@ pub enum LogEvent {
         at: SystemTime,
         text: String,
     },
+    /// The platform's lifecycle line about one dyno, Heroku's words
+    /// (`State changed from starting to up`). Kept in the app's log for
+    /// `crew logs`; the foreground shows foreman's lines instead.
+    Platform {
+        dyno: Arc<str>,
+        at: SystemTime,
+        text: String,
+    },
     /// crew's own word about the whole run (`sending SIGTERM to all processes`),
     /// shown as `system`.
     System { at: SystemTime, text: String },
@@ -46,6 +57,14 @@ pub enum LogEvent {
 impl LogEvent {
     pub fn status(dyno: &Arc<str>, text: impl Into<String>) -> LogEvent {
         LogEvent::Status {
+            dyno: dyno.clone(),
+            at: SystemTime::now(),
+            text: text.into(),
+        }
+    }
+
+    pub fn platform(dyno: &Arc<str>, text: impl Into<String>) -> LogEvent {
+        LogEvent::Platform {
             dyno: dyno.clone(),
             at: SystemTime::now(),
             text: text.into(),

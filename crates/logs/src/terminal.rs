@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::LogEvent;
+use crate::{LogEvent, LogRing};
 
 /// How lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,7 @@ impl Printer {
                 out.extend_from_slice(text.as_bytes());
                 out.push(b'\n');
             }
+            LogEvent::Platform { .. } => {}
             LogEvent::System { at, text } => {
                 self.prefix(out, SYSTEM, SYSTEM_COLOR, *at);
                 out.extend_from_slice(text.as_bytes());
@@ -136,10 +137,12 @@ const QUEUE: usize = 1024;
 const BATCH: usize = 1 << 20;
 
 impl Terminal {
-    /// Starts the writer thread. It ends once every sender is dropped.
+    /// Starts the writer thread. It ends once every sender is dropped. Every event
+    /// also goes into `ring`, when there is one.
     pub fn spawn(
         mut out: Box<dyn Write + Send>,
         mut printer: Printer,
+        ring: Option<Arc<LogRing>>,
     ) -> (mpsc::Sender<LogEvent>, Terminal) {
         let (tx, mut rx) = mpsc::channel::<LogEvent>(QUEUE);
         let (closed_tx, closed) = watch::channel(false);
@@ -149,6 +152,9 @@ impl Terminal {
                 let mut buf = Vec::with_capacity(BATCH);
                 let mut open = true;
                 while let Some(event) = rx.blocking_recv() {
+                    if let Some(ring) = &ring {
+                        ring.push(&event);
+                    }
                     if !open {
                         // Keep draining so dynos never block on a reader that left.
                         continue;
@@ -156,7 +162,12 @@ impl Terminal {
                     printer.render(&event, &mut buf);
                     while buf.len() < BATCH {
                         match rx.try_recv() {
-                            Ok(event) => printer.render(&event, &mut buf),
+                            Ok(event) => {
+                                if let Some(ring) = &ring {
+                                    ring.push(&event);
+                                }
+                                printer.render(&event, &mut buf);
+                            }
                             Err(_) => break,
                         }
                     }

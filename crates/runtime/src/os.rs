@@ -121,3 +121,24 @@ pub fn reap(target: u32) -> Option<ExitStatus> {
         (None, None) => ExitStatus::Code(-1),
     })
 }
+
+/// Whether a process (not a zombie) with this pid exists. For processes crew did
+/// not start, such as a `crew run` that registered itself.
+pub fn process_alive(target: u32) -> bool {
+    match pid(target) {
+        Some(p) => {
+            rustix::process::test_kill_process(p).is_ok() && process_state(target) != Some('Z')
+        }
+        None => false,
+    }
+}
+
+/// Binds a Unix socket that only this user can connect to: the mode is 0600
+/// from the moment the socket exists, since the umask is tightened around bind.
+pub fn bind_private_socket(path: &std::path::Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    rustix::process::umask(old);
+    bound
+}

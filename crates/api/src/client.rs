@@ -1,0 +1,223 @@
+//! The client side: one request per connection, over a Unix socket or TCP.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+pub use hyper::Method;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::types::ErrorBody;
+
+/// Where the API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A running `crew start`'s control socket.
+    Unix(PathBuf),
+    /// `host:port` of a `crew server`.
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tcp(addr) => write!(f, "http://{addr}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach crew at {endpoint}: {source}")]
+    Connect {
+        endpoint: Endpoint,
+        source: std::io::Error,
+    },
+    #[error("talking to crew at {endpoint}: {source}")]
+    Http {
+        endpoint: Endpoint,
+        source: hyper::Error,
+    },
+    /// The API said no; `message` is its explanation.
+    #[error("{message}")]
+    Api {
+        status: StatusCode,
+        id: String,
+        message: String,
+    },
+    #[error("crew at {endpoint} answered with something unexpected: {detail}")]
+    Decode { endpoint: Endpoint, detail: String },
+}
+
+/// Talks to one endpoint.
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint, token: Option<String>) -> Client {
+        Client { endpoint, token }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let connect_error = |source| ClientError::Connect {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let http_error = |source| ClientError::Http {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(
+                hyper::header::ACCEPT,
+                "application/vnd.heroku+json; version=3",
+            )
+            .header(
+                hyper::header::HOST,
+                match &self.endpoint {
+                    Endpoint::Unix(_) => "localhost",
+                    Endpoint::Tcp(addr) => addr.as_str(),
+                },
+            );
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Decode {
+                endpoint: self.endpoint.clone(),
+                detail: e.to_string(),
+            })?;
+        let mut sender = match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(connect_error)?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(http_error)?;
+                tokio::spawn(connection);
+                sender
+            }
+            Endpoint::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(connect_error)?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(http_error)?;
+                tokio::spawn(connection);
+                sender
+            }
+        };
+        sender.send_request(request).await.map_err(http_error)
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| ClientError::Http {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            endpoint: self.endpoint.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::GET, path, None).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(Method::DELETE, path, None).await
+    }
+
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            endpoint: self.endpoint.clone(),
+            detail: e.to_string(),
+        })?;
+        self.json(method, path, Some(body)).await
+    }
+
+    /// A streamed body, such as a log stream, to read frame by frame.
+    pub async fn stream(&self, path: &str) -> Result<Incoming, ClientError> {
+        let response = self.send(Method::GET, path, None).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(response.into_body())
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status,
+            id: e.id,
+            message: e.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            id: String::from("unknown"),
+            message: format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
+        },
+    }
+}

@@ -1,0 +1,12 @@
+//! The HTTP+JSON API that every `crew` client command speaks.
+//!
+//! The routes and shapes follow Heroku's Platform API v3 (`GET /apps/{app}/dynos`,
+//! `PATCH /apps/{app}/formation`, …), so one client serves both modes: a running
+//! `crew start` answers them on a Unix socket in the app's directory, and
+//! `crew server` will answer them over TCP for many apps. [`types`] holds the
+//! request and response bodies, [`server`] turns any [`server::Backend`] into a
+//! router, and [`client`] is the other end of the wire.
+
+pub mod client;
+pub mod server;
+pub mod types;

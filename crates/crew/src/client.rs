@@ -1,0 +1,320 @@
+//! The client commands: `ps`, `scale`, `restart`, `stop` and `logs`, against a
+//! running `crew start` found from the current directory.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, anyhow};
+use crew_api::client::{Client, Endpoint, Method};
+use crew_api::types::{Dyno, FormationEntry, FormationUpdate, LogSession, LogSessionCreate};
+use crew_procfile::parse_changes;
+use http_body_util::BodyExt;
+
+use crate::cli::{LogsArgs, PsArgs, RestartArgs, ScaleArgs, StopArgs};
+use crate::control;
+
+/// Where the commands send their requests.
+pub struct Target {
+    pub client: Client,
+    pub app: String,
+}
+
+impl Target {
+    /// The `crew start` running in the current directory or a parent.
+    pub fn find() -> Result<Target> {
+        let cwd = std::env::current_dir().context("finding the current directory")?;
+        let socket = control::find(&cwd).ok_or_else(|| {
+            anyhow!(
+                "no running `crew start` found in {} or its parents (no {} file)",
+                cwd.display(),
+                control::SOCKET_NAME
+            )
+        })?;
+        let root = socket.parent().unwrap_or(&cwd);
+        Ok(Target {
+            app: control::app_name(root),
+            client: Client::new(Endpoint::Unix(socket.clone()), None),
+        })
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/apps/{}{rest}", self.app)
+    }
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+pub fn ps(args: &PsArgs) -> Result<u8> {
+    let target = Target::find()?;
+    let dynos: Vec<Dyno> = block_on(async {
+        target
+            .client
+            .get(&target.path("/dynos"))
+            .await
+            .context("listing processes")
+    })?;
+    if args.json {
+        crate::say(&format!("{}\n", serde_json::to_string_pretty(&dynos)?));
+    } else {
+        crate::say(&ps_table(&dynos, chrono::Utc::now()));
+    }
+    Ok(0)
+}
+
+/// `2s`, `3m`, `5h`, `2d`.
+fn age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn state_text(dyno: &Dyno, now: chrono::DateTime<chrono::Utc>) -> String {
+    let since = chrono::DateTime::parse_from_rfc3339(&dyno.updated_at)
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
+        .unwrap_or(0);
+    match (dyno.state.as_str(), dyno.restart_in) {
+        ("crashed", Some(wait)) => format!(
+            "crashed (restart in {}, {} restart{})",
+            age(i64::try_from(wait).unwrap_or(i64::MAX)),
+            dyno.restarts,
+            if dyno.restarts == 1 { "" } else { "s" }
+        ),
+        ("complete", _) => String::from("complete"),
+        (state, _) => format!("{state} for {}", age(since)),
+    }
+}
+
+fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
+    let header = ["Process", "State", "PID", "Port", "Command"];
+    let rows: Vec<[String; 5]> = dynos
+        .iter()
+        .map(|d| {
+            [
+                d.name.clone(),
+                state_text(d, now),
+                d.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                d.port.map_or_else(|| "-".into(), |p| p.to_string()),
+                d.command.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], out: &mut String| {
+        let last = cells.len() - 1;
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push('\n');
+    };
+    line(&header.map(String::from), &mut out);
+    line(&widths.map(|w| "-".repeat(w)), &mut out);
+    for row in &rows {
+        line(row, &mut out);
+    }
+    out
+}
+
+pub fn scale(args: &ScaleArgs) -> Result<u8> {
+    let target = Target::find()?;
+    if args.changes.is_empty() {
+        let formation: Vec<FormationEntry> = block_on(async {
+            target
+                .client
+                .get(&target.path("/formation"))
+                .await
+                .context("reading the formation")
+        })?;
+        let text: Vec<String> = formation
+            .iter()
+            .map(|f| format!("{}={}", f.process_type, f.quantity))
+            .collect();
+        crate::say(&format!("{}\n", text.join(" ")));
+        return Ok(0);
+    }
+    let updates = parse_changes(args.changes.iter().map(String::as_str))?;
+    let mut named: Vec<String> = Vec::new();
+    for change in &updates {
+        if !named.contains(&change.process_type) {
+            named.push(change.process_type.clone());
+        }
+    }
+    let formation: Vec<FormationEntry> = block_on(async {
+        target
+            .client
+            .call(
+                Method::PATCH,
+                &target.path("/formation"),
+                &FormationUpdate { updates },
+            )
+            .await
+            .context("scaling")
+    })?;
+    for entry in &formation {
+        if named.contains(&entry.process_type) || named.iter().any(|n| n == "all") {
+            crate::say(&format!(
+                "Scaling {} processes... done, now running {}\n",
+                entry.process_type, entry.quantity
+            ));
+        }
+    }
+    Ok(0)
+}
+
+pub fn restart(args: &RestartArgs) -> Result<u8> {
+    let target = Target::find()?;
+    let (path, what) = match &args.target {
+        Some(t) => (target.path(&format!("/dynos/{t}")), t.clone()),
+        None => (target.path("/dynos"), String::from("all processes")),
+    };
+    crate::say(&format!("Restarting {what}... "));
+    let result: Result<serde_json::Value> = block_on(async {
+        target
+            .client
+            .delete(&path)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(_) => {
+            crate::say("done\n");
+            Ok(0)
+        }
+        Err(e) => {
+            crate::say("failed\n");
+            Err(e.context(format!("restarting {what}")))
+        }
+    }
+}
+
+pub fn stop(args: &StopArgs) -> Result<u8> {
+    let target = Target::find()?;
+    let path = target.path(&format!("/dynos/{}/actions/stop", args.target));
+    crate::say(&format!("Stopping {}... ", args.target));
+    let result: Result<serde_json::Value> = block_on(async {
+        target
+            .client
+            .call(Method::POST, &path, &serde_json::json!({}))
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(_) => {
+            crate::say("done\n");
+            Ok(0)
+        }
+        Err(e) => {
+            crate::say("failed\n");
+            Err(e.context(format!("stopping {}", args.target)))
+        }
+    }
+}
+
+pub fn logs(args: &LogsArgs) -> Result<u8> {
+    let target = Target::find()?;
+    block_on(async {
+        let session: LogSession = target
+            .client
+            .call(
+                Method::POST,
+                &target.path("/log-sessions"),
+                &LogSessionCreate {
+                    dyno: args.ps.clone(),
+                    lines: Some(args.num),
+                    tail: Some(args.tail),
+                },
+            )
+            .await
+            .context("opening the log")?;
+        let mut body = target
+            .client
+            .stream(&session.logplex_url)
+            .await
+            .context("reading the log")?;
+        let mut stdout = std::io::stdout();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("reading the log")?;
+            if let Some(data) = frame.data_ref()
+                && stdout
+                    .write_all(data)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+            {
+                // The reader went away (`crew logs -t | head`): done.
+                break;
+            }
+        }
+        Ok(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dyno(name: &str, state: &str, updated: &str) -> Dyno {
+        Dyno {
+            id: name.into(),
+            name: name.into(),
+            process_type: name.split('.').next().unwrap_or(name).into(),
+            state: state.into(),
+            command: "node web.js".into(),
+            size: "local".into(),
+            created_at: updated.into(),
+            updated_at: updated.into(),
+            attach_url: None,
+            app: crew_api::types::AppRef {
+                id: "a".into(),
+                name: "a".into(),
+            },
+            pid: Some(42),
+            port: Some(5000),
+            restarts: 0,
+            restart_in: None,
+        }
+    }
+
+    #[test]
+    fn ps_table_lines_up() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:01:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .expect("a time");
+        let mut crashed = dyno("worker.1", "crashed", "2026-01-01T00:00:00Z");
+        crashed.restart_in = Some(8);
+        crashed.restarts = 5;
+        let table = ps_table(&[dyno("web.1", "up", "2026-01-01T00:00:58Z"), crashed], now);
+        assert_eq!(
+            table,
+            "Process   State                                PID  Port  Command\n\
+             --------  -----------------------------------  ---  ----  -----------\n\
+             web.1     up for 2s                            42   5000  node web.js\n\
+             worker.1  crashed (restart in 8s, 5 restarts)  42   5000  node web.js\n"
+        );
+    }
+
+    #[test]
+    fn ages_are_compact() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(125), "2m");
+        assert_eq!(age(7200), "2h");
+        assert_eq!(age(200_000), "2d");
+    }
+}

@@ -1,0 +1,719 @@
+//! The engine task: the only owner of dyno state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crew_logs::LogEvent;
+use crew_procfile::{Formation, FormationChange};
+use crew_runtime::{DynoSpec, ExitStatus, Runtime, Signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::dyno::{self, Control, Event, Launch};
+use crate::restart::Backoff;
+use crate::{
+    AppSpec, DynoInfo, DynoState, EngineConfig, EngineError, OneOff, Outcome, Request,
+    RestartPolicy, ShutdownReason,
+};
+
+/// How often a one-off started elsewhere is checked for life.
+const ONE_OFF_POLL: Duration = Duration::from_millis(250);
+
+/// What happens to a slot once its current run is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nobody asked it to stop: the restart policy decides.
+    Decide,
+    Restart,
+    StayDown,
+    Remove,
+}
+
+/// A run of a slot that is still going.
+struct Run {
+    id: u64,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+/// One numbered place in the formation (`web.2`) and its current run, if any.
+struct Slot {
+    type_index: usize,
+    number: u32,
+    name: Arc<str>,
+    port: u16,
+    state: DynoState,
+    since: SystemTime,
+    up_at: Option<Instant>,
+    pid: Option<u32>,
+    run: Option<Run>,
+    next: Next,
+    backoff: Backoff,
+    restarts: u32,
+    restart_at: Option<Instant>,
+}
+
+struct OneOffSlot {
+    name: Arc<str>,
+    command: String,
+    pid: u32,
+    since: SystemTime,
+}
+
+/// What a task tells the engine.
+enum Message {
+    Dyno(u64, Event),
+    OneOffExited(u32),
+}
+
+pub(crate) struct Engine<R: Runtime> {
+    runtime: Arc<R>,
+    app: AppSpec,
+    formation: Formation,
+    config: EngineConfig,
+    logs: mpsc::Sender<LogEvent>,
+    /// Lines produced while handling a message, sent once it is handled.
+    pending: Vec<LogEvent>,
+    /// Keyed by (type index, number): Procfile order, then number.
+    slots: BTreeMap<(usize, u32), Slot>,
+    one_offs: BTreeMap<u32, OneOffSlot>,
+    messages_tx: mpsc::UnboundedSender<Message>,
+    messages: mpsc::UnboundedReceiver<Message>,
+    next_run: u64,
+    shutdown: Option<ShutdownReason>,
+    exit_code: Option<i32>,
+}
+
+impl<R: Runtime> Engine<R> {
+    pub(crate) fn new(
+        runtime: R,
+        app: AppSpec,
+        formation: Formation,
+        config: EngineConfig,
+        logs: mpsc::Sender<LogEvent>,
+    ) -> Engine<R> {
+        let (messages_tx, messages) = mpsc::unbounded_channel();
+        Engine {
+            runtime: Arc::new(runtime),
+            app,
+            formation,
+            config,
+            logs,
+            pending: Vec::new(),
+            slots: BTreeMap::new(),
+            one_offs: BTreeMap::new(),
+            messages_tx,
+            messages,
+            next_run: 0,
+            shutdown: None,
+            exit_code: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Request>) -> Outcome {
+        self.reconcile();
+        self.flush().await;
+        let mut inbox_open = true;
+        loop {
+            if self.shutdown.is_some() && self.slots.values().all(|s| s.run.is_none()) {
+                break;
+            }
+            let next_restart = self
+                .slots
+                .values()
+                .filter_map(|s| s.restart_at)
+                .min()
+                .filter(|_| self.shutdown.is_none());
+            tokio::select! {
+                request = inbox.recv(), if inbox_open => match request {
+                    Some(r) => self.handle(r),
+                    None => inbox_open = false,
+                },
+                Some(message) = self.messages.recv() => match message {
+                    Message::Dyno(id, event) => self.on_event(id, event),
+                    Message::OneOffExited(number) => self.on_one_off_exit(number),
+                },
+                () = sleep_until(next_restart), if next_restart.is_some() => self.restart_due(),
+            }
+            self.flush().await;
+        }
+        Outcome {
+            exit_code: self.exit_code.unwrap_or(0),
+        }
+    }
+
+    async fn flush(&mut self) {
+        for event in std::mem::take(&mut self.pending) {
+            let _ = self.logs.send(event).await;
+        }
+    }
+
+    fn platform(&mut self, dyno: &Arc<str>, text: impl Into<String>) {
+        self.pending.push(LogEvent::platform(dyno, text));
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Ps(reply) => {
+                let _ = reply.send(self.ps());
+            }
+            Request::Formation(reply) => {
+                let _ = reply.send(self.formation.clone());
+            }
+            Request::Scale(changes, reply) => {
+                let _ = reply.send(self.scale(&changes));
+            }
+            Request::Restart(target, reply) => {
+                let _ = reply.send(self.restart(target.as_deref()));
+            }
+            Request::Stop(target, reply) => {
+                let _ = reply.send(self.stop(&target));
+            }
+            Request::OneOff(one_off, reply) => {
+                let _ = reply.send(self.add_one_off(one_off));
+            }
+            Request::Shutdown(reason) => self.begin_shutdown(reason),
+            Request::Kill => self.kill_all(),
+        }
+    }
+
+    fn ps(&self) -> Vec<DynoInfo> {
+        let now = Instant::now();
+        let formation = self.slots.values().map(|s| {
+            let spec = &self.app.types[s.type_index];
+            DynoInfo {
+                name: s.name.to_string(),
+                process_type: spec.name.clone(),
+                number: s.number,
+                state: s.state,
+                since: s.since,
+                pid: s.pid,
+                port: s.port,
+                command: spec.command.clone(),
+                restarts: s.restarts,
+                restart_in: s.restart_at.map(|at| at.saturating_duration_since(now)),
+            }
+        });
+        let one_offs = self.one_offs.iter().map(|(number, o)| DynoInfo {
+            name: o.name.to_string(),
+            process_type: "run".into(),
+            number: *number,
+            state: DynoState::Up,
+            since: o.since,
+            pid: Some(o.pid),
+            port: self.app.port_base,
+            command: o.command.clone(),
+            restarts: 0,
+            restart_in: None,
+        });
+        formation.chain(one_offs).collect()
+    }
+
+    fn scale(&mut self, changes: &[FormationChange]) -> Result<Formation, EngineError> {
+        if self.shutdown.is_some() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let mut formation = self.formation.clone();
+        formation.apply(changes)?;
+        // Ports are checked before anything changes, so a bad scale changes nothing.
+        for (index, spec) in self.app.types.iter().enumerate() {
+            let quantity = formation.get(&spec.name).unwrap_or(0);
+            if quantity > 0 {
+                crew_procfile::port_for(self.app.port_base, index, quantity).map_err(|e| {
+                    EngineError::Port {
+                        dyno: format!("{}.{quantity}", spec.name),
+                        reason: e.to_string(),
+                    }
+                })?;
+            }
+        }
+        // A type scaled to zero forgets its crash history.
+        self.formation = formation;
+        self.reconcile();
+        Ok(self.formation.clone())
+    }
+
+    /// Starts missing slots and stops surplus ones, highest numbers first.
+    fn reconcile(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let wanted: Vec<u32> = self
+            .app
+            .types
+            .iter()
+            .map(|t| self.formation.get(&t.name).unwrap_or(0))
+            .collect();
+        let surplus: Vec<(usize, u32)> = self
+            .slots
+            .keys()
+            .rev()
+            .filter(|(i, n)| wanted.get(*i).is_none_or(|q| n > q))
+            .copied()
+            .collect();
+        for key in surplus {
+            self.retire(key);
+        }
+        for (type_index, quantity) in wanted.into_iter().enumerate() {
+            for number in 1..=quantity {
+                let key = (type_index, number);
+                match self.slots.get_mut(&key) {
+                    // A slot still being retired by an earlier scale-down comes back.
+                    Some(slot) if slot.next == Next::Remove => slot.next = Next::Restart,
+                    Some(_) => {}
+                    None => self.add_slot(type_index, number),
+                }
+            }
+        }
+    }
+
+    fn stop_control(&self, type_index: usize) -> Control {
+        let settings = &self.app.types[type_index].settings;
+        Control::Stop {
+            signal: settings.stop_signal,
+            timeout: settings.stop_timeout.unwrap_or(self.config.stop_timeout),
+        }
+    }
+
+    /// Asks a slot's run to stop; `next` says what happens after.
+    fn stop_slot(&mut self, key: (usize, u32), next: Next) {
+        let Some(slot) = self.slots.get(&key) else {
+            return;
+        };
+        let control = self.stop_control(slot.type_index);
+        let name = slot.name.clone();
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        slot.next = next;
+        slot.restart_at = None;
+        if let Some(run) = &slot.run {
+            let _ = run.control.send(control);
+            if let Control::Stop { signal, .. } = control {
+                self.platform(&name, format!("Stopping all processes with {signal}"));
+            }
+        }
+    }
+
+    /// Stops a slot for good and drops it once its run is over.
+    fn retire(&mut self, key: (usize, u32)) {
+        match self.slots.get(&key).map(|s| s.run.is_some()) {
+            Some(true) => self.stop_slot(key, Next::Remove),
+            Some(false) => {
+                self.slots.remove(&key);
+            }
+            None => {}
+        }
+    }
+
+    fn add_slot(&mut self, type_index: usize, number: u32) {
+        let type_name = &self.app.types[type_index].name;
+        let name: Arc<str> = Arc::from(format!("{type_name}.{number}"));
+        let port = match crew_procfile::port_for(self.app.port_base, type_index, number) {
+            Ok(port) => port,
+            Err(e) => {
+                self.pending
+                    .push(LogEvent::system(format!("cannot start {name}: {e}")));
+                return;
+            }
+        };
+        self.slots.insert(
+            (type_index, number),
+            Slot {
+                type_index,
+                number,
+                name,
+                port,
+                state: DynoState::Down,
+                since: SystemTime::now(),
+                up_at: None,
+                pid: None,
+                run: None,
+                next: Next::Decide,
+                backoff: Backoff::default(),
+                restarts: 0,
+                restart_at: None,
+            },
+        );
+        self.launch((type_index, number));
+    }
+
+    fn set_state(&mut self, key: (usize, u32), state: DynoState) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if slot.state == state {
+            return;
+        }
+        let line = format!(
+            "State changed from {} to {}",
+            slot.state.as_str(),
+            state.as_str()
+        );
+        slot.state = state;
+        slot.since = SystemTime::now();
+        slot.up_at = (state == DynoState::Up).then(Instant::now);
+        let name = slot.name.clone();
+        self.platform(&name, line);
+    }
+
+    /// Starts a new run of a slot.
+    fn launch(&mut self, key: (usize, u32)) {
+        let id = self.next_run;
+        self.next_run += 1;
+        self.set_state(key, DynoState::Starting);
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        let spec = &self.app.types[slot.type_index];
+        let mut env = self.app.env.clone();
+        env.retain(|(k, _)| !matches!(k.as_str(), "PORT" | "DYNO" | "PS"));
+        env.push(("PORT".into(), slot.port.to_string()));
+        env.push(("DYNO".into(), slot.name.to_string()));
+        env.push(("PS".into(), slot.name.to_string()));
+        let launch = Launch {
+            spec: DynoSpec {
+                name: slot.name.to_string(),
+                command: spec.command.clone(),
+                env,
+                cwd: self.app.cwd.clone(),
+            },
+            probe_port: (spec.name == "web").then_some(slot.port),
+            boot_timeout: spec
+                .settings
+                .boot_timeout
+                .unwrap_or(self.config.boot_timeout),
+            stop_timeout: spec
+                .settings
+                .stop_timeout
+                .unwrap_or(self.config.stop_timeout),
+        };
+        let command = spec.command.clone();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        slot.run = Some(Run { id, control });
+        slot.pid = None;
+        slot.next = Next::Decide;
+        slot.restart_at = None;
+        let name = slot.name.clone();
+        self.platform(&name, format!("Starting process with command `{command}`"));
+        let messages = self.messages_tx.clone();
+        let report = move |event| {
+            let _ = messages.send(Message::Dyno(id, event));
+        };
+        tokio::spawn(dyno::run(
+            self.runtime.clone(),
+            launch,
+            report,
+            self.logs.clone(),
+            control_rx,
+        ));
+    }
+
+    fn slot_of_run(&self, id: u64) -> Option<(usize, u32)> {
+        self.slots
+            .iter()
+            .find(|(_, s)| s.run.as_ref().is_some_and(|r| r.id == id))
+            .map(|(k, _)| *k)
+    }
+
+    fn on_event(&mut self, id: u64, event: Event) {
+        let Some(key) = self.slot_of_run(id) else {
+            return;
+        };
+        match event {
+            Event::Spawned { pid } => {
+                let is_web = self.is_web(key);
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    slot.pid = pid;
+                }
+                if !is_web {
+                    self.set_state(key, DynoState::Up);
+                }
+            }
+            Event::Up => {
+                if self.slots.get(&key).map(|s| s.state) == Some(DynoState::Starting) {
+                    self.set_state(key, DynoState::Up);
+                }
+            }
+            Event::SpawnFailed => self.on_exit(key, None),
+            Event::Exited { status } => self.on_exit(key, Some(status)),
+            Event::Gone => self.on_gone(key),
+        }
+    }
+
+    fn is_web(&self, key: (usize, u32)) -> bool {
+        self.slots
+            .get(&key)
+            .is_some_and(|s| self.app.types[s.type_index].name == "web")
+    }
+
+    /// The leader is gone (or never started). Decides what the exit means.
+    fn on_exit(&mut self, key: (usize, u32), status: Option<ExitStatus>) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        slot.pid = None;
+        let name = slot.name.clone();
+        let next = slot.next;
+        let settings = self.app.types[slot.type_index].settings.clone();
+        if let Some(status) = status {
+            self.platform(
+                &name,
+                format!("Process exited with status {}", status.code()),
+            );
+        }
+        if next != Next::Decide || self.shutdown.is_some() {
+            return;
+        }
+        let success = status.is_some_and(ExitStatus::success);
+        let policy = settings.restart.unwrap_or(if self.config.keep_alive {
+            RestartPolicy::Always
+        } else {
+            RestartPolicy::Never
+        });
+        let restart = match policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        };
+        if restart {
+            self.set_state(key, DynoState::Crashed);
+        } else if settings.may_exit && success {
+            self.set_state(key, DynoState::Complete);
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.next = Next::StayDown;
+            }
+        } else if !self.config.keep_alive {
+            // foreman's rule: the first process to go takes the run with it.
+            self.set_state(key, DynoState::Crashed);
+            self.exit_code
+                .get_or_insert(status.map_or(1, ExitStatus::code));
+            self.begin_shutdown(ShutdownReason::Signal(Signal::Term));
+        } else {
+            self.set_state(key, DynoState::Crashed);
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.next = Next::StayDown;
+            }
+        }
+    }
+
+    /// The run is over and nothing of it is left.
+    fn on_gone(&mut self, key: (usize, u32)) {
+        let shutting_down = self.shutdown.is_some();
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        slot.run = None;
+        slot.pid = None;
+        match slot.next {
+            Next::Remove => {
+                self.slots.remove(&key);
+            }
+            _ if shutting_down => {
+                if slot.state != DynoState::Crashed {
+                    self.set_state(key, DynoState::Down);
+                }
+            }
+            Next::Restart => {
+                slot.backoff.reset();
+                self.launch(key);
+            }
+            Next::StayDown => {
+                if slot.state != DynoState::Complete && slot.state != DynoState::Crashed {
+                    self.set_state(key, DynoState::Down);
+                }
+            }
+            Next::Decide => {
+                let uptime = slot.up_at.map_or(Duration::ZERO, |t| t.elapsed());
+                let delay = slot.backoff.crash(uptime);
+                slot.restart_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(usize, u32)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.restarts += 1;
+            }
+            self.launch(key);
+        }
+    }
+
+    /// The slots a target names: `web.2`, `web`, or all of them.
+    fn targets(&self, target: Option<&str>) -> Result<Vec<(usize, u32)>, EngineError> {
+        let keys: Vec<(usize, u32)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.next != Next::Remove)
+            .filter(|(_, s)| match target {
+                None => true,
+                Some(t) => &*s.name == t || self.app.types[s.type_index].name == t,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        match target {
+            Some(t) if keys.is_empty() => Err(EngineError::UnknownDyno(t.to_string())),
+            _ => Ok(keys),
+        }
+    }
+
+    fn restart(&mut self, target: Option<&str>) -> Result<Vec<String>, EngineError> {
+        if self.shutdown.is_some() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let keys = self.targets(target)?;
+        let mut names = Vec::new();
+        for key in keys {
+            let Some(slot) = self.slots.get_mut(&key) else {
+                continue;
+            };
+            names.push(slot.name.to_string());
+            slot.backoff.reset();
+            let name = slot.name.clone();
+            let running = slot.run.is_some();
+            self.platform(&name, "Restarting");
+            if running {
+                self.stop_slot(key, Next::Restart);
+            } else {
+                self.launch(key);
+            }
+        }
+        Ok(names)
+    }
+
+    fn stop(&mut self, target: &str) -> Result<Vec<String>, EngineError> {
+        if self.shutdown.is_some() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let keys = self.targets(Some(target))?;
+        let mut names = Vec::new();
+        for key in keys {
+            let Some(slot) = self.slots.get(&key) else {
+                continue;
+            };
+            names.push(slot.name.to_string());
+            if slot.run.is_some() {
+                self.stop_slot(key, Next::StayDown);
+            } else {
+                if let Some(slot) = self.slots.get_mut(&key) {
+                    slot.restart_at = None;
+                    slot.next = Next::StayDown;
+                }
+                self.set_state(key, DynoState::Down);
+            }
+        }
+        Ok(names)
+    }
+
+    fn add_one_off(&mut self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
+        if self.shutdown.is_some() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let number = (1..)
+            .find(|n| !self.one_offs.contains_key(n))
+            .unwrap_or(u32::MAX);
+        let name: Arc<str> = Arc::from(format!("run.{number}"));
+        let since = SystemTime::now();
+        self.one_offs.insert(
+            number,
+            OneOffSlot {
+                name: name.clone(),
+                command: one_off.command.clone(),
+                pid: one_off.pid,
+                since,
+            },
+        );
+        self.platform(
+            &name,
+            format!("Starting process with command `{}`", one_off.command),
+        );
+        self.platform(&name, "State changed from starting to up");
+        let messages = self.messages_tx.clone();
+        let pid = one_off.pid;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ONE_OFF_POLL);
+            loop {
+                tick.tick().await;
+                if !crew_runtime::os::process_alive(pid) {
+                    let _ = messages.send(Message::OneOffExited(number));
+                    break;
+                }
+            }
+        });
+        Ok(DynoInfo {
+            name: name.to_string(),
+            process_type: "run".into(),
+            number,
+            state: DynoState::Up,
+            since,
+            pid: Some(one_off.pid),
+            port: self.app.port_base,
+            command: one_off.command,
+            restarts: 0,
+            restart_in: None,
+        })
+    }
+
+    fn on_one_off_exit(&mut self, number: u32) {
+        if let Some(one_off) = self.one_offs.remove(&number) {
+            self.platform(&one_off.name, "State changed from up to complete");
+        }
+    }
+
+    fn begin_shutdown(&mut self, reason: ShutdownReason) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.shutdown = Some(reason);
+        self.exit_code.get_or_insert(reason.exit_code());
+        self.pending
+            .push(LogEvent::system("sending SIGTERM to all processes"));
+        let keys: Vec<(usize, u32)> = self.slots.keys().copied().collect();
+        for key in keys {
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.restart_at = None;
+                let control = Control::Stop {
+                    signal: Signal::Term,
+                    timeout: self.app.types[slot.type_index]
+                        .settings
+                        .stop_timeout
+                        .unwrap_or(self.config.stop_timeout),
+                };
+                if let Some(run) = &slot.run {
+                    let _ = run.control.send(control);
+                }
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        self.pending
+            .push(LogEvent::system("sending SIGKILL to all processes"));
+        if self.shutdown.is_none() {
+            self.shutdown = Some(ShutdownReason::Signal(Signal::Int));
+            self.exit_code.get_or_insert(130);
+        }
+        for slot in self.slots.values_mut() {
+            slot.next = Next::Remove;
+            slot.restart_at = None;
+            if let Some(run) = &slot.run {
+                let _ = run.control.send(Control::Kill);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

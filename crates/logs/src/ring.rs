@@ -1,0 +1,215 @@
+//! The recent log of one app, for `crew logs`, and the live feed for `crew logs -t`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::LogEvent;
+
+/// Lines kept per app unless told otherwise.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// Who wrote a line: the app itself, or crew about a dyno or the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    App,
+    Crew,
+}
+
+/// One log line.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub at: SystemTime,
+    pub origin: Origin,
+    /// `web.1`, or `system`/`router`/`api` for crew's own lines.
+    pub source: Arc<str>,
+    /// Without the newline.
+    pub text: Bytes,
+}
+
+impl LogRecord {
+    /// Heroku's format: `2026-11-27T10:14:40.123456+00:00 app[web.1]: text`.
+    pub fn heroku_line(&self) -> Vec<u8> {
+        let stamp = chrono::DateTime::<chrono::Utc>::from(self.at)
+            .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+            .to_string();
+        let origin = match self.origin {
+            Origin::App => "app",
+            Origin::Crew => "crew",
+        };
+        let mut line = Vec::with_capacity(stamp.len() + self.source.len() + self.text.len() + 16);
+        line.extend_from_slice(stamp.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(origin.as_bytes());
+        line.push(b'[');
+        line.extend_from_slice(self.source.as_bytes());
+        line.extend_from_slice(b"]: ");
+        line.extend_from_slice(&self.text);
+        line.push(b'\n');
+        line
+    }
+
+    /// Whether `filter` (`web` or `web.1`) names this line's dyno.
+    pub fn matches(&self, filter: &str) -> bool {
+        *self.source == *filter
+            || self
+                .source
+                .split_once('.')
+                .is_some_and(|(process_type, _)| process_type == filter)
+    }
+}
+
+/// A bounded ring of recent lines and a feed of new ones.
+pub struct LogRing {
+    lines: Mutex<VecDeque<Arc<LogRecord>>>,
+    capacity: usize,
+    live: broadcast::Sender<Arc<LogRecord>>,
+}
+
+impl LogRing {
+    pub fn new(capacity: usize) -> LogRing {
+        let (live, _) = broadcast::channel(4096);
+        LogRing {
+            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+            live,
+        }
+    }
+
+    /// Splits an event into records and keeps them. Lines are copied out of the
+    /// read buffers they arrived in, so one short line cannot pin a whole buffer.
+    pub fn push(&self, event: &LogEvent) {
+        let mut records = Vec::new();
+        match event {
+            LogEvent::Output { dyno, at, lines } => {
+                for line in lines.split(|b| *b == b'\n') {
+                    records.push(LogRecord {
+                        at: *at,
+                        origin: Origin::App,
+                        source: dyno.clone(),
+                        text: Bytes::copy_from_slice(line),
+                    });
+                }
+                // `split` yields an empty piece after the final newline.
+                records.pop();
+            }
+            LogEvent::Status { dyno, at, text } | LogEvent::Platform { dyno, at, text } => {
+                records.push(LogRecord {
+                    at: *at,
+                    origin: Origin::Crew,
+                    source: dyno.clone(),
+                    text: Bytes::copy_from_slice(text.as_bytes()),
+                });
+            }
+            LogEvent::System { at, text } => records.push(LogRecord {
+                at: *at,
+                origin: Origin::Crew,
+                source: Arc::from("system"),
+                text: Bytes::copy_from_slice(text.as_bytes()),
+            }),
+        }
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for record in records {
+            let record = Arc::new(record);
+            if lines.len() == self.capacity {
+                lines.pop_front();
+            }
+            if self.capacity > 0 {
+                lines.push_back(record.clone());
+            }
+            // Nobody tailing is not an error.
+            let _ = self.live.send(record);
+        }
+    }
+
+    /// The last `count` lines that pass `filter`, oldest first, and, when `follow`,
+    /// a feed of every line after them. Taken under one lock, so no line falls
+    /// between the two.
+    pub fn read(
+        &self,
+        count: usize,
+        filter: Option<&str>,
+        follow: bool,
+    ) -> (
+        Vec<Arc<LogRecord>>,
+        Option<broadcast::Receiver<Arc<LogRecord>>>,
+    ) {
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut backlog: Vec<Arc<LogRecord>> = lines
+            .iter()
+            .rev()
+            .filter(|r| filter.is_none_or(|f| r.matches(f)))
+            .take(count)
+            .cloned()
+            .collect();
+        backlog.reverse();
+        let live = follow.then(|| self.live.subscribe());
+        (backlog, live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn output(dyno: &str, text: &'static [u8]) -> LogEvent {
+        LogEvent::Output {
+            dyno: Arc::from(dyno),
+            at: UNIX_EPOCH + Duration::from_micros(1_500_000),
+            lines: Bytes::from_static(text),
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_lines() {
+        let ring = LogRing::new(3);
+        ring.push(&output("web.1", b"a\nb\n"));
+        ring.push(&output("worker.1", b"c\nd\n"));
+        let (lines, _) = ring.read(10, None, false);
+        let texts: Vec<&[u8]> = lines.iter().map(|r| &r.text[..]).collect();
+        assert_eq!(texts, [&b"b"[..], b"c", b"d"]);
+    }
+
+    #[test]
+    fn filters_by_type_or_dyno() {
+        let ring = LogRing::new(10);
+        ring.push(&output("web.1", b"a\n"));
+        ring.push(&output("web.2", b"b\n"));
+        ring.push(&output("worker.1", b"c\n"));
+        assert_eq!(ring.read(10, Some("web"), false).0.len(), 2);
+        assert_eq!(ring.read(10, Some("web.2"), false).0.len(), 1);
+        assert_eq!(ring.read(1, Some("web"), false).0[0].text, "b");
+    }
+
+    #[test]
+    fn renders_heroku_lines() {
+        let ring = LogRing::new(10);
+        ring.push(&output("web.1", b"hello\n"));
+        let (lines, _) = ring.read(1, None, false);
+        assert_eq!(
+            String::from_utf8_lossy(&lines[0].heroku_line()),
+            "1970-01-01T00:00:01.500000+00:00 app[web.1]: hello\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn follows_new_lines() {
+        let ring = LogRing::new(10);
+        ring.push(&output("web.1", b"old\n"));
+        let (backlog, live) = ring.read(10, None, true);
+        assert_eq!(backlog.len(), 1);
+        ring.push(&output("web.1", b"new\n"));
+        let mut live = live.expect("a feed");
+        assert_eq!(live.recv().await.expect("a line").text, "new");
+    }
+}
