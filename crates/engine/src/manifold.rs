@@ -352,7 +352,10 @@ impl<R: Runtime> Engine<R> {
         );
         slot.state = state;
         slot.since = SystemTime::now();
-        slot.up_at = (state == DynoState::Up).then(Instant::now);
+        // Kept through the crash that follows: the backoff needs the uptime.
+        if state == DynoState::Up {
+            slot.up_at = Some(Instant::now());
+        }
         let name = slot.name.clone();
         self.platform(&name, line);
     }
@@ -392,6 +395,7 @@ impl<R: Runtime> Engine<R> {
         let (control, control_rx) = mpsc::unbounded_channel();
         slot.run = Some(Run { id, control });
         slot.pid = None;
+        slot.up_at = None;
         slot.next = Next::Decide;
         slot.restart_at = None;
         let name = slot.name.clone();
