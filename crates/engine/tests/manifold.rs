@@ -13,10 +13,13 @@ use crew_runtime::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+/// One spawn: when, which dyno, its pid and its environment.
+type Spawn = (Instant, String, u32, Vec<(String, String)>);
+
 /// What the fake saw: every spawn and every signal, with the paused clock's time.
 #[derive(Default)]
 struct Record {
-    spawns: Vec<(Instant, String, u32, Vec<(String, String)>)>,
+    spawns: Vec<Spawn>,
     signals: Vec<(String, Signal)>,
 }
 
