@@ -24,9 +24,6 @@ pub fn start(args: StartArgs) -> Result<u8> {
     location.require_root()?;
     let env = app::environment(&location.root, &args.env)?;
     let formation = initial_formation(&procfile, &args.types, &args.formation)?;
-    if formation.entries().iter().all(|(_, q)| *q == 0) {
-        bail!("nothing to start: the formation is {formation}");
-    }
 
     let mut settings = settings::load(&location.root, &procfile)?;
     let app = AppSpec {
@@ -127,6 +124,13 @@ async fn run(
         .iter()
         .map(|t| (t.name.clone(), t.command.clone()))
         .collect();
+    if formation.entries().iter().all(|(_, q)| *q == 0) {
+        let _ = logs
+            .send(LogEvent::system(format!(
+                "the formation is {formation}: nothing runs until `crew scale`"
+            )))
+            .await;
+    }
     let (engine, outcome) =
         crew_engine::start(runtime.clone(), app, formation, config, logs.clone());
     let backend = Arc::new(LocalBackend {
