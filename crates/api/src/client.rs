@@ -184,6 +184,22 @@ impl Client {
         self.json(method, path, Some(body)).await
     }
 
+    /// POSTs JSON and returns the streamed body, such as a build's output.
+    pub async fn stream_post(&self, path: &str, body: Vec<u8>) -> Result<Incoming, ClientError> {
+        let response = self.send(Method::POST, path, Some(body)).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(response.into_body())
+    }
+
     /// A streamed body, such as a log stream, to read frame by frame.
     pub async fn stream(&self, path: &str) -> Result<Incoming, ClientError> {
         let response = self.send(Method::GET, path, None).await?;

@@ -8,5 +8,6 @@
 //! router, and [`client`] is the other end of the wire.
 
 pub mod client;
+pub mod git;
 pub mod server;
 pub mod types;

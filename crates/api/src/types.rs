@@ -72,7 +72,13 @@ pub struct DynoCreate {
     /// command itself and only wants to be listed.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Extra environment for this dyno only.
+    #[serde(default)]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
 }
+
+/// The last line of an attached one-off's output: `crew-run: exit 3`.
+pub const RUN_EXIT_PREFIX: &str = "crew-run: exit ";
 
 /// `POST /apps/{app}/log-sessions`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,3 +119,75 @@ pub struct ErrorBody {
     pub id: String,
     pub message: String,
 }
+
+/// `{"name": "..."}`: create an app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCreate {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A name-only reference, as Heroku nests them (`"generation": {"name": "cedar"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRef {
+    pub name: String,
+}
+
+/// An id-only reference (`"slug": {"id": "..."}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRef {
+    pub id: String,
+}
+
+/// One app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub git_url: String,
+    pub web_url: String,
+    pub generation: NameRef,
+    pub stack: NameRef,
+    pub build_stack: NameRef,
+}
+
+/// One release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub id: String,
+    pub version: u32,
+    pub description: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub current: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub slug: Option<IdRef>,
+}
+
+/// `POST /apps/{app}/releases`: roll back to the release with this id or version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseCreate {
+    pub release: String,
+}
+
+/// Where a build's source is: locally a `file://` path the pushed tree was
+/// exported to, and the commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceBlob {
+    pub url: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// `POST /apps/{app}/builds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildCreate {
+    pub source_blob: SourceBlob,
+}
+
+/// The last line of a streamed build: `crew-build: succeeded v3` or
+/// `crew-build: failed`.
+pub const BUILD_RESULT_PREFIX: &str = "crew-build: ";

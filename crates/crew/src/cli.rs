@@ -33,10 +33,147 @@ pub enum Command {
     Stop(StopArgs),
     /// Show recent output and crew's lifecycle lines, or follow them
     Logs(LogsArgs),
+    /// Host apps: git push deploys, releases, config vars, formations
+    Server(ServerArgs),
+    /// List a server's apps
+    Apps,
+    /// Create an app on the server (and a `crew` git remote here)
+    #[command(name = "apps:create")]
+    AppsCreate(AppsCreateArgs),
+    /// Show an app
+    #[command(name = "apps:info")]
+    AppsInfo(AppOnly),
+    /// Destroy an app, its dynos and all of its data
+    #[command(name = "apps:destroy")]
+    AppsDestroy(AppsDestroyArgs),
+    /// Start a one-off dyno on a server and return at once; its output goes to the log
+    #[command(name = "run:detached")]
+    RunDetached(RunDetachedArgs),
+    /// Show an app's config vars
+    Config(AppOnly),
+    /// Print one config var
+    #[command(name = "config:get")]
+    ConfigGet(ConfigGetArgs),
+    /// Set config vars: a new release, and every dyno restarts
+    #[command(name = "config:set")]
+    ConfigSet(ConfigSetArgs),
+    /// Remove config vars: a new release, and every dyno restarts
+    #[command(name = "config:unset")]
+    ConfigUnset(ConfigUnsetArgs),
+    /// List an app's releases
+    Releases(AppOnly),
+    /// Show one release [default: the latest]
+    #[command(name = "releases:info")]
+    ReleasesInfo(ReleaseArgs),
+    /// Make a new release from an old one's slug and config [default: the one before the latest]
+    Rollback(ReleaseArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AppOnly {
+    /// The app [default: the `crew` git remote's]
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunDetachedArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    /// Extra environment: `--env K=V` (repeatable)
+    #[arg(long = "env-var", value_name = "K=V")]
+    pub env_vars: Vec<String>,
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AppsCreateArgs {
+    /// 2 to 30 characters: a lowercase letter, then lowercase letters, digits and dashes
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AppsDestroyArgs {
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
+    /// The app's name again, to be sure
+    #[arg(long, value_name = "APP")]
+    pub confirm: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigGetArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    pub key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigSetArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub pairs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigUnsetArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    /// A release such as v3
+    pub release: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Where everything is kept [default: $XDG_DATA_HOME/crew or ~/.local/share/crew]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The API's address (and git's)
+    #[arg(long, default_value = "127.0.0.1:8421", value_name = "ADDR")]
+    pub listen: String,
+    /// The ports dynos get PORT from
+    #[arg(long, default_value = "30000-39999", value_parser = port_range, value_name = "FIRST-LAST")]
+    pub dyno_ports: (u16, u16),
+}
+
+fn port_range(text: &str) -> Result<(u16, u16), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not a range like 30000-39999"))?;
+    let first: u16 = first
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{first}` is not a port"))?;
+    let last: u16 = last
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{last}` is not a port"))?;
+    if first == 0 || first > last {
+        return Err(format!("`{text}` is not a range of ports"));
+    }
+    Ok((first, last))
 }
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
+    /// An app on a `crew server` instead of the `crew start` running here
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
@@ -44,6 +181,9 @@ pub struct PsArgs {
 
 #[derive(Args, Debug)]
 pub struct ScaleArgs {
+    /// An app on a `crew server` instead of the `crew start` running here
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
     /// Changes such as `web=3`, `worker+1`, `clock-1` or `web=2,worker=1`; none
     /// prints the formation
     #[arg(value_name = "TYPE=N")]
@@ -52,18 +192,27 @@ pub struct ScaleArgs {
 
 #[derive(Args, Debug)]
 pub struct RestartArgs {
+    /// An app on a `crew server` instead of the `crew start` running here
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
     /// A process type or process name [default: all]
     pub target: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
+    /// An app on a `crew server` instead of the `crew start` running here
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
     /// A process type or process name
     pub target: String,
 }
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// An app on a `crew server` instead of the `crew start` running here
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
     /// Keep following new lines
     #[arg(short = 't', long = "tail")]
     pub tail: bool,
@@ -155,6 +304,15 @@ pub struct StartArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Run a one-off dyno of this app on a `crew server` instead of here
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub server_app: Option<String>,
+    /// Extra environment for a server one-off: `--env K=V` (repeatable)
+    #[arg(long = "env-var", value_name = "K=V")]
+    pub env_vars: Vec<String>,
+    /// Accepted for Heroku's CLI habits; output is never a TTY yet
+    #[arg(long)]
+    pub no_tty: bool,
     #[command(flatten)]
     pub app: AppArgs,
     #[command(flatten)]

@@ -19,6 +19,29 @@ pub struct Target {
 }
 
 impl Target {
+    /// A server's app when `-a` names one (or the current git repo has a `crew`
+    /// remote), else the `crew start` running here.
+    pub fn resolve(app: Option<&str>) -> Result<Target> {
+        if let Some(app) = app {
+            return Target::server(app);
+        }
+        if let Some(app) = crew_remote_app() {
+            return Target::server(&app);
+        }
+        Target::find()
+    }
+
+    /// An app on a server, found as the README describes: `CREW_API_URL`, else the
+    /// server that last started on this machine, else the default address; the key
+    /// from `CREW_API_KEY`, else `~/.netrc`, else that server's token file.
+    pub fn server(app: &str) -> Result<Target> {
+        let (url, key) = server_credentials()?;
+        Ok(Target {
+            client: Client::new(Endpoint::Tcp(host_of(&url)), key),
+            app: app.to_string(),
+        })
+    }
+
     /// The `crew start` running in the current directory or a parent.
     pub fn find() -> Result<Target> {
         let cwd = std::env::current_dir().context("finding the current directory")?;
@@ -36,12 +59,83 @@ impl Target {
         })
     }
 
-    fn path(&self, rest: &str) -> String {
+    pub fn path(&self, rest: &str) -> String {
         format!("/apps/{}{rest}", self.app)
     }
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+/// `host:port` of an `http://host:port/...` URL.
+pub fn host_of(url: &str) -> String {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let host = rest.split('/').next().unwrap_or(rest);
+    // Credentials in the URL are not part of the address.
+    host.rsplit('@').next().unwrap_or(host).to_string()
+}
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8421";
+
+/// The server's URL and API key, in the documented order.
+pub fn server_credentials() -> Result<(String, Option<String>)> {
+    let locator = std::fs::read_to_string(crate::server::locator_file()).ok();
+    let mut lines = locator.as_deref().unwrap_or("").lines();
+    let (located_url, token_file) = (lines.next(), lines.next());
+    let url = std::env::var("CREW_API_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| located_url.map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    let url = url.trim_end_matches('/').to_string();
+    let key = std::env::var("CREW_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .or_else(|| netrc_password(&host_of(&url)))
+        .or_else(|| {
+            token_file
+                .map(std::path::PathBuf::from)
+                .or_else(|| Some(crate::server::default_data_dir().join("api-token")))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|t| t.trim().to_string())
+        });
+    Ok((url, key))
+}
+
+/// The password for `host` (with or without its port) in `~/.netrc`.
+fn netrc_password(host: &str) -> Option<String> {
+    let text = std::fs::read_to_string(crate::server::home().join(".netrc")).ok()?;
+    let name = host.split(':').next().unwrap_or(host);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut i = 0;
+    while i + 1 < words.len() {
+        if words[i] == "machine" && (words[i + 1] == host || words[i + 1] == name) {
+            let mut j = i + 2;
+            while j + 1 < words.len() && words[j] != "machine" {
+                if words[j] == "password" {
+                    return Some(words[j + 1].to_string());
+                }
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The app a `crew` git remote in the current repository points at.
+fn crew_remote_app() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["config", "--get", "remote.crew.url"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let url = String::from_utf8(output.stdout).ok()?;
+    let last = url.trim().trim_end_matches('/').rsplit('/').next()?;
+    last.strip_suffix(".git").map(str::to_string)
+}
+
+pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,7 +144,7 @@ fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T
 }
 
 pub fn ps(args: &PsArgs) -> Result<u8> {
-    let target = Target::find()?;
+    let target = Target::resolve(args.app.as_deref())?;
     let dynos: Vec<Dyno> = block_on(async {
         target
             .client
@@ -134,7 +228,7 @@ fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn scale(args: &ScaleArgs) -> Result<u8> {
-    let target = Target::find()?;
+    let target = Target::resolve(args.app.as_deref())?;
     if args.changes.is_empty() {
         let formation: Vec<FormationEntry> = block_on(async {
             target
@@ -180,7 +274,7 @@ pub fn scale(args: &ScaleArgs) -> Result<u8> {
 }
 
 pub fn restart(args: &RestartArgs) -> Result<u8> {
-    let target = Target::find()?;
+    let target = Target::resolve(args.app.as_deref())?;
     let (path, what) = match &args.target {
         Some(t) => (target.path(&format!("/dynos/{t}")), t.clone()),
         None => (target.path("/dynos"), String::from("all processes")),
@@ -206,7 +300,7 @@ pub fn restart(args: &RestartArgs) -> Result<u8> {
 }
 
 pub fn stop(args: &StopArgs) -> Result<u8> {
-    let target = Target::find()?;
+    let target = Target::resolve(args.app.as_deref())?;
     let path = target.path(&format!("/dynos/{}/actions/stop", args.target));
     crate::say(&format!("Stopping {}... ", args.target));
     let result: Result<serde_json::Value> = block_on(async {
@@ -229,7 +323,7 @@ pub fn stop(args: &StopArgs) -> Result<u8> {
 }
 
 pub fn logs(args: &LogsArgs) -> Result<u8> {
-    let target = Target::find()?;
+    let target = Target::resolve(args.app.as_deref())?;
     block_on(async {
         let session: LogSession = target
             .client

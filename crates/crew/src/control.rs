@@ -113,7 +113,7 @@ impl LocalBackend {
                 name: self.app.clone(),
             },
             pid: info.pid,
-            port: Some(info.port),
+            port: info.port,
             restarts: info.restarts,
             restart_in: info.restart_in.map(|d| d.as_secs_f64().ceil() as u64),
         }
@@ -214,24 +214,30 @@ impl Backend for LocalBackend {
 
     async fn logs(&self, app: &str, query: LogQuery) -> Result<LogStream, ApiError> {
         self.check(app)?;
-        let (backlog, live) = self.ring.read(
-            query.lines.unwrap_or(DEFAULT_LOG_LINES),
-            query.dyno.as_deref(),
-            query.tail.unwrap_or(false),
-        );
-        let backlog = futures_util::stream::iter(
-            backlog
-                .into_iter()
-                .map(|r| Bytes::from(r.heroku_line()))
-                .collect::<Vec<_>>(),
-        );
-        let Some(live) = live else {
-            return Ok(Box::pin(backlog));
-        };
-        Ok(Box::pin(futures_util::StreamExt::chain(
+        Ok(log_stream(&self.ring, query))
+    }
+}
+
+/// The lines a log query asks for: the backlog, then, with `tail`, new lines as
+/// they come.
+pub fn log_stream(ring: &LogRing, query: LogQuery) -> LogStream {
+    let (backlog, live) = ring.read(
+        query.lines.unwrap_or(DEFAULT_LOG_LINES),
+        query.dyno.as_deref(),
+        query.tail.unwrap_or(false),
+    );
+    let backlog = futures_util::stream::iter(
+        backlog
+            .into_iter()
+            .map(|r| Bytes::from(r.heroku_line()))
+            .collect::<Vec<_>>(),
+    );
+    match live {
+        None => Box::pin(backlog),
+        Some(live) => Box::pin(futures_util::StreamExt::chain(
             backlog,
             follow(live, query.dyno),
-        )))
+        )),
     }
 }
 

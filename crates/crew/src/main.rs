@@ -1,11 +1,13 @@
 //! `crew`: the Heroku process model on a laptop.
 
 mod app;
+mod apps;
 mod check;
 mod cli;
 mod client;
 mod control;
 mod run;
+mod server;
 mod settings;
 mod start;
 
@@ -28,6 +30,20 @@ fn main() -> ExitCode {
         crew_runtime::watchdog::serve(std::io::stdin().lock());
         return ExitCode::SUCCESS;
     }
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some("__pre-receive".as_ref()) {
+        let app = args
+            .next()
+            .and_then(|a| a.into_string().ok())
+            .unwrap_or_default();
+        return match server::pre_receive(&app) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!(" !     {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Check(args) => check::check(&args),
@@ -38,6 +54,19 @@ fn main() -> ExitCode {
         cli::Command::Restart(args) => client::restart(&args),
         cli::Command::Stop(args) => client::stop(&args),
         cli::Command::Logs(args) => client::logs(&args),
+        cli::Command::Server(args) => server::server(args),
+        cli::Command::RunDetached(args) => apps::run_detached(&args),
+        cli::Command::Apps => apps::apps(),
+        cli::Command::AppsCreate(args) => apps::create(&args),
+        cli::Command::AppsInfo(args) => apps::info(&args),
+        cli::Command::AppsDestroy(args) => apps::destroy(&args),
+        cli::Command::Config(args) => apps::config(&args),
+        cli::Command::ConfigGet(args) => apps::get(&args),
+        cli::Command::ConfigSet(args) => apps::set(&args),
+        cli::Command::ConfigUnset(args) => apps::unset(&args),
+        cli::Command::Releases(args) => apps::releases(&args),
+        cli::Command::ReleasesInfo(args) => apps::release_info(&args),
+        cli::Command::Rollback(args) => apps::rollback(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,6 +18,9 @@ use crate::cli::RunArgs;
 use crate::control;
 
 pub fn run(args: RunArgs) -> Result<u8> {
+    if let Some(app) = &args.server_app {
+        return crate::apps::run_attached(app, &args.command, &args.env_vars);
+    }
     let location = app::locate(&args.app)?;
     location.require_root()?;
     // A Procfile is optional here, since `crew run` also runs plain commands; a

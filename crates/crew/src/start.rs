@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use crew_engine::{AppSpec, EngineConfig, ProcessTypeSpec, ShutdownReason};
+use crew_engine::{AppSpec, EngineConfig, Ports, ProcessTypeSpec, ShutdownReason};
 use crew_logs::terminal::{Format, Printer, Terminal};
 use crew_logs::{DEFAULT_CAPACITY, LogEvent, LogRing};
 use crew_procfile::{Formation, Procfile, parse_changes};
@@ -24,6 +24,13 @@ pub fn start(args: StartArgs) -> Result<u8> {
     location.require_root()?;
     let env = app::environment(&location.root, &args.env)?;
     let formation = initial_formation(&procfile, &args.types, &args.formation)?;
+    // Every port the formation needs must exist before anything starts.
+    for (index, (process_type, quantity)) in formation.entries().iter().enumerate() {
+        if *quantity > 0 {
+            crew_procfile::port_for(env.port_base, index, *quantity)
+                .with_context(|| format!("the port for {process_type}.{quantity}"))?;
+        }
+    }
 
     let mut settings = settings::load(&location.root, &procfile)?;
     let app = AppSpec {
@@ -38,7 +45,10 @@ pub fn start(args: StartArgs) -> Result<u8> {
             .collect(),
         env: env.vars,
         cwd: location.root.clone(),
-        port_base: env.port_base,
+        ports: Ports::Formula {
+            base: env.port_base,
+        },
+        command_prefix: None,
     };
     let config = EngineConfig {
         stop_timeout: Duration::from_secs(args.timeout),

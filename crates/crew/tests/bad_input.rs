@@ -125,17 +125,26 @@ fn non_numeric_port_in_the_shell_is_an_error() {
     crew.finished().assert_clean_error(&["PORT=http"]);
 }
 
+/// Regression: `crew start -p 65500` with two types printed `cannot start
+/// worker.1: port … is past 65535` as a `system` line, started web anyway and
+/// went on running (exit 0 once web ended).
 #[test]
-fn ports_past_65535_are_an_error_before_anything_starts() {
+fn regression_ports_past_65535_fail_the_start_instead_of_starting_part_of_the_formation() {
     // web.1 would get 65500 and worker.1 65600, which is no port.
-    let app = app();
+    let app = App::with_procfile("web: touch web-ran\nworker: touch worker-ran\n");
     app.run(&["start", "-p", "65500"])
         .assert_clean_error(&["65535"]);
-    assert!(!app.exists("web-ran"), "nothing may start");
+    assert!(
+        !app.exists("web-ran") && !app.exists("worker-ran"),
+        "nothing may start"
+    );
 }
 
+/// Regression: `crew start -m web=4294967295` died of SIGABRT with `memory
+/// allocation of 103079215080 bytes failed` (the dyno-name list is built
+/// before any limit is checked).
 #[test]
-fn a_huge_instance_count_is_an_error_not_an_abort() {
+fn regression_huge_instance_count_is_an_error_not_an_allocation_abort() {
     let app = app();
     app.run(&["start", "-m", "web=4294967295"])
         .assert_clean_error(&["web"]);

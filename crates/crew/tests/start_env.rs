@@ -286,3 +286,63 @@ fn unknown_type_in_formation_is_an_error_and_starts_nothing() {
         .assert_clean_error(&["wrker"]);
     assert!(!app.exists("web-ran"), "nothing may start");
 }
+
+#[test]
+fn foreman_long_flags_work() {
+    let app = App::new();
+    app.write(
+        "config/Procfile",
+        "web: echo \"$DYNO PORT=$PORT A=$A B=$B in $(pwd)\"; exec sleep 100\n",
+    );
+    app.write("srv/a.env", "A=1\n");
+    app.write("srv/b.env", "B=2\n");
+    let root = app.join("srv").display().to_string();
+    output_of(
+        &app,
+        &[
+            "start",
+            "--no-timestamp",
+            "--procfile",
+            "config/Procfile",
+            "--root",
+            "srv",
+            "--env",
+            "a.env",
+            "--env",
+            "b.env",
+            "--formation",
+            "web=2",
+            "--port",
+            "6000",
+            "--timeout",
+            "1",
+        ],
+        &[
+            &format!("web.1  | web.1 PORT=6000 A=1 B=2 in {root}\n"),
+            &format!("web.2  | web.2 PORT=6001 A=1 B=2 in {root}\n"),
+        ],
+    );
+}
+
+#[test]
+fn honcho_concurrency_long_flag_works() {
+    let app = App::with_procfile(TWO_TYPES);
+    let stdout = output_of(
+        &app,
+        &["start", "--no-timestamp", "--concurrency", "web=2,worker=0"],
+        &["web.1  | web up as web.1\n", "web.2  | web up as web.2\n"],
+    );
+    assert!(!stdout.contains("worker."), "{stdout}");
+}
+
+#[test]
+fn crlf_procfile_commands_run_without_a_stray_cr() {
+    let app = App::with_procfile("# comment\r\nweb:echo \"[$DYNO]\"\r\n");
+    let out = app.run(&["start", "--no-timestamp"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout().contains("web.1  | [web.1]\n"),
+        "{}",
+        out.report()
+    );
+}

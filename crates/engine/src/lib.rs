@@ -15,9 +15,11 @@
 
 mod dyno;
 mod manifold;
+mod ports;
 pub mod restart;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crew_logs::LogEvent;
@@ -25,6 +27,8 @@ use crew_procfile::{Formation, FormationChange, FormationError};
 use crew_runtime::{Runtime, Signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+pub use ports::PortPool;
 
 /// A process type as the engine runs it.
 #[derive(Debug, Clone)]
@@ -73,7 +77,29 @@ pub struct AppSpec {
     /// The environment every dyno starts from; crew adds PORT, DYNO and PS.
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
-    pub port_base: u16,
+    pub ports: Ports,
+    /// Shell text run before every command, such as sourcing `.profile.d`.
+    pub command_prefix: Option<String>,
+}
+
+/// Where dynos' PORTs come from.
+#[derive(Debug, Clone)]
+pub enum Ports {
+    /// foreman's formula from a base port: stable names, stable ports.
+    Formula { base: u16 },
+    /// A fresh free port for every run, shared by every app of a server, so old
+    /// and new dynos can overlap during a deploy.
+    Pool(Arc<PortPool>),
+}
+
+impl Ports {
+    /// The base port of the formula, if that is the scheme.
+    pub fn base(&self) -> Option<u16> {
+        match self {
+            Ports::Formula { base } => Some(*base),
+            Ports::Pool(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +145,7 @@ pub struct DynoInfo {
     /// When the dyno entered its state.
     pub since: SystemTime,
     pub pid: Option<u32>,
-    pub port: u16,
+    pub port: Option<u16>,
     pub command: String,
     /// Automatic restarts after crashes.
     pub restarts: u32,
@@ -175,6 +201,12 @@ pub(crate) enum Request {
     ),
     Stop(String, oneshot::Sender<Result<Vec<String>, EngineError>>),
     OneOff(OneOff, oneshot::Sender<Result<DynoInfo, EngineError>>),
+    Deploy(Box<AppSpec>, Formation),
+    Run(
+        String,
+        Vec<(String, String)>,
+        oneshot::Sender<Result<DynoInfo, EngineError>>,
+    ),
     Shutdown(ShutdownReason),
     Kill,
 }
@@ -234,6 +266,27 @@ impl EngineHandle {
         self.ask(|tx| Request::OneOff(one_off, tx))
             .await
             .unwrap_or(Err(EngineError::ShuttingDown))
+    }
+
+    /// Starts a one-off dyno, `run.N`, running `command` with the release's
+    /// environment plus `env`. Its output goes to the log; it ends as `complete`
+    /// after the line `Process exited with status N`.
+    pub async fn run(
+        &self,
+        command: String,
+        env: Vec<(String, String)>,
+    ) -> Result<DynoInfo, EngineError> {
+        self.ask(|tx| Request::Run(command, env, tx))
+            .await
+            .unwrap_or(Err(EngineError::ShuttingDown))
+    }
+
+    /// Switches to a new release: its dynos start and the old ones stop. The
+    /// formation may name new types; types the release dropped go to zero.
+    pub fn deploy(&self, app: AppSpec, formation: Formation) {
+        let _ = self
+            .requests
+            .send(Request::Deploy(Box::new(app), formation));
     }
 
     /// Stops every dyno gracefully and ends the run.

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use crate::dyno::{self, Control, Event, Launch};
 use crate::restart::Backoff;
 use crate::{
-    AppSpec, DynoInfo, DynoState, EngineConfig, EngineError, OneOff, Outcome, Request,
-    RestartPolicy, ShutdownReason,
+    AppSpec, DynoInfo, DynoState, EngineConfig, EngineError, OneOff, Outcome, Ports,
+    ProcessTypeSpec, Request, RestartPolicy, ShutdownReason,
 };
 
 /// How often a one-off started elsewhere is checked for life.
@@ -36,12 +36,18 @@ struct Run {
     control: mpsc::UnboundedSender<Control>,
 }
 
+/// Which slot: release generation, then Procfile order, then number. A deploy
+/// bumps the generation, so old and new dynos of the same name can overlap.
+type Key = (u32, usize, u32);
+
 /// One numbered place in the formation (`web.2`) and its current run, if any.
 struct Slot {
-    type_index: usize,
+    /// The type as the slot's own release defined it.
+    spec: Arc<ProcessTypeSpec>,
     number: u32,
     name: Arc<str>,
-    port: u16,
+    /// Fixed by the formula locally; taken from the pool for each run on a server.
+    port: Option<u16>,
     state: DynoState,
     since: SystemTime,
     up_at: Option<Instant>,
@@ -53,29 +59,38 @@ struct Slot {
     restart_at: Option<Instant>,
 }
 
+/// A one-off: either started here (`run` is its task) or a `crew run` that
+/// registered its own pid.
 struct OneOffSlot {
     name: Arc<str>,
     command: String,
-    pid: u32,
+    pid: Option<u32>,
+    port: Option<u16>,
+    state: DynoState,
     since: SystemTime,
+    run: Option<Run>,
 }
 
 /// What a task tells the engine.
 enum Message {
     Dyno(u64, Event),
     OneOffExited(u32),
+    OneOff(u32, Event),
 }
 
 pub(crate) struct Engine<R: Runtime> {
     runtime: Arc<R>,
     app: AppSpec,
+    /// The current release's types, shared with the slots made from them.
+    types: Vec<Arc<ProcessTypeSpec>>,
+    generation: u32,
     formation: Formation,
     config: EngineConfig,
     logs: mpsc::Sender<LogEvent>,
     /// Lines produced while handling a message, sent once it is handled.
     pending: Vec<LogEvent>,
     /// Keyed by (type index, number): Procfile order, then number.
-    slots: BTreeMap<(usize, u32), Slot>,
+    slots: BTreeMap<Key, Slot>,
     one_offs: BTreeMap<u32, OneOffSlot>,
     messages_tx: mpsc::UnboundedSender<Message>,
     messages: mpsc::UnboundedReceiver<Message>,
@@ -95,6 +110,8 @@ impl<R: Runtime> Engine<R> {
         let (messages_tx, messages) = mpsc::unbounded_channel();
         Engine {
             runtime: Arc::new(runtime),
+            types: app.types.iter().cloned().map(Arc::new).collect(),
+            generation: 0,
             app,
             formation,
             config,
@@ -115,7 +132,10 @@ impl<R: Runtime> Engine<R> {
         self.flush().await;
         let mut inbox_open = true;
         loop {
-            if self.shutdown.is_some() && self.slots.values().all(|s| s.run.is_none()) {
+            if self.shutdown.is_some()
+                && self.slots.values().all(|s| s.run.is_none())
+                && self.one_offs.values().all(|o| o.run.is_none())
+            {
                 break;
             }
             let next_restart = self
@@ -132,6 +152,7 @@ impl<R: Runtime> Engine<R> {
                 Some(message) = self.messages.recv() => match message {
                     Message::Dyno(id, event) => self.on_event(id, event),
                     Message::OneOffExited(number) => self.on_one_off_exit(number),
+                    Message::OneOff(number, event) => self.on_one_off_event(number, event),
                 },
                 () = sleep_until(next_restart), if next_restart.is_some() => self.restart_due(),
             }
@@ -172,6 +193,10 @@ impl<R: Runtime> Engine<R> {
             Request::OneOff(one_off, reply) => {
                 let _ = reply.send(self.add_one_off(one_off));
             }
+            Request::Run(command, env, reply) => {
+                let _ = reply.send(self.run_one_off(command, env));
+            }
+            Request::Deploy(app, formation) => self.deploy(*app, formation),
             Request::Shutdown(reason) => self.begin_shutdown(reason),
             Request::Kill => self.kill_all(),
         }
@@ -180,7 +205,7 @@ impl<R: Runtime> Engine<R> {
     fn ps(&self) -> Vec<DynoInfo> {
         let now = Instant::now();
         let formation = self.slots.values().map(|s| {
-            let spec = &self.app.types[s.type_index];
+            let spec = &s.spec;
             DynoInfo {
                 name: s.name.to_string(),
                 process_type: spec.name.clone(),
@@ -198,10 +223,10 @@ impl<R: Runtime> Engine<R> {
             name: o.name.to_string(),
             process_type: "run".into(),
             number: *number,
-            state: DynoState::Up,
+            state: o.state,
             since: o.since,
-            pid: Some(o.pid),
-            port: self.app.port_base,
+            pid: o.pid,
+            port: o.port,
             command: o.command.clone(),
             restarts: 0,
             restart_in: None,
@@ -216,15 +241,17 @@ impl<R: Runtime> Engine<R> {
         let mut formation = self.formation.clone();
         formation.apply(changes)?;
         // Ports are checked before anything changes, so a bad scale changes nothing.
-        for (index, spec) in self.app.types.iter().enumerate() {
-            let quantity = formation.get(&spec.name).unwrap_or(0);
-            if quantity > 0 {
-                crew_procfile::port_for(self.app.port_base, index, quantity).map_err(|e| {
-                    EngineError::Port {
-                        dyno: format!("{}.{quantity}", spec.name),
-                        reason: e.to_string(),
-                    }
-                })?;
+        if let Some(base) = self.app.ports.base() {
+            for (index, spec) in self.app.types.iter().enumerate() {
+                let quantity = formation.get(&spec.name).unwrap_or(0);
+                if quantity > 0 {
+                    crew_procfile::port_for(base, index, quantity).map_err(|e| {
+                        EngineError::Port {
+                            dyno: format!("{}.{quantity}", spec.name),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                }
             }
         }
         // A type scaled to zero forgets its crash history.
@@ -244,11 +271,12 @@ impl<R: Runtime> Engine<R> {
             .iter()
             .map(|t| self.formation.get(&t.name).unwrap_or(0))
             .collect();
-        let surplus: Vec<(usize, u32)> = self
+        let generation = self.generation;
+        let surplus: Vec<Key> = self
             .slots
             .keys()
             .rev()
-            .filter(|(i, n)| wanted.get(*i).is_none_or(|q| n > q))
+            .filter(|(g, i, n)| *g != generation || wanted.get(*i).is_none_or(|q| n > q))
             .copied()
             .collect();
         for key in surplus {
@@ -256,7 +284,7 @@ impl<R: Runtime> Engine<R> {
         }
         for (type_index, quantity) in wanted.into_iter().enumerate() {
             for number in 1..=quantity {
-                let key = (type_index, number);
+                let key = (generation, type_index, number);
                 match self.slots.get_mut(&key) {
                     // A slot still being retired by an earlier scale-down comes back.
                     Some(slot) if slot.next == Next::Remove => slot.next = Next::Restart,
@@ -267,8 +295,8 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    fn stop_control(&self, type_index: usize) -> Control {
-        let settings = &self.app.types[type_index].settings;
+    fn stop_control(&self, spec: &ProcessTypeSpec) -> Control {
+        let settings = &spec.settings;
         Control::Stop {
             signal: settings.stop_signal,
             timeout: settings.stop_timeout.unwrap_or(self.config.stop_timeout),
@@ -276,11 +304,11 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// Asks a slot's run to stop; `next` says what happens after.
-    fn stop_slot(&mut self, key: (usize, u32), next: Next) {
+    fn stop_slot(&mut self, key: Key, next: Next) {
         let Some(slot) = self.slots.get(&key) else {
             return;
         };
-        let control = self.stop_control(slot.type_index);
+        let control = self.stop_control(&slot.spec);
         let name = slot.name.clone();
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
@@ -296,7 +324,7 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// Stops a slot for good and drops it once its run is over.
-    fn retire(&mut self, key: (usize, u32)) {
+    fn retire(&mut self, key: Key) {
         match self.slots.get(&key).map(|s| s.run.is_some()) {
             Some(true) => self.stop_slot(key, Next::Remove),
             Some(false) => {
@@ -307,20 +335,26 @@ impl<R: Runtime> Engine<R> {
     }
 
     fn add_slot(&mut self, type_index: usize, number: u32) {
-        let type_name = &self.app.types[type_index].name;
-        let name: Arc<str> = Arc::from(format!("{type_name}.{number}"));
-        let port = match crew_procfile::port_for(self.app.port_base, type_index, number) {
-            Ok(port) => port,
-            Err(e) => {
-                self.pending
-                    .push(LogEvent::system(format!("cannot start {name}: {e}")));
-                return;
-            }
+        let Some(spec) = self.types.get(type_index).cloned() else {
+            return;
         };
+        let name: Arc<str> = Arc::from(format!("{}.{number}", spec.name));
+        let port = match self.app.ports.base() {
+            Some(base) => match crew_procfile::port_for(base, type_index, number) {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    self.pending
+                        .push(LogEvent::system(format!("cannot start {name}: {e}")));
+                    return;
+                }
+            },
+            None => None,
+        };
+        let key = (self.generation, type_index, number);
         self.slots.insert(
-            (type_index, number),
+            key,
             Slot {
-                type_index,
+                spec,
                 number,
                 name,
                 port,
@@ -335,10 +369,10 @@ impl<R: Runtime> Engine<R> {
                 restart_at: None,
             },
         );
-        self.launch((type_index, number));
+        self.launch(key);
     }
 
-    fn set_state(&mut self, key: (usize, u32), state: DynoState) {
+    fn set_state(&mut self, key: Key, state: DynoState) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
@@ -361,27 +395,43 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// Starts a new run of a slot.
-    fn launch(&mut self, key: (usize, u32)) {
+    fn launch(&mut self, key: Key) {
         let id = self.next_run;
         self.next_run += 1;
         self.set_state(key, DynoState::Starting);
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
-        let spec = &self.app.types[slot.type_index];
+        if let Ports::Pool(pool) = &self.app.ports
+            && slot.port.is_none()
+        {
+            slot.port = pool.take();
+        }
+        let Some(port) = slot.port else {
+            let name = slot.name.clone();
+            self.pending.push(LogEvent::system(format!(
+                "cannot start {name}: no free port left in the pool"
+            )));
+            self.set_state(key, DynoState::Crashed);
+            return;
+        };
+        let spec = slot.spec.clone();
         let mut env = self.app.env.clone();
         env.retain(|(k, _)| !matches!(k.as_str(), "PORT" | "DYNO" | "PS"));
-        env.push(("PORT".into(), slot.port.to_string()));
+        env.push(("PORT".into(), port.to_string()));
         env.push(("DYNO".into(), slot.name.to_string()));
         env.push(("PS".into(), slot.name.to_string()));
         let launch = Launch {
             spec: DynoSpec {
                 name: slot.name.to_string(),
-                command: spec.command.clone(),
+                command: match &self.app.command_prefix {
+                    Some(prefix) => format!("{prefix}{}", spec.command),
+                    None => spec.command.clone(),
+                },
                 env,
                 cwd: self.app.cwd.clone(),
             },
-            probe_port: (spec.name == "web").then_some(slot.port),
+            probe_port: (spec.name == "web").then_some(port),
             boot_timeout: spec
                 .settings
                 .boot_timeout
@@ -413,7 +463,7 @@ impl<R: Runtime> Engine<R> {
         ));
     }
 
-    fn slot_of_run(&self, id: u64) -> Option<(usize, u32)> {
+    fn slot_of_run(&self, id: u64) -> Option<Key> {
         self.slots
             .iter()
             .find(|(_, s)| s.run.as_ref().is_some_and(|r| r.id == id))
@@ -445,21 +495,19 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    fn is_web(&self, key: (usize, u32)) -> bool {
-        self.slots
-            .get(&key)
-            .is_some_and(|s| self.app.types[s.type_index].name == "web")
+    fn is_web(&self, key: Key) -> bool {
+        self.slots.get(&key).is_some_and(|s| s.spec.name == "web")
     }
 
     /// The leader is gone (or never started). Decides what the exit means.
-    fn on_exit(&mut self, key: (usize, u32), status: Option<ExitStatus>) {
+    fn on_exit(&mut self, key: Key, status: Option<ExitStatus>) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
         slot.pid = None;
         let name = slot.name.clone();
         let next = slot.next;
-        let settings = self.app.types[slot.type_index].settings.clone();
+        let settings = slot.spec.settings.clone();
         if let Some(status) = status {
             self.platform(
                 &name,
@@ -502,13 +550,18 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// The run is over and nothing of it is left.
-    fn on_gone(&mut self, key: (usize, u32)) {
+    fn on_gone(&mut self, key: Key) {
         let shutting_down = self.shutdown.is_some();
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
         slot.run = None;
         slot.pid = None;
+        if let Ports::Pool(pool) = &self.app.ports
+            && let Some(port) = slot.port.take()
+        {
+            pool.give_back(port);
+        }
         match slot.next {
             Next::Remove => {
                 self.slots.remove(&key);
@@ -537,7 +590,7 @@ impl<R: Runtime> Engine<R> {
 
     fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<(usize, u32)> = self
+        let due: Vec<Key> = self
             .slots
             .iter()
             .filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now))
@@ -552,14 +605,14 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// The slots a target names: `web.2`, `web`, or all of them.
-    fn targets(&self, target: Option<&str>) -> Result<Vec<(usize, u32)>, EngineError> {
-        let keys: Vec<(usize, u32)> = self
+    fn targets(&self, target: Option<&str>) -> Result<Vec<Key>, EngineError> {
+        let keys: Vec<Key> = self
             .slots
             .iter()
             .filter(|(_, s)| s.next != Next::Remove)
             .filter(|(_, s)| match target {
                 None => true,
-                Some(t) => &*s.name == t || self.app.types[s.type_index].name == t,
+                Some(t) => &*s.name == t || s.spec.name == t,
             })
             .map(|(k, _)| *k)
             .collect();
@@ -617,6 +670,18 @@ impl<R: Runtime> Engine<R> {
         Ok(names)
     }
 
+    fn deploy(&mut self, app: AppSpec, formation: Formation) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.generation += 1;
+        self.types = app.types.iter().cloned().map(Arc::new).collect();
+        self.app = app;
+        self.formation = formation;
+        // The new generation starts; every slot of the old one is retired.
+        self.reconcile();
+    }
+
     fn add_one_off(&mut self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
@@ -631,8 +696,11 @@ impl<R: Runtime> Engine<R> {
             OneOffSlot {
                 name: name.clone(),
                 command: one_off.command.clone(),
-                pid: one_off.pid,
+                pid: Some(one_off.pid),
+                port: self.app.ports.base(),
+                state: DynoState::Up,
                 since,
+                run: None,
             },
         );
         self.platform(
@@ -659,11 +727,129 @@ impl<R: Runtime> Engine<R> {
             state: DynoState::Up,
             since,
             pid: Some(one_off.pid),
-            port: self.app.port_base,
+            port: self.app.ports.base(),
             command: one_off.command,
             restarts: 0,
             restart_in: None,
         })
+    }
+
+    /// Starts a one-off dyno from the current release, `run.N`. Its output goes
+    /// to the log like any dyno's; it ends as `complete`.
+    fn run_one_off(
+        &mut self,
+        command: String,
+        extra_env: Vec<(String, String)>,
+    ) -> Result<DynoInfo, EngineError> {
+        if self.shutdown.is_some() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let number = (1..)
+            .find(|n| !self.one_offs.contains_key(n))
+            .unwrap_or(u32::MAX);
+        let name: Arc<str> = Arc::from(format!("run.{number}"));
+        let port = match &self.app.ports {
+            Ports::Formula { base } => Some(*base),
+            Ports::Pool(pool) => pool.take(),
+        };
+        let mut env = self.app.env.clone();
+        env.retain(|(k, _)| {
+            !matches!(k.as_str(), "PORT" | "DYNO" | "PS") && !extra_env.iter().any(|(e, _)| e == k)
+        });
+        env.extend(extra_env);
+        if let Some(port) = port {
+            env.push(("PORT".into(), port.to_string()));
+        }
+        env.push(("DYNO".into(), name.to_string()));
+        env.push(("PS".into(), name.to_string()));
+        let launch = Launch {
+            spec: DynoSpec {
+                name: name.to_string(),
+                command: match &self.app.command_prefix {
+                    Some(prefix) => format!("{prefix}{command}"),
+                    None => command.clone(),
+                },
+                env,
+                cwd: self.app.cwd.clone(),
+            },
+            probe_port: None,
+            boot_timeout: self.config.boot_timeout,
+            stop_timeout: self.config.stop_timeout,
+        };
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let since = SystemTime::now();
+        self.one_offs.insert(
+            number,
+            OneOffSlot {
+                name: name.clone(),
+                command: command.clone(),
+                pid: None,
+                port,
+                state: DynoState::Starting,
+                since,
+                run: Some(Run { id: 0, control }),
+            },
+        );
+        self.platform(&name, format!("Starting process with command `{command}`"));
+        let messages = self.messages_tx.clone();
+        let report = move |event| {
+            let _ = messages.send(Message::OneOff(number, event));
+        };
+        tokio::spawn(dyno::run(
+            self.runtime.clone(),
+            launch,
+            report,
+            self.logs.clone(),
+            control_rx,
+        ));
+        Ok(DynoInfo {
+            name: name.to_string(),
+            process_type: "run".into(),
+            number,
+            state: DynoState::Starting,
+            since,
+            pid: None,
+            port,
+            command,
+            restarts: 0,
+            restart_in: None,
+        })
+    }
+
+    fn on_one_off_event(&mut self, number: u32, event: Event) {
+        let Some(one_off) = self.one_offs.get_mut(&number) else {
+            return;
+        };
+        let name = one_off.name.clone();
+        match event {
+            Event::Spawned { pid } => {
+                one_off.pid = pid;
+                one_off.state = DynoState::Up;
+                one_off.since = SystemTime::now();
+                self.platform(&name, "State changed from starting to up");
+            }
+            Event::Up => {}
+            Event::SpawnFailed | Event::Exited { .. } => {
+                let code = match event {
+                    Event::Exited { status } => status.code(),
+                    // What a shell says when it cannot run a command.
+                    _ => 127,
+                };
+                let from = one_off.state.as_str();
+                one_off.pid = None;
+                one_off.state = DynoState::Complete;
+                one_off.since = SystemTime::now();
+                self.platform(&name, format!("Process exited with status {code}"));
+                self.platform(&name, format!("State changed from {from} to complete"));
+            }
+            Event::Gone => {
+                if let Some(one_off) = self.one_offs.remove(&number)
+                    && let (Ports::Pool(pool), Some(port)) = (&self.app.ports, one_off.port)
+                {
+                    pool.give_back(port);
+                }
+            }
+        }
     }
 
     fn on_one_off_exit(&mut self, number: u32) {
@@ -680,13 +866,22 @@ impl<R: Runtime> Engine<R> {
         self.exit_code.get_or_insert(reason.exit_code());
         self.pending
             .push(LogEvent::system("sending SIGTERM to all processes"));
-        let keys: Vec<(usize, u32)> = self.slots.keys().copied().collect();
+        for one_off in self.one_offs.values() {
+            if let Some(run) = &one_off.run {
+                let _ = run.control.send(Control::Stop {
+                    signal: Signal::Term,
+                    timeout: self.config.stop_timeout,
+                });
+            }
+        }
+        let keys: Vec<Key> = self.slots.keys().copied().collect();
         for key in keys {
             if let Some(slot) = self.slots.get_mut(&key) {
                 slot.restart_at = None;
                 let control = Control::Stop {
                     signal: Signal::Term,
-                    timeout: self.app.types[slot.type_index]
+                    timeout: slot
+                        .spec
                         .settings
                         .stop_timeout
                         .unwrap_or(self.config.stop_timeout),
@@ -704,6 +899,11 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_none() {
             self.shutdown = Some(ShutdownReason::Signal(Signal::Int));
             self.exit_code.get_or_insert(130);
+        }
+        for one_off in self.one_offs.values() {
+            if let Some(run) = &one_off.run {
+                let _ = run.control.send(Control::Kill);
+            }
         }
         for slot in self.slots.values_mut() {
             slot.next = Next::Remove;

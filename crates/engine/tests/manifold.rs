@@ -181,7 +181,8 @@ fn app(types: &[(&str, &str)]) -> AppSpec {
             .collect(),
         env: vec![("FOO".into(), "bar".into())],
         cwd: std::env::temp_dir(),
-        port_base: 5000,
+        ports: crew_engine::Ports::Formula { base: 5000 },
+        command_prefix: None,
     }
 }
 
@@ -520,4 +521,39 @@ async fn a_may_exit_type_finishing_cleanly_leaves_the_run_alone() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(!h.outcome.is_finished());
     assert!(h.runtime.signals().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_starts_the_new_release_and_stops_the_old_one() {
+    let h = start(
+        app(&[("worker", "run"), ("clock", "run")]),
+        "worker=2,clock=1",
+        true,
+    );
+    until(Duration::from_secs(5), || {
+        h.runtime.spawned_names().len() == 3
+    })
+    .await;
+    let mut next = app(&[("worker", "run v2"), ("mailer", "run")]);
+    next.env = vec![("FOO".into(), "v2".into())];
+    let mut formation = Formation::new(next.types.iter().map(|t| t.name.clone()), 0);
+    formation
+        .apply(&parse_changes(["worker=2,mailer=1"]).expect("changes"))
+        .expect("valid");
+    h.engine.deploy(next, formation);
+    until_ps(&h.engine, Duration::from_secs(10), |ps| {
+        ps.len() == 3 && ps.iter().all(|d| d.state == DynoState::Up)
+    })
+    .await;
+    let ps = h.engine.ps().await;
+    let names: Vec<&str> = ps.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["worker.1", "worker.2", "mailer.1"]);
+    assert!(
+        ps.iter().all(|d| d.pid >= Some(1003)),
+        "all from the new release"
+    );
+    assert_eq!(h.runtime.env_of("worker.1", "FOO").as_deref(), Some("v2"));
+    let mut stopped: Vec<String> = h.runtime.signals().into_iter().map(|(n, _)| n).collect();
+    stopped.sort();
+    assert_eq!(stopped, ["clock.1", "worker.1", "worker.2"]);
 }

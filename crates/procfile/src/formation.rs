@@ -181,7 +181,14 @@ pub enum FormationError {
     },
     #[error("no formation changes given (expected e.g. `web=2 worker+1`)")]
     Empty,
+    #[error("cannot run {quantity} `{process_type}` processes: at most {MAX_QUANTITY} of one type")]
+    TooMany { process_type: String, quantity: u32 },
 }
+
+/// The most processes of one type a formation may ask for. Beyond a few
+/// hundred a machine runs out of something else first, and a typo such as
+/// `web=10000000` must not fork-bomb it.
+pub const MAX_QUANTITY: u32 = 1000;
 
 fn known_list(known: &[String]) -> String {
     if known.is_empty() {
@@ -376,6 +383,12 @@ impl Formation {
                     },
                 }
             })?;
+        }
+        if let Some((name, quantity)) = next.iter().find(|(_, q)| *q > MAX_QUANTITY) {
+            return Err(FormationError::TooMany {
+                process_type: name.clone(),
+                quantity: *quantity,
+            });
         }
         self.entries = next;
         Ok(())
@@ -688,6 +701,19 @@ mod tests {
             f.apply(&changes).unwrap_or_else(|e| panic!("{expr}: {e}"));
             assert_eq!(f.to_string(), *want, "{expr}");
         }
+    }
+
+    #[test]
+    fn a_huge_quantity_is_refused_and_changes_nothing() {
+        let mut f = Formation::new(["web".to_string()], 1);
+        let changes = parse_changes(["web=1001"]).expect("parses");
+        assert!(matches!(
+            f.apply(&changes),
+            Err(FormationError::TooMany { quantity: 1001, .. })
+        ));
+        assert_eq!(f.get("web"), Some(1));
+        let changes = parse_changes(["all=1000"]).expect("parses");
+        assert_eq!(f.apply(&changes), Ok(()));
     }
 
     #[test]

@@ -19,7 +19,9 @@ mod procfile;
 
 pub mod dotenv;
 
-pub use formation::{Formation, FormationChange, FormationError, Quantity, parse_changes};
+pub use formation::{
+    Formation, FormationChange, FormationError, MAX_QUANTITY, Quantity, parse_changes,
+};
 pub use ports::{DEFAULT_BASE_PORT, PORTS_PER_TYPE, PortError, port_for};
 pub use procfile::{ProcessType, Procfile, ProcfileError, Warning};
 

@@ -100,6 +100,14 @@ pub fn process_state(target: u32) -> Option<char> {
     after.split_whitespace().next()?.chars().next()
 }
 
+/// The process group of a process, from `/proc/PID/stat`.
+pub fn process_group_of(target: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{target}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // After the name: state, ppid, pgrp.
+    after.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// The command line of a process, for reports.
 pub fn command_line(target: u32) -> String {
     match fs::read(format!("/proc/{target}/cmdline")) {

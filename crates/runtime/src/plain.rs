@@ -22,7 +22,7 @@ struct Shared {
     idle_stdin: OwnedFd,
     _idle_stdin_writer: OwnedFd,
     /// Leaders are reaped by tokio. The orphan reaper must never reap one, so the
-    /// set is locked across each spawn.
+    /// set is locked across each spawn. A leader's pid is also its group's id.
     leaders: Mutex<HashSet<u32>>,
     watchdog: Option<Watchdog>,
 }
@@ -69,11 +69,15 @@ impl PlainRuntime {
     }
 
     /// Reaps orphans that have exited. Without this they would stay zombies and
-    /// keep their old process group looking alive.
+    /// keep their old process group looking alive. Only members of a live dyno's
+    /// group are reaped: other code in crew (git, buildpacks) waits for its own
+    /// children, and reaping one of those would steal its exit status.
     pub fn reap_orphans(&self) {
         let leaders = self.leaders();
         for pid in self.orphans(&leaders) {
-            if os::process_state(pid) == Some('Z') {
+            if os::process_state(pid) == Some('Z')
+                && os::process_group_of(pid).is_some_and(|g| leaders.contains(&g))
+            {
                 os::reap(pid);
             }
         }

@@ -618,7 +618,12 @@ impl Finished {
 
 /// Panics if `stderr` shows a Rust panic or an allocation abort.
 pub fn assert_no_panic(stderr: &str) {
-    for sign in ["panicked", "RUST_BACKTRACE", "memory allocation of"] {
+    for sign in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "stack backtrace",
+        "memory allocation of",
+    ] {
         assert!(
             !stderr.contains(sign),
             "crew crashed (stderr contains {sign:?}):\n{}",

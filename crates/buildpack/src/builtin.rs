@@ -1,0 +1,73 @@
+//! The buildpacks that ship inside the crew binary.
+//!
+//! They are kept as plain scripts under `buildpacks/` at the top of the repo (so
+//! they can be read, linted and run by hand) and compiled in with `include_str!`,
+//! so a server needs no checkout: [`crate::Buildpacks::install_builtin`] writes them
+//! out at start-up.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::BuildError;
+
+/// The built-ins in the order automatic detection tries them. `procfile` is
+/// last because every app with a Procfile matches it, including Python and
+/// Node.js apps that need their dependencies installed.
+pub const BUILTIN_NAMES: [&str; 3] = ["python", "nodejs", "procfile"];
+
+macro_rules! buildpack {
+    ($name:literal) => {
+        (
+            $name,
+            [
+                (
+                    "detect",
+                    include_str!(concat!("../../../buildpacks/", $name, "/bin/detect")),
+                ),
+                (
+                    "compile",
+                    include_str!(concat!("../../../buildpacks/", $name, "/bin/compile")),
+                ),
+                (
+                    "release",
+                    include_str!(concat!("../../../buildpacks/", $name, "/bin/release")),
+                ),
+            ],
+        )
+    };
+}
+
+type Scripts = [(&'static str, &'static str); 3];
+
+const BUILTINS: [(&str, Scripts); 3] = [
+    buildpack!("python"),
+    buildpack!("nodejs"),
+    buildpack!("procfile"),
+];
+
+/// Writes every built-in buildpack to `dir/NAME/bin/{detect,compile,release}`
+/// with mode 0755. Each script is written under a temporary name and renamed,
+/// so a build running at the same moment reads either the old script or the new
+/// one, never a half-written file.
+pub(crate) fn install(dir: &Path) -> Result<(), BuildError> {
+    for (name, scripts) in BUILTINS {
+        let bin = dir.join(name).join("bin");
+        fs::create_dir_all(&bin).map_err(BuildError::io_at("creating", &bin))?;
+        for (script, text) in scripts {
+            let path = bin.join(script);
+            let mut temp = tempfile::Builder::new()
+                .prefix(&format!(".{script}-"))
+                .tempfile_in(&bin)
+                .map_err(BuildError::io_at("creating a file in", &bin))?;
+            temp.write_all(text.as_bytes())
+                .map_err(BuildError::io_at("writing", temp.path()))?;
+            fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o755))
+                .map_err(BuildError::io_at("chmod", temp.path()))?;
+            temp.persist(&path)
+                .map_err(|e| BuildError::io_at("writing", &path)(e.error))?;
+        }
+    }
+    Ok(())
+}

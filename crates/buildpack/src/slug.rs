@@ -1,0 +1,188 @@
+//! Copying the source into the build directory, and packing the build directory
+//! into the slug.
+//!
+//! Both walks keep regular files with their permission bits, directories and
+//! symlinks (as links, never followed, so a link to `/etc` stays a link), skip
+//! the top-level `.git`, and skip sockets, FIFOs and devices, which have no place
+//! in an app. They check the build's deadline between entries, so that a huge
+//! tree cannot outlast the time limit.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::BuildError;
+
+/// Copies the tree at `from` into the existing empty directory `to`.
+pub(crate) fn copy_tree(
+    from: &Path,
+    to: &Path,
+    deadline: Instant,
+    timed_out: &dyn Fn() -> BuildError,
+) -> Result<(), BuildError> {
+    // An explicit stack rather than recursion: directory depth is the app's choice.
+    let mut stack: Vec<(PathBuf, PathBuf)> = vec![(from.to_path_buf(), to.to_path_buf())];
+    let mut dir_modes = Vec::new();
+    while let Some((src_dir, dst_dir)) = stack.pop() {
+        for entry in fs::read_dir(&src_dir).map_err(BuildError::io_at("reading", &src_dir))? {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            let entry = entry.map_err(BuildError::io_at("reading", &src_dir))?;
+            if src_dir == from && entry.file_name() == ".git" {
+                continue;
+            }
+            let src = entry.path();
+            let dst = dst_dir.join(entry.file_name());
+            let kind = entry
+                .file_type()
+                .map_err(BuildError::io_at("reading", &src))?;
+            if kind.is_dir() {
+                fs::create_dir(&dst).map_err(BuildError::io_at("creating", &dst))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(BuildError::io_at("reading", &src))?;
+                dir_modes.push((dst.clone(), meta.permissions()));
+                stack.push((src, dst));
+            } else if kind.is_symlink() {
+                let target = fs::read_link(&src).map_err(BuildError::io_at("reading", &src))?;
+                symlink(&target, &dst).map_err(BuildError::io_at("creating", &dst))?;
+            } else if kind.is_file() {
+                // fs::copy carries the permission bits over.
+                fs::copy(&src, &dst).map_err(BuildError::io_at("copying", &src))?;
+            }
+        }
+    }
+    // Directory modes last, deepest first: a read-only directory must be filled
+    // before it becomes read-only.
+    for (dir, permissions) in dir_modes.into_iter().rev() {
+        fs::set_permissions(&dir, permissions).map_err(BuildError::io_at("chmod", &dir))?;
+    }
+    Ok(())
+}
+
+/// Packs `build_dir` into a gzipped tar at `slug_path` and returns its size.
+///
+/// Entries are relative paths at the root of the archive (`Procfile`,
+/// `.venv/bin/python`), in sorted order so that two builds of the same tree list
+/// the same way. The archive is written under a temporary name in the same
+/// directory, synced, and renamed into place only if it is within `max_size`:
+/// a reader never sees half a slug, and a failed build leaves none.
+pub(crate) fn write_slug(
+    build_dir: &Path,
+    slug_path: &Path,
+    max_size: u64,
+    deadline: Instant,
+    timed_out: &dyn Fn() -> BuildError,
+) -> Result<u64, BuildError> {
+    let parent = match slug_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(BuildError::io_at("creating", parent))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".slug-")
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .map_err(BuildError::io_at("creating a slug in", parent))?;
+    let writing = BuildError::io_at("writing", temp.path());
+
+    let gz = GzEncoder::new(BufWriter::new(temp.as_file()), Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let dir = build_dir.join(&rel_dir);
+        let mut entries = fs::read_dir(&dir)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(BuildError::io_at("reading", &dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        // Subdirectories are pushed in reverse so that they pop in sorted order.
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            if rel_dir.as_os_str().is_empty() && entry.file_name() == ".git" {
+                continue;
+            }
+            let rel = rel_dir.join(entry.file_name());
+            let kind = entry
+                .file_type()
+                .map_err(BuildError::io_at("reading", &entry.path()))?;
+            if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+                continue;
+            }
+            tar.append_path_with_name(entry.path(), &rel)
+                .map_err(BuildError::io_at("packing", &entry.path()))?;
+            if kind.is_dir() {
+                subdirs.push(rel);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    let gz = tar
+        .into_inner()
+        .map_err(BuildError::io_at("packing", build_dir))?;
+    let mut buffered = gz
+        .finish()
+        .map_err(BuildError::io_at("packing", build_dir))?;
+    buffered.flush().map_err(writing)?;
+    drop(buffered);
+    temp.as_file()
+        .sync_all()
+        .map_err(BuildError::io_at("syncing", temp.path()))?;
+    let size = temp
+        .as_file()
+        .metadata()
+        .map_err(BuildError::io_at("reading", temp.path()))?
+        .len();
+    if size > max_size {
+        // Dropping `temp` deletes it.
+        return Err(BuildError::SlugTooLarge { size });
+    }
+    temp.persist(slug_path)
+        .map_err(|e| BuildError::io_at("renaming the slug to", slug_path)(e.error))?;
+    Ok(size)
+}
+
+/// A size the way Heroku prints slug sizes: `512.0K`, `4.2M`, `1.1G`, one
+/// decimal, powers of 1024.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["K", "M", "G"];
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // Compare the value as it will be printed, so that 1048575 bytes reads
+    // `1.0M` rather than `1024.0K`.
+    while (value * 10.0).round() / 10.0 >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_like_heroku() {
+        let cases = [
+            (0, "0.0K"),
+            (300, "0.3K"),
+            (4096, "4.0K"),
+            (1_048_575, "1.0M"),
+            (4_404_019, "4.2M"),
+            (500 * 1024 * 1024, "500.0M"),
+            (1_181_116_006, "1.1G"),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(human_size(bytes), text, "{bytes}");
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The server's app commands: apps, config vars and releases.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use crew_api::client::Method;
+use crew_api::types::{AppCreate, AppInfo, ReleaseCreate, ReleaseInfo};
+
+use crate::cli::{
+    AppOnly, AppsCreateArgs, AppsDestroyArgs, ConfigGetArgs, ConfigSetArgs, ConfigUnsetArgs,
+    ReleaseArgs, RunDetachedArgs,
+};
+use crate::client::{Target, block_on, server_credentials};
+
+fn server_client() -> Result<crew_api::client::Client> {
+    Ok(Target::server("-")?.client)
+}
+
+/// `-a APP`, else the app of the `crew` git remote.
+fn target(args: &AppOnly) -> Result<Target> {
+    match &args.app {
+        Some(app) => Target::server(app),
+        None => match Target::resolve(None) {
+            Ok(t) if matches!(t.client.endpoint(), crew_api::client::Endpoint::Tcp(_)) => Ok(t),
+            _ => bail!(
+                "which app? pass -a APP (or run this in a git repository with a `crew` remote)"
+            ),
+        },
+    }
+}
+
+pub fn apps() -> Result<u8> {
+    let client = server_client()?;
+    let apps: Vec<AppInfo> = block_on(async { client.get("/apps").await.context("listing apps") })?;
+    if apps.is_empty() {
+        crate::say("You have no apps.\n");
+    } else {
+        let mut text = String::from("=== Apps\n");
+        for app in apps {
+            text.push_str(&app.name);
+            text.push('\n');
+        }
+        crate::say(&text);
+    }
+    Ok(0)
+}
+
+pub fn create(args: &AppsCreateArgs) -> Result<u8> {
+    let client = server_client()?;
+    let (url, key) = server_credentials()?;
+    crate::say(&format!("Creating {}... ", args.name));
+    let app: AppInfo = block_on(async {
+        client
+            .call(
+                Method::POST,
+                "/apps",
+                &AppCreate {
+                    name: Some(args.name.clone()),
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .inspect_err(|_| crate::say("failed\n"))?;
+    crate::say("done\n");
+    let git_url = format!("{url}/{}.git", app.name);
+    crate::say(&format!("{} | {git_url}\n", app.web_url));
+    // Inside a git repository, `git push crew main` should just work.
+    let inside_repo = std::process::Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if inside_repo {
+        let _ = std::process::Command::new("git")
+            .args(["remote", "remove", "crew"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let status = std::process::Command::new("git")
+            .args(["remote", "add", "crew", &git_url])
+            .status()
+            .context("adding the `crew` git remote")?;
+        if status.success() {
+            crate::say(&format!("Git remote crew added: {git_url}\n"));
+        }
+        // git authenticates with the API token too; this repository keeps it in
+        // its own config so that `git push crew main` needs nothing else.
+        if let Some(key) = key {
+            let _ = std::process::Command::new("git")
+                .args([
+                    "config",
+                    &format!("http.{url}/.extraHeader"),
+                    &format!("Authorization: Bearer {key}"),
+                ])
+                .status();
+        }
+    }
+    Ok(0)
+}
+
+pub fn info(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let app: AppInfo = block_on(async {
+        target
+            .client
+            .get(&format!("/apps/{}", target.app))
+            .await
+            .context("reading the app")
+    })?;
+    crate::say(&format!(
+        "=== {}\nCreated:  {}\nGit URL:  {}\nWeb URL:  {}\nStack:    {}\n",
+        app.name, app.created_at, app.git_url, app.web_url, app.stack.name
+    ));
+    Ok(0)
+}
+
+pub fn destroy(args: &AppsDestroyArgs) -> Result<u8> {
+    let Some(app) = args.app.clone() else {
+        bail!("which app? pass -a APP");
+    };
+    if args.confirm.as_deref() != Some(app.as_str()) {
+        bail!("destroying {app} removes all of its data; confirm with --confirm {app}");
+    }
+    let target = Target::server(&app)?;
+    crate::say(&format!("Destroying {app} (including all data)... "));
+    let _: AppInfo = block_on(async {
+        target
+            .client
+            .delete(&format!("/apps/{app}"))
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .inspect_err(|_| crate::say("failed\n"))?;
+    crate::say("done\n");
+    Ok(0)
+}
+
+fn read_config(target: &Target) -> Result<BTreeMap<String, String>> {
+    block_on(async {
+        target
+            .client
+            .get(&target.path("/config-vars"))
+            .await
+            .context("reading config vars")
+    })
+}
+
+pub fn config(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let config = read_config(&target)?;
+    let width = config.keys().map(|k| k.len() + 1).max().unwrap_or(0);
+    let mut text = format!("=== {} Config Vars\n", target.app);
+    for (key, value) in &config {
+        text.push_str(&format!("{:<width$} {value}\n", format!("{key}:")));
+    }
+    crate::say(&text);
+    Ok(0)
+}
+
+pub fn get(args: &ConfigGetArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let config = read_config(&target)?;
+    match config.get(&args.key) {
+        Some(value) => crate::say(&format!("{value}\n")),
+        None => crate::say("\n"),
+    }
+    Ok(0)
+}
+
+fn latest_release(target: &Target) -> Result<u32> {
+    let releases: Vec<ReleaseInfo> = block_on(async {
+        target
+            .client
+            .get(&target.path("/releases"))
+            .await
+            .context("reading releases")
+    })?;
+    Ok(releases.iter().map(|r| r.version).max().unwrap_or(0))
+}
+
+pub fn set(args: &ConfigSetArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let mut changes: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for pair in &args.pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("`{pair}` is not KEY=VALUE");
+        };
+        changes.insert(key.to_string(), Some(value.to_string()));
+    }
+    let keys: Vec<&str> = changes.keys().map(String::as_str).collect();
+    crate::say(&format!(
+        "Setting {} and restarting {}... ",
+        keys.join(", "),
+        target.app
+    ));
+    update(&target, &changes)?;
+    let version = latest_release(&target)?;
+    crate::say(&format!("done, v{version}\n"));
+    let mut text = String::new();
+    for (key, value) in &changes {
+        text.push_str(&format!("{key}: {}\n", value.as_deref().unwrap_or("")));
+    }
+    crate::say(&text);
+    Ok(0)
+}
+
+pub fn unset(args: &ConfigUnsetArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let changes: BTreeMap<String, Option<String>> =
+        args.keys.iter().map(|k| (k.clone(), None)).collect();
+    crate::say(&format!(
+        "Unsetting {} and restarting {}... ",
+        args.keys.join(", "),
+        target.app
+    ));
+    update(&target, &changes)?;
+    let version = latest_release(&target)?;
+    crate::say(&format!("done, v{version}\n"));
+    Ok(0)
+}
+
+fn update(target: &Target, changes: &BTreeMap<String, Option<String>>) -> Result<()> {
+    let _: BTreeMap<String, String> = block_on(async {
+        target
+            .client
+            .call(Method::PATCH, &target.path("/config-vars"), changes)
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .inspect_err(|_| crate::say("failed\n"))?;
+    Ok(())
+}
+
+pub fn releases(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let releases: Vec<ReleaseInfo> = block_on(async {
+        target
+            .client
+            .get(&target.path("/releases"))
+            .await
+            .context("reading releases")
+    })?;
+    let width = releases
+        .iter()
+        .map(|r| r.description.len())
+        .max()
+        .unwrap_or(0);
+    let mut text = format!("=== {} Releases\n", target.app);
+    for r in &releases {
+        let mark = match (r.current, r.status.as_str()) {
+            (true, _) => " (current)".to_string(),
+            (false, "succeeded") => String::new(),
+            (false, status) => format!(" ({status})"),
+        };
+        text.push_str(&format!(
+            "v{:<4} {:<width$}  {}{mark}\n",
+            r.version, r.description, r.created_at
+        ));
+    }
+    crate::say(&text);
+    Ok(0)
+}
+
+pub fn release_info(args: &ReleaseArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let version = match &args.release {
+        Some(v) => v.trim_start_matches('v').to_string(),
+        None => latest_release(&target)?.to_string(),
+    };
+    let r: ReleaseInfo = block_on(async {
+        target
+            .client
+            .get(&target.path(&format!("/releases/{version}")))
+            .await
+            .context("reading the release")
+    })?;
+    crate::say(&format!(
+        "=== Release v{}\nBy:      crew\nChange:  {}\nStatus:  {}\nWhen:    {}\nCurrent: {}\n",
+        r.version, r.description, r.status, r.created_at, r.current
+    ));
+    Ok(0)
+}
+
+pub fn rollback(args: &ReleaseArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let version = match &args.release {
+        Some(v) => v
+            .trim_start_matches('v')
+            .parse::<u32>()
+            .with_context(|| format!("`{v}` is not a release like v3"))?,
+        None => latest_release(&target)?.saturating_sub(1),
+    };
+    if version == 0 {
+        bail!("there is no release to roll back to");
+    }
+    crate::say(&format!("Rolling back {} to v{version}... ", target.app));
+    let r: ReleaseInfo = block_on(async {
+        target
+            .client
+            .call(
+                Method::POST,
+                &target.path("/releases"),
+                &ReleaseCreate {
+                    release: version.to_string(),
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .inspect_err(|_| crate::say("failed\n"))?;
+    crate::say(&format!("done, v{}\n", r.version));
+    Ok(0)
+}
+
+fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("`{pair}` is not KEY=VALUE"),
+        })
+        .collect()
+}
+
+/// `crew run -a APP COMMAND…`: a one-off dyno on the server, its output here, its
+/// exit code ours.
+pub fn run_attached(app: &str, command: &[String], env: &[String]) -> Result<u8> {
+    let target = Target::server(app)?;
+    let request = crew_api::types::DynoCreate {
+        command: command.join(" "),
+        attach: Some(true),
+        process_type: Some("run".into()),
+        env: Some(env_map(env)?),
+        ..Default::default()
+    };
+    block_on(async {
+        let body = serde_json::to_vec(&request)?;
+        let mut stream = target
+            .client
+            .stream_post(&target.path("/dynos"), body)
+            .await
+            .context("starting the one-off dyno")?;
+        let mut pending = Vec::new();
+        let mut code = None;
+        let mut stdout = std::io::stdout();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut stream).await {
+            let frame = frame.context("reading the dyno's output")?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line);
+                match text.strip_prefix(crew_api::types::RUN_EXIT_PREFIX) {
+                    Some(rest) => code = rest.trim().parse::<i32>().ok(),
+                    None => {
+                        let _ = std::io::Write::write_all(&mut stdout, &line);
+                    }
+                }
+            }
+        }
+        let _ = std::io::Write::flush(&mut stdout);
+        match code {
+            Some(code) => Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+            None => bail!("the connection to the dyno ended before it did"),
+        }
+    })
+}
+
+pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let command = args.command.join(" ");
+    let request = crew_api::types::DynoCreate {
+        command: command.clone(),
+        attach: Some(false),
+        process_type: Some("run".into()),
+        env: Some(env_map(&args.env_vars)?),
+        ..Default::default()
+    };
+    let dyno: crew_api::types::Dyno = block_on(async {
+        target
+            .client
+            .call(Method::POST, &target.path("/dynos"), &request)
+            .await
+            .context("starting the one-off dyno")
+    })?;
+    crate::say(&format!(
+        "Running `{command}` on {}... up, {}\nRun `crew logs -a {} --ps {}` to view the output.\n",
+        target.app, dyno.name, target.app, dyno.name
+    ));
+    Ok(0)
+}

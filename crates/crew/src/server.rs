@@ -1,0 +1,651 @@
+//! `crew server`: the platform served over HTTP, and the git hook that feeds it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use crew_api::server::{ApiError, Backend, LogStream};
+use crew_api::types::{
+    AppCreate, AppInfo, BUILD_RESULT_PREFIX, BuildCreate, Dyno, DynoCreate, FormationEntry,
+    FormationUpdate, LogQuery, NameRef, RUN_EXIT_PREFIX, ReleaseCreate, ReleaseInfo,
+};
+use crew_engine::DynoInfo;
+use crew_platform::{Platform, PlatformConfig, PlatformError};
+use crew_runtime::PlainRuntime;
+use crew_runtime::watchdog::Watchdog;
+use crew_store::StoreError;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::ServerArgs;
+use crate::control::{self, timestamp};
+
+/// Where the server keeps everything unless `--data` says otherwise.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("crew"),
+        _ => home().join(".local/share/crew"),
+    }
+}
+
+pub fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from)
+}
+
+/// The file a running server leaves so that clients on this machine find it.
+pub fn locator_file() -> PathBuf {
+    home().join(".config/crew/server")
+}
+
+pub fn server(args: ServerArgs) -> Result<u8> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    tokio.block_on(serve(args))
+}
+
+async fn serve(args: ServerArgs) -> Result<u8> {
+    let data = args.data.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data
+        .canonicalize()
+        .with_context(|| format!("finding {}", data.display()))?;
+    let token = token(&data)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let url = format!("http://{address}");
+
+    let exe = std::env::current_exe().context("finding the crew binary")?;
+    let watchdog = Watchdog::start(&exe)
+        .map_err(|e| {
+            eprintln!("crew: warning: no watchdog, so dynos may outlive a killed server: {e}")
+        })
+        .ok();
+    let runtime = PlainRuntime::new(watchdog).context("setting up process supervision")?;
+    let reaper = runtime.spawn_orphan_reaper();
+    let platform = Platform::open(
+        PlatformConfig {
+            data: data.clone(),
+            exe,
+            ports: args.dyno_ports.0..=args.dyno_ports.1,
+        },
+        runtime,
+    )
+    .await
+    .context("opening the platform")?;
+
+    let backend = Arc::new(ServerBackend {
+        platform: platform.clone(),
+        url: url.clone(),
+        token: token.clone(),
+    });
+    let router = crew_api::server::require_token(crew_api::server::router(backend), token.clone());
+    let server = tokio::spawn(crew_api::server::serve_tcp(listener, router));
+    write_locator(&url, &data);
+    println!("crew server listening on {url}");
+    println!("API token in {}", data.join("api-token").display());
+    println!(
+        "export CREW_API_URL={url} CREW_API_KEY=$(cat {})",
+        data.join("api-token").display()
+    );
+
+    let mut terms = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupts = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    tokio::select! {
+        _ = terms.recv() => {}
+        _ = interrupts.recv() => {}
+        result = server => {
+            result.context("the API server stopped")?.context("serving the API")?;
+        }
+    }
+    println!("crew server stopping every dyno");
+    platform.shutdown().await;
+    reaper.abort();
+    Ok(0)
+}
+
+/// The API token: made once, kept in `DATA/api-token` with mode 0600.
+fn token(data: &Path) -> Result<String> {
+    let path = data.join("api-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let mut bytes = [0u8; 24];
+    let mut random = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+    std::io::Read::read_exact(&mut random, &mut bytes).context("reading /dev/urandom")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let partial = data.join("api-token.partial");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("writing {}", partial.display()))?;
+        std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())
+            .with_context(|| format!("writing {}", partial.display()))?;
+    }
+    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+fn write_locator(url: &str, data: &Path) {
+    let path = locator_file();
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(
+        &path,
+        format!("{url}\n{}\n", data.join("api-token").display()),
+    );
+}
+
+struct ServerBackend {
+    platform: Arc<Platform>,
+    url: String,
+    token: String,
+}
+
+fn api_error(e: PlatformError) -> ApiError {
+    match &e {
+        PlatformError::Store(store) => match store {
+            StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            StoreError::InvalidName { .. }
+            | StoreError::AppExists { .. }
+            | StoreError::DomainTaken { .. }
+            | StoreError::Invalid { .. } => ApiError::invalid(e.to_string()),
+            _ => ApiError::unavailable(e.to_string()),
+        },
+        PlatformError::UnknownDyno(_) => ApiError::not_found(e.to_string()),
+        PlatformError::Formation(_) | PlatformError::Invalid(_) => ApiError::invalid(e.to_string()),
+        PlatformError::ShuttingDown => ApiError::unavailable(e.to_string()),
+        PlatformError::Build(_) | PlatformError::Io { .. } => ApiError::invalid(e.to_string()),
+    }
+}
+
+impl ServerBackend {
+    fn app_info(&self, app: crew_store::App) -> AppInfo {
+        AppInfo {
+            git_url: format!("{}/{}.git", self.url, app.name),
+            web_url: format!("http://{}.localhost/", app.name),
+            id: app.id,
+            name: app.name,
+            created_at: app.created_at,
+            updated_at: app.updated_at,
+            generation: NameRef {
+                name: "cedar".into(),
+            },
+            stack: NameRef {
+                name: "crew".into(),
+            },
+            build_stack: NameRef {
+                name: "crew".into(),
+            },
+        }
+    }
+
+    fn release_info(&self, app: &str, release: crew_store::Release) -> ReleaseInfo {
+        let current = self
+            .platform
+            .store()
+            .current_release(app)
+            .map(|r| r.version == release.version)
+            .unwrap_or(false);
+        ReleaseInfo {
+            id: release.id,
+            version: release.version,
+            description: release.description,
+            status: release.status.as_str().to_string(),
+            current,
+            created_at: release.created_at,
+            updated_at: release.updated_at,
+            slug: release.slug_id.map(|id| crew_api::types::IdRef { id }),
+        }
+    }
+
+    fn dyno(&self, app: &crew_store::App, info: DynoInfo) -> Dyno {
+        Dyno {
+            id: info.name.clone(),
+            name: info.name,
+            process_type: info.process_type,
+            state: info.state.as_str().to_string(),
+            command: info.command,
+            size: crew_store::DEFAULT_SIZE.to_string(),
+            created_at: timestamp(info.since),
+            updated_at: timestamp(info.since),
+            attach_url: None,
+            app: crew_api::types::AppRef {
+                id: app.id.clone(),
+                name: app.name.clone(),
+            },
+            pid: info.pid,
+            port: info.port,
+            restarts: info.restarts,
+            restart_in: info.restart_in.map(|d| d.as_secs_f64().ceil() as u64),
+        }
+    }
+
+    fn formation_entries(&self, app: &str) -> Result<Vec<FormationEntry>, ApiError> {
+        let store = self.platform.store();
+        let rows = store.formation(app).map_err(|e| api_error(e.into()))?;
+        let commands = store
+            .current_release(app)
+            .ok()
+            .and_then(|r| r.slug_id)
+            .and_then(|id| store.slug(&id).ok())
+            .map(|s| s.process_types)
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|r| FormationEntry {
+                command: commands.get(&r.process_type).cloned().unwrap_or_default(),
+                process_type: r.process_type,
+                quantity: r.quantity,
+                size: r.size,
+            })
+            .collect())
+    }
+}
+
+impl Backend for ServerBackend {
+    async fn dynos(&self, app: &str) -> Result<Vec<Dyno>, ApiError> {
+        let info = self
+            .platform
+            .store()
+            .app(app)
+            .map_err(|e| api_error(e.into()))?;
+        let dynos = self.platform.ps(app).await.map_err(api_error)?;
+        Ok(dynos.into_iter().map(|d| self.dyno(&info, d)).collect())
+    }
+
+    async fn create_dyno(&self, app: &str, request: DynoCreate) -> Result<Dyno, ApiError> {
+        let info = self
+            .platform
+            .store()
+            .app(app)
+            .map_err(|e| api_error(e.into()))?;
+        let env = request.env.unwrap_or_default().into_iter().collect();
+        let dyno = self
+            .platform
+            .run(app, request.command, env)
+            .await
+            .map_err(api_error)?;
+        Ok(self.dyno(&info, dyno))
+    }
+
+    async fn run_attached(&self, app: &str, request: DynoCreate) -> Result<LogStream, ApiError> {
+        // Listen before starting, so not even the first line is missed.
+        let ring = self.platform.logs(app).map_err(api_error)?;
+        let (_, live) = ring.read(0, None, true);
+        let Some(mut live) = live else {
+            return Err(ApiError::unavailable("the app's log is not available"));
+        };
+        let env = request.env.unwrap_or_default().into_iter().collect();
+        let dyno = self
+            .platform
+            .run(app, request.command, env)
+            .await
+            .map_err(api_error)?;
+        let name = dyno.name;
+        let exited = "Process exited with status ";
+        Ok(Box::pin(async_stream(move |tx| async move {
+            loop {
+                let record = match live.recv().await {
+                    Ok(record) => record,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ =
+                            tx.send(Bytes::from(format!("crew: {n} lines of output skipped\n")));
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                if *record.source != *name {
+                    continue;
+                }
+                match record.origin {
+                    crew_logs::Origin::App => {
+                        let mut line = record.text.to_vec();
+                        line.push(b'\n');
+                        let _ = tx.send(Bytes::from(line));
+                    }
+                    crew_logs::Origin::Crew => {
+                        let text = String::from_utf8_lossy(&record.text);
+                        if let Some(code) = text.strip_prefix(exited) {
+                            let _ = tx.send(Bytes::from(format!("{RUN_EXIT_PREFIX}{code}\n")));
+                            break;
+                        }
+                    }
+                }
+            }
+        })))
+    }
+
+    async fn restart(&self, app: &str, target: Option<String>) -> Result<(), ApiError> {
+        self.platform.restart(app, target).await.map_err(api_error)
+    }
+
+    async fn stop(&self, app: &str, target: String) -> Result<(), ApiError> {
+        self.platform.stop(app, target).await.map_err(api_error)
+    }
+
+    async fn formation(&self, app: &str) -> Result<Vec<FormationEntry>, ApiError> {
+        self.platform
+            .store()
+            .app(app)
+            .map_err(|e| api_error(e.into()))?;
+        self.formation_entries(app)
+    }
+
+    async fn scale(
+        &self,
+        app: &str,
+        update: FormationUpdate,
+    ) -> Result<Vec<FormationEntry>, ApiError> {
+        self.platform
+            .scale(app, &update.updates)
+            .await
+            .map_err(api_error)?;
+        self.formation_entries(app)
+    }
+
+    async fn logs(&self, app: &str, query: LogQuery) -> Result<LogStream, ApiError> {
+        let ring = self.platform.logs(app).map_err(api_error)?;
+        Ok(control::log_stream(&ring, query))
+    }
+
+    async fn apps(&self) -> Result<Vec<AppInfo>, ApiError> {
+        let apps = self
+            .platform
+            .store()
+            .apps()
+            .map_err(|e| api_error(e.into()))?;
+        Ok(apps.into_iter().map(|a| self.app_info(a)).collect())
+    }
+
+    async fn create_app(&self, request: AppCreate) -> Result<AppInfo, ApiError> {
+        let name = request
+            .name
+            .ok_or_else(|| ApiError::invalid("an app needs a name"))?;
+        let app = self.platform.create_app(&name).await.map_err(api_error)?;
+        Ok(self.app_info(app))
+    }
+
+    async fn app(&self, app: &str) -> Result<AppInfo, ApiError> {
+        let app = self
+            .platform
+            .store()
+            .app(app)
+            .map_err(|e| api_error(e.into()))?;
+        Ok(self.app_info(app))
+    }
+
+    async fn destroy_app(&self, app: &str) -> Result<AppInfo, ApiError> {
+        let info = self.app(app).await?;
+        self.platform.destroy_app(app).await.map_err(api_error)?;
+        Ok(info)
+    }
+
+    async fn config(&self, app: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        self.platform
+            .store()
+            .config(app)
+            .map_err(|e| api_error(e.into()))
+    }
+
+    async fn update_config(
+        &self,
+        app: &str,
+        changes: BTreeMap<String, Option<String>>,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        let mut set = BTreeMap::new();
+        let mut unset = Vec::new();
+        for (key, value) in changes {
+            match value {
+                Some(v) => {
+                    set.insert(key, v);
+                }
+                None => unset.push(key),
+            }
+        }
+        self.platform
+            .set_config(app, &set, &unset)
+            .await
+            .map_err(api_error)?;
+        self.config(app).await
+    }
+
+    async fn releases(&self, app: &str) -> Result<Vec<ReleaseInfo>, ApiError> {
+        let releases = self
+            .platform
+            .store()
+            .releases(app)
+            .map_err(|e| api_error(e.into()))?;
+        Ok(releases
+            .into_iter()
+            .map(|r| self.release_info(app, r))
+            .collect())
+    }
+
+    async fn release(&self, app: &str, release: &str) -> Result<ReleaseInfo, ApiError> {
+        let version = parse_version(release)?;
+        let release = self
+            .platform
+            .store()
+            .release(app, version)
+            .map_err(|e| api_error(e.into()))?;
+        Ok(self.release_info(app, release))
+    }
+
+    async fn rollback(&self, app: &str, request: ReleaseCreate) -> Result<ReleaseInfo, ApiError> {
+        let store = self.platform.store();
+        let version = match parse_version(&request.release) {
+            Ok(v) => v,
+            Err(_) => store
+                .releases(app)
+                .map_err(|e| api_error(e.into()))?
+                .into_iter()
+                .find(|r| r.id == request.release)
+                .map(|r| r.version)
+                .ok_or_else(|| ApiError::not_found(format!("no release {}", request.release)))?,
+        };
+        let release = self
+            .platform
+            .rollback(app, version)
+            .await
+            .map_err(api_error)?;
+        Ok(self.release_info(app, release))
+    }
+
+    async fn build(&self, app: &str, request: BuildCreate) -> Result<LogStream, ApiError> {
+        self.platform
+            .store()
+            .app(app)
+            .map_err(|e| api_error(e.into()))?;
+        let source = request
+            .source_blob
+            .url
+            .strip_prefix("file://")
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                ApiError::invalid("source_blob.url must be a file:// path on the server")
+            })?;
+        let commit = request.source_blob.version.unwrap_or_default();
+        let (out, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let platform = self.platform.clone();
+        let app = app.to_string();
+        tokio::spawn(async move {
+            let result = platform.deploy(&app, source, commit, out.clone()).await;
+            let last = match result {
+                Ok(release) => format!("{BUILD_RESULT_PREFIX}succeeded v{}", release.version),
+                Err(e) => {
+                    let _ = out.send(format!(" !     {e}"));
+                    format!("{BUILD_RESULT_PREFIX}failed")
+                }
+            };
+            let _ = out.send(last);
+        });
+        Ok(Box::pin(futures_util::stream::unfold(
+            lines,
+            |mut lines| async move {
+                let line = lines.recv().await?;
+                Some((Bytes::from(format!("{line}\n")), lines))
+            },
+        )))
+    }
+
+    async fn git(&self, app: &str, request: axum::extract::Request) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        if let Err(e) = self.platform.store().app(app) {
+            return api_error(e.into()).into_response();
+        }
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        crew_api::git::serve(
+            &self.platform.repos(),
+            crew_api::git::GitRequest {
+                method: parts.method.clone(),
+                path_info: &path,
+                query: &query,
+                headers: &parts.headers,
+                body,
+                remote_user: "crew",
+                hook_env: vec![
+                    ("CREW_HOOK_URL".into(), self.url.clone()),
+                    ("CREW_API_KEY".into(), self.token.clone()),
+                    (
+                        "CREW_DATA".into(),
+                        self.platform.data().display().to_string(),
+                    ),
+                ],
+            },
+        )
+        .await
+    }
+}
+
+/// A stream fed by a task: `body` sends chunks until it is done.
+fn async_stream<F, Fut>(body: F) -> impl futures_util::Stream<Item = Bytes> + Send
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(body(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((chunk, rx))
+    })
+}
+
+fn parse_version(text: &str) -> Result<u32, ApiError> {
+    text.trim_start_matches('v')
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("`{text}` is not a release version like v3")))
+}
+
+/// `crew __pre-receive APP`: git runs this before accepting a push. It exports
+/// the pushed commit and asks the server to build and release it, passing the
+/// build's output through to the pusher. A failed build rejects the push.
+pub fn pre_receive(app: &str) -> Result<u8> {
+    use std::io::BufRead;
+    let url = std::env::var("CREW_HOOK_URL").context("CREW_HOOK_URL is not set")?;
+    let key = std::env::var("CREW_API_KEY").context("CREW_API_KEY is not set")?;
+    let data = PathBuf::from(std::env::var("CREW_DATA").context("CREW_DATA is not set")?);
+    let mut target = None;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading the pushed refs")?;
+        let mut parts = line.split_whitespace();
+        let (Some(_old), Some(new), Some(reference)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if reference == "refs/heads/main" || reference == "refs/heads/master" {
+            if new.chars().all(|c| c == '0') {
+                eprintln!(" !     Deleting {reference} is not allowed: it is what is deployed.");
+                return Ok(1);
+            }
+            target = Some(new.to_string());
+        }
+    }
+    let Some(commit) = target else {
+        eprintln!("crew deploys pushes to main or master; other branches are only stored.");
+        return Ok(0);
+    };
+    let tmp = data.join("tmp");
+    std::fs::create_dir_all(&tmp).context("making the build directory")?;
+    let source = tmp.join(format!("{app}-{commit}-{}", std::process::id()));
+    export(&commit, &source)?;
+    eprintln!("-----> Building source");
+    let client = crew_api::client::Client::new(
+        crew_api::client::Endpoint::Tcp(url.trim_start_matches("http://").to_string()),
+        Some(key),
+    );
+    let request = BuildCreate {
+        source_blob: crew_api::types::SourceBlob {
+            url: format!("file://{}", source.display()),
+            version: Some(commit),
+        },
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let ok = tokio.block_on(async {
+        let body = serde_json::to_vec(&request)?;
+        let mut stream = client
+            .stream_post(&format!("/apps/{app}/builds"), body)
+            .await
+            .context("asking the server to build")?;
+        let mut pending = String::new();
+        let mut ok = false;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut stream).await {
+            let frame = frame.context("reading the build's output")?;
+            if let Some(data) = frame.data_ref() {
+                pending.push_str(&String::from_utf8_lossy(data));
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    let line = line.trim_end_matches('\n');
+                    match line.strip_prefix(BUILD_RESULT_PREFIX) {
+                        Some(result) => ok = result.starts_with("succeeded"),
+                        None => eprintln!("{line}"),
+                    }
+                }
+            }
+        }
+        anyhow::Ok(ok)
+    });
+    let _ = std::fs::remove_dir_all(&source);
+    Ok(if ok? { 0 } else { 1 })
+}
+
+/// Writes the tree of `commit` into `dir` with `git archive`, in the hook's own
+/// environment, which can see the pushed objects before git accepts them.
+fn export(commit: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+    let mut child = std::process::Command::new("git")
+        .args(["archive", "--format=tar", commit])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running git archive")?;
+    let stdout = child.stdout.take().context("git archive has no output")?;
+    tar::Archive::new(stdout)
+        .unpack(dir)
+        .context("unpacking the pushed tree")?;
+    let status = child.wait().context("waiting for git archive")?;
+    if !status.success() {
+        anyhow::bail!("git archive {commit} failed: {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! `crew server` end to end: a real server in a temp dir, real `git push`es,
+//! driven through the CLI.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{App, CREW, Crew, SOON, Signal, poll_until};
+
+const DEPLOY: Duration = Duration::from_secs(90);
+
+fn have_git() -> bool {
+    let found = Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: git is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A server on its own data dir and HOME, and what clients need to reach it.
+struct Server {
+    home: App,
+    url: String,
+    crew: Option<Crew>,
+    dyno_ports: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let home = App::new();
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let first = 20000 + (std::process::id() % 400) as u16 * 100;
+        let mut server = Server {
+            home,
+            url,
+            crew: None,
+            dyno_ports: format!("{first}-{}", first + 99),
+        };
+        server.boot();
+        server
+    }
+
+    fn data(&self) -> PathBuf {
+        self.home.join("data")
+    }
+
+    fn boot(&mut self) {
+        let mut command = Command::new(CREW);
+        command
+            .args(["server", "--data"])
+            .arg(self.data())
+            .args(["--listen", self.url.trim_start_matches("http://")])
+            .args(["--dyno-ports", &self.dyno_ports])
+            .env("HOME", self.home.path())
+            .current_dir(self.home.path());
+        let crew = Crew::spawn(command);
+        crew.wait_for("crew server listening on", SOON);
+        self.crew = Some(crew);
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("api-token"))
+            .expect("the token file")
+            .trim()
+            .to_string()
+    }
+
+    /// `crew ARGS` as a client of this server, in `dir`.
+    fn cli(&self, dir: &Path, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(CREW)
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", self.home.path())
+            .env("CREW_API_URL", &self.url)
+            .env("CREW_API_KEY", self.token())
+            .output()
+            .expect("running crew");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, dir: &Path, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(dir, args);
+        assert!(ok, "crew {args:?} failed:\n{out}\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        out
+    }
+
+    fn git(&self, dir: &Path, args: &[&str]) -> (bool, String) {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", self.home.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .expect("running git");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// Waits until `crew ps` shows `count` dynos, all up.
+    fn wait_up(&self, dir: &Path, app: &str, count: usize) -> String {
+        let mut last = String::new();
+        let done = poll_until(DEPLOY, || {
+            let (_, out, _) = self.cli(dir, &["ps", "-a", app]);
+            last = out;
+            let rows: Vec<&str> = last.lines().skip(2).collect();
+            rows.len() == count && rows.iter().all(|r| r.contains(" up for "))
+        });
+        assert!(done, "expected {count} dynos up, ps says:\n{last}");
+        last
+    }
+
+    fn kill(&mut self, signal: Signal) {
+        if let Some(crew) = self.crew.as_mut() {
+            crew.signal(signal);
+            crew.wait_exit(Duration::from_secs(60));
+        }
+        self.crew = None;
+    }
+}
+
+/// A git repository with a Procfile-only app.
+fn repo(server: &Server, procfile: &str) -> App {
+    let app = App::with_procfile(procfile);
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["config", "user.email", "dev@example.com"],
+        &["config", "user.name", "dev"],
+        &["add", "."],
+        &["commit", "-qm", "first"],
+    ] {
+        let (ok, text) = server.git(app.path(), args);
+        assert!(ok, "git {args:?}: {text}");
+    }
+    app
+}
+
+fn pids_alive(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
+                .flatten()
+                .is_some_and(|state| state != 'Z')
+        })
+        .collect()
+}
+
+fn dyno_pids(ps: &str) -> Vec<i32> {
+    ps.lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_api_wants_the_token_and_keeps_it_private() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data().join("api-token"))
+            .expect("token file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let (ok, _, err) = {
+        let output = Command::new(CREW)
+            .args(["apps"])
+            .env("HOME", server.home.path())
+            .env("CREW_API_URL", &server.url)
+            .env("CREW_API_KEY", "wrong")
+            .output()
+            .expect("crew apps");
+        (
+            output.status.success(),
+            String::new(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert!(!ok);
+    assert!(err.contains("Invalid credentials"), "{err}");
+}
+
+#[test]
+fn apps_are_created_listed_and_refused_when_bad() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let dir = server.home.path();
+    let out = server.ok(dir, &["apps:create", "shop"]);
+    assert!(out.contains(&format!("{}/shop.git", server.url)), "{out}");
+    assert!(server.ok(dir, &["apps"]).contains("shop"));
+    assert!(
+        server
+            .ok(dir, &["apps:info", "-a", "shop"])
+            .contains("=== shop")
+    );
+    for bad in ["Shop", "s", "1shop", "shop_1"] {
+        let (ok, _, err) = server.cli(dir, &["apps:create", bad]);
+        assert!(!ok && err.contains("not a valid app name"), "{bad}: {err}");
+    }
+    let (ok, _, err) = server.cli(dir, &["apps:create", "shop"]);
+    assert!(!ok && err.contains("already taken"), "{err}");
+    let (ok, _, err) = server.cli(dir, &["apps:destroy", "-a", "shop"]);
+    assert!(!ok && err.contains("--confirm shop"), "{err}");
+    server.ok(dir, &["apps:destroy", "-a", "shop", "--confirm", "shop"]);
+    assert!(!server.ok(dir, &["apps"]).contains("shop"));
+}
+
+#[test]
+fn a_push_deploys_and_the_formation_follows_scale_config_and_rollback() {
+    if !have_git() {
+        return;
+    }
+    let mut server = Server::start();
+    let app = repo(
+        &server,
+        "web: python3 -m http.server $PORT\nworker: while true; do echo \"tick $DYNO ${FOO:-unset}\"; sleep 0.2; done\n",
+    );
+    let dir = app.path();
+    let out = server.ok(dir, &["apps:create", "demo"]);
+    assert!(out.contains("Git remote crew added"), "{out}");
+
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    for expected in [
+        "-----> Procfile app detected",
+        "Procfile declares types -> web, worker",
+        "-----> Compressing...",
+        "-----> Launching...",
+        "Released v2",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    // The remote makes `-a` unnecessary inside the repository.
+    server.wait_up(dir, "demo", 1);
+
+    let out = server.ok(dir, &["scale", "web=2", "worker=1"]);
+    assert!(
+        out.contains("Scaling web processes... done, now running 2"),
+        "{out}"
+    );
+    let ps = server.wait_up(dir, "demo", 3);
+    assert!(ps.contains("web.2") && ps.contains("worker.1"), "{ps}");
+    assert_eq!(server.ok(dir, &["scale"]).trim(), "web=2 worker=1");
+
+    let out = server.ok(dir, &["config:set", "FOO=bar"]);
+    assert!(out.contains("done, v3"), "{out}");
+    assert_eq!(server.ok(dir, &["config:get", "FOO"]).trim(), "bar");
+    let seen = poll_until(DEPLOY, || {
+        server
+            .ok(dir, &["logs", "--ps", "worker", "-n", "5"])
+            .contains("app[worker.1]: tick worker.1 bar")
+    });
+    assert!(seen, "the worker never saw FOO=bar");
+
+    let releases = server.ok(dir, &["releases"]);
+    assert!(releases.contains("Set FOO config vars"), "{releases}");
+    assert!(releases.contains("Deploy "), "{releases}");
+    let out = server.ok(dir, &["rollback", "v2"]);
+    assert!(out.contains("done, v4"), "{out}");
+    assert_eq!(server.ok(dir, &["config:get", "FOO"]).trim(), "");
+    assert!(
+        server
+            .ok(dir, &["releases:info", "v4"])
+            .contains("Rollback to v2")
+    );
+
+    let logs = server.ok(dir, &["logs", "-n", "200"]);
+    for expected in [
+        "crew[api]: Deploy ",
+        "Release v3 created",
+        "Scaled to web@2",
+        "State changed from starting to up",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "missing `{expected}` in logs:\n{logs}"
+        );
+    }
+
+    // The server dies hard and comes back: nothing of the old one keeps running,
+    // and the formation is back.
+    let before = dyno_pids(&server.wait_up(dir, "demo", 3));
+    server.kill(Signal::KILL);
+    assert!(
+        poll_until(SOON, || pids_alive(&before).is_empty()),
+        "dynos outlived the killed server: {:?}",
+        pids_alive(&before)
+    );
+    server.boot();
+    let ps = server.wait_up(dir, "demo", 3);
+    assert!(ps.contains("web.2"), "{ps}");
+    let after = dyno_pids(&ps);
+    server.kill(Signal::TERM);
+    assert!(
+        poll_until(Duration::from_secs(40), || pids_alive(&after).is_empty()),
+        "a clean stop left dynos running"
+    );
+}
+
+#[test]
+fn a_failed_build_rejects_the_push_and_the_release_keeps_running() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(
+        &server,
+        "worker: while true; do echo alive; sleep 0.2; done\n",
+    );
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "steady"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    server.ok(dir, &["scale", "worker=1"]);
+    let before = dyno_pids(&server.wait_up(dir, "steady", 1));
+
+    // No Procfile and nothing else: no buildpack applies.
+    std::fs::remove_file(app.join("Procfile")).expect("remove Procfile");
+    std::fs::write(app.join("README"), "nothing to run\n").expect("write");
+    for args in [&["add", "-A"][..], &["commit", "-qm", "break it"]] {
+        let (ok, text) = server.git(dir, args);
+        assert!(ok, "{text}");
+    }
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(!ok, "a push with nothing to build was accepted:\n{text}");
+    assert!(text.contains(" !     "), "{text}");
+    assert!(text.contains("pre-receive hook declined"), "{text}");
+    let ps = server.wait_up(dir, "steady", 1);
+    assert_eq!(dyno_pids(&ps), before, "the running release was touched");
+    assert!(!server.ok(dir, &["releases"]).contains("v3"));
+}

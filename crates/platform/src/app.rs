@@ -1,0 +1,342 @@
+//! The running side of one app: its engine and its log.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crew_engine::{
+    AppSpec, DynoInfo, EngineConfig, EngineError, EngineHandle, Outcome, Ports, ProcessTypeSpec,
+    ShutdownReason, TypeSettings,
+};
+use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
+use crew_procfile::{Formation, FormationChange, Quantity};
+use crew_runtime::{DynoProcess, DynoSpec, PlainRuntime, Runtime, Signal};
+use crew_store::FormationRow;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Platform, PlatformError, slug};
+
+/// What every dyno runs before its command, as Heroku's dynos do: the
+/// buildpacks' `.profile.d` scripts, then the app's own `.profile`.
+const PROFILE: &str = "for f in .profile.d/*.sh; do [ -r \"$f\" ] && . \"./$f\"; done; \
+                       [ -r .profile ] && . ./.profile; ";
+
+/// A server dyno's grace between SIGTERM and SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The release command's limit, as on Heroku.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+struct Running {
+    handle: EngineHandle,
+    task: JoinHandle<Outcome>,
+}
+
+pub struct AppRuntime {
+    name: String,
+    ring: Arc<LogRing>,
+    logs: mpsc::Sender<LogEvent>,
+    engine: tokio::sync::Mutex<Option<Running>>,
+}
+
+impl AppRuntime {
+    pub(crate) fn new(name: &str) -> AppRuntime {
+        let ring = Arc::new(LogRing::new(DEFAULT_CAPACITY));
+        let (logs, mut rx) = mpsc::channel::<LogEvent>(1024);
+        let feed = ring.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                feed.push(&event);
+            }
+        });
+        AppRuntime {
+            name: name.to_string(),
+            ring,
+            logs,
+            engine: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn ring(&self) -> Arc<LogRing> {
+        self.ring.clone()
+    }
+
+    /// A platform event in the app's log, as `crew[SOURCE]: text`.
+    pub(crate) async fn event(&self, source: &str, text: impl Into<String>) {
+        let source: Arc<str> = Arc::from(source);
+        let _ = self.logs.send(LogEvent::platform(&source, text)).await;
+    }
+
+    /// Runs the app's current release with its stored formation: starts the
+    /// engine, or switches a running one to the release.
+    pub(crate) async fn boot(&self, platform: &Platform) -> Result<(), PlatformError> {
+        let release = platform.store.current_release(&self.name)?;
+        let Some(slug_id) = &release.slug_id else {
+            return Ok(());
+        };
+        let slug = platform.store.slug(slug_id)?;
+        let dir = slug::extract(&PathBuf::from(&slug.path))
+            .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
+        let rows = platform.store.formation(&self.name)?;
+        let types: Vec<ProcessTypeSpec> = slug
+            .process_types
+            .iter()
+            .map(|(name, command)| ProcessTypeSpec {
+                name: name.clone(),
+                command: command.clone(),
+                settings: TypeSettings::default(),
+            })
+            .collect();
+        let formation = formation_of(&types, &rows)?;
+        let app = AppSpec {
+            types,
+            env: dyno_env(&dir, &release.config),
+            cwd: dir,
+            ports: Ports::Pool(platform.ports()),
+            command_prefix: Some(PROFILE.to_string()),
+        };
+        let mut engine = self.engine.lock().await;
+        match engine.as_ref() {
+            Some(running) if !running.task.is_finished() => {
+                running.handle.deploy(app, formation);
+            }
+            _ => {
+                let (handle, task) = crew_engine::start(
+                    platform.runtime.clone(),
+                    app,
+                    formation,
+                    EngineConfig {
+                        stop_timeout: STOP_TIMEOUT,
+                        keep_alive: true,
+                        boot_timeout: Duration::from_secs(60),
+                    },
+                    self.logs.clone(),
+                );
+                *engine = Some(Running { handle, task });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&self) -> Option<EngineHandle> {
+        self.engine.lock().await.as_ref().map(|r| r.handle.clone())
+    }
+
+    pub(crate) async fn scale(&self, rows: &[FormationRow]) -> Result<(), PlatformError> {
+        let Some(handle) = self.handle().await else {
+            return Ok(());
+        };
+        let known = handle.formation().await;
+        let changes: Vec<FormationChange> = rows
+            .iter()
+            .filter(|r| {
+                known
+                    .as_ref()
+                    .is_some_and(|f| f.get(&r.process_type).is_some())
+            })
+            .map(|r| FormationChange {
+                process_type: r.process_type.clone(),
+                quantity: Quantity::Set(r.quantity),
+                size: None,
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        handle
+            .scale(changes)
+            .await
+            .map(|_| ())
+            .map_err(engine_error)
+    }
+
+    pub(crate) async fn ps(&self) -> Vec<DynoInfo> {
+        match self.handle().await {
+            Some(handle) => handle.ps().await,
+            None => Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(
+        &self,
+        command: String,
+        env: Vec<(String, String)>,
+    ) -> Result<DynoInfo, PlatformError> {
+        match self.handle().await {
+            Some(handle) => handle.run(command, env).await.map_err(engine_error),
+            None => Err(PlatformError::Invalid(format!(
+                "{} has no release to run yet: push one first",
+                self.name
+            ))),
+        }
+    }
+
+    pub(crate) async fn restart(&self, target: Option<String>) -> Result<(), PlatformError> {
+        match self.handle().await {
+            Some(handle) => handle
+                .restart(target)
+                .await
+                .map(|_| ())
+                .map_err(engine_error),
+            None => match target {
+                Some(t) => Err(PlatformError::UnknownDyno(t)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    pub(crate) async fn stop_dyno(&self, target: String) -> Result<(), PlatformError> {
+        match self.handle().await {
+            Some(handle) => handle.stop(target).await.map(|_| ()).map_err(engine_error),
+            None => Err(PlatformError::UnknownDyno(target)),
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if let Ok(engine) = self.engine.try_lock()
+            && let Some(running) = engine.as_ref()
+        {
+            running
+                .handle
+                .shutdown(ShutdownReason::Signal(Signal::Term));
+        }
+    }
+
+    /// Stops every dyno and waits until they are gone.
+    pub(crate) async fn stop(&self) {
+        let running = self.engine.lock().await.take();
+        if let Some(running) = running {
+            running
+                .handle
+                .shutdown(ShutdownReason::Signal(Signal::Term));
+            let _ = running.task.await;
+        }
+    }
+}
+
+fn engine_error(e: EngineError) -> PlatformError {
+    match e {
+        EngineError::UnknownDyno(d) => PlatformError::UnknownDyno(d),
+        EngineError::ShuttingDown => PlatformError::ShuttingDown,
+        EngineError::Formation(f) => PlatformError::Formation(f),
+        EngineError::Port { .. } => PlatformError::Invalid(e.to_string()),
+    }
+}
+
+/// The engine's formation for a release's types from the stored rows.
+fn formation_of(
+    types: &[ProcessTypeSpec],
+    rows: &[FormationRow],
+) -> Result<Formation, PlatformError> {
+    let mut formation = Formation::new(types.iter().map(|t| t.name.clone()), 0);
+    let changes: Vec<FormationChange> = rows
+        .iter()
+        .filter(|r| types.iter().any(|t| t.name == r.process_type))
+        .map(|r| FormationChange {
+            process_type: r.process_type.clone(),
+            quantity: Quantity::Set(r.quantity),
+            size: None,
+        })
+        .collect();
+    if !changes.is_empty() {
+        formation.apply(&changes)?;
+    }
+    Ok(formation)
+}
+
+/// A dyno's environment: a small base, then the release's config vars.
+fn dyno_env(dir: &Path, config: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        ("HOME".to_string(), dir.display().to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        // Dyno output goes through a pipe to the log; unbuffered Python shows it
+        // as it happens.
+        ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
+    ];
+    for (key, value) in config {
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
+    env
+}
+
+/// Makes the app's bare repository and its pre-receive hook, which hands the
+/// pushed commit to this server for building.
+pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(repo)?;
+    let status = std::process::Command::new("git")
+        .args(["init", "--bare", "--quiet"])
+        .arg(repo)
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "`git init --bare` failed: {status}"
+        )));
+    }
+    let hook = repo.join("hooks").join("pre-receive");
+    std::fs::create_dir_all(repo.join("hooks"))?;
+    let quoted = exe.display().to_string().replace('\'', "'\\''");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\nexec '{quoted}' __pre-receive {app}\n"),
+    )?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Runs a release's `release` command in its slug and says whether it succeeded.
+pub(crate) async fn run_release_command(
+    runtime: &PlainRuntime,
+    dir: &Path,
+    command: &str,
+    config: &BTreeMap<String, String>,
+    say: &(dyn Fn(String) + Sync),
+) -> bool {
+    let spec = DynoSpec {
+        name: "release.1".into(),
+        command: format!("{PROFILE}{command}"),
+        env: dyno_env(dir, config),
+        cwd: dir.to_path_buf(),
+    };
+    let mut process = match runtime.spawn(&spec) {
+        Ok(p) => p,
+        Err(e) => {
+            say(format!(" !     {e}"));
+            return false;
+        }
+    };
+    let group = process.group();
+    if let Some(mut output) = process.take_output() {
+        let mut framer = LineFramer::new();
+        while let Ok(n) = output.read_buf(framer.read_buf()).await {
+            if n == 0 {
+                break;
+            }
+            while let Some(lines) = framer.complete_lines() {
+                for line in String::from_utf8_lossy(&lines).lines() {
+                    say(format!("       {line}"));
+                }
+            }
+        }
+        if let Some(rest) = framer.take_partial() {
+            say(format!(
+                "       {}",
+                String::from_utf8_lossy(&rest).trim_end()
+            ));
+        }
+    }
+    match tokio::time::timeout(RELEASE_TIMEOUT, process.wait()).await {
+        Ok(Ok(status)) => status.success(),
+        _ => {
+            crew_runtime::ProcessGroup::signal(&group, Signal::Kill);
+            false
+        }
+    }
+}

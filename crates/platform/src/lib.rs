@@ -1,0 +1,460 @@
+//! The platform: apps, deploys, releases, config and formations of a `crew server`.
+//!
+//! Everything durable is in the [`Store`]; everything running is in one engine
+//! per app. On start the platform reads every app's current release and
+//! formation from the store and starts its dynos, so a server that was killed
+//! comes back to exactly what was last asked for. Every change a user makes goes
+//! to the store first, then to the engine:
+//! - a deploy builds a slug from pushed source with buildpacks, makes a release,
+//!   runs its `release` command, and only then switches the engine to it;
+//! - a config change or a rollback makes a release from an existing slug;
+//! - a scale is stored, then applied.
+//!
+//! Each app has a log ring fed by its engine and by the platform's own events
+//! (`crew[api]: Release v3 created`).
+
+mod app;
+mod slug;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crew_buildpack::{BuildRequest, Buildpacks};
+use crew_engine::{DynoInfo, PortPool};
+use crew_logs::LogRing;
+use crew_procfile::{FormationChange, FormationError};
+use crew_runtime::PlainRuntime;
+use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
+
+pub use crate::app::AppRuntime;
+
+/// How long a build may take, as on Heroku.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Formation(#[from] FormationError),
+    #[error("{0}")]
+    Build(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such process: {0}")]
+    UnknownDyno(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl PlatformError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PlatformError {
+        let what = what.into();
+        move |source| PlatformError::Io { what, source }
+    }
+}
+
+pub struct PlatformConfig {
+    pub data: PathBuf,
+    /// The crew binary, for git hooks and the watchdog.
+    pub exe: PathBuf,
+    pub ports: std::ops::RangeInclusive<u16>,
+}
+
+pub struct Platform {
+    data: PathBuf,
+    exe: PathBuf,
+    store: Arc<Store>,
+    buildpacks: Buildpacks,
+    runtime: PlainRuntime,
+    ports: Arc<PortPool>,
+    apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
+    /// One deploy at a time per app.
+    deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Platform {
+    /// Opens the data directory and brings every app's formation back up.
+    pub async fn open(
+        config: PlatformConfig,
+        runtime: PlainRuntime,
+    ) -> Result<Arc<Platform>, PlatformError> {
+        std::fs::create_dir_all(&config.data).map_err(PlatformError::io(format!(
+            "creating {}",
+            config.data.display()
+        )))?;
+        let store = Store::open(&config.data.join("crew.db"))?;
+        let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
+            .map_err(|e| PlatformError::Build(e.to_string()))?;
+        let platform = Arc::new(Platform {
+            data: config.data,
+            exe: config.exe,
+            store: Arc::new(store),
+            buildpacks,
+            runtime,
+            ports: Arc::new(PortPool::new(config.ports)),
+            apps: Mutex::new(HashMap::new()),
+            deploys: Mutex::new(HashMap::new()),
+        });
+        for app in platform.store.apps()? {
+            let runtime = platform.app_runtime(&app.name);
+            runtime.boot(&platform).await?;
+        }
+        Ok(platform)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
+    fn app_dir(&self, app: &str) -> PathBuf {
+        self.data.join("apps").join(app)
+    }
+
+    pub fn repos(&self) -> PathBuf {
+        self.data.join("repos")
+    }
+
+    /// The running side of an app, made on first use.
+    pub fn app_runtime(&self, app: &str) -> Arc<AppRuntime> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.entry(app.to_string())
+            .or_insert_with(|| Arc::new(AppRuntime::new(app)))
+            .clone()
+    }
+
+    pub fn logs(&self, app: &str) -> Result<Arc<LogRing>, PlatformError> {
+        self.store.app(app)?;
+        Ok(self.app_runtime(app).ring())
+    }
+
+    pub async fn create_app(&self, name: &str) -> Result<crew_store::App, PlatformError> {
+        let app = self.store.create_app(name)?;
+        let repo = self.repos().join(format!("{name}.git"));
+        app::init_repo(&repo, &self.exe, name).map_err(PlatformError::io(format!(
+            "creating the git repository {}",
+            repo.display()
+        )))?;
+        self.app_runtime(name)
+            .event("api", format!("Release v1 created (app {name} created)"))
+            .await;
+        Ok(app)
+    }
+
+    pub async fn destroy_app(&self, name: &str) -> Result<(), PlatformError> {
+        self.store.app(name)?;
+        let runtime = self
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(runtime) = runtime {
+            runtime.stop().await;
+        }
+        self.store.destroy_app(name)?;
+        let _ = std::fs::remove_dir_all(self.app_dir(name));
+        let _ = std::fs::remove_dir_all(self.repos().join(format!("{name}.git")));
+        Ok(())
+    }
+
+    fn deploy_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.deploys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Builds `source` into a slug and releases it. `out` gets every line the
+    /// pusher should see. A failed build leaves the running release alone.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        app: &str,
+        source: PathBuf,
+        commit: String,
+        out: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Release, PlatformError> {
+        self.store.app(app)?;
+        let lock = self.deploy_lock(app);
+        let _held = lock.lock().await;
+        let runtime = self.app_runtime(app);
+        let short = commit.chars().take(7).collect::<String>();
+        runtime
+            .event("api", format!("Build started for {short}"))
+            .await;
+        let build = self.store.create_build(app, &commit)?;
+        let config = self.store.config(app)?;
+        let dir = self.app_dir(app);
+        let slugs = dir.join("slugs");
+        std::fs::create_dir_all(&slugs)
+            .map_err(PlatformError::io("creating the slug directory"))?;
+        let cache = dir.join("cache");
+        std::fs::create_dir_all(&cache).map_err(PlatformError::io("creating the build cache"))?;
+        let slug_path = slugs.join(format!("{}.tar.gz", build.id));
+
+        let platform = self.clone();
+        let app_name = app.to_string();
+        let slug_for_build = slug_path.clone();
+        let build_out = out.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let request = BuildRequest {
+                app: &app_name,
+                source: &source,
+                cache: &cache,
+                config: &config,
+                slug_path: &slug_for_build,
+                timeout: BUILD_TIMEOUT,
+            };
+            let mut send = |line: &str| {
+                let _ = build_out.send(line.to_string());
+            };
+            let result = platform.buildpacks.build(&request, &mut send);
+            let _ = std::fs::remove_dir_all(&source);
+            result
+        })
+        .await
+        .map_err(|e| PlatformError::Build(format!("the build stopped: {e}")))?;
+        let output = match built {
+            Ok(output) => output,
+            Err(e) => {
+                for line in e.pusher_lines() {
+                    let _ = out.send(line);
+                }
+                self.store
+                    .finish_build(&build.id, crew_store::BuildStatus::Failed, None)?;
+                runtime.event("api", "Build failed").await;
+                return Err(PlatformError::Build(e.to_string()));
+            }
+        };
+        let slug = self.store.create_slug(
+            app,
+            crew_store::NewSlug {
+                path: slug_path.display().to_string(),
+                process_types: output.process_types.clone(),
+                commit: Some(commit.clone()),
+                size: output.slug_size,
+                buildpack: Some(output.buildpack.clone()),
+                release_command: output.release_command.clone(),
+            },
+        )?;
+        self.store.finish_build(
+            &build.id,
+            crew_store::BuildStatus::Succeeded,
+            Some(&slug.id),
+        )?;
+        let _ = out.send("-----> Launching...".to_string());
+        let mut config = self.store.config(app)?;
+        for (key, value) in &output.config_vars {
+            config.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        let release = self.store.create_release(
+            app,
+            crew_store::NewRelease {
+                slug_id: Some(slug.id.clone()),
+                config,
+                description: format!("Deploy {short}"),
+                status: ReleaseStatus::Pending,
+            },
+        )?;
+        runtime.event("api", format!("Deploy {short}")).await;
+        self.finish_release(app, release, Some(&out)).await
+    }
+
+    /// Runs the release command if the slug has one, then makes the release
+    /// current and switches the dynos to it.
+    async fn finish_release(
+        &self,
+        app: &str,
+        release: Release,
+        out: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Release, PlatformError> {
+        let runtime = self.app_runtime(app);
+        let slug = match &release.slug_id {
+            Some(id) => Some(self.store.slug(id)?),
+            None => None,
+        };
+        if let Some(slug) = &slug {
+            let dir = slug::extract(&PathBuf::from(&slug.path))
+                .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
+            if let Some(command) = &slug.release_command {
+                let say = |line: String| {
+                    if let Some(out) = out {
+                        let _ = out.send(line);
+                    }
+                };
+                say(format!("       Running release command `{command}`..."));
+                runtime
+                    .event(
+                        "api",
+                        format!("Running release v{} commands", release.version),
+                    )
+                    .await;
+                let ok =
+                    app::run_release_command(&self.runtime, &dir, command, &release.config, &say)
+                        .await;
+                if !ok {
+                    self.store
+                        .set_release_status(app, release.version, ReleaseStatus::Failed)?;
+                    runtime
+                        .event(
+                            "api",
+                            format!("Release v{} command failed", release.version),
+                        )
+                        .await;
+                    say(
+                        " !     Release command failed; the current release keeps running."
+                            .to_string(),
+                    );
+                    return Err(PlatformError::Build(format!(
+                        "release command `{command}` failed"
+                    )));
+                }
+            }
+        }
+        self.store
+            .set_release_status(app, release.version, ReleaseStatus::Succeeded)?;
+        runtime
+            .event("api", format!("Release v{} created", release.version))
+            .await;
+        if let Some(out) = out {
+            let _ = out.send(format!("       Released v{}", release.version));
+        }
+        let release = self.store.release(app, release.version)?;
+        if slug.is_some() {
+            runtime.boot(self).await?;
+        }
+        Ok(release)
+    }
+
+    pub async fn set_config(
+        &self,
+        app: &str,
+        set: &BTreeMap<String, String>,
+        unset: &[String],
+    ) -> Result<Release, PlatformError> {
+        let release = self.store.update_config(app, set, unset, None)?;
+        self.app_runtime(app)
+            .event("api", release.description.clone())
+            .await;
+        self.finish_release(app, release, None).await
+    }
+
+    pub async fn rollback(&self, app: &str, version: u32) -> Result<Release, PlatformError> {
+        let release = self.store.rollback(app, version)?;
+        self.app_runtime(app)
+            .event("api", release.description.clone())
+            .await;
+        self.finish_release(app, release, None).await
+    }
+
+    /// Stores the new formation, then applies it.
+    pub async fn scale(
+        &self,
+        app: &str,
+        changes: &[FormationChange],
+    ) -> Result<Vec<FormationRow>, PlatformError> {
+        let rows = self.store.formation(app)?;
+        let mut formation =
+            crew_procfile::Formation::new(rows.iter().map(|r| r.process_type.clone()), 0);
+        let current: Vec<FormationChange> = rows
+            .iter()
+            .map(|r| FormationChange {
+                process_type: r.process_type.clone(),
+                quantity: crew_procfile::Quantity::Set(r.quantity),
+                size: None,
+            })
+            .collect();
+        formation.apply(&current)?;
+        formation.apply(changes)?;
+        let updated: Vec<FormationRow> = rows
+            .iter()
+            .map(|r| {
+                let size = changes
+                    .iter()
+                    .rev()
+                    .find(|c| c.process_type == r.process_type)
+                    .and_then(|c| c.size.clone())
+                    .unwrap_or_else(|| r.size.clone());
+                FormationRow {
+                    process_type: r.process_type.clone(),
+                    quantity: formation.get(&r.process_type).unwrap_or(0),
+                    size,
+                }
+            })
+            .collect();
+        let rows = self.store.set_formation(app, &updated)?;
+        let runtime = self.app_runtime(app);
+        let text: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{}@{}:{}", r.process_type, r.quantity, r.size))
+            .collect();
+        runtime
+            .event("api", format!("Scaled to {}", text.join(" ")))
+            .await;
+        runtime.scale(&rows).await?;
+        Ok(rows)
+    }
+
+    pub async fn ps(&self, app: &str) -> Result<Vec<DynoInfo>, PlatformError> {
+        self.store.app(app)?;
+        Ok(self.app_runtime(app).ps().await)
+    }
+
+    /// Starts a one-off dyno from the current release.
+    pub async fn run(
+        &self,
+        app: &str,
+        command: String,
+        env: Vec<(String, String)>,
+    ) -> Result<DynoInfo, PlatformError> {
+        self.store.app(app)?;
+        let runtime = self.app_runtime(app);
+        runtime
+            .event("api", format!("Starting process with command `{command}`"))
+            .await;
+        runtime.run(command, env).await
+    }
+
+    pub async fn restart(&self, app: &str, target: Option<String>) -> Result<(), PlatformError> {
+        self.store.app(app)?;
+        self.app_runtime(app).restart(target).await
+    }
+
+    pub async fn stop(&self, app: &str, target: String) -> Result<(), PlatformError> {
+        self.store.app(app)?;
+        self.app_runtime(app).stop_dyno(target).await
+    }
+
+    /// Stops every app's dynos gracefully.
+    pub async fn shutdown(&self) {
+        let apps: Vec<Arc<AppRuntime>> = self
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for app in &apps {
+            app.shutdown();
+        }
+        for app in apps {
+            app.stop().await;
+        }
+    }
+
+    fn ports(&self) -> Arc<PortPool> {
+        self.ports.clone()
+    }
+}
