@@ -322,6 +322,9 @@ async fn log_session<B: Backend>(
     if request.tail == Some(true) {
         query.push("tail=true".to_string());
     }
+    if let Some(source) = &request.source {
+        query.push(format!("source={}", encode(source)));
+    }
     let url = format!("/apps/{}/log-stream?{}", encode(&app), query.join("&"));
     Ok((
         StatusCode::CREATED,

@@ -90,6 +90,10 @@ pub struct LogSessionCreate {
     pub lines: Option<usize>,
     #[serde(default)]
     pub tail: Option<bool>,
+    /// `app` for the app's own lines, `crew` (or Heroku's `heroku`) for the
+    /// platform's.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// Where to read the log session from.
@@ -111,6 +115,10 @@ pub struct LogQuery {
     pub lines: Option<usize>,
     #[serde(default)]
     pub tail: Option<bool>,
+    /// `app` for the app's own lines, `crew` (or Heroku's `heroku`) for the
+    /// platform's.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// Every error body: `{"id":"not_found","message":"Couldn't find that app."}`.

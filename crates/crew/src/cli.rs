@@ -222,6 +222,9 @@ pub struct LogsArgs {
     /// Only this process type or process (`web`, `web.1`)
     #[arg(long = "ps", short = 'p', alias = "dyno", short_alias = 'd')]
     pub ps: Option<String>,
+    /// Only the app's own lines (`app`) or crew's (`crew`)
+    #[arg(long, short = 's', value_name = "app|crew")]
+    pub source: Option<String>,
 }
 
 /// Where the app is: shared by every command that reads a Procfile.

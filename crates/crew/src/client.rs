@@ -334,6 +334,7 @@ pub fn logs(args: &LogsArgs) -> Result<u8> {
                     dyno: args.ps.clone(),
                     lines: Some(args.num),
                     tail: Some(args.tail),
+                    source: args.source.clone(),
                 },
             )
             .await

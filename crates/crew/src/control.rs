@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crew_api::server::{ApiError, Backend, LogStream};
 use crew_api::types::{AppRef, Dyno, DynoCreate, FormationEntry, FormationUpdate, LogQuery};
 use crew_engine::{DynoInfo, EngineError, EngineHandle, OneOff};
-use crew_logs::{LogRecord, LogRing};
+use crew_logs::{LogFilter, LogRecord, LogRing, Origin};
 use tokio::sync::broadcast;
 
 /// The socket's file name in the app's directory.
@@ -214,16 +214,30 @@ impl Backend for LocalBackend {
 
     async fn logs(&self, app: &str, query: LogQuery) -> Result<LogStream, ApiError> {
         self.check(app)?;
-        Ok(log_stream(&self.ring, query))
+        log_stream(&self.ring, query)
     }
 }
 
 /// The lines a log query asks for: the backlog, then, with `tail`, new lines as
 /// they come.
-pub fn log_stream(ring: &LogRing, query: LogQuery) -> LogStream {
+pub fn log_stream(ring: &LogRing, query: LogQuery) -> Result<LogStream, ApiError> {
+    let origin = match query.source.as_deref() {
+        None => None,
+        Some("app") => Some(Origin::App),
+        Some("crew" | "heroku") => Some(Origin::Crew),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`{other}` is not a log source: use app or crew"
+            )));
+        }
+    };
+    let filter = LogFilter {
+        dyno: query.dyno,
+        origin,
+    };
     let (backlog, live) = ring.read(
         query.lines.unwrap_or(DEFAULT_LOG_LINES),
-        query.dyno.as_deref(),
+        &filter,
         query.tail.unwrap_or(false),
     );
     let backlog = futures_util::stream::iter(
@@ -232,20 +246,20 @@ pub fn log_stream(ring: &LogRing, query: LogQuery) -> LogStream {
             .map(|r| Bytes::from(r.heroku_line()))
             .collect::<Vec<_>>(),
     );
-    match live {
+    Ok(match live {
         None => Box::pin(backlog),
         Some(live) => Box::pin(futures_util::StreamExt::chain(
             backlog,
-            follow(live, query.dyno),
+            follow(live, filter),
         )),
-    }
+    })
 }
 
 /// New lines as they arrive. A reader too slow for the feed is told how many lines
 /// it missed instead of silently losing them.
 fn follow(
     live: broadcast::Receiver<Arc<LogRecord>>,
-    filter: Option<String>,
+    filter: LogFilter,
 ) -> Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> {
     Box::pin(futures_util::stream::unfold(
         (live, filter),
@@ -253,7 +267,7 @@ fn follow(
             loop {
                 match live.recv().await {
                     Ok(record) => {
-                        if filter.as_deref().is_none_or(|f| record.matches(f)) {
+                        if filter.matches(&record) {
                             return Some((Bytes::from(record.heroku_line()), (live, filter)));
                         }
                     }

@@ -287,7 +287,7 @@ impl Backend for ServerBackend {
     async fn run_attached(&self, app: &str, request: DynoCreate) -> Result<LogStream, ApiError> {
         // Listen before starting, so not even the first line is missed.
         let ring = self.platform.logs(app).map_err(api_error)?;
-        let (_, live) = ring.read(0, None, true);
+        let (_, live) = ring.read(0, &crew_logs::LogFilter::default(), true);
         let Some(mut live) = live else {
             return Err(ApiError::unavailable("the app's log is not available"));
         };
@@ -361,7 +361,7 @@ impl Backend for ServerBackend {
 
     async fn logs(&self, app: &str, query: LogQuery) -> Result<LogStream, ApiError> {
         let ring = self.platform.logs(app).map_err(api_error)?;
-        Ok(control::log_stream(&ring, query))
+        control::log_stream(&ring, query)
     }
 
     async fn apps(&self) -> Result<Vec<AppInfo>, ApiError> {

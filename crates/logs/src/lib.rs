@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 pub use framer::{LineFramer, MAX_LINE};
-pub use ring::{DEFAULT_CAPACITY, LogRecord, LogRing, Origin};
+pub use ring::{DEFAULT_CAPACITY, LogFilter, LogRecord, LogRing, Origin};
 
 /// One thing to log.
 #[derive(Debug, Clone)]

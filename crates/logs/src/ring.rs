@@ -52,13 +52,28 @@ impl LogRecord {
         line
     }
 
-    /// Whether `filter` (`web` or `web.1`) names this line's dyno.
-    pub fn matches(&self, filter: &str) -> bool {
-        *self.source == *filter
+    /// Whether `dyno` (`web` or `web.1`) names this line's dyno.
+    pub fn is_from(&self, dyno: &str) -> bool {
+        *self.source == *dyno
             || self
                 .source
                 .split_once('.')
-                .is_some_and(|(process_type, _)| process_type == filter)
+                .is_some_and(|(process_type, _)| process_type == dyno)
+    }
+}
+
+/// Which lines a reader wants: one dyno or type, and the app's own lines or
+/// crew's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub dyno: Option<String>,
+    pub origin: Option<Origin>,
+}
+
+impl LogFilter {
+    pub fn matches(&self, record: &LogRecord) -> bool {
+        self.dyno.as_deref().is_none_or(|d| record.is_from(d))
+            && self.origin.is_none_or(|o| o == record.origin)
     }
 }
 
@@ -134,7 +149,7 @@ impl LogRing {
     pub fn read(
         &self,
         count: usize,
-        filter: Option<&str>,
+        filter: &LogFilter,
         follow: bool,
     ) -> (
         Vec<Arc<LogRecord>>,
@@ -147,7 +162,7 @@ impl LogRing {
         let mut backlog: Vec<Arc<LogRecord>> = lines
             .iter()
             .rev()
-            .filter(|r| filter.is_none_or(|f| r.matches(f)))
+            .filter(|r| filter.matches(r))
             .take(count)
             .cloned()
             .collect();
@@ -175,7 +190,7 @@ mod tests {
         let ring = LogRing::new(3);
         ring.push(&output("web.1", b"a\nb\n"));
         ring.push(&output("worker.1", b"c\nd\n"));
-        let (lines, _) = ring.read(10, None, false);
+        let (lines, _) = ring.read(10, &LogFilter::default(), false);
         let texts: Vec<&[u8]> = lines.iter().map(|r| &r.text[..]).collect();
         assert_eq!(texts, [&b"b"[..], b"c", b"d"]);
     }
@@ -186,16 +201,26 @@ mod tests {
         ring.push(&output("web.1", b"a\n"));
         ring.push(&output("web.2", b"b\n"));
         ring.push(&output("worker.1", b"c\n"));
-        assert_eq!(ring.read(10, Some("web"), false).0.len(), 2);
-        assert_eq!(ring.read(10, Some("web.2"), false).0.len(), 1);
-        assert_eq!(ring.read(1, Some("web"), false).0[0].text, "b");
+        let only = |dyno: &str| LogFilter {
+            dyno: Some(dyno.into()),
+            origin: None,
+        };
+        assert_eq!(ring.read(10, &only("web"), false).0.len(), 2);
+        assert_eq!(ring.read(10, &only("web.2"), false).0.len(), 1);
+        assert_eq!(ring.read(1, &only("web"), false).0[0].text, "b");
+        ring.push(&LogEvent::system("stopping"));
+        let crew = LogFilter {
+            dyno: None,
+            origin: Some(Origin::Crew),
+        };
+        assert_eq!(ring.read(10, &crew, false).0.len(), 1);
     }
 
     #[test]
     fn renders_heroku_lines() {
         let ring = LogRing::new(10);
         ring.push(&output("web.1", b"hello\n"));
-        let (lines, _) = ring.read(1, None, false);
+        let (lines, _) = ring.read(1, &LogFilter::default(), false);
         assert_eq!(
             String::from_utf8_lossy(&lines[0].heroku_line()),
             "1970-01-01T00:00:01.500000+00:00 app[web.1]: hello\n"
@@ -206,7 +231,7 @@ mod tests {
     async fn follows_new_lines() {
         let ring = LogRing::new(10);
         ring.push(&output("web.1", b"old\n"));
-        let (backlog, live) = ring.read(10, None, true);
+        let (backlog, live) = ring.read(10, &LogFilter::default(), true);
         assert_eq!(backlog.len(), 1);
         ring.push(&output("web.1", b"new\n"));
         let mut live = live.expect("a feed");
