@@ -357,3 +357,161 @@ fn a_failed_build_rejects_the_push_and_the_release_keeps_running() {
     assert_eq!(dyno_pids(&ps), before, "the running release was touched");
     assert!(!server.ok(dir, &["releases"]).contains("v3"));
 }
+
+fn commit_all(server: &Server, dir: &Path, message: &str) {
+    for args in [&["add", "-A"][..], &["commit", "-qm", message]] {
+        let (ok, text) = server.git(dir, args);
+        assert!(ok, "git {args:?}: {text}");
+    }
+}
+
+#[test]
+fn a_python_app_gets_a_virtualenv_and_runs_from_it() {
+    if !have_git() {
+        return;
+    }
+    let venv = Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !venv {
+        eprintln!("skipped: python3 with venv is not installed (.ci/run installs python3-venv)");
+        return;
+    }
+    let server = Server::start();
+    let app = repo(
+        &server,
+        "worker: python -c 'import sys; print(\"python at\", sys.prefix)' && sleep 1000\n",
+    );
+    app.write("requirements.txt", "");
+    commit_all(&server, app.path(), "python");
+    server.ok(app.path(), &["apps:create", "pyapp"]);
+    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("-----> Python app detected"), "{text}");
+    server.ok(app.path(), &["scale", "worker=1"]);
+    let seen = poll_until(DEPLOY, || {
+        server
+            .ok(app.path(), &["logs", "--source", "app", "-n", "20"])
+            .contains(".venv")
+    });
+    assert!(
+        seen,
+        "the worker did not run the slug's virtualenv python:\n{}",
+        server.ok(app.path(), &["logs", "-n", "50"])
+    );
+}
+
+#[test]
+fn a_node_app_is_built_with_npm() {
+    if !have_git() {
+        return;
+    }
+    let npm = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !npm {
+        eprintln!("skipped: npm is not installed (.ci/run installs nodejs and npm)");
+        return;
+    }
+    let server = Server::start();
+    let app = repo(
+        &server,
+        "worker: node -e 'console.log(\"node says hi\")' && sleep 1000\n",
+    );
+    app.write(
+        "package.json",
+        r#"{"name": "nodeapp", "version": "1.0.0", "private": true}"#,
+    );
+    commit_all(&server, app.path(), "node");
+    server.ok(app.path(), &["apps:create", "nodeapp"]);
+    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("app detected"), "{text}");
+    server.ok(app.path(), &["scale", "worker=1"]);
+    let seen = poll_until(DEPLOY, || {
+        server
+            .ok(app.path(), &["logs", "-n", "20"])
+            .contains("app[worker.1]: node says hi")
+    });
+    assert!(seen, "{}", server.ok(app.path(), &["logs", "-n", "50"]));
+}
+
+#[test]
+fn the_release_command_gates_the_release() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(
+        &server,
+        "release: echo migrating; touch migrated\nworker: while true; do sleep 1; done\n",
+    );
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "gated"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("migrating"),
+        "the release output reaches the pusher:\n{text}"
+    );
+    assert!(text.contains("Released v2"), "{text}");
+
+    // A failing release command: the push is refused and v2 stays current.
+    std::fs::write(
+        app.join("Procfile"),
+        "release: echo nope; exit 3\nworker: while true; do sleep 1; done\n",
+    )
+    .expect("write Procfile");
+    commit_all(&server, dir, "bad release");
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(!ok, "a failed release command was accepted:\n{text}");
+    assert!(text.contains("nope"), "{text}");
+    let releases = server.ok(dir, &["releases"]);
+    assert!(
+        releases.contains("v2") && releases.contains("(current)"),
+        "{releases}"
+    );
+    let current = releases
+        .lines()
+        .find(|l| l.contains("(current)"))
+        .unwrap_or_default();
+    assert!(current.starts_with("v2"), "{releases}");
+}
+
+#[test]
+fn one_offs_run_attached_and_detached() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "oneoff"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    let (ok, out, err) = server.cli(dir, &["run", "-a", "oneoff", "echo hi from $DYNO; exit 7"]);
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("hi from run.1"), "{out}{err}");
+    let code = Command::new(CREW)
+        .args(["run", "-a", "oneoff", "exit 7"])
+        .env("HOME", server.home.path())
+        .env("CREW_API_URL", &server.url)
+        .env("CREW_API_KEY", server.token())
+        .status()
+        .expect("crew run")
+        .code();
+    assert_eq!(code, Some(7));
+    let out = server.ok(
+        dir,
+        &["run:detached", "-a", "oneoff", "sleep 0.5; echo later"],
+    );
+    assert!(out.contains("run."), "{out}");
+    let seen = poll_until(DEPLOY, || {
+        server
+            .ok(dir, &["logs", "--ps", "run", "-n", "50"])
+            .contains("later")
+    });
+    assert!(seen, "{}", server.ok(dir, &["logs", "-n", "50"]));
+}
