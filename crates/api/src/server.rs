@@ -17,8 +17,8 @@ use futures_util::Stream;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    AppCreate, AppInfo, BuildCreate, Dyno, DynoCreate, ErrorBody, FormationEntry, FormationUpdate,
-    LogQuery, LogSession, LogSessionCreate, ReleaseCreate, ReleaseInfo,
+    AppCreate, AppInfo, BuildCreate, BuildInfo, Dyno, DynoCreate, ErrorBody, FormationEntry,
+    FormationUpdate, LogQuery, LogSession, LogSessionCreate, ReleaseCreate, ReleaseInfo,
 };
 
 /// Lines of log text, each ending in `\n`.
@@ -150,6 +150,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<ReleaseInfo>> + Send {
         async { Err(local_only()) }
     }
+    fn builds(&self, _app: &str) -> impl Future<Output = Reply<Vec<BuildInfo>>> + Send {
+        async { Err(local_only()) }
+    }
     /// Builds and releases; the stream is the build's output, ending with a
     /// [`crate::types::BUILD_RESULT_PREFIX`] line.
     fn build(
@@ -212,7 +215,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
             get(releases::<B>).post(rollback::<B>),
         )
         .route("/apps/{app}/releases/{release}", get(release_info::<B>))
-        .route("/apps/{app}/builds", post(build::<B>))
+        .route("/apps/{app}/builds", get(builds::<B>).post(build::<B>))
         .route("/{repo}/info/refs", get(git::<B>))
         .route("/{repo}/git-receive-pack", post(git::<B>))
         .route("/{repo}/git-upload-pack", post(git::<B>))
@@ -413,6 +416,13 @@ async fn rollback<B: Backend>(
 ) -> Reply<(StatusCode, Json<ReleaseInfo>)> {
     let Json(request) = body?;
     Ok((StatusCode::CREATED, Json(b.rollback(&app, request).await?)))
+}
+
+async fn builds<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path(app): Path<String>,
+) -> Reply<Json<Vec<BuildInfo>>> {
+    b.builds(&app).await.map(Json)
 }
 
 async fn build<B: Backend>(

@@ -199,3 +199,15 @@ pub struct BuildCreate {
 /// The last line of a streamed build: `crew-build: succeeded v3` or
 /// `crew-build: failed`.
 pub const BUILD_RESULT_PREFIX: &str = "crew-build: ";
+
+/// One build, as `GET /apps/{app}/builds` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    pub id: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub source_blob: SourceBlob,
+    pub slug: Option<IdRef>,
+    pub created_at: String,
+    pub updated_at: String,
+}

@@ -467,6 +467,28 @@ impl Backend for ServerBackend {
         Ok(self.release_info(app, release))
     }
 
+    async fn builds(&self, app: &str) -> Result<Vec<crew_api::types::BuildInfo>, ApiError> {
+        let builds = self
+            .platform
+            .store()
+            .builds(app)
+            .map_err(|e| api_error(e.into()))?;
+        Ok(builds
+            .into_iter()
+            .map(|b| crew_api::types::BuildInfo {
+                id: b.id,
+                status: b.status.as_str().to_string(),
+                source_blob: crew_api::types::SourceBlob {
+                    url: String::new(),
+                    version: Some(b.source),
+                },
+                slug: b.slug_id.map(|id| crew_api::types::IdRef { id }),
+                created_at: b.created_at,
+                updated_at: b.updated_at,
+            })
+            .collect())
+    }
+
     async fn build(&self, app: &str, request: BuildCreate) -> Result<LogStream, ApiError> {
         self.platform
             .store()
