@@ -258,7 +258,7 @@ pub fn log_stream(ring: &LogRing, query: LogQuery) -> Result<LogStream, ApiError
 /// New lines as they arrive. A reader too slow for the feed is told how many lines
 /// it missed instead of silently losing them.
 fn follow(
-    live: broadcast::Receiver<Arc<LogRecord>>,
+    live: broadcast::Receiver<LogRecord>,
     filter: LogFilter,
 ) -> Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> {
     Box::pin(futures_util::stream::unfold(

@@ -79,9 +79,9 @@ impl LogFilter {
 
 /// A bounded ring of recent lines and a feed of new ones.
 pub struct LogRing {
-    lines: Mutex<VecDeque<Arc<LogRecord>>>,
+    lines: Mutex<VecDeque<LogRecord>>,
     capacity: usize,
-    live: broadcast::Sender<Arc<LogRecord>>,
+    live: broadcast::Sender<LogRecord>,
 }
 
 impl LogRing {
@@ -94,22 +94,34 @@ impl LogRing {
         }
     }
 
-    /// Splits an event into records and keeps them. Lines are copied out of the
-    /// read buffers they arrived in, so one short line cannot pin a whole buffer.
+    /// Splits an event into records and keeps them. A block of lines is copied
+    /// once out of the read buffer it arrived in, so a short line cannot pin a
+    /// whole buffer, and its lines share the copy. Since a block's lines enter
+    /// together and leave first-in first-out, at most one block is ever kept
+    /// alive by a part of it.
     pub fn push(&self, event: &LogEvent) {
         let mut records = Vec::new();
         match event {
             LogEvent::Output { dyno, at, lines } => {
-                for line in lines.split(|b| *b == b'\n') {
+                let block = Bytes::copy_from_slice(lines);
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &block) {
                     records.push(LogRecord {
                         at: *at,
                         origin: Origin::App,
                         source: dyno.clone(),
-                        text: Bytes::copy_from_slice(line),
+                        text: block.slice(start..end),
+                    });
+                    start = end + 1;
+                }
+                if start < block.len() {
+                    records.push(LogRecord {
+                        at: *at,
+                        origin: Origin::App,
+                        source: dyno.clone(),
+                        text: block.slice(start..),
                     });
                 }
-                // `split` yields an empty piece after the final newline.
-                records.pop();
             }
             LogEvent::Status { dyno, at, text } | LogEvent::Platform { dyno, at, text } => {
                 records.push(LogRecord {
@@ -126,20 +138,22 @@ impl LogRing {
                 text: Bytes::copy_from_slice(text.as_bytes()),
             }),
         }
+        let followed = self.live.receiver_count() > 0;
         let mut lines = self
             .lines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for record in records {
-            let record = Arc::new(record);
+            if followed {
+                // A reader leaving between the count and the send is fine.
+                let _ = self.live.send(record.clone());
+            }
             if lines.len() == self.capacity {
                 lines.pop_front();
             }
             if self.capacity > 0 {
-                lines.push_back(record.clone());
+                lines.push_back(record);
             }
-            // Nobody tailing is not an error.
-            let _ = self.live.send(record);
         }
     }
 
@@ -151,15 +165,12 @@ impl LogRing {
         count: usize,
         filter: &LogFilter,
         follow: bool,
-    ) -> (
-        Vec<Arc<LogRecord>>,
-        Option<broadcast::Receiver<Arc<LogRecord>>>,
-    ) {
+    ) -> (Vec<LogRecord>, Option<broadcast::Receiver<LogRecord>>) {
         let lines = self
             .lines
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut backlog: Vec<Arc<LogRecord>> = lines
+        let mut backlog: Vec<LogRecord> = lines
             .iter()
             .rev()
             .filter(|r| filter.matches(r))

@@ -31,6 +31,9 @@ pub struct Printer {
     colors: HashMap<Arc<str>, &'static str>,
     clock_second: u64,
     clock_text: String,
+    /// The last prefix rendered: a burst of lines from one dyno within one
+    /// second shares it, so each line costs two copies and nothing else.
+    last_prefix: Option<(Arc<str>, u64, usize, Vec<u8>)>,
 }
 
 impl Printer {
@@ -43,6 +46,7 @@ impl Printer {
             colors: HashMap::new(),
             clock_second: u64::MAX,
             clock_text: String::new(),
+            last_prefix: None,
         };
         for name in names {
             printer.width = printer.width.max(name.len());
@@ -56,10 +60,7 @@ impl Printer {
     }
 
     fn clock(&mut self, at: SystemTime) -> &str {
-        let second = at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let second = second_of(at);
         if second != self.clock_second {
             self.clock_second = second;
             self.clock_text = chrono::DateTime::<chrono::Local>::from(at)
@@ -81,8 +82,7 @@ impl Printer {
             out.push(b'm');
         }
         if self.format.timestamp {
-            let clock = self.clock(at).to_owned();
-            out.extend_from_slice(clock.as_bytes());
+            out.extend_from_slice(self.clock(at).as_bytes());
             out.push(b' ');
         }
         out.extend_from_slice(name.as_bytes());
@@ -97,14 +97,34 @@ impl Printer {
     pub fn render(&mut self, event: &LogEvent, out: &mut Vec<u8>) {
         match event {
             LogEvent::Output { dyno, at, lines } => {
-                let color = self.color_for(dyno);
                 if !self.format.prefix {
                     out.extend_from_slice(lines);
                     return;
                 }
-                for line in lines.split_inclusive(|b| *b == b'\n') {
-                    self.prefix(out, dyno, color, *at);
-                    out.extend_from_slice(line);
+                let second = second_of(*at);
+                let cached = self.last_prefix.as_ref().is_some_and(|(d, s, w, _)| {
+                    Arc::ptr_eq(d, dyno) && *s == second && *w == self.width.max(dyno.len())
+                });
+                if !cached {
+                    let color = self.color_for(dyno);
+                    let mut prefix = Vec::with_capacity(64);
+                    self.prefix(&mut prefix, dyno, color, *at);
+                    self.last_prefix = Some((dyno.clone(), second, self.width, prefix));
+                }
+                let Some((_, _, _, prefix)) = &self.last_prefix else {
+                    return;
+                };
+                out.reserve(lines.len() + prefix.len() * 8);
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', lines) {
+                    out.extend_from_slice(prefix);
+                    out.extend_from_slice(&lines[start..=end]);
+                    start = end + 1;
+                }
+                if start < lines.len() {
+                    out.extend_from_slice(prefix);
+                    out.extend_from_slice(&lines[start..]);
+                    out.push(b'\n');
                 }
             }
             LogEvent::Status { dyno, at, text } => {
@@ -121,6 +141,12 @@ impl Printer {
             }
         }
     }
+}
+
+fn second_of(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The writer thread's side of the terminal.
