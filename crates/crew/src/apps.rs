@@ -12,8 +12,13 @@ use crate::cli::{
 };
 use crate::client::{Target, block_on, server_credentials};
 
+/// A client for server-wide routes (`/apps`), which name no app.
 fn server_client() -> Result<crew_api::client::Client> {
-    Ok(Target::server("-")?.client)
+    let (url, key) = server_credentials()?;
+    Ok(crew_api::client::Client::new(
+        crew_api::client::Endpoint::Tcp(crate::client::host_of(&url)),
+        key,
+    ))
 }
 
 /// `-a APP`, else the app of the `crew` git remote.
