@@ -17,8 +17,9 @@ use futures_util::Stream;
 use std::collections::BTreeMap;
 
 use crate::types::{
-    AppCreate, AppInfo, BuildCreate, BuildInfo, Dyno, DynoCreate, ErrorBody, FormationEntry,
-    FormationUpdate, LogQuery, LogSession, LogSessionCreate, ReleaseCreate, ReleaseInfo,
+    AppCreate, AppInfo, BuildCreate, BuildInfo, DomainCreate, DomainInfo, Dyno, DynoCreate,
+    ErrorBody, FormationEntry, FormationUpdate, LogQuery, LogSession, LogSessionCreate,
+    ReleaseCreate, ReleaseInfo,
 };
 
 /// Lines of log text, each ending in `\n`.
@@ -150,6 +151,19 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<ReleaseInfo>> + Send {
         async { Err(local_only()) }
     }
+    fn domains(&self, _app: &str) -> impl Future<Output = Reply<Vec<DomainInfo>>> + Send {
+        async { Err(local_only()) }
+    }
+    fn add_domain(
+        &self,
+        _app: &str,
+        _request: DomainCreate,
+    ) -> impl Future<Output = Reply<DomainInfo>> + Send {
+        async { Err(local_only()) }
+    }
+    fn remove_domain(&self, _app: &str, _hostname: &str) -> impl Future<Output = Reply<()>> + Send {
+        async { Err(local_only()) }
+    }
     fn builds(&self, _app: &str) -> impl Future<Output = Reply<Vec<BuildInfo>>> + Send {
         async { Err(local_only()) }
     }
@@ -216,6 +230,14 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         )
         .route("/apps/{app}/releases/{release}", get(release_info::<B>))
         .route("/apps/{app}/builds", get(builds::<B>).post(build::<B>))
+        .route(
+            "/apps/{app}/domains",
+            get(domains::<B>).post(add_domain::<B>),
+        )
+        .route(
+            "/apps/{app}/domains/{hostname}",
+            axum::routing::delete(remove_domain::<B>),
+        )
         .route("/{repo}/info/refs", get(git::<B>))
         .route("/{repo}/git-receive-pack", post(git::<B>))
         .route("/{repo}/git-upload-pack", post(git::<B>))
@@ -416,6 +438,33 @@ async fn rollback<B: Backend>(
 ) -> Reply<(StatusCode, Json<ReleaseInfo>)> {
     let Json(request) = body?;
     Ok((StatusCode::CREATED, Json(b.rollback(&app, request).await?)))
+}
+
+async fn domains<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path(app): Path<String>,
+) -> Reply<Json<Vec<DomainInfo>>> {
+    b.domains(&app).await.map(Json)
+}
+
+async fn add_domain<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path(app): Path<String>,
+    body: Result<Json<DomainCreate>, JsonRejection>,
+) -> Reply<(StatusCode, Json<DomainInfo>)> {
+    let Json(request) = body?;
+    Ok((
+        StatusCode::CREATED,
+        Json(b.add_domain(&app, request).await?),
+    ))
+}
+
+async fn remove_domain<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path((app, hostname)): Path<(String, String)>,
+) -> Reply<Json<serde_json::Value>> {
+    b.remove_domain(&app, &hostname).await?;
+    Ok(Json(serde_json::json!({})))
 }
 
 async fn builds<B: Backend>(

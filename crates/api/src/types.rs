@@ -211,3 +211,18 @@ pub struct BuildInfo {
     pub created_at: String,
     pub updated_at: String,
 }
+
+/// One custom domain of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub id: String,
+    pub hostname: String,
+    pub kind: String,
+    pub created_at: String,
+}
+
+/// `POST /apps/{app}/domains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainCreate {
+    pub hostname: String,
+}

@@ -8,7 +8,7 @@ use crew_api::types::{AppCreate, AppInfo, ReleaseCreate, ReleaseInfo};
 
 use crate::cli::{
     AppOnly, AppsCreateArgs, AppsDestroyArgs, ConfigGetArgs, ConfigSetArgs, ConfigUnsetArgs,
-    ReleaseArgs, RunDetachedArgs,
+    DomainArgs, ReleaseArgs, RunDetachedArgs,
 };
 use crate::client::{Target, block_on, server_credentials};
 
@@ -395,5 +395,62 @@ pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
         "Running `{command}` on {}... up, {}\nRun `crew logs -a {} --ps {}` to view the output.\n",
         target.app, dyno.name, target.app, dyno.name
     ));
+    Ok(0)
+}
+
+pub fn domains(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let domains: Vec<crew_api::types::DomainInfo> = block_on(async {
+        target
+            .client
+            .get(&target.path("/domains"))
+            .await
+            .context("listing domains")
+    })?;
+    let mut text = format!("=== {} Custom Domains\n", target.app);
+    for d in domains {
+        text.push_str(&d.hostname);
+        text.push('\n');
+    }
+    crate::say(&text);
+    Ok(0)
+}
+
+pub fn add_domain(args: &DomainArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    crate::say(&format!("Adding {} to {}... ", args.hostname, target.app));
+    let _: crew_api::types::DomainInfo = block_on(async {
+        target
+            .client
+            .call(
+                Method::POST,
+                &target.path("/domains"),
+                &crew_api::types::DomainCreate {
+                    hostname: args.hostname.clone(),
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .inspect_err(|_| crate::say("failed\n"))?;
+    crate::say("done\n");
+    Ok(0)
+}
+
+pub fn remove_domain(args: &DomainArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    crate::say(&format!(
+        "Removing {} from {}... ",
+        args.hostname, target.app
+    ));
+    let _: serde_json::Value = block_on(async {
+        target
+            .client
+            .delete(&target.path(&format!("/domains/{}", args.hostname)))
+            .await
+            .map_err(anyhow::Error::from)
+    })
+    .inspect_err(|_| crate::say("failed\n"))?;
+    crate::say("done\n");
     Ok(0)
 }

@@ -60,6 +60,14 @@ pub enum Command {
     /// Remove config vars: a new release, and every dyno restarts
     #[command(name = "config:unset")]
     ConfigUnset(ConfigUnsetArgs),
+    /// List an app's custom domains
+    Domains(AppOnly),
+    /// Route a hostname to an app
+    #[command(name = "domains:add")]
+    DomainsAdd(DomainArgs),
+    /// Stop routing a hostname to an app
+    #[command(name = "domains:remove")]
+    DomainsRemove(DomainArgs),
     /// List an app's releases
     Releases(AppOnly),
     /// Show one release [default: the latest]
@@ -108,6 +116,14 @@ pub struct AppsDestroyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DomainArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    /// Such as www.example.com, or *.example.com
+    pub hostname: String,
+}
+
+#[derive(Args, Debug)]
 pub struct ConfigGetArgs {
     #[command(flatten)]
     pub app: AppOnly,
@@ -146,6 +162,15 @@ pub struct ServerArgs {
     /// The API's address (and git's)
     #[arg(long, default_value = "127.0.0.1:8421", value_name = "ADDR")]
     pub listen: String,
+    /// Where the router serves every app at http://APP.localhost:PORT/
+    #[arg(long, default_value = "127.0.0.1:8420", value_name = "ADDR")]
+    pub router: String,
+    /// Seconds a request may take until its response starts (H12)
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub request_timeout: u64,
+    /// Seconds a request waits for a booting app's first web dyno (H20)
+    #[arg(long, default_value_t = 75, value_name = "SECONDS")]
+    pub boot_wait: u64,
     /// The ports dynos get PORT from
     #[arg(long, default_value = "30000-39999", value_parser = port_range, value_name = "FIRST-LAST")]
     pub dyno_ports: (u16, u16),

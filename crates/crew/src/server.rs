@@ -61,6 +61,16 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         .context("reading the listening address")?;
     let url = format!("http://{address}");
 
+    let router_listener = tokio::net::TcpListener::bind(&args.router)
+        .await
+        .with_context(|| format!("listening for the router on {}", args.router))?;
+    let router_port = router_listener
+        .local_addr()
+        .context("reading the router's address")?
+        .port();
+    let in_flight = Arc::new(crew_router::InFlight::default());
+    let counted = in_flight.clone();
+
     let exe = std::env::current_exe().context("finding the crew binary")?;
     let watchdog = Watchdog::start(&exe)
         .map_err(|e| {
@@ -74,21 +84,37 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             data: data.clone(),
             exe,
             ports: args.dyno_ports.0..=args.dyno_ports.1,
+            in_flight: Some(crew_engine::InFlight(Arc::new(move |port| {
+                counted.count(port)
+            }))),
         },
         runtime,
     )
     .await
     .context("opening the platform")?;
 
+    let router = Arc::new(crew_router::Router::new(
+        PlatformRoutes(platform.clone()),
+        crew_router::RouterConfig {
+            request_timeout: std::time::Duration::from_secs(args.request_timeout),
+            boot_wait: std::time::Duration::from_secs(args.boot_wait),
+            ..crew_router::RouterConfig::default()
+        },
+        in_flight,
+        router_port,
+    ));
+    let router_task = tokio::spawn(router.serve(router_listener));
     let backend = Arc::new(ServerBackend {
         platform: platform.clone(),
         url: url.clone(),
         token: token.clone(),
+        router_port,
     });
     let router = crew_api::server::require_token(crew_api::server::router(backend), token.clone());
     let server = tokio::spawn(crew_api::server::serve_tcp(listener, router));
     write_locator(&url, &data);
     println!("crew server listening on {url}");
+    println!("router serving every app at http://APP.localhost:{router_port}/");
     println!("API token in {}", data.join("api-token").display());
     println!(
         "export CREW_API_URL={url} CREW_API_KEY=$(cat {})",
@@ -106,6 +132,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
     }
     println!("crew server stopping every dyno");
     platform.shutdown().await;
+    router_task.abort();
     reaper.abort();
     Ok(0)
 }
@@ -155,6 +182,20 @@ struct ServerBackend {
     platform: Arc<Platform>,
     url: String,
     token: String,
+    router_port: u16,
+}
+
+/// The router asks the platform where a host's requests go.
+struct PlatformRoutes(Arc<Platform>);
+
+impl crew_router::Routes for PlatformRoutes {
+    fn route(&self, host: &str) -> Option<crew_router::AppRoute> {
+        self.0.route(host).map(|r| crew_router::AppRoute {
+            app: r.app,
+            backends: r.backends,
+            log: r.log,
+        })
+    }
 }
 
 fn api_error(e: PlatformError) -> ApiError {
@@ -178,7 +219,7 @@ impl ServerBackend {
     fn app_info(&self, app: crew_store::App) -> AppInfo {
         AppInfo {
             git_url: format!("{}/{}.git", self.url, app.name),
-            web_url: format!("http://{}.localhost/", app.name),
+            web_url: format!("http://{}.localhost:{}/", app.name, self.router_port),
             id: app.id,
             name: app.name,
             created_at: app.created_at,
@@ -467,6 +508,32 @@ impl Backend for ServerBackend {
         Ok(self.release_info(app, release))
     }
 
+    async fn domains(&self, app: &str) -> Result<Vec<crew_api::types::DomainInfo>, ApiError> {
+        let domains = self
+            .platform
+            .store()
+            .domains(app)
+            .map_err(|e| api_error(e.into()))?;
+        Ok(domains.into_iter().map(domain_info).collect())
+    }
+
+    async fn add_domain(
+        &self,
+        app: &str,
+        request: crew_api::types::DomainCreate,
+    ) -> Result<crew_api::types::DomainInfo, ApiError> {
+        self.platform
+            .add_domain(app, &request.hostname)
+            .map(domain_info)
+            .map_err(api_error)
+    }
+
+    async fn remove_domain(&self, app: &str, hostname: &str) -> Result<(), ApiError> {
+        self.platform
+            .remove_domain(app, hostname)
+            .map_err(api_error)
+    }
+
     async fn builds(&self, app: &str) -> Result<Vec<crew_api::types::BuildInfo>, ApiError> {
         let builds = self
             .platform
@@ -569,6 +636,15 @@ where
         let chunk = rx.recv().await?;
         Some((chunk, rx))
     })
+}
+
+fn domain_info(d: crew_store::Domain) -> crew_api::types::DomainInfo {
+    crew_api::types::DomainInfo {
+        id: d.id,
+        hostname: d.hostname,
+        kind: "custom".into(),
+        created_at: d.created_at,
+    }
 }
 
 fn parse_version(text: &str) -> Result<u32, ApiError> {

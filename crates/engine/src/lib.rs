@@ -110,6 +110,28 @@ pub struct EngineConfig {
     pub keep_alive: bool,
     /// How long a web dyno may take to accept connections on PORT.
     pub boot_timeout: Duration,
+    /// Requests a router has in flight to a port: a web dyno being stopped gets
+    /// no new requests and its signal waits until this reaches zero.
+    pub in_flight: Option<InFlight>,
+}
+
+/// Counts a router's requests in flight to a port.
+#[derive(Clone)]
+pub struct InFlight(pub Arc<dyn Fn(u16) -> usize + Send + Sync>);
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
+/// A web dyno as a router sees it: where it listens and whether it may get
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebBackend {
+    pub name: String,
+    pub port: u16,
+    pub state: DynoState,
 }
 
 /// The lifecycle states, named as Heroku names them.
@@ -223,6 +245,7 @@ pub struct OneOff {
 #[derive(Clone)]
 pub struct EngineHandle {
     requests: mpsc::UnboundedSender<Request>,
+    backends: tokio::sync::watch::Receiver<Arc<Vec<WebBackend>>>,
 }
 
 impl EngineHandle {
@@ -230,6 +253,13 @@ impl EngineHandle {
         let (tx, rx) = oneshot::channel();
         self.requests.send(make(tx)).ok()?;
         rx.await.ok()
+    }
+
+    /// The web dynos a router may send requests to, kept current: `up` ones
+    /// take traffic; `starting` and `crashed` ones tell the router which error to
+    /// give when no dyno is up. Dynos being stopped are not listed.
+    pub fn web_backends(&self) -> tokio::sync::watch::Receiver<Arc<Vec<WebBackend>>> {
+        self.backends.clone()
     }
 
     pub async fn ps(&self) -> Vec<DynoInfo> {
@@ -310,7 +340,8 @@ pub fn start<R: Runtime>(
     logs: mpsc::Sender<LogEvent>,
 ) -> (EngineHandle, JoinHandle<Outcome>) {
     let (requests, inbox) = mpsc::unbounded_channel();
-    let engine = manifold::Engine::new(runtime, app, formation, config, logs);
+    let (backends_tx, backends) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let engine = manifold::Engine::new(runtime, app, formation, config, logs, backends_tx);
     let task = tokio::spawn(engine.run(inbox));
-    (EngineHandle { requests }, task)
+    (EngineHandle { requests, backends }, task)
 }

@@ -14,7 +14,7 @@ use crate::dyno::{self, Control, Event, Launch};
 use crate::restart::Backoff;
 use crate::{
     AppSpec, DynoInfo, DynoState, EngineConfig, EngineError, OneOff, Outcome, Ports,
-    ProcessTypeSpec, Request, RestartPolicy, ShutdownReason,
+    ProcessTypeSpec, Request, RestartPolicy, ShutdownReason, WebBackend,
 };
 
 /// How often a one-off started elsewhere is checked for life.
@@ -57,6 +57,9 @@ struct Slot {
     backoff: Backoff,
     restarts: u32,
     restart_at: Option<Instant>,
+    /// A web dyno on its way out: no new requests, its stop waits for the ones
+    /// it has.
+    draining: bool,
 }
 
 /// A one-off: either started here (`run` is its task) or a `crew run` that
@@ -76,7 +79,13 @@ enum Message {
     Dyno(u64, Event),
     OneOffExited(u32),
     OneOff(u32, Event),
+    /// A draining web dyno has no requests left: its stop can go out.
+    Drained(Key, u64),
 }
+
+/// The longest a web dyno's stop waits for its requests to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 pub(crate) struct Engine<R: Runtime> {
     runtime: Arc<R>,
@@ -97,6 +106,7 @@ pub(crate) struct Engine<R: Runtime> {
     next_run: u64,
     shutdown: Option<ShutdownReason>,
     exit_code: Option<i32>,
+    backends: tokio::sync::watch::Sender<Arc<Vec<WebBackend>>>,
 }
 
 impl<R: Runtime> Engine<R> {
@@ -106,6 +116,7 @@ impl<R: Runtime> Engine<R> {
         formation: Formation,
         config: EngineConfig,
         logs: mpsc::Sender<LogEvent>,
+        backends: tokio::sync::watch::Sender<Arc<Vec<WebBackend>>>,
     ) -> Engine<R> {
         let (messages_tx, messages) = mpsc::unbounded_channel();
         Engine {
@@ -124,6 +135,7 @@ impl<R: Runtime> Engine<R> {
             next_run: 0,
             shutdown: None,
             exit_code: None,
+            backends,
         }
     }
 
@@ -153,11 +165,14 @@ impl<R: Runtime> Engine<R> {
                     Message::Dyno(id, event) => self.on_event(id, event),
                     Message::OneOffExited(number) => self.on_one_off_exit(number),
                     Message::OneOff(number, event) => self.on_one_off_event(number, event),
+                    Message::Drained(key, run) => self.drained(key, run),
                 },
                 () = sleep_until(next_restart), if next_restart.is_some() => self.restart_due(),
             }
+            self.publish_backends();
             self.flush().await;
         }
+        self.publish_backends();
         Outcome {
             exit_code: self.exit_code.unwrap_or(0),
         }
@@ -272,12 +287,20 @@ impl<R: Runtime> Engine<R> {
             .map(|t| self.formation.get(&t.name).unwrap_or(0))
             .collect();
         let generation = self.generation;
+        let handoff = self.web_handoff_ready();
         let surplus: Vec<Key> = self
             .slots
-            .keys()
+            .iter()
             .rev()
-            .filter(|(g, i, n)| *g != generation || wanted.get(*i).is_none_or(|q| n > q))
-            .copied()
+            .filter(|((g, i, n), s)| {
+                if *g != generation {
+                    // Old web dynos serve until the new ones are up.
+                    s.spec.name != "web" || handoff
+                } else {
+                    wanted.get(*i).is_none_or(|q| n > q)
+                }
+            })
+            .map(|(k, _)| *k)
             .collect();
         for key in surplus {
             self.retire(key);
@@ -303,24 +326,96 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    /// Asks a slot's run to stop; `next` says what happens after.
+    /// Asks a slot's run to stop; `next` says what happens after. A web dyno
+    /// first leaves the router and finishes its requests.
     fn stop_slot(&mut self, key: Key, next: Next) {
-        let Some(slot) = self.slots.get(&key) else {
-            return;
-        };
-        let control = self.stop_control(&slot.spec);
-        let name = slot.name.clone();
+        let in_flight = self.config.in_flight.clone();
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
         slot.next = next;
         slot.restart_at = None;
+        let Some(run_id) = slot.run.as_ref().map(|r| r.id) else {
+            return;
+        };
+        if slot.draining {
+            return;
+        }
+        match (in_flight, slot.port, slot.spec.name == "web") {
+            (Some(in_flight), Some(port), true) => {
+                slot.draining = true;
+                let messages = self.messages_tx.clone();
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + DRAIN_LIMIT;
+                    // The router may still be picking this dyno for a request
+                    // that started before it saw the change.
+                    tokio::time::sleep(DRAIN_POLL).await;
+                    while (in_flight.0)(port) > 0 && Instant::now() < deadline {
+                        tokio::time::sleep(DRAIN_POLL).await;
+                    }
+                    let _ = messages.send(Message::Drained(key, run_id));
+                });
+            }
+            _ => self.send_stop(key),
+        }
+    }
+
+    fn drained(&mut self, key: Key, run_id: u64) {
+        if self
+            .slots
+            .get(&key)
+            .and_then(|s| s.run.as_ref())
+            .is_some_and(|r| r.id == run_id)
+        {
+            self.send_stop(key);
+        }
+    }
+
+    fn send_stop(&mut self, key: Key) {
+        let Some(slot) = self.slots.get(&key) else {
+            return;
+        };
+        let control = self.stop_control(&slot.spec);
+        let name = slot.name.clone();
         if let Some(run) = &slot.run {
             let _ = run.control.send(control);
             if let Control::Stop { signal, .. } = control {
                 self.platform(&name, format!("Stopping all processes with {signal}"));
             }
         }
+    }
+
+    /// What a router may use, published whenever it changes.
+    fn publish_backends(&mut self) {
+        let backends: Vec<WebBackend> = self
+            .slots
+            .values()
+            .filter(|s| s.spec.name == "web" && !s.draining && s.next != Next::Remove)
+            .filter_map(|s| {
+                Some(WebBackend {
+                    name: s.name.to_string(),
+                    port: s.port?,
+                    state: s.state,
+                })
+            })
+            .collect();
+        self.backends.send_if_modified(|current| {
+            if **current == backends {
+                false
+            } else {
+                *current = Arc::new(backends);
+                true
+            }
+        });
+    }
+
+    /// Whether an older release's web dynos can go: the current one's are all
+    /// past starting, so a request always finds an `up` dyno during a deploy.
+    fn web_handoff_ready(&self) -> bool {
+        self.slots
+            .iter()
+            .filter(|((g, _, _), s)| *g == self.generation && s.spec.name == "web")
+            .all(|(_, s)| s.state != DynoState::Starting)
     }
 
     /// Stops a slot for good and drops it once its run is over.
@@ -367,6 +462,7 @@ impl<R: Runtime> Engine<R> {
                 backoff: Backoff::default(),
                 restarts: 0,
                 restart_at: None,
+                draining: false,
             },
         );
         self.launch(key);
@@ -424,10 +520,7 @@ impl<R: Runtime> Engine<R> {
         let launch = Launch {
             spec: DynoSpec {
                 name: slot.name.to_string(),
-                command: match &self.app.command_prefix {
-                    Some(prefix) => format!("{prefix}{}", spec.command),
-                    None => spec.command.clone(),
-                },
+                command: command_line(self.app.command_prefix.as_deref(), &spec.command),
                 env,
                 cwd: self.app.cwd.clone(),
             },
@@ -446,6 +539,7 @@ impl<R: Runtime> Engine<R> {
         slot.run = Some(Run { id, control });
         slot.pid = None;
         slot.up_at = None;
+        slot.draining = false;
         slot.next = Next::Decide;
         slot.restart_at = None;
         let name = slot.name.clone();
@@ -493,6 +587,9 @@ impl<R: Runtime> Engine<R> {
             Event::Exited { status } => self.on_exit(key, Some(status)),
             Event::Gone => self.on_gone(key),
         }
+        if self.slots.keys().any(|(g, _, _)| *g != self.generation) {
+            self.reconcile();
+        }
     }
 
     fn is_web(&self, key: Key) -> bool {
@@ -528,13 +625,14 @@ impl<R: Runtime> Engine<R> {
             RestartPolicy::OnFailure => !success,
             RestartPolicy::Never => false,
         };
-        if restart {
-            self.set_state(key, DynoState::Crashed);
-        } else if settings.may_exit && success {
+        // A may-exit type exiting 0 is done, whatever the restart policy.
+        if settings.may_exit && success {
             self.set_state(key, DynoState::Complete);
             if let Some(slot) = self.slots.get_mut(&key) {
                 slot.next = Next::StayDown;
             }
+        } else if restart {
+            self.set_state(key, DynoState::Crashed);
         } else if !self.config.keep_alive {
             // foreman's rule: the first process to go takes the run with it.
             self.set_state(key, DynoState::Crashed);
@@ -765,10 +863,7 @@ impl<R: Runtime> Engine<R> {
         let launch = Launch {
             spec: DynoSpec {
                 name: name.to_string(),
-                command: match &self.app.command_prefix {
-                    Some(prefix) => format!("{prefix}{command}"),
-                    None => command.clone(),
-                },
+                command: command_line(self.app.command_prefix.as_deref(), &command),
                 env,
                 cwd: self.app.cwd.clone(),
             },
@@ -879,7 +974,7 @@ impl<R: Runtime> Engine<R> {
             if let Some(slot) = self.slots.get_mut(&key) {
                 slot.restart_at = None;
                 let control = Control::Stop {
-                    signal: Signal::Term,
+                    signal: slot.spec.settings.stop_signal,
                     timeout: slot
                         .spec
                         .settings
@@ -912,6 +1007,16 @@ impl<R: Runtime> Engine<R> {
                 let _ = run.control.send(Control::Kill);
             }
         }
+    }
+}
+
+/// What `sh -c` runs for a command: the release's prefix, then the command,
+/// `exec`ed when it is a simple one.
+fn command_line(prefix: Option<&str>, command: &str) -> String {
+    let command = crew_runtime::shell::exec_form(command);
+    match prefix {
+        Some(prefix) => format!("{prefix}{command}"),
+        None => command,
     }
 }
 

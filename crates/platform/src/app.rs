@@ -35,11 +35,16 @@ struct Running {
     task: JoinHandle<Outcome>,
 }
 
+type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
+
 pub struct AppRuntime {
     name: String,
     ring: Arc<LogRing>,
     logs: mpsc::Sender<LogEvent>,
     engine: tokio::sync::Mutex<Option<Running>>,
+    /// The engine's web dynos for the router; an empty list before the first
+    /// release.
+    backends: std::sync::Mutex<Backends>,
 }
 
 impl AppRuntime {
@@ -52,12 +57,38 @@ impl AppRuntime {
                 feed.push(&event);
             }
         });
+        let (_, none) = tokio::sync::watch::channel(Arc::new(Vec::new()));
         AppRuntime {
             name: name.to_string(),
             ring,
             logs,
             engine: tokio::sync::Mutex::new(None),
+            backends: std::sync::Mutex::new(none),
         }
+    }
+
+    pub(crate) fn web_backends(&self) -> Backends {
+        self.backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Writes router lines to the app's log without ever making a request wait
+    /// for the log.
+    pub(crate) fn router_log(&self) -> Arc<dyn Fn(String) + Send + Sync> {
+        let logs = self.logs.clone();
+        let source: Arc<str> = Arc::from("router");
+        Arc::new(move |line: String| {
+            if let Err(mpsc::error::TrySendError::Full(event)) =
+                logs.try_send(LogEvent::platform(&source, line))
+            {
+                let logs = logs.clone();
+                tokio::spawn(async move {
+                    let _ = logs.send(event).await;
+                });
+            }
+        })
     }
 
     pub fn ring(&self) -> Arc<LogRing> {
@@ -112,9 +143,11 @@ impl AppRuntime {
                         stop_timeout: STOP_TIMEOUT,
                         keep_alive: true,
                         boot_timeout: Duration::from_secs(60),
+                        in_flight: platform.in_flight.clone(),
                     },
                     self.logs.clone(),
                 );
+                *self.backends.lock().unwrap_or_else(|p| p.into_inner()) = handle.web_backends();
                 *engine = Some(Running { handle, task });
             }
         }

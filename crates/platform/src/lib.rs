@@ -66,7 +66,19 @@ pub struct PlatformConfig {
     /// The crew binary, for git hooks and the watchdog.
     pub exe: PathBuf,
     pub ports: std::ops::RangeInclusive<u16>,
+    /// The router's requests in flight, so web dynos drain before they stop.
+    pub in_flight: Option<crew_engine::InFlight>,
 }
+
+/// Where a host's requests go: the app and its live web dynos.
+pub struct Route {
+    pub app: String,
+    pub backends: tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>,
+    pub log: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// The hostname suffix every app answers on without DNS setup.
+pub const LOCAL_SUFFIX: &str = ".localhost";
 
 pub struct Platform {
     data: PathBuf,
@@ -76,6 +88,9 @@ pub struct Platform {
     runtime: PlainRuntime,
     ports: Arc<PortPool>,
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
+    /// Custom domains, hostname → app, mirrored from the store for the router.
+    domains: std::sync::RwLock<HashMap<String, String>>,
+    in_flight: Option<crew_engine::InFlight>,
     /// One deploy at a time per app.
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -101,13 +116,71 @@ impl Platform {
             runtime,
             ports: Arc::new(PortPool::new(config.ports)),
             apps: Mutex::new(HashMap::new()),
+            domains: std::sync::RwLock::new(HashMap::new()),
+            in_flight: config.in_flight,
             deploys: Mutex::new(HashMap::new()),
         });
         for app in platform.store.apps()? {
+            for domain in platform.store.domains(&app.name)? {
+                platform.remember_domain(&domain.hostname, Some(&app.name));
+            }
             let runtime = platform.app_runtime(&app.name);
             runtime.boot(&platform).await?;
         }
         Ok(platform)
+    }
+
+    fn remember_domain(&self, hostname: &str, app: Option<&str>) {
+        let mut domains = self.domains.write().unwrap_or_else(|p| p.into_inner());
+        match app {
+            Some(app) => domains.insert(hostname.to_string(), app.to_string()),
+            None => domains.remove(hostname),
+        };
+    }
+
+    pub fn add_domain(
+        &self,
+        app: &str,
+        hostname: &str,
+    ) -> Result<crew_store::Domain, PlatformError> {
+        let domain = self.store.add_domain(app, hostname)?;
+        self.remember_domain(&domain.hostname, Some(app));
+        Ok(domain)
+    }
+
+    pub fn remove_domain(&self, app: &str, hostname: &str) -> Result<(), PlatformError> {
+        self.store.remove_domain(app, hostname)?;
+        self.remember_domain(&hostname.to_ascii_lowercase(), None);
+        Ok(())
+    }
+
+    /// The app a request's host names: `APP.localhost` (any subdomain of it
+    /// too), or a custom domain, exact or one wildcard level up.
+    pub fn route(&self, host: &str) -> Option<Route> {
+        let app = match host.strip_suffix(LOCAL_SUFFIX) {
+            Some(rest) => rest.rsplit('.').next().unwrap_or(rest).to_string(),
+            None => {
+                let domains = self.domains.read().unwrap_or_else(|p| p.into_inner());
+                let wildcard = host
+                    .split_once('.')
+                    .map(|(_, parent)| format!("*.{parent}"));
+                domains
+                    .get(host)
+                    .or_else(|| wildcard.and_then(|w| domains.get(&w)))?
+                    .clone()
+            }
+        };
+        let runtime = self
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&app)?
+            .clone();
+        Some(Route {
+            backends: runtime.web_backends(),
+            log: runtime.router_log(),
+            app,
+        })
     }
 
     pub fn store(&self) -> &Store {

@@ -19,6 +19,7 @@
 
 pub mod os;
 mod plain;
+pub mod shell;
 mod signal;
 pub mod watchdog;
 

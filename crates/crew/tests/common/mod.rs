@@ -152,6 +152,15 @@ impl App {
         crew.wait_exit(SOON);
         crew.finished()
     }
+
+    /// Runs the client command `crew ARGS…` (`ps`, `logs`, …) to its end (within
+    /// [`SOON`]). Unlike [`App::run`], the pids its output mentions are not
+    /// killed afterwards.
+    pub fn run_client<S: AsRef<OsStr>>(&self, args: &[S]) -> Finished {
+        let mut crew = Crew::spawn_client(self.command(args));
+        crew.wait_exit(SOON);
+        crew.finished()
+    }
 }
 
 impl Default for App {
@@ -297,6 +306,8 @@ pub struct Crew {
     status: Option<ExitStatus>,
     started: Instant,
     extra_groups: Vec<i32>,
+    /// Whether dropping the handle kills the groups of the pids it announced.
+    kill_announced: bool,
 }
 
 impl Crew {
@@ -323,7 +334,17 @@ impl Crew {
             status: None,
             started: Instant::now(),
             extra_groups: Vec::new(),
+            kill_announced: true,
         }
+    }
+
+    /// Like [`Crew::spawn`], for a client command whose output may quote other
+    /// processes' `started with pid N` lines (`crew logs`): dropping the handle
+    /// kills only its own process group.
+    pub fn spawn_client(command: Command) -> Crew {
+        let mut crew = Crew::spawn(command);
+        crew.kill_announced = false;
+        crew
     }
 
     /// The pid of the process we spawned (crew itself, or its wrapper).
@@ -535,7 +556,9 @@ pub fn strip_clock(line: &str) -> Option<&str> {
 impl Drop for Crew {
     fn drop(&mut self) {
         let mut groups = vec![self.pid()];
-        groups.extend(self.announced_pids());
+        if self.kill_announced {
+            groups.extend(self.announced_pids());
+        }
         groups.extend(self.extra_groups.iter().copied());
         for pgid in groups {
             if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
@@ -724,4 +747,50 @@ fn describe(pids: &[i32]) -> Vec<String> {
     pids.iter()
         .map(|p| format!("{p} ({})", cmdline(*p)))
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Ports and a cheap web process
+// ---------------------------------------------------------------------------
+
+/// A base port for `crew start -p` whose formula ports for the first `types`
+/// process types, `per_type` processes each, are free right now. Each call in a
+/// test binary gets its own block of 500 ports, and the pid spreads concurrent
+/// binaries apart. The blocks sit below Linux's ephemeral range, so outgoing
+/// connections do not take them.
+pub fn free_port_base(types: u16, per_type: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const BLOCK: u32 = 500;
+    const BLOCKS: u32 = 44;
+    assert!(
+        u32::from(types) * 100 <= BLOCK && per_type <= 100,
+        "free_port_base: {types} types of {per_type} do not fit a block"
+    );
+    let spread = std::process::id() % BLOCKS;
+    for _ in 0..BLOCKS {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = u16::try_from(FIRST + ((spread + n) % BLOCKS) * BLOCK).expect("a port");
+        let free = (0..types).all(|t| {
+            (0..per_type)
+                .all(|i| std::net::TcpListener::bind(("127.0.0.1", base + 100 * t + i)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free block of ports for {types} types of {per_type} processes");
+}
+
+/// A shell command line that serves HTTP on `127.0.0.1:$PORT` until it is
+/// killed, and dies of SIGTERM: the workspace's `fakeproc --listen` when `cargo
+/// build` has built it beside crew, else python3's `http.server`.
+pub fn http_server_command() -> String {
+    let fakeproc = Path::new(CREW).with_file_name("fakeproc");
+    if fakeproc.is_file() {
+        format!("exec '{}' --listen", fakeproc.display())
+    } else {
+        String::from("exec python3 -m http.server \"$PORT\" --bind 127.0.0.1")
+    }
 }

@@ -1,0 +1,201 @@
+//! A `crew server` for tests: its own data dir and HOME, free ports, and the
+//! CLI and git pointed at it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{App, CREW, Crew, SOON, Signal, poll_until};
+
+pub const DEPLOY: Duration = Duration::from_secs(90);
+
+pub fn have_git() -> bool {
+    let found = Command::new("git")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: git is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A server on its own data dir and HOME, and what clients need to reach it.
+pub struct Server {
+    pub home: App,
+    pub url: String,
+    crew: Option<Crew>,
+    dyno_ports: String,
+    /// The router's port, read from the server's first lines.
+    pub router: u16,
+    /// More `crew server` flags.
+    pub extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let home = App::new();
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let first = 20000 + (std::process::id() % 400) as u16 * 100;
+        let mut server = Server {
+            home,
+            url,
+            crew: None,
+            dyno_ports: format!("{first}-{}", first + 99),
+            router: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.boot();
+        server
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.home.join("data")
+    }
+
+    pub fn boot(&mut self) {
+        let mut command = Command::new(CREW);
+        command
+            .args(["server", "--data"])
+            .arg(self.data())
+            .args(["--listen", self.url.trim_start_matches("http://")])
+            .args(["--dyno-ports", &self.dyno_ports])
+            .args(["--router", "127.0.0.1:0"])
+            .args(self.extra.iter())
+            .env("HOME", self.home.path())
+            .current_dir(self.home.path());
+        let crew = Crew::spawn(command);
+        crew.wait_for("router serving every app at", SOON);
+        self.router = crew
+            .stdout()
+            .lines()
+            .find_map(|l| l.split("localhost:").nth(1))
+            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+            .unwrap_or(0);
+        self.crew = Some(crew);
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("api-token"))
+            .expect("the token file")
+            .trim()
+            .to_string()
+    }
+
+    /// `crew ARGS` as a client of this server, in `dir`.
+    pub fn cli(&self, dir: &Path, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(CREW)
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", self.home.path())
+            .env("CREW_API_URL", &self.url)
+            .env("CREW_API_KEY", self.token())
+            .output()
+            .expect("running crew");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    pub fn ok(&self, dir: &Path, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(dir, args);
+        assert!(ok, "crew {args:?} failed:\n{out}\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        out
+    }
+
+    pub fn git(&self, dir: &Path, args: &[&str]) -> (bool, String) {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", self.home.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .expect("running git");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// Waits until `crew ps` shows `count` dynos, all up.
+    pub fn wait_up(&self, dir: &Path, app: &str, count: usize) -> String {
+        let mut last = String::new();
+        let done = poll_until(DEPLOY, || {
+            let (_, out, _) = self.cli(dir, &["ps", "-a", app]);
+            last = out;
+            let rows: Vec<&str> = last.lines().skip(2).collect();
+            rows.len() == count && rows.iter().all(|r| r.contains(" up for "))
+        });
+        assert!(done, "expected {count} dynos up, ps says:\n{last}");
+        last
+    }
+
+    pub fn kill(&mut self, signal: Signal) {
+        if let Some(crew) = self.crew.as_mut() {
+            crew.signal(signal);
+            crew.wait_exit(Duration::from_secs(60));
+        }
+        self.crew = None;
+    }
+}
+
+/// A git repository with a Procfile-only app.
+pub fn repo(server: &Server, procfile: &str) -> App {
+    let app = App::with_procfile(procfile);
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["config", "user.email", "dev@example.com"],
+        &["config", "user.name", "dev"],
+        &["add", "."],
+        &["commit", "-qm", "first"],
+    ] {
+        let (ok, text) = server.git(app.path(), args);
+        assert!(ok, "git {args:?}: {text}");
+    }
+    app
+}
+
+pub fn pids_alive(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
+                .flatten()
+                .is_some_and(|state| state != 'Z')
+        })
+        .collect()
+}
+
+pub fn dyno_pids(ps: &str) -> Vec<i32> {
+    ps.lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect()
+}
+
+pub fn commit_all(server: &Server, dir: &Path, message: &str) {
+    for args in [&["add", "-A"][..], &["commit", "-qm", message]] {
+        let (ok, text) = server.git(dir, args);
+        assert!(ok, "git {args:?}: {text}");
+    }
+}
