@@ -385,17 +385,30 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    /// What a router may use, published whenever it changes.
+    /// What a router may use, published whenever it changes. A draining dyno
+    /// takes no requests: one that restarts shows as starting, so requests wait
+    /// for it; one that goes for good, and a stopped one, are left out.
     fn publish_backends(&mut self) {
         let backends: Vec<WebBackend> = self
             .slots
             .values()
-            .filter(|s| s.spec.name == "web" && !s.draining && s.next != Next::Remove)
+            .filter(|s| s.spec.name == "web" && s.state != DynoState::Down)
             .filter_map(|s| {
+                let leaving = s.next == Next::Remove || (s.draining && s.next == Next::StayDown);
+                if leaving {
+                    return None;
+                }
+                let state = if s.draining {
+                    DynoState::Starting
+                } else {
+                    s.state
+                };
                 Some(WebBackend {
                     name: s.name.to_string(),
-                    port: s.port?,
-                    state: s.state,
+                    // A crashed dyno between runs has no port; only `up` ones are
+                    // ever connected to, and they always have one.
+                    port: s.port.unwrap_or(0),
+                    state,
                 })
             })
             .collect();
