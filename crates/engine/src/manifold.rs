@@ -525,11 +525,7 @@ impl<R: Runtime> Engine<R> {
             return;
         };
         let spec = slot.spec.clone();
-        let mut env = self.app.env.clone();
-        env.retain(|(k, _)| !matches!(k.as_str(), "PORT" | "DYNO" | "PS"));
-        env.push(("PORT".into(), port.to_string()));
-        env.push(("DYNO".into(), slot.name.to_string()));
-        env.push(("PS".into(), slot.name.to_string()));
+        let env = dyno_env(&self.app.env, Vec::new(), &slot.name, Some(port));
         let launch = Launch {
             spec: DynoSpec {
                 name: slot.name.to_string(),
@@ -557,16 +553,26 @@ impl<R: Runtime> Engine<R> {
         slot.restart_at = None;
         let name = slot.name.clone();
         self.platform(&name, format!("Starting process with command `{command}`"));
+        self.spawn_dyno(launch, control_rx, move |event| Message::Dyno(id, event));
+    }
+
+    /// Starts a dyno task whose reports reach the engine as `message(event)`.
+    fn spawn_dyno(
+        &self,
+        launch: Launch,
+        control: mpsc::UnboundedReceiver<Control>,
+        message: impl Fn(Event) -> Message + Send + 'static,
+    ) {
         let messages = self.messages_tx.clone();
         let report = move |event| {
-            let _ = messages.send(Message::Dyno(id, event));
+            let _ = messages.send(message(event));
         };
         tokio::spawn(dyno::run(
             self.runtime.clone(),
             launch,
             report,
             self.logs.clone(),
-            control_rx,
+            control,
         ));
     }
 
@@ -863,16 +869,7 @@ impl<R: Runtime> Engine<R> {
             Ports::Formula { base } => Some(*base),
             Ports::Pool(pool) => pool.take(),
         };
-        let mut env = self.app.env.clone();
-        env.retain(|(k, _)| {
-            !matches!(k.as_str(), "PORT" | "DYNO" | "PS") && !extra_env.iter().any(|(e, _)| e == k)
-        });
-        env.extend(extra_env);
-        if let Some(port) = port {
-            env.push(("PORT".into(), port.to_string()));
-        }
-        env.push(("DYNO".into(), name.to_string()));
-        env.push(("PS".into(), name.to_string()));
+        let env = dyno_env(&self.app.env, extra_env, &name, port);
         let launch = Launch {
             spec: DynoSpec {
                 name: name.to_string(),
@@ -899,17 +896,9 @@ impl<R: Runtime> Engine<R> {
             },
         );
         self.platform(&name, format!("Starting process with command `{command}`"));
-        let messages = self.messages_tx.clone();
-        let report = move |event| {
-            let _ = messages.send(Message::OneOff(number, event));
-        };
-        tokio::spawn(dyno::run(
-            self.runtime.clone(),
-            launch,
-            report,
-            self.logs.clone(),
-            control_rx,
-        ));
+        self.spawn_dyno(launch, control_rx, move |event| {
+            Message::OneOff(number, event)
+        });
         Ok(DynoInfo {
             name: name.to_string(),
             process_type: "run".into(),
@@ -1021,6 +1010,30 @@ impl<R: Runtime> Engine<R> {
             }
         }
     }
+}
+
+/// A dyno's environment: the release's, then `extra`, then PORT, DYNO and PS,
+/// which are crew's to set.
+fn dyno_env(
+    base: &[(String, String)],
+    extra: Vec<(String, String)>,
+    name: &str,
+    port: Option<u16>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "PORT" | "DYNO" | "PS") && !extra.iter().any(|(e, _)| e == k)
+        })
+        .cloned()
+        .collect();
+    env.extend(extra);
+    if let Some(port) = port {
+        env.push(("PORT".into(), port.to_string()));
+    }
+    env.push(("DYNO".into(), name.to_string()));
+    env.push(("PS".into(), name.to_string()));
+    env
 }
 
 /// What `sh -c` runs for a command: the release's prefix, then the command,

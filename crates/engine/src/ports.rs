@@ -61,9 +61,20 @@ impl PortPool {
 mod tests {
     use super::*;
 
+    /// The first of `n` consecutive ports nobody listens on right now.
+    fn free_run(n: u16) -> u16 {
+        (42000..60000u16)
+            .step_by(usize::from(n))
+            .find(|first| {
+                (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok())
+            })
+            .expect("a run of free ports")
+    }
+
     #[test]
     fn hands_out_distinct_ports_and_takes_them_back() {
-        let pool = PortPool::new(41000..=41002);
+        let first = free_run(3);
+        let pool = PortPool::new(first..=first + 2);
         let a = pool.take().expect("a port");
         let b = pool.take().expect("a port");
         let c = pool.take().expect("a port");
@@ -75,9 +86,11 @@ mod tests {
 
     #[test]
     fn skips_a_port_someone_else_listens_on() {
-        let held = std::net::TcpListener::bind(("127.0.0.1", 41010)).expect("bind");
-        let pool = PortPool::new(41010..=41011);
-        assert_eq!(pool.take(), Some(41011));
+        let held = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let port = held.local_addr().expect("address").port();
+        let pool = PortPool::new(port..=port);
+        assert_eq!(pool.take(), None);
         drop(held);
+        assert_eq!(pool.take(), Some(port));
     }
 }

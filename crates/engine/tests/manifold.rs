@@ -129,7 +129,9 @@ impl Runtime for FakeRuntime {
                 .push((Instant::now(), spec.name.clone(), pid, spec.env.clone()));
             pid
         };
-        let words: Vec<&str> = spec.command.split_whitespace().collect();
+        // The engine hands simple commands to the shell as `exec CMD`.
+        let command = spec.command.strip_prefix("exec ").unwrap_or(&spec.command);
+        let words: Vec<&str> = command.split_whitespace().collect();
         let (tx, rx) = watch::channel(None);
         let tx = Arc::new(tx);
         match words.as_slice() {
@@ -153,7 +155,7 @@ impl Runtime for FakeRuntime {
             pid,
             group: FakeGroup {
                 name: spec.name.clone(),
-                stubborn: spec.command == "stubborn",
+                stubborn: command == "stubborn",
                 exit: tx,
                 record: self.record.clone(),
             },
