@@ -8,18 +8,20 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::types::{
-    AppCreate, AppInfo, BuildCreate, BuildInfo, DomainCreate, DomainInfo, Dyno, DynoCreate,
-    ErrorBody, FormationEntry, FormationUpdate, LogQuery, LogSession, LogSessionCreate,
-    ReleaseCreate, ReleaseInfo,
+    Account, AppCreate, AppInfo, BuildCreate, BuildInfo, DomainCreate, DomainInfo, Dyno,
+    DynoCreate, ErrorBody, FormationChange, FormationEntry, FormationTypeUpdate, FormationUpdate,
+    LogQuery, LogSession, LogSessionCreate, Quantity, ReleaseCreate, ReleaseInfo,
 };
 
 /// Lines of log text, each ending in `\n`.
@@ -137,6 +139,18 @@ pub trait Backend: Send + Sync + 'static {
     fn releases(&self, _app: &str) -> impl Future<Output = Reply<Vec<ReleaseInfo>>> + Send {
         async { Err(local_only()) }
     }
+    /// The config vars a release was made with.
+    fn release_config(
+        &self,
+        _app: &str,
+        _release: &str,
+    ) -> impl Future<Output = Reply<BTreeMap<String, String>>> + Send {
+        async { Err(local_only()) }
+    }
+    /// `GET /account`: who the token belongs to.
+    fn account(&self) -> impl Future<Output = Reply<Account>> + Send {
+        async { Err(local_only()) }
+    }
     fn release(
         &self,
         _app: &str,
@@ -202,6 +216,7 @@ fn local_only() -> ApiError {
 /// The routes, answered by `backend`.
 pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
     axum::Router::new()
+        .route("/account", get(account::<B>))
         .route(
             "/apps/{app}/dynos",
             get(list_dynos::<B>)
@@ -217,9 +232,25 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
             "/apps/{app}/formation",
             get(formation::<B>).patch(scale::<B>),
         )
+        .route(
+            "/apps/{app}/formation/{process_type}",
+            get(formation_type::<B>).patch(scale_type::<B>),
+        )
+        // What Heroku's CLI calls to restart and stop a whole type.
+        .route(
+            "/apps/{app}/formations/{process_type}",
+            axum::routing::delete(restart_one::<B>),
+        )
+        .route(
+            "/apps/{app}/formations/{process_type}/actions/stop",
+            post(stop::<B>),
+        )
         .route("/apps/{app}/log-sessions", post(log_session::<B>))
         .route("/apps", get(list_apps::<B>).post(create_app::<B>))
+        .route("/users/{user}/apps", get(list_apps::<B>))
         .route("/apps/{app}", get(app_info::<B>).delete(destroy_app::<B>))
+        .route("/apps/{app}/addons", get(no_addons::<B>))
+        .route("/apps/{app}/collaborators", get(no_collaborators::<B>))
         .route(
             "/apps/{app}/config-vars",
             get(config::<B>).patch(update_config::<B>),
@@ -229,6 +260,10 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
             get(releases::<B>).post(rollback::<B>),
         )
         .route("/apps/{app}/releases/{release}", get(release_info::<B>))
+        .route(
+            "/apps/{app}/releases/{release}/config-vars",
+            get(release_config::<B>),
+        )
         .route("/apps/{app}/builds", get(builds::<B>).post(build::<B>))
         .route(
             "/apps/{app}/domains",
@@ -243,7 +278,72 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         .route("/{repo}/git-upload-pack", post(git::<B>))
         .route("/apps/{app}/log-stream", get(log_stream::<B>))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::Extension(Arc::new(LogSessions::default())))
         .with_state(backend)
+}
+
+/// How long a log session's URL stays good, as on Heroku where a `logplex_url`
+/// is short-lived.
+const LOG_SESSION_TTL: Duration = Duration::from_secs(3600);
+
+/// At most this many log sessions are good at once; a new one retires the oldest.
+const MAX_LOG_SESSIONS: usize = 10_000;
+
+/// The secrets in log sessions' URLs. Heroku's CLI reads a `logplex_url` with an
+/// EventSource that sends no `Authorization` header, so the URL carries its own
+/// credential: a random secret good for one app's log for a while.
+#[derive(Default)]
+struct LogSessions {
+    secrets: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl LogSessions {
+    fn issue(&self, app: &str) -> Result<String, ApiError> {
+        let secret = random_hex(16)
+            .map_err(|e| ApiError::unavailable(format!("making a log session: {e}")))?;
+        let mut secrets = self
+            .secrets
+            .lock()
+            .map_err(|_| ApiError::unavailable("the log sessions are unavailable"))?;
+        let now = Instant::now();
+        secrets.retain(|_, (_, made)| now.duration_since(*made) < LOG_SESSION_TTL);
+        if secrets.len() >= MAX_LOG_SESSIONS {
+            let oldest = secrets
+                .iter()
+                .min_by_key(|(_, (_, made))| *made)
+                .map(|(secret, _)| secret.clone());
+            if let Some(oldest) = oldest {
+                secrets.remove(&oldest);
+            }
+        }
+        secrets.insert(secret.clone(), (app.to_string(), now));
+        Ok(secret)
+    }
+
+    fn valid(&self, secret: &str, app: &str) -> bool {
+        self.secrets.lock().is_ok_and(|secrets| {
+            secrets
+                .get(secret)
+                .is_some_and(|(owner, made)| owner == app && made.elapsed() < LOG_SESSION_TTL)
+        })
+    }
+}
+
+/// `n` random bytes from the kernel, as hex.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    let mut random = std::fs::File::open("/dev/urandom")?;
+    std::io::Read::read_exact(&mut random, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Marks a request that [`require_token`] let through without the API token,
+/// because it carries a log session's secret instead; the log stream checks it.
+#[derive(Clone, Copy)]
+struct NeedsLogSession;
+
+async fn account<B: Backend>(State(b): State<Arc<B>>) -> Reply<Json<Account>> {
+    b.account().await.map(Json)
 }
 
 async fn list_dynos<B: Backend>(
@@ -268,15 +368,38 @@ async fn dyno_info<B: Backend>(
 async fn create_dyno<B: Backend>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<DynoCreate>, JsonRejection>,
 ) -> Reply<Response> {
     let Json(request) = body?;
     if request.attach == Some(true) && request.pid.is_none() {
+        if from_heroku_cli(&headers) {
+            return Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                id: "attach_unsupported",
+                message: format!(
+                    "crew server cannot attach `heroku run` to your terminal: that needs \
+                     Heroku's rendezvous protocol over TLS, which crew does not serve. \
+                     Use `heroku run:detached -a {app} COMMAND` and `heroku logs --tail \
+                     -a {app} --dyno run.N`, or `crew run -a {app} COMMAND`."
+                ),
+            });
+        }
         let stream = b.run_attached(&app, request).await?;
         return Ok(text_stream(stream));
     }
     let dyno = b.create_dyno(&app, request).await?;
     Ok((StatusCode::CREATED, Json(dyno)).into_response())
+}
+
+/// Heroku's CLI (`User-Agent: heroku-cli/11.10.0 linux-x64`) wants an attached
+/// dyno as an `attach_url` to rendezvous with; crew's own client wants the
+/// output streamed back in the response.
+fn from_heroku_cli(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("heroku-cli/"))
 }
 
 fn text_stream(stream: LogStream) -> Response {
@@ -329,9 +452,57 @@ async fn scale<B: Backend>(
     b.scale(&app, update).await.map(Json)
 }
 
+async fn formation_type<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path((app, process_type)): Path<(String, String)>,
+) -> Reply<Json<FormationEntry>> {
+    let formation = b.formation(&app).await?;
+    find_type(formation, &app, &process_type).map(Json)
+}
+
+/// `PATCH /apps/{app}/formation/{type}` with `{"quantity": …, "size": …}`.
+async fn scale_type<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path((app, process_type)): Path<(String, String)>,
+    body: Result<Json<FormationTypeUpdate>, JsonRejection>,
+) -> Reply<Json<FormationEntry>> {
+    let Json(update) = body?;
+    let change = FormationChange {
+        process_type: process_type.clone(),
+        quantity: update.quantity.unwrap_or(Quantity::Add(0)),
+        size: update.size,
+    };
+    let formation = b
+        .scale(
+            &app,
+            FormationUpdate {
+                updates: vec![change],
+            },
+        )
+        .await?;
+    find_type(formation, &app, &process_type).map(Json)
+}
+
+fn find_type(
+    formation: Vec<FormationEntry>,
+    app: &str,
+    process_type: &str,
+) -> Reply<FormationEntry> {
+    formation
+        .into_iter()
+        .find(|f| f.process_type == process_type)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Couldn't find that formation: {app} has no process type `{process_type}`"
+            ))
+        })
+}
+
 async fn log_session<B: Backend>(
     State(b): State<Arc<B>>,
+    axum::Extension(sessions): axum::Extension<Arc<LogSessions>>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<LogSessionCreate>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<LogSession>)> {
     let Json(request) = body?;
@@ -350,11 +521,18 @@ async fn log_session<B: Backend>(
     if let Some(source) = &request.source {
         query.push(format!("source={}", encode(source)));
     }
-    let url = format!("/apps/{}/log-stream?{}", encode(&app), query.join("&"));
+    query.push(format!("session={}", sessions.issue(&app)?));
+    let path = format!("/apps/{}/log-stream?{}", encode(&app), query.join("&"));
+    // Absolute, as Heroku's are: its CLI opens the URL on its own.
+    let url = match base_url(&headers) {
+        Some(base) => format!("{base}{path}"),
+        None => path,
+    };
+    let id = random_hex(16).map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok((
         StatusCode::CREATED,
         Json(LogSession {
-            id: url.clone(),
+            id,
             logplex_url: url,
             created_at: String::new(),
             updated_at: String::new(),
@@ -362,17 +540,99 @@ async fn log_session<B: Backend>(
     ))
 }
 
+/// `http://HOST` as the client reached us, from `Host` (and
+/// `X-Forwarded-Proto` behind a TLS proxy); `None` without a usable one.
+fn base_url(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']');
+    if host.is_empty() || !host.chars().all(plain) {
+        return None;
+    }
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    Some(format!("{}://{host}", if https { "https" } else { "http" }))
+}
+
+/// The `session` parameter of a log stream's URL.
+#[derive(serde::Deserialize)]
+struct SessionQuery {
+    #[serde(default)]
+    session: Option<String>,
+}
+
 async fn log_stream<B: Backend>(
     State(b): State<Arc<B>>,
+    axum::Extension(sessions): axum::Extension<Arc<LogSessions>>,
+    needs_session: Option<axum::Extension<NeedsLogSession>>,
     Path(app): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<LogQuery>, QueryRejection>,
+    session: Result<Query<SessionQuery>, QueryRejection>,
 ) -> Reply<Response> {
     let Query(query) = query?;
+    let Query(session) = session?;
+    if needs_session.is_some() {
+        let ok = session
+            .session
+            .as_deref()
+            .is_some_and(|secret| sessions.valid(secret, &app));
+        if !ok {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                id: "forbidden",
+                message: String::from(
+                    "This log session has expired or is not valid: open a new one.",
+                ),
+            });
+        }
+    }
     let stream = b.logs(&app, query).await?;
+    // Heroku's CLI reads logs with an EventSource, which asks for server-sent
+    // events; crew's own client gets the lines as they are.
+    let wants_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if wants_events {
+        let body = Body::from_stream(futures_util::StreamExt::map(
+            server_sent_events(stream),
+            Ok::<_, std::convert::Infallible>,
+        ));
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response());
+    }
     let body = Body::from_stream(futures_util::StreamExt::map(stream, |chunk| {
         Ok::<_, std::convert::Infallible>(chunk)
     }));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// Each line of `stream` as one server-sent event, `data: LINE` and a blank
+/// line. A carriage return inside a line would end the field early, so it
+/// becomes a space.
+fn server_sent_events(stream: LogStream) -> impl Stream<Item = Bytes> + Send {
+    let mut pending: Vec<u8> = Vec::new();
+    futures_util::StreamExt::map(stream, move |chunk| {
+        pending.extend_from_slice(&chunk);
+        let mut out = Vec::with_capacity(pending.len() + 16);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = &line[..line.len() - 1];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            out.extend_from_slice(b"data: ");
+            out.extend(line.iter().map(|b| if *b == b'\r' { b' ' } else { *b }));
+            out.extend_from_slice(b"\n\n");
+        }
+        Bytes::from(out)
+    })
 }
 
 async fn list_apps<B: Backend>(State(b): State<Arc<B>>) -> Reply<Json<Vec<AppInfo>>> {
@@ -417,11 +677,151 @@ async fn update_config<B: Backend>(
     b.update_config(&app, changes).await.map(Json)
 }
 
+/// `GET /apps/{app}/releases`, all of them, or one page of them for a
+/// `Range: version ..; max=10, order=desc` header: a 206 with `Next-Range`
+/// when more follow.
 async fn releases<B: Backend>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
-) -> Reply<Json<Vec<ReleaseInfo>>> {
-    b.releases(&app).await.map(Json)
+    headers: HeaderMap,
+) -> Reply<Response> {
+    let mut releases = b.releases(&app).await?;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(VersionRange::parse);
+    let Some(range) = range else {
+        return Ok(Json(releases).into_response());
+    };
+    releases.sort_by_key(|r| r.version);
+    if range.descending {
+        releases.reverse();
+    }
+    releases.retain(|r| range.contains(r.version));
+    let more = releases.len() > range.max;
+    releases.truncate(range.max);
+    let mut response = Json(&releases).into_response();
+    let set = |response: &mut Response, name: &'static str, value: String| {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    };
+    set(&mut response, "accept-ranges", "version".into());
+    if let (Some(first), Some(last)) = (releases.first(), releases.last()) {
+        set(
+            &mut response,
+            "content-range",
+            format!("version {}..{}", first.version, last.version),
+        );
+        if more {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            set(
+                &mut response,
+                "next-range",
+                format!(
+                    "version ]{}..; max={}, order={}",
+                    last.version,
+                    range.max,
+                    if range.descending { "desc" } else { "asc" }
+                ),
+            );
+        }
+    }
+    Ok(response)
+}
+
+/// A `Range` header over release versions: `version ..`, `version ]5..`,
+/// `version 2..7`, with `max=N` (1 to 1000, default 200) and `order=asc|desc`.
+/// The start is where the listing begins in its order, so with `order=desc`
+/// `]5..` means the versions below 5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VersionRange {
+    start: Option<u32>,
+    start_exclusive: bool,
+    end: Option<u32>,
+    max: usize,
+    descending: bool,
+}
+
+impl VersionRange {
+    fn parse(text: &str) -> Option<VersionRange> {
+        let (head, params) = text.split_once(';').unwrap_or((text, ""));
+        let (field, bounds) = head.trim().split_once(' ').unwrap_or((head.trim(), ".."));
+        if field != "version" {
+            return None;
+        }
+        let bounds = bounds.trim();
+        let (start_exclusive, bounds) = match bounds.strip_prefix(']') {
+            Some(rest) => (true, rest),
+            None => (false, bounds),
+        };
+        let (start, end) = bounds.split_once("..")?;
+        let bound = |t: &str| -> Option<Option<u32>> {
+            let t = t.trim().trim_end_matches('[');
+            if t.is_empty() {
+                Some(None)
+            } else {
+                t.parse().ok().map(Some)
+            }
+        };
+        let mut range = VersionRange {
+            start: bound(start)?,
+            start_exclusive,
+            end: bound(end)?,
+            max: 200,
+            descending: false,
+        };
+        for param in params.split([',', ';']) {
+            match param.trim().split_once('=') {
+                Some(("max", n)) => range.max = n.trim().parse::<usize>().ok()?.clamp(1, 1000),
+                Some(("order", o)) => range.descending = o.trim() == "desc",
+                _ => {}
+            }
+        }
+        Some(range)
+    }
+
+    fn contains(&self, version: u32) -> bool {
+        let (before_start, past_end) = if self.descending {
+            (
+                self.start
+                    .is_some_and(|s| version > s || (self.start_exclusive && version == s)),
+                self.end.is_some_and(|e| version < e),
+            )
+        } else {
+            (
+                self.start
+                    .is_some_and(|s| version < s || (self.start_exclusive && version == s)),
+                self.end.is_some_and(|e| version > e),
+            )
+        };
+        !before_start && !past_end
+    }
+}
+
+async fn release_config<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path((app, release)): Path<(String, String)>,
+) -> Reply<Json<BTreeMap<String, String>>> {
+    b.release_config(&app, &release).await.map(Json)
+}
+
+/// crew has no add-ons: an empty list, for an app that exists.
+async fn no_addons<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path(app): Path<String>,
+) -> Reply<Json<Vec<serde_json::Value>>> {
+    b.app(&app).await?;
+    Ok(Json(Vec::new()))
+}
+
+/// Everyone with the token may do everything: no collaborators to list.
+async fn no_collaborators<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path(app): Path<String>,
+) -> Reply<Json<Vec<serde_json::Value>>> {
+    b.app(&app).await?;
+    Ok(Json(Vec::new()))
 }
 
 async fn release_info<B: Backend>(
@@ -504,7 +904,7 @@ async fn git<B: Backend>(
 pub fn require_token(router: axum::Router, token: String) -> axum::Router {
     let token = Arc::new(token);
     router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| {
+        move |mut request: axum::extract::Request, next: axum::middleware::Next| {
             let token = token.clone();
             async move {
                 let given = request
@@ -513,6 +913,12 @@ pub fn require_token(router: axum::Router, token: String) -> axum::Router {
                     .and_then(|v| v.to_str().ok())
                     .and_then(credential);
                 if given.as_deref() == Some(token.as_str()) {
+                    return next.run(request).await;
+                }
+                // A log session's URL carries its own secret, which the log
+                // stream checks.
+                if is_log_stream_with_session(request.uri()) {
+                    request.extensions_mut().insert(NeedsLogSession);
                     return next.run(request).await;
                 }
                 let mut response = ApiError {
@@ -531,6 +937,15 @@ pub fn require_token(router: axum::Router, token: String) -> axum::Router {
             }
         },
     ))
+}
+
+fn is_log_stream_with_session(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    path.starts_with("/apps/")
+        && path.ends_with("/log-stream")
+        && uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("session=")))
 }
 
 /// The secret in an Authorization header: a bearer token, or a Basic password.
@@ -596,16 +1011,100 @@ fn encode(value: &str) -> String {
 }
 
 /// Serves `router` on a Unix socket until the task is dropped.
+/// Serves `router` on a Unix socket until `shutdown` resolves, then lets open
+/// requests finish.
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_over_versions() {
+        let r = VersionRange::parse("version ..; max=10, order=desc").expect("parses");
+        assert_eq!(
+            (r.start, r.end, r.max, r.descending),
+            (None, None, 10, true)
+        );
+        let r = VersionRange::parse("version ..; order=desc,max=1").expect("parses");
+        assert_eq!((r.max, r.descending), (1, true));
+        let r = VersionRange::parse("version ]4..; max=2, order=desc").expect("parses");
+        assert!(r.start_exclusive);
+        assert_eq!(
+            (1..=6).filter(|v| r.contains(*v)).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let r = VersionRange::parse("version 2..4").expect("parses");
+        assert_eq!(r.max, 200);
+        assert_eq!(
+            (1..=6).filter(|v| r.contains(*v)).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            VersionRange::parse("version ..; max=0").map(|r| r.max),
+            Some(1)
+        );
+        assert_eq!(VersionRange::parse("id ..; max=10"), None);
+        assert_eq!(VersionRange::parse("version x..; max=10"), None);
+        assert_eq!(VersionRange::parse("version ..; max=lots"), None);
+    }
+
+    #[tokio::test]
+    async fn log_lines_become_server_sent_events() {
+        let chunks = vec![
+            Bytes::from_static(b"one\ntw"),
+            Bytes::from_static(b"o\r\nthr\ree\n"),
+        ];
+        let stream: LogStream = Box::pin(futures_util::stream::iter(chunks));
+        let out: Vec<Bytes> = futures_util::StreamExt::collect(server_sent_events(stream)).await;
+        assert_eq!(
+            out.concat(),
+            b"data: one\n\ndata: two\n\ndata: thr ee\n\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn log_streams_with_a_session_skip_the_token_check() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().expect("uri");
+        assert!(is_log_stream_with_session(&uri(
+            "/apps/demo/log-stream?lines=5&session=abc"
+        )));
+        assert!(!is_log_stream_with_session(&uri(
+            "/apps/demo/log-stream?lines=5"
+        )));
+        assert!(!is_log_stream_with_session(&uri(
+            "/apps/demo/dynos?session=abc"
+        )));
+        let sessions = LogSessions::default();
+        let secret = sessions.issue("demo").expect("a secret");
+        assert_eq!(secret.len(), 32);
+        assert!(sessions.valid(&secret, "demo"));
+        assert!(!sessions.valid(&secret, "other"));
+        assert!(!sessions.valid("guess", "demo"));
+    }
+
+    #[test]
+    fn the_base_url_comes_from_a_plain_host() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(base_url(&headers), None);
+        headers.insert(header::HOST, "127.0.0.1:8421".parse().expect("value"));
+        assert_eq!(base_url(&headers).as_deref(), Some("http://127.0.0.1:8421"));
+        headers.insert("x-forwarded-proto", "https".parse().expect("value"));
+        assert_eq!(
+            base_url(&headers).as_deref(),
+            Some("https://127.0.0.1:8421")
+        );
+        headers.insert(header::HOST, "evil/path".parse().expect("value"));
+        assert_eq!(base_url(&headers), None);
+    }
 
     #[test]
     fn credentials_from_bearer_and_basic() {

@@ -11,6 +11,20 @@ pub struct AppRef {
     pub name: String,
 }
 
+/// A release as a dyno refers to it: `{"id": "...", "version": 3}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    pub id: String,
+    pub version: u32,
+}
+
+/// Who did something, as Heroku nests users: `{"id": "...", "email": "..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: String,
+    pub email: String,
+}
+
 /// One dyno, as `GET /apps/{app}/dynos` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dyno {
@@ -28,6 +42,9 @@ pub struct Dyno {
     pub updated_at: String,
     pub attach_url: Option<String>,
     pub app: AppRef,
+    /// The release the dyno runs; none for a local `crew start`.
+    #[serde(default)]
+    pub release: Option<ReleaseRef>,
     /// crew: the leader's pid, where there is one to show.
     #[serde(default)]
     pub pid: Option<u32>,
@@ -43,13 +60,30 @@ pub struct Dyno {
 }
 
 /// One process type's line of the formation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormationEntry {
     #[serde(rename = "type")]
     pub process_type: String,
     pub quantity: u32,
     pub command: String,
     pub size: String,
+    /// Heroku's formation id; crew's is `APP_ID:TYPE`.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub app: Option<AppRef>,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// `PATCH /apps/{app}/formation/{type}`: `{"quantity": "+1", "size": "standard-2x"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationTypeUpdate {
+    pub quantity: Option<Quantity>,
+    #[serde(default)]
+    pub size: Option<String>,
 }
 
 /// `PATCH /apps/{app}/formation`: `{"updates":[{"type":"web","quantity":"+1"}]}`.
@@ -72,9 +106,38 @@ pub struct DynoCreate {
     /// command itself and only wants to be listed.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Extra environment for this dyno only.
-    #[serde(default)]
+    /// Extra environment for this dyno only. Numbers and booleans are taken as
+    /// their text, since Heroku's CLI sends `"COLUMNS": 120`.
+    #[serde(default, deserialize_with = "env_values")]
     pub env: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// An environment map whose values may be strings, numbers, booleans or null
+/// (which drops the variable).
+fn env_values<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, D::Error> {
+    let raw: Option<std::collections::BTreeMap<String, serde_json::Value>> =
+        Option::deserialize(deserializer)?;
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let mut env = std::collections::BTreeMap::new();
+    for (key, value) in raw {
+        let text = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "env.{key} must be a string, number or boolean, not {other}"
+                )));
+            }
+        };
+        env.insert(key, text);
+    }
+    Ok(Some(env))
 }
 
 /// The last line of an attached one-off's output: `crew-run: exit 3`.
@@ -147,7 +210,15 @@ pub struct IdRef {
     pub id: String,
 }
 
-/// One app.
+/// A region or a stack: `{"id": "...", "name": "..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// One app. The fields after `build_stack` are Heroku's, for its CLI; crew's
+/// own client ignores them and older servers leave them out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppInfo {
     pub id: String,
@@ -159,9 +230,59 @@ pub struct AppInfo {
     pub generation: NameRef,
     pub stack: NameRef,
     pub build_stack: NameRef,
+    #[serde(default)]
+    pub owner: UserRef,
+    #[serde(default)]
+    pub region: NamedRef,
+    /// Always null: crew has no private spaces.
+    #[serde(default)]
+    pub space: Option<NamedRef>,
+    /// `production`: never `eco`, which makes the CLI ask for dyno-hour quotas.
+    #[serde(default)]
+    pub process_tier: String,
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default)]
+    pub acm: bool,
+    /// `complete`.
+    #[serde(default)]
+    pub create_status: String,
+    #[serde(default)]
+    pub released_at: Option<String>,
+    /// Bytes of the current release's slug, if it has one.
+    #[serde(default)]
+    pub slug_size: Option<u64>,
+    /// Bytes of the app's git repository.
+    #[serde(default)]
+    pub repo_size: Option<u64>,
+    #[serde(default)]
+    pub buildpack_provided_description: Option<String>,
+    #[serde(default)]
+    pub internal_routing: Option<bool>,
+    #[serde(default)]
+    pub archived_at: Option<String>,
 }
 
-/// One release.
+/// `GET /account`: the one account a crew server has, the token's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub verified: bool,
+    pub two_factor_authentication: bool,
+    pub beta: bool,
+    pub allow_tracking: bool,
+    pub federated: bool,
+    pub suspended_at: Option<String>,
+    pub delinquent_at: Option<String>,
+    pub default_organization: Option<NamedRef>,
+    pub default_team: Option<NamedRef>,
+}
+
+/// One release. The fields after `slug` are Heroku's, for its CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseInfo {
     pub id: String,
@@ -173,6 +294,19 @@ pub struct ReleaseInfo {
     pub created_at: String,
     pub updated_at: String,
     pub slug: Option<IdRef>,
+    #[serde(default)]
+    pub app: Option<AppRef>,
+    #[serde(default)]
+    pub user: UserRef,
+    /// Whether `rollback` may go back to it: it succeeded and has a slug.
+    #[serde(default)]
+    pub eligible_for_rollback: bool,
+    #[serde(default)]
+    pub addon_plan_names: Vec<String>,
+    /// Where a release command's output streams; crew shows it in the push
+    /// and the log instead, so this is null.
+    #[serde(default)]
+    pub output_stream_url: Option<String>,
 }
 
 /// `POST /apps/{app}/releases`: roll back to the release with this id or version.
@@ -225,4 +359,41 @@ pub struct DomainInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainCreate {
     pub hostname: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dyno_env_takes_numbers_and_drops_nulls() {
+        let request: DynoCreate = serde_json::from_str(
+            r#"{"command":"bash","attach":false,"env":{"TERM":"xterm","COLUMNS":120,"GONE":null,"TTY":true}}"#,
+        )
+        .expect("parses");
+        let env = request.env.expect("an env");
+        assert_eq!(env.get("TERM").map(String::as_str), Some("xterm"));
+        assert_eq!(env.get("COLUMNS").map(String::as_str), Some("120"));
+        assert_eq!(env.get("TTY").map(String::as_str), Some("true"));
+        assert!(!env.contains_key("GONE"));
+        let request: DynoCreate =
+            serde_json::from_str(r#"{"command":"bash","env":null}"#).expect("parses");
+        assert_eq!(request.env, None);
+        assert!(serde_json::from_str::<DynoCreate>(r#"{"command":"x","env":{"A":[1]}}"#).is_err());
+    }
+
+    #[test]
+    fn older_servers_answers_still_parse() {
+        let app: AppInfo = serde_json::from_str(
+            r#"{"id":"1","name":"a","created_at":"","updated_at":"","git_url":"","web_url":"",
+                "generation":{"name":"cedar"},"stack":{"name":"crew"},"build_stack":{"name":"crew"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(app.space, None);
+        let entry: FormationEntry = serde_json::from_str(
+            r#"{"type":"web","quantity":1,"command":"x","size":"standard-1x"}"#,
+        )
+        .expect("parses");
+        assert_eq!(entry.app, None);
+    }
 }

@@ -380,6 +380,7 @@ mod tests {
                 id: "a".into(),
                 name: "a".into(),
             },
+            release: None,
             pid: Some(42),
             port: Some(5000),
             restarts: 0,

@@ -112,6 +112,7 @@ impl LocalBackend {
                 id: self.app.clone(),
                 name: self.app.clone(),
             },
+            release: None,
             pid: info.pid,
             port: info.port,
             restarts: info.restarts,
@@ -133,6 +134,7 @@ impl LocalBackend {
                 quantity: formation.get(name).unwrap_or(0),
                 command: command.clone(),
                 size: LOCAL_SIZE.to_string(),
+                ..FormationEntry::default()
             })
             .collect())
     }
@@ -250,30 +252,52 @@ pub fn log_stream(ring: &LogRing, query: LogQuery) -> Result<LogStream, ApiError
         None => Box::pin(backlog),
         Some(live) => Box::pin(futures_util::StreamExt::chain(
             backlog,
-            follow(live, filter),
+            follow(live, filter, Box::pin(ring.closed())),
         )),
     })
 }
 
 /// New lines as they arrive. A reader too slow for the feed is told how many lines
-/// it missed instead of silently losing them.
+/// it missed instead of silently losing them. A follower ends when the log
+/// closes (the run is over), after the lines already sent to it, so its response
+/// ends cleanly instead of being cut.
 fn follow(
     live: broadcast::Receiver<LogRecord>,
     filter: LogFilter,
+    closed: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> {
     Box::pin(futures_util::stream::unfold(
-        (live, filter),
-        |(mut live, filter)| async move {
+        (live, filter, closed, false),
+        |(mut live, filter, mut closed, mut closing)| async move {
             loop {
-                match live.recv().await {
+                let next = if closing {
+                    // Drain what was sent before the close, then stop.
+                    match live.try_recv() {
+                        Ok(record) => Ok(record),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            Err(broadcast::error::RecvError::Lagged(n))
+                        }
+                        Err(_) => return None,
+                    }
+                } else {
+                    tokio::select! {
+                        next = live.recv() => next,
+                        () = &mut closed => {
+                            closing = true;
+                            continue;
+                        }
+                    }
+                };
+                match next {
                     Ok(record) => {
                         if filter.matches(&record) {
-                            return Some((Bytes::from(record.heroku_line()), (live, filter)));
+                            let line = Bytes::from(record.heroku_line());
+                            return Some((line, (live, filter, closed, closing)));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         let note = format!("crew[logs]: {n} lines skipped (reader too slow)\n");
-                        return Some((Bytes::from(note), (live, filter)));
+                        return Some((Bytes::from(note), (live, filter, closed, closing)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use crew_api::server::{ApiError, Backend, LogStream};
 use crew_api::types::{
-    AppCreate, AppInfo, BUILD_RESULT_PREFIX, BuildCreate, Dyno, DynoCreate, FormationEntry,
-    FormationUpdate, LogQuery, NameRef, RUN_EXIT_PREFIX, ReleaseCreate, ReleaseInfo,
+    Account, AppCreate, AppInfo, AppRef, BUILD_RESULT_PREFIX, BuildCreate, Dyno, DynoCreate,
+    FormationEntry, FormationUpdate, LogQuery, NameRef, NamedRef, RUN_EXIT_PREFIX, ReleaseCreate,
+    ReleaseInfo, ReleaseRef, UserRef,
 };
 use crew_engine::DynoInfo;
 use crew_platform::{Platform, PlatformConfig, PlatformError};
@@ -215,8 +216,42 @@ fn api_error(e: PlatformError) -> ApiError {
     }
 }
 
+/// The one account of a crew server: whoever holds the token. Heroku's CLI
+/// shows its email as the owner of every app and the author of every release.
+const ACCOUNT_ID: &str = "00000000-0000-4000-8000-000000000001";
+const ACCOUNT_EMAIL: &str = "crew@localhost";
+
+fn account_ref() -> UserRef {
+    UserRef {
+        id: ACCOUNT_ID.into(),
+        email: ACCOUNT_EMAIL.into(),
+    }
+}
+
+/// Bytes of the files under `dir`, for an app's `repo_size`.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
 impl ServerBackend {
     fn app_info(&self, app: crew_store::App) -> AppInfo {
+        let store = self.platform.store();
+        let current = store.current_release(&app.name).ok();
+        let slug = current
+            .as_ref()
+            .and_then(|r| r.slug_id.as_ref())
+            .and_then(|id| store.slug(id).ok());
+        let repo = self.platform.repos().join(format!("{}.git", app.name));
         AppInfo {
             git_url: format!("{}/{}.git", self.url, app.name),
             web_url: format!("http://{}.localhost:{}/", app.name, self.router_port),
@@ -233,17 +268,38 @@ impl ServerBackend {
             build_stack: NameRef {
                 name: "crew".into(),
             },
+            owner: account_ref(),
+            region: NamedRef {
+                id: "local".into(),
+                name: "local".into(),
+            },
+            space: None,
+            process_tier: "production".into(),
+            maintenance: false,
+            acm: false,
+            create_status: "complete".into(),
+            released_at: current.as_ref().map(|r| r.created_at.clone()),
+            slug_size: slug.as_ref().map(|s| s.size),
+            repo_size: Some(tree_size(&repo)),
+            buildpack_provided_description: slug.and_then(|s| s.buildpack),
+            internal_routing: None,
+            archived_at: None,
         }
     }
 
     fn release_info(&self, app: &str, release: crew_store::Release) -> ReleaseInfo {
-        let current = self
-            .platform
-            .store()
+        let store = self.platform.store();
+        let current = store
             .current_release(app)
             .map(|r| r.version == release.version)
             .unwrap_or(false);
+        let app_ref = store.app(app).ok().map(|a| AppRef {
+            id: a.id,
+            name: a.name,
+        });
+        let succeeded = release.status.as_str() == "succeeded";
         ReleaseInfo {
+            eligible_for_rollback: succeeded && release.slug_id.is_some(),
             id: release.id,
             version: release.version,
             description: release.description,
@@ -252,6 +308,10 @@ impl ServerBackend {
             created_at: release.created_at,
             updated_at: release.updated_at,
             slug: release.slug_id.map(|id| crew_api::types::IdRef { id }),
+            app: app_ref,
+            user: account_ref(),
+            addon_plan_names: Vec::new(),
+            output_stream_url: None,
         }
     }
 
@@ -270,6 +330,16 @@ impl ServerBackend {
                 id: app.id.clone(),
                 name: app.name.clone(),
             },
+            // What a dyno started on is not kept: the current release.
+            release: self
+                .platform
+                .store()
+                .current_release(&app.name)
+                .ok()
+                .map(|r| ReleaseRef {
+                    id: r.id,
+                    version: r.version,
+                }),
             pid: info.pid,
             port: info.port,
             restarts: info.restarts,
@@ -279,6 +349,7 @@ impl ServerBackend {
 
     fn formation_entries(&self, app: &str) -> Result<Vec<FormationEntry>, ApiError> {
         let store = self.platform.store();
+        let info = store.app(app).map_err(|e| api_error(e.into()))?;
         let rows = store.formation(app).map_err(|e| api_error(e.into()))?;
         let commands = store
             .current_release(app)
@@ -291,9 +362,16 @@ impl ServerBackend {
             .into_iter()
             .map(|r| FormationEntry {
                 command: commands.get(&r.process_type).cloned().unwrap_or_default(),
+                id: format!("{}:{}", info.id, r.process_type),
                 process_type: r.process_type,
                 quantity: r.quantity,
                 size: r.size,
+                app: Some(AppRef {
+                    id: info.id.clone(),
+                    name: info.name.clone(),
+                }),
+                created_at: info.created_at.clone(),
+                updated_at: info.updated_at.clone(),
             })
             .collect())
     }
@@ -479,13 +557,39 @@ impl Backend for ServerBackend {
     }
 
     async fn release(&self, app: &str, release: &str) -> Result<ReleaseInfo, ApiError> {
-        let version = parse_version(release)?;
-        let release = self
-            .platform
-            .store()
-            .release(app, version)
-            .map_err(|e| api_error(e.into()))?;
+        let release = self.find_release(app, release)?;
         Ok(self.release_info(app, release))
+    }
+
+    async fn release_config(
+        &self,
+        app: &str,
+        release: &str,
+    ) -> Result<BTreeMap<String, String>, ApiError> {
+        Ok(self.find_release(app, release)?.config)
+    }
+
+    async fn account(&self) -> Result<Account, ApiError> {
+        let made = std::fs::metadata(self.platform.data().join("api-token"))
+            .and_then(|m| m.modified())
+            .map(timestamp)
+            .unwrap_or_default();
+        Ok(Account {
+            id: ACCOUNT_ID.into(),
+            email: ACCOUNT_EMAIL.into(),
+            name: "crew".into(),
+            created_at: made.clone(),
+            updated_at: made,
+            verified: true,
+            two_factor_authentication: false,
+            beta: false,
+            allow_tracking: false,
+            federated: false,
+            suspended_at: None,
+            delinquent_at: None,
+            default_organization: None,
+            default_team: None,
+        })
     }
 
     async fn rollback(&self, app: &str, request: ReleaseCreate) -> Result<ReleaseInfo, ApiError> {
@@ -636,6 +740,18 @@ where
         let chunk = rx.recv().await?;
         Some((chunk, rx))
     })
+}
+
+impl ServerBackend {
+    /// A release by version (`3`, `v3`) or id.
+    fn find_release(&self, app: &str, release: &str) -> Result<crew_store::Release, ApiError> {
+        let store = self.platform.store();
+        match parse_version(release) {
+            Ok(version) => store.release(app, version),
+            Err(_) => store.release_by_id(app, release),
+        }
+        .map_err(|e| api_error(e.into()))
+    }
 }
 
 fn domain_info(d: crew_store::Domain) -> crew_api::types::DomainInfo {

@@ -147,12 +147,13 @@ async fn run(
     let backend = Arc::new(LocalBackend {
         app: name,
         engine: engine.clone(),
-        ring,
+        ring: ring.clone(),
         types,
     });
-    let server = tokio::spawn(crew_api::server::serve_unix(
+    let mut server = tokio::spawn(crew_api::server::serve_unix(
         listener,
         crew_api::server::router(backend),
+        ring.closed(),
     ));
 
     let mut interrupts = signal(SignalKind::interrupt()).context("handling SIGINT")?;
@@ -209,12 +210,20 @@ async fn run(
         runtime.kill_escapees(&escapees);
     }
     reaper.abort();
-    server.abort();
-    drop(socket_file);
+    // Followers (`crew logs -t`) get the last lines and a clean end; then the
+    // control socket goes.
     drop(logs);
-    drop(engine);
     tokio::task::spawn_blocking(move || terminal.finish())
         .await
         .context("flushing output")?;
+    ring.close();
+    if tokio::time::timeout(Duration::from_secs(2), &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+    }
+    drop(socket_file);
+    drop(engine);
     Ok(u8::try_from(outcome.exit_code.clamp(0, 255)).unwrap_or(1))
 }

@@ -82,12 +82,16 @@ pub struct LogRing {
     lines: Mutex<VecDeque<LogRecord>>,
     capacity: usize,
     live: broadcast::Sender<LogRecord>,
+    /// Set when no more lines will come, so followers can finish cleanly.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl LogRing {
     pub fn new(capacity: usize) -> LogRing {
         let (live, _) = broadcast::channel(4096);
+        let (closed, _) = tokio::sync::watch::channel(false);
         LogRing {
+            closed,
             lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
             capacity,
             live,
@@ -154,6 +158,19 @@ impl LogRing {
             if self.capacity > 0 {
                 lines.push_back(record);
             }
+        }
+    }
+
+    /// Says no more lines will come: followers end once they have what was sent.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once [`LogRing::close`] has been called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.subscribe();
+        async move {
+            let _ = closed.wait_for(|c| *c).await;
         }
     }
 
@@ -236,6 +253,16 @@ mod tests {
             String::from_utf8_lossy(&lines[0].heroku_line()),
             "1970-01-01T00:00:01.500000+00:00 app[web.1]: hello\n"
         );
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_followers() {
+        let ring = LogRing::new(10);
+        let closed = ring.closed();
+        ring.close();
+        tokio::time::timeout(std::time::Duration::from_secs(1), closed)
+            .await
+            .expect("followers learn the log is closed");
     }
 
     #[tokio::test]

@@ -1,0 +1,588 @@
+//! The official Heroku CLI against `crew server`: `HEROKU_HOST` pointed at a
+//! real server on loopback, `HEROKU_API_KEY` set to its token and a private
+//! `HOME`, each command's output checked and the server's state read back
+//! through crew's own CLI.
+//!
+//! The CLI is installed once per machine with `npm install --prefix
+//! target/tmp/heroku-cli-VERSION heroku@VERSION` (about 45 s the first time,
+//! nothing after that); without npm, node 20 or a registry the tests are
+//! skipped.
+
+mod common;
+mod platform;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{App, Crew, poll_until};
+use platform::{DEPLOY, Server, have_git, repo};
+
+/// The CLI release these tests pin.
+const HEROKU_VERSION: &str = "11.10.0";
+
+/// How long one CLI command may take (node starts in about a second).
+const COMMAND: Duration = Duration::from_secs(60);
+
+/// Where the CLI is installed, or why it could not be.
+fn installed_cli() -> Result<PathBuf, String> {
+    static CLI: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    CLI.get_or_init(install_cli).clone()
+}
+
+fn install_cli() -> Result<PathBuf, String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("node is not installed ({e})"))?;
+    let version = String::from_utf8_lossy(&node.stdout).trim().to_string();
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        return Err(format!(
+            "heroku@{HEROKU_VERSION} needs node 20 or later, not {version}"
+        ));
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("heroku-cli-{HEROKU_VERSION}"));
+    let bin = dir.join("node_modules/.bin/heroku");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    // Installs beside the final place and renames, so that test binaries run
+    // at the same time never see half an install.
+    let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| format!("creating {}: {e}", partial.display()))?;
+    let started = Instant::now();
+    let output = Command::new("npm")
+        .arg("install")
+        .arg("--prefix")
+        .arg(&partial)
+        .arg(format!("heroku@{HEROKU_VERSION}"))
+        .args([
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+            "--fetch-retries=1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("npm is not installed ({e})"))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_dir_all(&partial);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("npm error") || l.starts_with("npm ERR!"))
+            .take(4)
+            .collect();
+        return Err(format!(
+            "npm could not install heroku@{HEROKU_VERSION} (no registry?): {}",
+            if errors.is_empty() {
+                common::tail(&stderr, 400)
+            } else {
+                errors.join("; ")
+            }
+        ));
+    }
+    eprintln!(
+        "installed heroku@{HEROKU_VERSION} in {:.0?} into {}",
+        started.elapsed(),
+        dir.display()
+    );
+    if std::fs::rename(&partial, &dir).is_err() {
+        // Another test binary got there first.
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!("npm installed no {}", bin.display()))
+    }
+}
+
+/// The Heroku CLI pointed at one server, with a HOME of its own.
+struct Heroku {
+    bin: PathBuf,
+    home: App,
+    url: String,
+    token: String,
+}
+
+impl Heroku {
+    /// `None` (and a `skipped:` line) when the CLI cannot be had here.
+    fn new(server: &Server) -> Option<Heroku> {
+        match installed_cli() {
+            Ok(bin) => Some(Heroku {
+                bin,
+                home: App::new(),
+                url: server.url.clone(),
+                token: server.token(),
+            }),
+            Err(why) => {
+                eprintln!("skipped: {why}");
+                None
+            }
+        }
+    }
+
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command.args(args).current_dir(dir).stdin(Stdio::null());
+        // Nothing of the user's own Heroku or XDG setup may leak in, and the
+        // CLI's config, cache, .netrc and .gitconfig stay in its private HOME.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("HEROKU_") || key.starts_with("XDG_") {
+                command.env_remove(&key);
+            }
+        }
+        for key in ["FORCE_COLOR", "NODE_OPTIONS", "DEBUG", "GIT_CONFIG_GLOBAL"] {
+            command.env_remove(key);
+        }
+        command
+            .env("HOME", self.home.path())
+            .env("HEROKU_HOST", &self.url)
+            .env("HEROKU_API_KEY", &self.token)
+            // GET /account also asks "particleboard" about delinquency: keep
+            // that on the same server instead of heroku.com.
+            .env("HEROKU_PARTICLEBOARD_URL", &self.url)
+            // No telemetry, update checks or auto-updates: nothing leaves
+            // loopback.
+            .env("DISABLE_TELEMETRY", "true")
+            .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
+            .env("HEROKU_DISABLE_AUTOUPDATE", "true")
+            .env("NO_COLOR", "1")
+            .env("COLUMNS", "200");
+        command
+    }
+
+    /// `heroku ARGS` in `dir`: whether it succeeded, its stdout and stderr.
+    fn run(&self, dir: &Path, args: &[&str]) -> (bool, String, String) {
+        let mut cli = Crew::spawn_client(self.command(dir, args));
+        let status = cli.wait_exit(COMMAND);
+        (status.success(), cli.stdout(), cli.stderr())
+    }
+
+    /// `heroku ARGS`, which must succeed; its stdout and stderr together
+    /// (progress like `Scaling dynos... done` and warnings go to stderr).
+    fn ok(&self, dir: &Path, args: &[&str]) -> String {
+        let (out, err) = self.both(dir, args);
+        format!("{out}{err}")
+    }
+
+    /// `heroku ARGS`, which must succeed; its stdout alone.
+    fn stdout(&self, dir: &Path, args: &[&str]) -> String {
+        self.both(dir, args).0
+    }
+
+    fn both(&self, dir: &Path, args: &[&str]) -> (String, String) {
+        let (ok, out, err) = self.run(dir, args);
+        assert!(ok, "heroku {args:?} failed:\n{out}\n{err}");
+        (out, err)
+    }
+}
+
+fn assert_has(text: &str, expected: &[&str]) {
+    for e in expected {
+        assert!(text.contains(e), "missing `{e}` in:\n{text}");
+    }
+}
+
+/// Pushes `dir`'s main to `app` over crew's smart HTTP, with the token git
+/// needs in the repository's own config.
+fn push(server: &Server, dir: &Path, app: &str) -> String {
+    let url = format!("{}/{app}.git", server.url);
+    let header = format!("http.{}/.extraHeader", server.url);
+    let bearer = format!("Authorization: Bearer {}", server.token());
+    for args in [
+        ["remote", "add", "crew", url.as_str()],
+        ["config", header.as_str(), bearer.as_str(), "--add"],
+    ] {
+        let (ok, text) = server.git(dir, &args);
+        assert!(ok, "git {args:?}: {text}");
+    }
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    text
+}
+
+/// The pid of `dyno` in `crew ps --json`, when it is up.
+fn pid_of(server: &Server, dir: &Path, app: &str, dyno: &str) -> Option<u64> {
+    let json = server.ok(dir, &["ps", "--json", "-a", app]);
+    let dynos: serde_json::Value = serde_json::from_str(&json).ok()?;
+    dynos.as_array()?.iter().find_map(|d| {
+        (d["name"] == dyno && d["state"] == "up")
+            .then(|| d["pid"].as_u64())
+            .flatten()
+    })
+}
+
+/// Waits until `dyno` is up with a pid other than `old`.
+fn wait_new_pid(server: &Server, dir: &Path, app: &str, dyno: &str, old: u64) -> u64 {
+    let mut now = None;
+    let changed = poll_until(DEPLOY, || {
+        now = pid_of(server, dir, app, dyno);
+        now.is_some_and(|p| p != old)
+    });
+    assert!(
+        changed,
+        "{dyno} was not restarted (pid {old}):\n{}",
+        server.ok(dir, &["ps", "-a", app])
+    );
+    now.unwrap_or_default()
+}
+
+fn state_of(server: &Server, dir: &Path, app: &str, dyno: &str) -> String {
+    let json = server.ok(dir, &["ps", "--json", "-a", app]);
+    let dynos: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    dynos
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == dyno))
+        .and_then(|d| d["state"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+#[test]
+fn the_heroku_cli_creates_apps_and_manages_config_and_releases() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::new(&server) else {
+        return;
+    };
+    let started = Instant::now();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    let port = server.url.trim_start_matches("http://");
+
+    let out = heroku.ok(dir, &["apps:create", "shop"]);
+    assert_has(
+        &out,
+        &[
+            "Creating shop... done",
+            &format!(
+                "http://shop.localhost:{}/ | https://{port}/shop.git",
+                server.router
+            ),
+        ],
+    );
+    // Inside a repository it adds its `heroku` remote, and its credential
+    // helper went into the private HOME's .gitconfig, not the user's.
+    let (_, remotes) = server.git(dir, &["remote", "-v"]);
+    assert!(
+        remotes.contains(&format!("heroku\thttps://{port}/shop.git")),
+        "{remotes}"
+    );
+    let gitconfig = std::fs::read_to_string(heroku.home.join(".gitconfig")).unwrap_or_default();
+    assert!(gitconfig.contains("heroku git:credentials"), "{gitconfig}");
+    assert!(server.ok(dir, &["apps"]).contains("shop"));
+
+    let text = push(&server, dir, "shop");
+    assert!(text.contains("Released v2"), "{text}");
+
+    let out = heroku.ok(dir, &["apps"]);
+    assert_has(&out, &["=== crew@localhost Apps", "shop (local)"]);
+    let out = heroku.ok(dir, &["apps:info", "-a", "shop"]);
+    assert_has(
+        &out,
+        &[
+            "=== shop",
+            &format!("Git URL:        {}/shop.git", server.url),
+            &format!("Web URL:        http://shop.localhost:{}/", server.router),
+            "Owner:          crew@localhost",
+            "Region:         local",
+            "Stack:          crew",
+        ],
+    );
+
+    let out = heroku.ok(dir, &["config", "-a", "shop"]);
+    assert!(out.contains("=== shop Config Vars"), "{out}");
+    let out = heroku.ok(dir, &["config:set", "FOO=bar", "BAZ=qux", "-a", "shop"]);
+    assert_has(
+        &out,
+        &[
+            "Setting FOO, BAZ and restarting shop... done, v3",
+            "BAZ: qux",
+            "FOO: bar",
+        ],
+    );
+    assert_eq!(
+        server.ok(dir, &["config:get", "FOO", "-a", "shop"]).trim(),
+        "bar"
+    );
+    let out = heroku.ok(dir, &["config:unset", "BAZ", "-a", "shop"]);
+    assert!(
+        out.contains("Unsetting BAZ and restarting shop... done, v4"),
+        "{out}"
+    );
+    assert_eq!(
+        server.ok(dir, &["config:get", "BAZ", "-a", "shop"]).trim(),
+        ""
+    );
+    let out = heroku.ok(dir, &["config", "-a", "shop"]);
+    assert!(out.contains("FOO: bar") && !out.contains("BAZ"), "{out}");
+
+    let out = heroku.ok(dir, &["releases", "-a", "shop"]);
+    assert!(out.contains("=== shop Releases - Current: v4"), "{out}");
+    for (version, change) in [
+        ("v4", "Remove BAZ config vars"),
+        ("v3", "Set BAZ, FOO config vars"),
+        ("v2", "Deploy "),
+        ("v1", "Initial release"),
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{version} ")))
+            .unwrap_or_default();
+        assert!(
+            row.contains(change) && row.contains("crew@localhost"),
+            "{version}:\n{out}"
+        );
+    }
+    // `-n 2` is a `Range: version ..; max=2, order=desc`: one page.
+    let out = heroku.ok(dir, &["releases", "-n", "2", "-a", "shop"]);
+    assert!(out.contains(" v4 ") && out.contains(" v3 "), "{out}");
+    assert!(!out.contains(" v2 "), "{out}");
+
+    let out = heroku.ok(dir, &["releases:info", "-a", "shop"]);
+    assert_has(
+        &out,
+        &[
+            "=== Release v4",
+            "By:                     crew@localhost",
+            "Change:                 Remove BAZ config vars",
+            "Eligible for Rollback?: Yes",
+            "=== v4 Config vars",
+            "FOO: bar",
+        ],
+    );
+    let out = heroku.ok(dir, &["releases:info", "v3", "-a", "shop"]);
+    assert_has(&out, &["=== Release v3", "BAZ: qux", "FOO: bar"]);
+
+    // Without a version, back to the one before the current.
+    let out = heroku.ok(dir, &["rollback", "-a", "shop"]);
+    assert_has(
+        &out,
+        &[
+            "Rolling back shop to v3... done, v5",
+            "To undo, run: heroku rollback v4",
+        ],
+    );
+    assert_eq!(
+        server.ok(dir, &["config:get", "BAZ", "-a", "shop"]).trim(),
+        "qux"
+    );
+    let out = heroku.ok(dir, &["rollback", "v2", "-a", "shop"]);
+    assert!(out.contains("Rolling back shop to v2... done, v6"), "{out}");
+    assert_eq!(
+        server.ok(dir, &["config:get", "FOO", "-a", "shop"]).trim(),
+        ""
+    );
+    let releases = server.ok(dir, &["releases", "-a", "shop"]);
+    assert_has(&releases, &["Rollback to v3", "Rollback to v2"]);
+
+    // Errors come back as Heroku's CLI shows them.
+    let (ok, _, err) = heroku.run(dir, &["apps:info", "-a", "nope"]);
+    assert!(!ok, "{err}");
+    assert_has(&err, &["Error ID: not_found"]);
+    eprintln!(
+        "apps, config and releases through the Heroku CLI took {:.0?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::new(&server) else {
+        return;
+    };
+    let started = Instant::now();
+    let app = repo(
+        &server,
+        "web: python3 -m http.server $PORT\nworker: while true; do echo \"tick $DYNO\"; sleep 0.3; done\n",
+    );
+    let dir = app.path();
+    // crew's own apps:create adds a `crew` remote that carries the token.
+    server.ok(dir, &["apps:create", "demo"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    server.wait_up(dir, "demo", 1);
+
+    let out = heroku.ok(dir, &["ps", "-a", "demo"]);
+    assert_has(
+        &out,
+        &[
+            "=== web (standard-1x): python3 -m http.server $PORT (1)",
+            "web.1: up ",
+        ],
+    );
+
+    let out = heroku.ok(dir, &["ps:scale", "web=2", "worker+1", "-a", "demo"]);
+    assert!(
+        out.contains(
+            "Scaling dynos... done, now running web at 2:standard-1x, worker at 1:standard-1x"
+        ),
+        "{out}"
+    );
+    server.wait_up(dir, "demo", 3);
+    let out = heroku.stdout(dir, &["ps:scale", "-a", "demo"]);
+    assert_eq!(out.trim(), "web=2:standard-1x worker=1:standard-1x");
+    let out = heroku.ok(dir, &["ps", "-a", "demo"]);
+    assert_has(
+        &out,
+        &[
+            "=== web (standard-1x): python3 -m http.server $PORT (2)",
+            "web.1: up ",
+            "web.2: up ",
+            "=== worker (standard-1x): while true; do echo \"tick $DYNO\"; sleep 0.3; done (1)",
+            "worker.1: up ",
+        ],
+    );
+
+    // Logs: the last lines, by type and source, and following them.
+    let seen = poll_until(DEPLOY, || {
+        heroku
+            .ok(dir, &["logs", "-n", "50", "-a", "demo"])
+            .contains("app[worker.1]: tick worker.1")
+    });
+    assert!(seen, "{}", heroku.ok(dir, &["logs", "-a", "demo"]));
+    let out = heroku.stdout(dir, &["logs", "-n", "5", "-p", "worker", "-a", "demo"]);
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(out.lines().all(|l| l.contains("[worker.1]:")), "{out}");
+    let out = heroku.ok(dir, &["logs", "-n", "200", "-s", "heroku", "-a", "demo"]);
+    assert_has(
+        &out,
+        &[
+            "crew[api]: Scaled to",
+            "crew[web.2]: State changed from starting to up",
+        ],
+    );
+    assert!(!out.contains("app[worker.1]"), "{out}");
+    let tail = Crew::spawn_client(heroku.command(
+        dir,
+        &["logs", "--tail", "-n", "1", "-p", "worker", "-a", "demo"],
+    ));
+    tail.wait_until("new lines while tailing", DEPLOY, |out| out.lines >= 3);
+    let tailed = tail.stdout();
+    let ticks = tailed
+        .lines()
+        .filter(|l| l.contains("app[worker.1]: tick worker.1"))
+        .count();
+    assert!(ticks >= 2, "{tailed}");
+    drop(tail);
+
+    // Restarts: one dyno, a type, everything.
+    let web1 = pid_of(&server, dir, "demo", "web.1").unwrap_or_default();
+    let web2 = pid_of(&server, dir, "demo", "web.2").unwrap_or_default();
+    let worker = pid_of(&server, dir, "demo", "worker.1").unwrap_or_default();
+    let out = heroku.ok(dir, &["ps:restart", "web.1", "-a", "demo"]);
+    assert!(
+        out.contains("Restarting dyno web.1 on demo... done"),
+        "{out}"
+    );
+    let web1 = wait_new_pid(&server, dir, "demo", "web.1", web1);
+    assert_eq!(
+        pid_of(&server, dir, "demo", "web.2"),
+        Some(web2),
+        "web.2 was touched"
+    );
+    let out = heroku.ok(dir, &["ps:restart", "web", "-a", "demo"]);
+    assert!(out.contains("Restarting dyno web on demo... done"), "{out}");
+    let web1 = wait_new_pid(&server, dir, "demo", "web.1", web1);
+    let web2 = wait_new_pid(&server, dir, "demo", "web.2", web2);
+    assert_eq!(
+        pid_of(&server, dir, "demo", "worker.1"),
+        Some(worker),
+        "worker.1 was touched"
+    );
+    let out = heroku.ok(dir, &["ps:restart", "-p", "worker", "-a", "demo"]);
+    assert!(
+        out.contains("Restarting all worker dynos on demo... done"),
+        "{out}"
+    );
+    let worker = wait_new_pid(&server, dir, "demo", "worker.1", worker);
+    let out = heroku.ok(dir, &["ps:restart", "-a", "demo"]);
+    assert!(
+        out.contains("Restarting all dynos on demo... done"),
+        "{out}"
+    );
+    wait_new_pid(&server, dir, "demo", "web.1", web1);
+    wait_new_pid(&server, dir, "demo", "web.2", web2);
+    wait_new_pid(&server, dir, "demo", "worker.1", worker);
+
+    // Stops: one dyno, then a type; the formation keeps its counts.
+    let out = heroku.ok(dir, &["ps:stop", "web.1", "-a", "demo"]);
+    assert!(out.contains("Stopping dyno web.1 on demo... done"), "{out}");
+    assert!(
+        poll_until(DEPLOY, || state_of(&server, dir, "demo", "web.1") == "down"),
+        "{}",
+        server.ok(dir, &["ps", "-a", "demo"])
+    );
+    assert_eq!(state_of(&server, dir, "demo", "web.2"), "up");
+    let out = heroku.ok(dir, &["ps:stop", "-p", "worker", "-a", "demo"]);
+    assert!(
+        out.contains("Stopping all worker dynos on demo... done"),
+        "{out}"
+    );
+    assert!(poll_until(DEPLOY, || state_of(
+        &server, dir, "demo", "worker.1"
+    ) == "down"));
+    let out = heroku.ok(dir, &["ps", "-a", "demo"]);
+    assert_has(&out, &["web.1: down ", "web.2: up ", "worker.1: down "]);
+    assert_eq!(
+        server.ok(dir, &["scale", "-a", "demo"]).trim(),
+        "web=2 worker=1"
+    );
+
+    // One-offs: detached works, with its output in the log; attached needs a
+    // TLS rendezvous crew does not serve, and says so.
+    let out = heroku.ok(
+        dir,
+        &[
+            "run:detached",
+            "-e",
+            "GREETING=hello",
+            "-a",
+            "demo",
+            "echo $GREETING from $DYNO",
+        ],
+    );
+    assert_has(
+        &out,
+        &[
+            "Running echo $GREETING from $DYNO on demo... done, run.1",
+            "Run heroku logs --app demo --dyno run.1 to view the output.",
+        ],
+    );
+    let seen = poll_until(DEPLOY, || {
+        heroku
+            .ok(dir, &["logs", "--dyno", "run.1", "-a", "demo"])
+            .contains("app[run.1]: hello from run.1")
+    });
+    assert!(
+        seen,
+        "{}",
+        heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
+    );
+    let (ok, out, err) = heroku.run(dir, &["run", "-a", "demo", "echo attached"]);
+    assert!(!ok, "{out}{err}");
+    assert_has(&err, &["Error ID: attach_unsupported", "rendezvous"]);
+    eprintln!(
+        "ps, logs and run through the Heroku CLI took {:.0?}",
+        started.elapsed()
+    );
+}
