@@ -753,34 +753,86 @@ fn describe(pids: &[i32]) -> Vec<String> {
 // Ports and a cheap web process
 // ---------------------------------------------------------------------------
 
-/// A base port for `crew start -p` whose formula ports for the first `types`
-/// process types, `per_type` processes each, are free right now. Each call in a
-/// test binary gets its own block of 500 ports, and the pid spreads concurrent
-/// binaries apart. The blocks sit below Linux's ephemeral range, so outgoing
-/// connections do not take them.
-pub fn free_port_base(types: u16, per_type: u16) -> u16 {
+/// A block of ports held by one test for `crew start -p BASE`. Tests in this
+/// binary and in others running at the same time never hold the same block: each
+/// holder has a lock file in a shared temp directory. Dropping it frees the block.
+pub struct PortBlock {
+    pub base: u16,
+    lock: PathBuf,
+}
+
+impl Drop for PortBlock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// Takes a block of ports whose formula ports for the first `types` process
+/// types, `per_type` processes each, are free right now. The blocks sit below
+/// Linux's ephemeral range, so outgoing connections do not take them.
+pub fn port_block(types: u16, per_type: u16) -> PortBlock {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const FIRST: u32 = 10_000;
-    const BLOCK: u32 = 500;
-    const BLOCKS: u32 = 44;
+    const BLOCK: u32 = 400;
+    const BLOCKS: u32 = 55;
     assert!(
         u32::from(types) * 100 <= BLOCK && per_type <= 100,
-        "free_port_base: {types} types of {per_type} do not fit a block"
+        "port_block: {types} types of {per_type} do not fit a block"
     );
+    let dir = std::env::temp_dir().join("crew-test-ports");
+    std::fs::create_dir_all(&dir).expect("creating the port lock directory");
     let spread = std::process::id() % BLOCKS;
-    for _ in 0..BLOCKS {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = u16::try_from(FIRST + ((spread + n) % BLOCKS) * BLOCK).expect("a port");
-        let free = (0..types).all(|t| {
-            (0..per_type)
-                .all(|i| std::net::TcpListener::bind(("127.0.0.1", base + 100 * t + i)).is_ok())
-        });
-        if free {
-            return base;
+    let deadline = Instant::now() + SLOW;
+    loop {
+        for _ in 0..BLOCKS {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let base = u16::try_from(FIRST + ((spread + n) % BLOCKS) * BLOCK).expect("a port");
+            let lock = dir.join(base.to_string());
+            if !take_lock(&lock) {
+                continue;
+            }
+            let block = PortBlock { base, lock };
+            let free = (0..types).all(|t| {
+                (0..per_type)
+                    .all(|i| std::net::TcpListener::bind(("127.0.0.1", base + 100 * t + i)).is_ok())
+            });
+            if free {
+                return block;
+            }
         }
+        assert!(
+            Instant::now() < deadline,
+            "no free block of ports for {types} types of {per_type} processes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no free block of ports for {types} types of {per_type} processes");
+}
+
+/// Creates `lock` holding this process's pid, unless a live process holds it. A
+/// lock whose holder died is cleared for a later try.
+fn take_lock(lock: &Path) -> bool {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(lock)
+    {
+        Ok(mut file) => {
+            let _ = write!(file, "{}", std::process::id());
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let holder = std::fs::read_to_string(lock)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok());
+            // No pid yet: its holder is still writing it.
+            if holder.is_some_and(|pid| !is_alive(pid)) {
+                let _ = std::fs::remove_file(lock);
+            }
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// A shell command line that serves HTTP on `127.0.0.1:$PORT` until it is
