@@ -15,19 +15,30 @@
 //! - crew is a child subreaper, so orphans that leave their group (double fork and
 //!   `setsid`) become crew's children and are found, reported and killed at the end.
 //!
+//! [`IsolatedRuntime`] runs each dyno in its own namespaces, over an overlay of
+//! its slug, limited by a cgroup sized by a [`DynoSize`] (see [`isolated`]). Where
+//! that is not possible, [`IsolatedRuntime::probe`] says why, and the platform
+//! runs dynos plain.
+//!
 //! All `unsafe` code of crew lives in [`os`].
 
+pub mod isolated;
 pub mod os;
 mod plain;
 pub mod shell;
 mod signal;
+mod size;
 pub mod watchdog;
 
 use std::future::Future;
 use std::path::PathBuf;
 
+pub use isolated::{
+    IsolatedConfig, IsolatedGroup, IsolatedProcess, IsolatedRuntime, IsolationUnavailable,
+};
 pub use plain::{PlainProcess, PlainRuntime};
 pub use signal::{ExitStatus, Signal};
+pub use size::{DynoSize, UnknownSize};
 
 /// Everything needed to start one dyno.
 #[derive(Debug, Clone)]

@@ -1,13 +1,18 @@
 //! The operating-system calls crew makes about processes. This is the only module
 //! in crew with `unsafe` code; everything else goes through these functions.
 
+use std::ffi::{CStr, CString, c_char};
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::time::Duration;
 
 use rustix::process::{Pid, WaitOptions};
 
+use crate::isolated::child::dyno_init;
+use crate::isolated::plan::Step;
+use crate::isolated::sys::{CHILD_FDS, Errno, Forked, Sys, SysResult};
 use crate::{ExitStatus, Signal};
 
 fn to_os(signal: Signal) -> rustix::process::Signal {
@@ -149,4 +154,586 @@ pub fn bind_private_socket(path: &std::path::Path) -> io::Result<std::os::unix::
     let bound = std::os::unix::net::UnixListener::bind(path);
     rustix::process::umask(old);
     bound
+}
+
+// ---------------------------------------------------------------------------
+// Isolated dynos: the `clone` into new namespaces, the init's system calls
+// (`LinuxSys`), and the parent's handles on a dyno (pidfd, pipes).
+// ---------------------------------------------------------------------------
+
+/// The `errno` of the last failed call on this thread. Reading it allocates nothing.
+fn errno() -> Errno {
+    Errno(
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn rustix_errno(e: rustix::io::Errno) -> Errno {
+    Errno(e.raw_os_error())
+}
+
+fn check(ret: libc::c_int) -> SysResult {
+    if ret < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// The program, arguments and environment of a dyno's app, ready for `execve`.
+pub(crate) struct ExecImage {
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+/// The real system calls of a dyno's init. Built by the thread that clones, before
+/// the clone, so the child only reads memory that was already there.
+pub(crate) struct LinuxSys<'a> {
+    program: &'a CStr,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// Where this process's command line lives, to overwrite it in the init.
+    cmdline: Option<(usize, usize)>,
+}
+
+impl<'a> LinuxSys<'a> {
+    pub(crate) fn new(image: &'a ExecImage, cmdline: Option<(usize, usize)>) -> LinuxSys<'a> {
+        let list = |items: &'a [CString]| {
+            items
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        LinuxSys {
+            program: &image.program,
+            argv: list(&image.argv),
+            envp: list(&image.envp),
+            cmdline,
+        }
+    }
+}
+
+fn full_signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset initialises all of it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    }
+}
+
+fn write_all(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: `bytes` is a live slice; a short or failed write only loses the record.
+    let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+impl Sys for LinuxSys<'_> {
+    fn block_signals(&self) -> SysResult {
+        let set = full_signal_set();
+        // SAFETY: a zeroed sigaction with SIG_DFL is a valid disposition; `set` is
+        // initialised. SIGCHLD must not be ignored in init, or children would be
+        // reaped by the kernel before init sees their status.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGCHLD, &dfl, std::ptr::null_mut());
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &set,
+                std::ptr::null_mut(),
+            ))
+        }
+    }
+
+    fn arrange_fds(&self, fds: &[RawFd; CHILD_FDS]) -> SysResult {
+        // First copy every source above the target range, so moving one into
+        // place can never overwrite another that is still needed.
+        let mut high = [-1; CHILD_FDS];
+        for (slot, &source) in high.iter_mut().zip(fds) {
+            // SAFETY: fcntl on a descriptor number; failure is reported.
+            let copy = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, 64) };
+            if copy < 0 {
+                return Err(errno());
+            }
+            *slot = copy;
+        }
+        for (target, &copy) in (0..).zip(&high) {
+            // stdin, stdout and stderr stay open across exec; the rest close.
+            let flags = if target < 3 { 0 } else { libc::O_CLOEXEC };
+            // SAFETY: dup3 on descriptor numbers; `copy` >= 64 never equals `target`.
+            check(unsafe { libc::dup3(copy, target, flags) })?;
+        }
+        let first = CHILD_FDS as libc::c_uint;
+        // SAFETY: close_range closes descriptors this process owns and nothing
+        // else; every one crew needs in the init is below `first`.
+        let closed = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+        if closed < 0 {
+            // Kernels before 5.9: close them one by one.
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(1 << 20)
+                .min(1 << 20);
+            for n in CHILD_FDS as u64..limit {
+                // SAFETY: closing a descriptor number; EBADF for unused ones is fine.
+                unsafe { libc::close(n as RawFd) };
+            }
+        }
+        Ok(())
+    }
+
+    fn set_death_signal(&self) -> SysResult {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(rustix_errno)
+    }
+
+    fn wait_for_go(&self, fd: RawFd) -> SysResult<bool> {
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: reads at most one byte into a live buffer.
+            let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+            match n {
+                1 => return Ok(true),
+                0 => return Ok(false),
+                _ if errno().0 == libc::EINTR => continue,
+                _ => return Err(errno()),
+            }
+        }
+    }
+
+    fn new_cgroup_namespace(&self) -> SysResult {
+        // SAFETY: unshare only changes this process's namespaces; the process has
+        // a single thread here.
+        check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+    }
+
+    fn set_process_name(&self, name: &CStr) -> SysResult {
+        rustix::thread::set_name(name).map_err(rustix_errno)?;
+        if let Some((start, end)) = self.cmdline
+            && end > start
+        {
+            let len = end - start;
+            let name = name.to_bytes();
+            let keep = name.len().min(len.saturating_sub(1));
+            // SAFETY: [start, end) is this process's argument area, read from
+            // /proc/self/stat by the parent of the clone: mapped and writable for
+            // the whole life of the process, and in this child a private copy that
+            // nothing reads any more. Writing it is what changes the command line
+            // `ps` shows, so the dyno does not see crew's arguments.
+            unsafe {
+                let area = start as *mut u8;
+                std::ptr::write_bytes(area, 0, len);
+                std::ptr::copy_nonoverlapping(name.as_ptr(), area, keep);
+            }
+        }
+        Ok(())
+    }
+
+    fn make_mounts_private(&self) -> SysResult {
+        use rustix::mount::MountPropagationFlags as P;
+        rustix::mount::mount_change(c"/", P::REC | P::PRIVATE).map_err(rustix_errno)
+    }
+
+    fn open_dir(&self, path: &CStr, fd: RawFd) -> SysResult {
+        // SAFETY: open with a NUL-terminated path; the result is checked.
+        let opened = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if opened < 0 {
+            return Err(errno());
+        }
+        if opened != fd {
+            // SAFETY: dup3 and close on descriptors this process owns.
+            unsafe {
+                let moved = libc::dup3(opened, fd, libc::O_CLOEXEC);
+                let failure = errno();
+                libc::close(opened);
+                if moved < 0 {
+                    return Err(failure);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mount(
+        &self,
+        source: &CStr,
+        target: &CStr,
+        fstype: &CStr,
+        flags: u64,
+        data: &CStr,
+    ) -> SysResult {
+        let flags = rustix::mount::MountFlags::from_bits_retain(flags as libc::c_uint);
+        rustix::mount::mount(source, target, fstype, flags, data).map_err(rustix_errno)
+    }
+
+    fn bind(&self, source: &CStr, target: &CStr) -> SysResult {
+        rustix::mount::mount_bind_recursive(source, target).map_err(rustix_errno)
+    }
+
+    fn remount(&self, target: &CStr, flags: u64) -> SysResult {
+        let flags = rustix::mount::MountFlags::BIND
+            | rustix::mount::MountFlags::from_bits_retain(flags as libc::c_uint);
+        rustix::mount::mount_remount(target, flags, c"").map_err(rustix_errno)
+    }
+
+    fn mkdir(&self, path: &CStr, mode: u32) -> SysResult {
+        rustix::fs::mkdir(path, rustix::fs::Mode::from_raw_mode(mode)).map_err(rustix_errno)
+    }
+
+    fn create_file(&self, path: &CStr) -> SysResult {
+        use rustix::fs::{Mode, OFlags};
+        rustix::fs::open(
+            path,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map(drop)
+        .map_err(rustix_errno)
+    }
+
+    fn symlink(&self, target: &CStr, link: &CStr) -> SysResult {
+        rustix::fs::symlink(target, link).map_err(rustix_errno)
+    }
+
+    fn chown(&self, path: &CStr, uid: u32, gid: u32) -> SysResult {
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw_unchecked(uid)),
+            Some(rustix::fs::Gid::from_raw_unchecked(gid)),
+        )
+        .map_err(rustix_errno)
+    }
+
+    fn close(&self, fd: RawFd) -> SysResult {
+        // SAFETY: closes a descriptor number this process owns in its fixed layout.
+        check(unsafe { libc::close(fd) })
+    }
+
+    fn set_hostname(&self, name: &CStr) -> SysResult {
+        rustix::system::sethostname(name.to_bytes()).map_err(rustix_errno)
+    }
+
+    fn chdir(&self, path: &CStr) -> SysResult {
+        rustix::process::chdir(path).map_err(rustix_errno)
+    }
+
+    fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> SysResult {
+        rustix::process::pivot_root(new_root, put_old).map_err(rustix_errno)
+    }
+
+    fn detach(&self, path: &CStr) -> SysResult {
+        rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).map_err(rustix_errno)
+    }
+
+    fn drop_groups(&self) -> SysResult {
+        rustix::thread::set_thread_groups(&[]).map_err(rustix_errno)
+    }
+
+    fn set_gid(&self, gid: u32) -> SysResult {
+        let gid = rustix::fs::Gid::from_raw_unchecked(gid);
+        rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(rustix_errno)
+    }
+
+    fn set_uid(&self, uid: u32) -> SysResult {
+        let uid = rustix::fs::Uid::from_raw_unchecked(uid);
+        rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(rustix_errno)
+    }
+
+    fn no_new_privs(&self) -> SysResult {
+        rustix::thread::set_no_new_privs(true).map_err(rustix_errno)
+    }
+
+    fn parent_alive(&self, fd: RawFd) -> bool {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one live pollfd without waiting.
+        let n = unsafe { libc::poll(&mut poll, 1, 0) };
+        !(n > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0)
+    }
+
+    fn fork(&self) -> SysResult<Forked> {
+        // SAFETY: a raw clone with only SIGCHLD is fork(2) without glibc's atfork
+        // handlers (whose locks may be held by threads that do not exist in this
+        // copy). The child only makes system calls and then execs or _exits.
+        let ret = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
+        match ret {
+            r if r < 0 => Err(errno()),
+            0 => Ok(Forked::Child),
+            pid => Ok(Forked::Parent(pid as i32)),
+        }
+    }
+
+    fn exec_app(&self) -> Errno {
+        // SAFETY: resets this process's own signal state, then execs with
+        // NUL-terminated arrays of pointers to CStrings that outlive the call
+        // (they belong to the plan the parent keeps until the clone returned).
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            for signal in 1..libc::SIGRTMAX() {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::sigaction(signal, &dfl, std::ptr::null_mut());
+                }
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::setsid();
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
+        }
+        errno()
+    }
+
+    fn report(&self, fd: RawFd, step: u32, errno: i32) {
+        let mut record = [0u8; 8];
+        record[..4].copy_from_slice(&step.to_le_bytes());
+        record[4..].copy_from_slice(&errno.to_le_bytes());
+        write_all(fd, &record);
+    }
+
+    fn wait_signal(&self) -> SysResult<i32> {
+        let set = full_signal_set();
+        // SAFETY: waits for a signal in an initialised set; no siginfo is wanted.
+        let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if signal < 0 { Err(errno()) } else { Ok(signal) }
+    }
+
+    fn reap(&self) -> Option<(i32, i32)> {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a live integer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        (pid > 0).then_some((pid, status))
+    }
+
+    fn signal_all(&self, signal: i32) {
+        // SAFETY: kill(-1) from pid 1 of the dyno's pid namespace reaches every
+        // other process of that namespace and nothing outside it.
+        unsafe { libc::kill(-1, signal) };
+    }
+
+    fn write_status(&self, fd: RawFd, status: i32) {
+        write_all(fd, &status.to_le_bytes());
+    }
+}
+
+/// `clone(flags)` with no new stack: fork semantics, plus whatever namespaces
+/// `flags` asks for.
+///
+/// # Safety
+/// The child runs on a copy of the caller's memory with only the calling thread:
+/// it may only make system calls until it execs or `_exit`s.
+unsafe fn raw_clone(flags: libc::c_ulong) -> libc::c_long {
+    // s390 takes the stack first and the flags second.
+    #[cfg(target_arch = "s390x")]
+    // SAFETY: see the function's contract.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, 0usize, flags, 0usize, 0usize, 0usize) };
+    #[cfg(not(target_arch = "s390x"))]
+    // SAFETY: see the function's contract.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    ret
+}
+
+/// Starts a dyno's init: a child in new mount, pid, uts and ipc namespaces (so it
+/// is pid 1 of its own) that walks `steps` through `sys`, forks the app and
+/// stays as its init; see `isolated::child::dyno_init`. Returns the child's pid.
+pub(crate) fn clone_dyno(
+    sys: &LinuxSys<'_>,
+    steps: &[Step],
+    fds: &[RawFd; CHILD_FDS],
+) -> io::Result<u32> {
+    let flags = (libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: the child is a copy of this process with only this thread, so locks
+    // held by other threads (the allocator's among them) stay held forever in it.
+    // It runs `dyno_init`, which only walks data built before this call and makes
+    // system calls through `LinuxSys` (no allocation, no locks, no panics), and
+    // then leaves with _exit, so no destructor or atexit handler of the copy runs.
+    let ret = unsafe { raw_clone(flags) };
+    match ret {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => {
+            let code = dyno_init(sys, steps, fds);
+            // SAFETY: ends the child without running anything of the parent's copy.
+            unsafe { libc::_exit(code) }
+        }
+        pid => u32::try_from(pid).map_err(|_| io::Error::other("clone returned a bad pid")),
+    }
+}
+
+/// Where this process's argument strings are, from `/proc/self/stat`.
+pub(crate) fn cmdline_area() -> Option<(usize, usize)> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields 48 and 49 (arg_start, arg_end); `after` starts at field 3.
+    let mut fields = after.split_whitespace().skip(45);
+    let start = fields.next()?.parse().ok()?;
+    let end = fields.next()?.parse().ok()?;
+    Some((start, end))
+}
+
+/// Waits for a child to exit and reaps it.
+pub(crate) fn reap_blocking(target: u32) -> Option<ExitStatus> {
+    let (_, status) = rustix::process::waitpid(pid(target), WaitOptions::empty()).ok()??;
+    Some(match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(sig)) => ExitStatus::Signaled(sig),
+        (None, None) => ExitStatus::Code(-1),
+    })
+}
+
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Opens a directory as an `O_PATH` handle (the overlay's lower layer).
+pub(crate) fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = self::pid(pid).ok_or_else(|| io::Error::other("bad pid"))?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
+}
+
+/// Signals the process behind a pidfd; a process that is gone is fine.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) {
+    let _ = rustix::process::pidfd_send_signal(pidfd, to_os(signal));
+}
+
+/// Whether the process behind a pidfd has exited.
+pub(crate) fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// Reaps the child behind a pidfd. `None` if it has not exited yet (or when
+/// `block`, never).
+pub(crate) fn pidfd_reap(pidfd: &OwnedFd, block: bool) -> io::Result<Option<ExitStatus>> {
+    use rustix::process::{WaitId, WaitIdOptions};
+    let mut options = WaitIdOptions::EXITED;
+    if !block {
+        options |= WaitIdOptions::NOHANG;
+    }
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), options) {
+            Ok(Some(status)) => {
+                return Ok(Some(
+                    match (status.exit_status(), status.terminating_signal()) {
+                        (_, Some(sig)) => ExitStatus::Signaled(sig),
+                        (Some(code), None) => ExitStatus::Code(code),
+                        (None, None) => ExitStatus::Code(-1),
+                    },
+                ));
+            }
+            Ok(None) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads the 8-byte records of a dyno's setup pipe until it closes, for at most
+/// `timeout`. `Err(TimedOut)` if it does not close in time.
+pub(crate) fn read_setup_records(fd: &OwnedFd, timeout: Duration) -> io::Result<Vec<(u32, i32)>> {
+    use rustix::event::{PollFd, PollFlags};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut records = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        let wait = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => return Ok(records),
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                while pending.len() >= 8 {
+                    let step = u32::from_le_bytes([pending[0], pending[1], pending[2], pending[3]]);
+                    let errno =
+                        i32::from_le_bytes([pending[4], pending[5], pending[6], pending[7]]);
+                    records.push((step, errno));
+                    pending.drain(..8);
+                }
+            }
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads the init's report of the app's wait status, if it wrote one.
+pub(crate) fn read_status(fd: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    match rustix::io::read(fd, &mut buf) {
+        Ok(4) => Some(i32::from_le_bytes(buf)),
+        _ => None,
+    }
+}
+
+pub(crate) fn write_byte(fd: &OwnedFd) -> io::Result<()> {
+    rustix::io::write(fd, b"g")
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// Makes a descriptor non-blocking (for the status pipe, read after the exit).
+pub(crate) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    rustix::io::ioctl_fionbio(fd, true).map_err(io::Error::from)
+}
+
+/// The raw number of a descriptor, for the layout the init arranges.
+pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}
+
+/// Registers a descriptor with tokio's reactor to wait for it to become readable.
+pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
+    // same for the AsyncFd's whole life.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            .map_err(io::Error::from)
+    }
 }

@@ -1,0 +1,319 @@
+//! What the dyno's init does, from the `clone` to its exit: walk the setup plan,
+//! fork the app, then reap and forward signals until the app exits.
+//!
+//! This runs in the child of a `clone` made by a multi-threaded process. Only
+//! system calls through [`Sys`] happen here: nothing allocates, locks or panics.
+
+use std::os::fd::RawFd;
+
+use super::plan::{Flow, Step, fd};
+use super::sys::{CHILD_FDS, Forked, Sys};
+use crate::ExitStatus;
+
+/// The setup record step number for "exec of the app failed".
+pub(crate) const EXEC_STEP: u32 = u32::MAX;
+/// The setup record step number for "setup done, the app is forked".
+pub(crate) const READY_STEP: u32 = u32::MAX - 1;
+
+/// Runs the init; returns its exit code. `fds` are the parent's descriptors that
+/// become 0..6 (see [`fd`]).
+pub(crate) fn dyno_init<S: Sys>(sys: &S, steps: &[Step], fds: &[RawFd; CHILD_FDS]) -> i32 {
+    // Signals queue from the start; init takes them with sigwait later. Nothing
+    // can be reported before the descriptors are in place: the parent then sees
+    // the setup pipe close without a record.
+    if sys.block_signals().is_err() || sys.arrange_fds(fds).is_err() {
+        return 126;
+    }
+    for (index, step) in steps.iter().enumerate() {
+        match step.run(sys) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Abort) => return 1,
+            Err(errno) => {
+                sys.report(fd::SETUP, u32::try_from(index).unwrap_or(0), errno.0);
+                return 1;
+            }
+        }
+    }
+    match sys.fork() {
+        Err(errno) => {
+            let index = u32::try_from(steps.len()).unwrap_or(0);
+            sys.report(fd::SETUP, index, errno.0);
+            1
+        }
+        Ok(Forked::Child) => {
+            let errno = sys.exec_app();
+            sys.report(fd::SETUP, EXEC_STEP, errno.0);
+            127
+        }
+        Ok(Forked::Parent(app)) => {
+            sys.report(fd::SETUP, READY_STEP, 0);
+            // The app's copy closes on exec; with ours gone too the parent
+            // reads end-of-file once the app runs.
+            let _ = sys.close(fd::SETUP);
+            let _ = sys.close(fd::GO);
+            init_loop(sys, app)
+        }
+    }
+}
+
+/// Signals init passes on to every process of the dyno.
+const FORWARDED: [i32; 8] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGALRM,
+];
+
+/// pid 1 of the dyno: reaps every orphan, hands signals to all processes, and
+/// exits with the app's status when the app exits (the kernel then kills the
+/// rest of the pid namespace).
+pub(crate) fn init_loop<S: Sys>(sys: &S, app: i32) -> i32 {
+    loop {
+        let signal = match sys.wait_signal() {
+            Ok(s) => s,
+            Err(errno) if errno.0 == libc::EINTR => continue,
+            // sigwaitinfo cannot fail otherwise; if it does, give up the dyno
+            // rather than spin.
+            Err(_) => return 1,
+        };
+        if signal == libc::SIGCHLD {
+            while let Some((pid, status)) = sys.reap() {
+                if pid == app {
+                    sys.write_status(fd::STATUS, status);
+                    return ExitStatus::from_wait(status).code();
+                }
+            }
+        } else if FORWARDED.contains(&signal) {
+            sys.signal_all(signal);
+        }
+    }
+}
+
+impl ExitStatus {
+    /// Decodes a raw `wait` status.
+    pub(crate) fn from_wait(raw: i32) -> ExitStatus {
+        let signal = raw & 0x7f;
+        if signal == 0 {
+            ExitStatus::Code((raw >> 8) & 0xff)
+        } else {
+            ExitStatus::Signaled(signal)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolated::plan::{Entry, Layout, build};
+    use crate::isolated::sys::Recorder;
+    use std::path::Path;
+
+    fn layout() -> Layout {
+        Layout {
+            root: "/run/crew/root".into(),
+            stack: vec![
+                Entry::Bind {
+                    path: "/usr".into(),
+                    dir: true,
+                },
+                Entry::Bind {
+                    path: "/etc".into(),
+                    dir: true,
+                },
+                Entry::Link {
+                    name: "bin".into(),
+                    target: "usr/bin".into(),
+                },
+            ],
+            extra: vec![],
+            devices: vec!["null".into(), "zero".into()],
+            uid: 65534,
+            gid: 65534,
+        }
+    }
+
+    const FDS: [RawFd; CHILD_FDS] = [10, 11, 11, 12, 13, 14];
+
+    /// The whole sequence, exactly: the contract with the kernel.
+    #[test]
+    fn setup_runs_in_order() {
+        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let sys = Recorder::new();
+        sys.signals
+            .borrow_mut()
+            .extend([libc::SIGTERM, libc::SIGCHLD]);
+        sys.reaped.borrow_mut().push_back((2, 15));
+        let code = dyno_init(&sys, &steps, &FDS);
+        assert_eq!(code, 128 + 15);
+        let r = "/run/crew/root";
+        let expected = [
+            "block signals".to_string(),
+            "arrange fds [10, 11, 11, 12, 13, 14]".into(),
+            "pdeathsig SIGKILL".into(),
+            "wait for go on 5".into(),
+            "unshare cgroup".into(),
+            "name crew-init".into(),
+            "mount / rprivate".into(),
+            "open /srv/slugs/v1 as 6".into(),
+            format!("mount tmpfs crew-root on {r} flags=0x6 data=mode=0755"),
+            format!("mkdir {r}/usr 755"),
+            format!("bind /usr on {r}/usr"),
+            format!("remount {r}/usr flags=0x7"),
+            format!("mkdir {r}/etc 755"),
+            format!("bind /etc on {r}/etc"),
+            format!("remount {r}/etc flags=0x7"),
+            format!("symlink {r}/bin -> usr/bin"),
+            format!("mkdir {r}/app 755"),
+            format!("mount tmpfs crew-app on {r}/app flags=0x6 data=mode=0755"),
+            format!("mkdir {r}/app/upper 755"),
+            format!("chown {r}/app/upper 65534:65534"),
+            format!("mkdir {r}/app/work 700"),
+            format!(
+                "mount overlay overlay on {r}/app flags=0x6 data=lowerdir=/proc/self/fd/6,\
+                 upperdir={r}/app/upper,workdir={r}/app/work"
+            ),
+            "close 6".into(),
+            format!("mkdir {r}/tmp 755"),
+            format!("mount tmpfs tmpfs on {r}/tmp flags=0x6 data=mode=1777"),
+            format!("mkdir {r}/proc 555"),
+            format!("mount proc proc on {r}/proc flags=0xe data="),
+            format!("mkdir {r}/dev 755"),
+            format!("mount tmpfs tmpfs on {r}/dev flags=0xa data=mode=0755,size=64k"),
+            format!("create {r}/dev/null"),
+            format!("bind /dev/null on {r}/dev/null"),
+            format!("create {r}/dev/zero"),
+            format!("bind /dev/zero on {r}/dev/zero"),
+            format!("symlink {r}/dev/fd -> /proc/self/fd"),
+            format!("symlink {r}/dev/stdin -> /proc/self/fd/0"),
+            format!("symlink {r}/dev/stdout -> /proc/self/fd/1"),
+            format!("symlink {r}/dev/stderr -> /proc/self/fd/2"),
+            format!("mkdir {r}/dev/pts 755"),
+            format!(
+                "mount devpts devpts on {r}/dev/pts flags=0xa \
+                 data=newinstance,ptmxmode=0666,mode=0620"
+            ),
+            format!("symlink {r}/dev/ptmx -> pts/ptmx"),
+            format!("mkdir {r}/dev/shm 755"),
+            format!("mount tmpfs shm on {r}/dev/shm flags=0x6 data=mode=1777"),
+            "hostname web.1".into(),
+            format!("chdir {r}"),
+            "pivot_root . .".into(),
+            "umount detach .".into(),
+            "chdir /".into(),
+            "remount / flags=0x7".into(),
+            "setgroups []".into(),
+            "setresgid 65534".into(),
+            "setresuid 65534".into(),
+            "no_new_privs".into(),
+            "pdeathsig SIGKILL".into(),
+            "parent alive on 5".into(),
+            "chdir /app".into(),
+            "fork".into(),
+            format!("report on 3: step {READY_STEP} errno 0"),
+            "close 3".into(),
+            "close 5".into(),
+            "sigwait -> Some(15)".into(),
+            "kill -1 15".into(),
+            "sigwait -> Some(17)".into(),
+            "reap -> Some((2, 15))".into(),
+            "status on 4: 0xf".into(),
+        ];
+        assert_eq!(sys.calls(), expected);
+    }
+
+    #[test]
+    fn a_failed_step_is_reported_and_stops_the_setup() {
+        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let mut sys = Recorder::new();
+        sys.fail = Some(("mount overlay".into(), libc::ENODEV));
+        assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
+        let calls = sys.calls();
+        let index = steps
+            .iter()
+            .position(
+                |s| matches!(s, Step::Mount { fstype, .. } if fstype.as_bytes() == b"overlay"),
+            )
+            .unwrap();
+        assert_eq!(
+            calls.last().unwrap(),
+            &format!("report on 3: step {index} errno {}", libc::ENODEV)
+        );
+        assert!(!calls.iter().any(|c| c.starts_with("pivot_root")));
+        let text = super::super::plan::describe(
+            &steps,
+            index as u32,
+            super::super::sys::Errno(libc::ENODEV),
+        );
+        assert!(
+            text.starts_with("could not mount overlay on /run/crew/root/app: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_parent_that_is_gone_ends_the_setup_quietly() {
+        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let mut sys = Recorder::new();
+        sys.go = false;
+        assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
+        assert_eq!(sys.calls().last().unwrap(), "wait for go on 5");
+    }
+
+    #[test]
+    fn the_app_child_execs_and_reports_failure() {
+        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let mut sys = Recorder::new();
+        sys.fork_result = Some(Forked::Child);
+        assert_eq!(dyno_init(&sys, &steps, &FDS), 127);
+        let calls = sys.calls();
+        assert_eq!(
+            calls[calls.len() - 2..],
+            [
+                "exec app".to_string(),
+                format!("report on 3: step {EXEC_STEP} errno 2")
+            ]
+        );
+    }
+
+    #[test]
+    fn init_reaps_orphans_and_exits_with_the_app() {
+        let sys = Recorder::new();
+        sys.signals
+            .borrow_mut()
+            .extend([libc::SIGCHLD, libc::SIGPIPE, libc::SIGCHLD]);
+        // An orphan first, then nothing, then the app with code 3.
+        sys.reaped.borrow_mut().extend([(7, 0)]);
+        let code = {
+            // After the first SIGCHLD the script has no more reaps until the app.
+            let first = init_loop_step(&sys);
+            assert!(first.is_none());
+            sys.reaped.borrow_mut().push_back((2, 3 << 8));
+            init_loop(&sys, 2)
+        };
+        assert_eq!(code, 3);
+        let calls = sys.calls();
+        assert!(!calls.iter().any(|c| c.starts_with("kill -1")), "{calls:?}");
+    }
+
+    /// One turn of the loop, for the test above.
+    fn init_loop_step(sys: &Recorder) -> Option<i32> {
+        let signal = sys.wait_signal().ok()?;
+        assert_eq!(signal, libc::SIGCHLD);
+        while let Some((pid, _)) = sys.reap() {
+            assert_eq!(pid, 7);
+        }
+        None
+    }
+
+    #[test]
+    fn wait_statuses_decode() {
+        assert_eq!(ExitStatus::from_wait(0), ExitStatus::Code(0));
+        assert_eq!(ExitStatus::from_wait(42 << 8), ExitStatus::Code(42));
+        assert_eq!(ExitStatus::from_wait(9), ExitStatus::Signaled(9));
+        assert_eq!(ExitStatus::from_wait(15 | 0x80), ExitStatus::Signaled(15));
+    }
+}

@@ -1,0 +1,166 @@
+//! The parent's side of starting a dyno: one long-lived thread makes every
+//! `clone` (the init's parent-death signal follows that thread, so it must live
+//! as long as crew), and the caller then does the handshake: put the init in its
+//! cgroup, give it the go-ahead, and read its setup report.
+
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use super::cgroup::DynoCgroup;
+use super::child::READY_STEP;
+use super::plan::{Step, describe};
+use super::sys::{CHILD_FDS, Errno};
+use crate::os::{self, ExecImage, LinuxSys};
+use crate::{ExitStatus, Signal};
+
+/// Everything the init needs, built before the clone.
+pub(crate) struct ChildPlan {
+    pub steps: Vec<Step>,
+    pub image: ExecImage,
+}
+
+struct CloneRequest {
+    plan: Arc<ChildPlan>,
+    fds: [RawFd; CHILD_FDS],
+    reply: mpsc::SyncSender<io::Result<u32>>,
+}
+
+/// The thread that clones. It never ends: the channel's sender is a static.
+fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<CloneRequest>>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<CloneRequest>();
+            let cmdline = os::cmdline_area();
+            std::thread::Builder::new()
+                .name("crew-dynos".into())
+                .spawn(move || {
+                    for request in rx {
+                        // Allocation happens here, before the clone; the child
+                        // only reads what already exists.
+                        let sys = LinuxSys::new(&request.plan.image, cmdline);
+                        let steps = &request.plan.steps;
+                        let fds = request.fds;
+                        let result = os::clone_dyno(&sys, steps, &fds);
+                        let _ = request.reply.send(result);
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+        .ok_or_else(|| io::Error::other("cannot start the thread that starts dynos"))
+}
+
+/// A dyno whose app is running.
+pub(crate) struct Launched {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    /// Where init writes the app's wait status before it exits (non-blocking).
+    pub status: OwnedFd,
+}
+
+/// What the init's descriptors 0 and 1/2 are.
+pub(crate) struct ChildIo {
+    pub stdin: OwnedFd,
+    pub output: OwnedFd,
+}
+
+/// Clones the init, hands it to `cgroup`, and waits until its app runs or its
+/// setup failed. On failure nothing of the dyno is left running.
+pub(crate) fn launch(
+    plan: Arc<ChildPlan>,
+    io: ChildIo,
+    cgroup: &DynoCgroup,
+    timeout: Duration,
+) -> io::Result<Launched> {
+    let (setup_r, setup_w) = os::pipe()?;
+    let (status_r, status_w) = os::pipe()?;
+    let (go_r, go_w) = os::pipe()?;
+    let fds = [
+        os::raw(&io.stdin),
+        os::raw(&io.output),
+        os::raw(&io.output),
+        os::raw(&setup_w),
+        os::raw(&status_w),
+        os::raw(&go_r),
+    ];
+    let (reply, answer) = mpsc::sync_channel(1);
+    spawner()?
+        .send(CloneRequest {
+            plan: plan.clone(),
+            fds,
+            reply,
+        })
+        .map_err(|_| io::Error::other("the thread that starts dynos is gone"))?;
+    let pid = answer
+        .recv()
+        .map_err(|_| io::Error::other("the thread that starts dynos is gone"))??;
+    // The child has its copies; ours must close so end-of-file can happen.
+    drop((io, setup_w, status_w, go_r));
+
+    let pidfd = match os::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            os::signal_process(pid, Signal::Kill);
+            let _ = os::reap_blocking(pid);
+            return Err(io::Error::new(
+                e.kind(),
+                format!("pidfd_open failed (Linux 5.3 or later is needed): {e}"),
+            ));
+        }
+    };
+    let fail = |pidfd: &OwnedFd, error: io::Error| -> io::Result<Launched> {
+        os::pidfd_signal(pidfd, Signal::Kill);
+        let _ = os::pidfd_reap(pidfd, true);
+        Err(error)
+    };
+    if let Err(e) = cgroup.attach(pid) {
+        return fail(&pidfd, e);
+    }
+    if let Err(e) = os::write_byte(&go_w) {
+        return fail(&pidfd, e);
+    }
+    let records = os::read_setup_records(&setup_r, timeout);
+    drop(go_w);
+    let records = match records {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            return fail(
+                &pidfd,
+                io::Error::new(
+                    e.kind(),
+                    format!("the dyno's setup took longer than {timeout:?}"),
+                ),
+            );
+        }
+        Err(e) => return fail(&pidfd, e),
+    };
+    if let Some(&(step, errno)) = records.iter().find(|(step, _)| *step != READY_STEP) {
+        let kind = Errno(errno).io_error().kind();
+        return fail(
+            &pidfd,
+            io::Error::new(kind, describe(&plan.steps, step, Errno(errno))),
+        );
+    }
+    if records.is_empty() {
+        let status = os::pidfd_reap(&pidfd, true).ok().flatten();
+        let text = match status {
+            Some(ExitStatus::Code(126)) => {
+                "the dyno's init could not arrange its descriptors".to_string()
+            }
+            Some(s) => format!("the dyno's init ended during setup (status {})", s.code()),
+            None => "the dyno's init ended during setup".to_string(),
+        };
+        return fail(&pidfd, io::Error::other(text));
+    }
+    os::set_nonblocking(&status_r)?;
+    Ok(Launched {
+        pid,
+        pidfd,
+        status: status_r,
+    })
+}

@@ -1,0 +1,868 @@
+//! Isolated dynos: each one in its own mount, pid, uts, ipc and cgroup
+//! namespaces, seeing its slug at `/app` through an overlay whose writable layer
+//! lives on a tmpfs (so writes vanish at exit), a fresh `/tmp`, its own `/proc`,
+//! a minimal `/dev` and the host's `/usr` and `/etc` read-only; limited by a
+//! cgroup; running as an unprivileged user.
+//!
+//! How a dyno starts (see `plan::build` for the exact steps):
+//! 1. the parent makes the dyno's cgroup and writes its limits;
+//! 2. one long-lived thread `clone`s the init into new namespaces, so it is pid 1
+//!    of its own pid namespace, with `PR_SET_PDEATHSIG(SIGKILL)`;
+//! 3. the parent puts it in the cgroup and gives the go-ahead;
+//! 4. the init mounts the new root, `pivot_root`s into it, sets the hostname,
+//!    drops to the app's user, forks the app (`/bin/sh -c CMD` in `/app`) and
+//!    stays as a tiny init: it reaps orphans, hands every signal it gets to all
+//!    processes of the dyno (`kill(-1)`), and exits with the app's status when the
+//!    app exits. The kernel then kills whatever is left in the pid namespace and
+//!    frees every mount with it.
+//!
+//! A stop therefore reaches every process, double-forked `setsid` daemons too,
+//! and SIGKILL to the init (or crew's death, through the parent-death signal)
+//! ends the whole dyno. The cgroup is the belt and braces: `alive` looks at it,
+//! and a kill also goes to every process in it (`cgroup.kill` on v2).
+
+pub(crate) mod cgroup;
+pub(crate) mod child;
+mod launch;
+pub(crate) mod memory;
+mod output;
+pub(crate) mod plan;
+pub(crate) mod sys;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot};
+
+use self::cgroup::{Cgroups, DynoCgroup};
+use self::launch::{ChildIo, ChildPlan, Launched, launch};
+use self::memory::MemoryWatch;
+use self::output::DynoOutput;
+use self::plan::{DEVICES, Entry, Layout};
+use crate::os::{self, ExecImage};
+use crate::{
+    DynoProcess, DynoSize, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, RuntimeError,
+    Signal,
+};
+
+/// How often a running dyno's memory counters are read.
+const MEMORY_POLL: Duration = Duration::from_millis(500);
+
+/// How isolated dynos are made. `Default` is what a server should use.
+#[derive(Debug, Clone)]
+pub struct IsolatedConfig {
+    /// The user and group the app runs as (65534, `nobody`, by default). `/app`
+    /// belongs to them; the slug's own files keep their owners, so a slug meant
+    /// to be changed in place should be extracted owned by this user.
+    pub uid: u32,
+    pub gid: u32,
+    /// An empty directory the dyno's root is mounted on. Each dyno mounts over it
+    /// in its own mount namespace, so one directory serves them all and the
+    /// host never sees anything there.
+    pub root_dir: PathBuf,
+    /// Where cgroups are mounted (`/sys/fs/cgroup`): v2 if it holds
+    /// `cgroup.controllers`, else the v1 hierarchies from `/proc/self/mountinfo`.
+    pub cgroup_root: PathBuf,
+    /// The parent cgroup of every dyno, under the hierarchy root.
+    pub cgroup_name: String,
+    /// Host paths shown read-only at the same place: the stack. Symlinks (such as
+    /// `/bin -> usr/bin`) are copied as symlinks; missing paths are skipped.
+    pub stack: Vec<PathBuf>,
+    /// Further host files or directories to show read-only at the same place. A
+    /// symlinked `/etc/resolv.conf` gets its target added by itself.
+    pub extra_read_only: Vec<PathBuf>,
+    /// The size of dynos whose process type has no size set.
+    pub default_size: DynoSize,
+    /// How long a dyno's setup may take before the start fails.
+    pub setup_timeout: Duration,
+}
+
+impl Default for IsolatedConfig {
+    fn default() -> Self {
+        IsolatedConfig {
+            uid: 65534,
+            gid: 65534,
+            root_dir: PathBuf::from("/run/crew/root"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_name: "crew".to_string(),
+            stack: ["/usr", "/etc", "/bin", "/lib", "/lib64", "/sbin"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            extra_read_only: Vec::new(),
+            default_size: DynoSize::default(),
+            setup_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why dynos cannot be isolated here. The platform should then run them plain and
+/// say so, with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IsolationUnavailable {
+    #[error("dyno isolation needs Linux")]
+    NotLinux,
+    #[error(
+        "dyno isolation needs root (crew runs as uid {euid}); isolation for an \
+         unprivileged crew through user namespaces is not implemented"
+    )]
+    NotRoot { euid: u32 },
+    #[error("the kernel has no overlay filesystem (try `modprobe overlay`)")]
+    NoOverlay,
+    #[error("the kernel has no {0} namespaces")]
+    NoNamespaces(String),
+    #[error("no usable cgroups for memory and process limits: {0}")]
+    NoCgroups(String),
+    #[error("cannot prepare isolated dynos: {0}")]
+    Setup(String),
+    #[error("a test dyno could not start: {0}")]
+    Failed(String),
+}
+
+/// Runs dynos isolated (see the module documentation). Cheap to clone: clones
+/// share everything but the table of sizes when made with [`Self::for_app`].
+///
+/// ```no_run
+/// use crew_runtime::{DynoSize, IsolatedConfig, IsolatedRuntime};
+///
+/// // Once, at server start: use isolation where it works, else say why.
+/// let isolated = IsolatedRuntime::new(IsolatedConfig::default())
+///     .and_then(|rt| rt.check().map(|()| rt));
+/// match isolated {
+///     Ok(rt) => {
+///         // Per app: its own size table; `crew scale web=2:standard-2x` sets it.
+///         let app = rt.for_app();
+///         app.set_size("web", DynoSize::parse("standard-2x").unwrap());
+///         // hand `app` to the engine as its `Runtime`
+///     }
+///     Err(why) => eprintln!("dynos run without isolation: {why}"),
+/// }
+/// ```
+#[derive(Clone)]
+pub struct IsolatedRuntime {
+    shared: Arc<Shared>,
+    sizes: Arc<Mutex<HashMap<String, DynoSize>>>,
+}
+
+struct Shared {
+    config: IsolatedConfig,
+    layout: Layout,
+    cgroups: Cgroups,
+    /// A stdin that stays open and never delivers data (as for plain dynos).
+    idle_stdin: OwnedFd,
+    _idle_stdin_writer: OwnedFd,
+    next: AtomicU64,
+}
+
+impl IsolatedRuntime {
+    /// Checks that this host can isolate dynos, with the default configuration,
+    /// by starting one test dyno. `Ok` means [`IsolatedRuntime::new`] with the
+    /// defaults will work.
+    pub fn probe() -> Result<(), IsolationUnavailable> {
+        IsolatedRuntime::new(IsolatedConfig::default())?.check()
+    }
+
+    /// Prepares the runtime: checks privileges and kernel features, makes the
+    /// parent cgroup, clears cgroups a dead crew left behind, and looks at the
+    /// host's stack once. Does not start anything; see [`Self::check`].
+    pub fn new(config: IsolatedConfig) -> Result<IsolatedRuntime, IsolationUnavailable> {
+        if !cfg!(target_os = "linux") {
+            return Err(IsolationUnavailable::NotLinux);
+        }
+        if !os::is_root() {
+            return Err(IsolationUnavailable::NotRoot { euid: os::euid() });
+        }
+        for ns in ["mnt", "pid", "uts", "ipc", "cgroup"] {
+            if !Path::new("/proc/self/ns").join(ns).exists() {
+                return Err(IsolationUnavailable::NoNamespaces(ns.to_string()));
+            }
+        }
+        let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !filesystems
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"))
+        {
+            return Err(IsolationUnavailable::NoOverlay);
+        }
+        if config.uid == u32::MAX || config.gid == u32::MAX {
+            return Err(IsolationUnavailable::Setup(
+                "uid and gid may not be -1".into(),
+            ));
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let cgroups = Cgroups::detect(&config.cgroup_root, &mountinfo, &config.cgroup_name)
+            .map_err(IsolationUnavailable::NoCgroups)?;
+        cgroups
+            .prepare()
+            .map_err(|e| IsolationUnavailable::NoCgroups(e.to_string()))?;
+        cgroups.clean_stale(std::process::id(), os::process_alive);
+        std::fs::create_dir_all(&config.root_dir).map_err(|e| {
+            IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
+        })?;
+        let layout = layout(&config);
+        let (idle_stdin, writer) =
+            os::pipe().map_err(|e| IsolationUnavailable::Setup(e.to_string()))?;
+        Ok(IsolatedRuntime {
+            shared: Arc::new(Shared {
+                config,
+                layout,
+                cgroups,
+                idle_stdin,
+                _idle_stdin_writer: writer,
+                next: AtomicU64::new(1),
+            }),
+            sizes: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Starts a test dyno (`exit 0` over an empty slug) and waits for it. Needs no
+    /// tokio runtime.
+    pub fn check(&self) -> Result<(), IsolationUnavailable> {
+        let n = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let slug = std::env::temp_dir().join(format!("crew-probe-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&slug)
+            .map_err(|e| IsolationUnavailable::Setup(format!("{}: {e}", slug.display())))?;
+        let spec = DynoSpec {
+            name: "probe.1".into(),
+            command: "exit 0".into(),
+            env: Vec::new(),
+            cwd: slug.clone(),
+        };
+        let started = self.start(&spec, &DynoSize::default());
+        let result = match started {
+            Ok(Started {
+                launched, cgroup, ..
+            }) => {
+                let status = os::pidfd_reap(&launched.pidfd, true);
+                cgroup.kill();
+                remove_soon(&cgroup);
+                match status {
+                    Ok(Some(ExitStatus::Code(0))) => Ok(()),
+                    Ok(Some(other)) => Err(IsolationUnavailable::Failed(format!(
+                        "it exited with status {}",
+                        other.code()
+                    ))),
+                    Ok(None) => Err(IsolationUnavailable::Failed("it never exited".into())),
+                    Err(e) => Err(IsolationUnavailable::Failed(e.to_string())),
+                }
+            }
+            Err(e) => Err(IsolationUnavailable::Failed(e.to_string())),
+        };
+        let _ = std::fs::remove_dir(&slug);
+        result
+    }
+
+    /// A handle for one app: the same machinery, its own table of sizes.
+    pub fn for_app(&self) -> IsolatedRuntime {
+        IsolatedRuntime {
+            shared: self.shared.clone(),
+            sizes: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The size of dynos of `process_type` (`web`) started from now on through
+    /// [`Runtime::spawn`]; running dynos keep theirs until restarted.
+    pub fn set_size(&self, process_type: &str, size: DynoSize) {
+        self.sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(process_type.to_string(), size);
+    }
+
+    /// The size a dyno named `web.1` gets: its type's, or the default.
+    pub fn size_for(&self, dyno: &str) -> DynoSize {
+        let sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        size_of(&sizes, &self.shared.config.default_size, dyno)
+    }
+
+    pub fn config(&self) -> &IsolatedConfig {
+        &self.shared.config
+    }
+
+    /// `cgroup v2 at /sys/fs/cgroup` or `cgroup v1 (memory at …, pids at …)`.
+    pub fn cgroup_description(&self) -> String {
+        match self.shared.cgroups.hierarchy() {
+            cgroup::Hierarchy::V2 { root } => format!("cgroup v2 at {}", root.display()),
+            cgroup::Hierarchy::V1 { memory, pids } => format!(
+                "cgroup v1 (memory at {}, pids at {})",
+                memory.display(),
+                pids.display()
+            ),
+        }
+    }
+
+    /// Starts a dyno with the limits of `size`.
+    pub fn spawn_sized(
+        &self,
+        spec: &DynoSpec,
+        size: &DynoSize,
+    ) -> Result<IsolatedProcess, RuntimeError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            spawn_error(
+                spec,
+                io::Error::other("isolated dynos are started from within a tokio runtime"),
+            )
+        })?;
+        let Started {
+            launched,
+            cgroup,
+            output,
+        } = self.start(spec, size)?;
+        let pipe_error = |source| RuntimeError::Pipe {
+            dyno: spec.name.clone(),
+            source,
+        };
+        let (notices, notices_rx) = mpsc::unbounded_channel();
+        let dyno = Arc::new(Dyno {
+            pid: launched.pid,
+            pidfd: launched.pidfd,
+            cgroup,
+        });
+        let (done, done_rx) = oneshot::channel();
+        let receiver = {
+            let _guard = handle.enter();
+            tokio::net::unix::pipe::Receiver::from_owned_fd(output)
+        };
+        let receiver = match receiver {
+            Ok(r) => r,
+            Err(e) => {
+                dyno.kill();
+                return Err(pipe_error(e));
+            }
+        };
+        handle.spawn(supervise(
+            dyno.clone(),
+            launched.status,
+            size.memory_bytes,
+            notices,
+            done,
+        ));
+        Ok(IsolatedProcess {
+            name: spec.name.clone(),
+            dyno,
+            output: Some(Box::new(DynoOutput::new(receiver, notices_rx))),
+            done: Some(done_rx),
+            status: None,
+        })
+    }
+
+    /// Everything up to a running app; synchronous.
+    fn start(&self, spec: &DynoSpec, size: &DynoSize) -> Result<Started, RuntimeError> {
+        let shared = &self.shared;
+        let fail = |source| spawn_error(spec, source);
+        let image = exec_image(spec).map_err(fail)?;
+        let slug_error = |e: io::Error| {
+            fail(io::Error::new(
+                e.kind(),
+                format!("cannot open the slug directory: {e}"),
+            ))
+        };
+        let slug = std::fs::canonicalize(&spec.cwd).map_err(slug_error)?;
+        drop(os::open_dir_path(&slug).map_err(slug_error)?);
+        let steps = plan::build(&shared.layout, &spec.name, &slug).map_err(|_| {
+            fail(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the dyno name or slug path contains a NUL byte",
+            ))
+        })?;
+        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
+        let cgroup = shared.cgroups.create(&id, size).map_err(fail)?;
+        let pipe_error = |source| RuntimeError::Pipe {
+            dyno: spec.name.clone(),
+            source,
+        };
+        let result = (|| {
+            let (read, write) = os::pipe().map_err(pipe_error)?;
+            let stdin = shared.idle_stdin.try_clone().map_err(pipe_error)?;
+            let io = ChildIo {
+                stdin,
+                output: write,
+            };
+            let plan = Arc::new(ChildPlan { steps, image });
+            let launched = launch(plan, io, &cgroup, shared.config.setup_timeout).map_err(fail)?;
+            Ok((launched, read))
+        })();
+        match result {
+            Ok((launched, output)) => Ok(Started {
+                launched,
+                cgroup,
+                output,
+            }),
+            Err(e) => {
+                cgroup.kill();
+                remove_soon(&cgroup);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A dyno's size from its process type (the name up to the first dot).
+fn size_of(sizes: &HashMap<String, DynoSize>, default: &DynoSize, dyno: &str) -> DynoSize {
+    let process_type = dyno.split('.').next().unwrap_or(dyno);
+    sizes
+        .get(process_type)
+        .cloned()
+        .unwrap_or_else(|| default.clone())
+}
+
+struct Started {
+    launched: Launched,
+    cgroup: DynoCgroup,
+    output: OwnedFd,
+}
+
+fn spawn_error(spec: &DynoSpec, source: io::Error) -> RuntimeError {
+    RuntimeError::Spawn {
+        dyno: spec.name.clone(),
+        command: spec.command.clone(),
+        cwd: spec.cwd.display().to_string(),
+        source,
+    }
+}
+
+/// Tries to remove a group whose processes are gone, for a short while.
+fn remove_soon(cgroup: &DynoCgroup) {
+    for _ in 0..25 {
+        if cgroup.remove() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn cgroup_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Runtime for IsolatedRuntime {
+    type Process = IsolatedProcess;
+
+    /// Starts a dyno with its process type's size (see [`IsolatedRuntime::set_size`]).
+    fn spawn(&self, spec: &DynoSpec) -> Result<IsolatedProcess, RuntimeError> {
+        let size = self.size_for(&spec.name);
+        self.spawn_sized(spec, &size)
+    }
+}
+
+/// The stack and devices as this host has them.
+fn layout(config: &IsolatedConfig) -> Layout {
+    let mut stack = Vec::new();
+    for path in &config.stack {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            if let (Ok(target), Some(name)) = (std::fs::read_link(path), path.file_name()) {
+                stack.push(Entry::Link {
+                    name: PathBuf::from(name),
+                    target,
+                });
+            }
+        } else {
+            stack.push(Entry::Bind {
+                path: path.clone(),
+                dir: meta.is_dir(),
+            });
+        }
+    }
+    let bound: Vec<PathBuf> = stack
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Bind { path, .. } => Some(path.clone()),
+            Entry::Link { .. } => None,
+        })
+        .collect();
+    let visible = |p: &Path| bound.iter().any(|b| p.starts_with(b));
+    let mut extra = Vec::new();
+    let resolv = Path::new("/etc/resolv.conf");
+    let mut wanted: Vec<PathBuf> = config.extra_read_only.clone();
+    if std::fs::symlink_metadata(resolv).is_ok_and(|m| m.file_type().is_symlink())
+        && let Ok(target) = std::fs::canonicalize(resolv)
+    {
+        wanted.push(target);
+    }
+    for path in wanted {
+        if !path.is_absolute() || visible(&path) {
+            continue;
+        }
+        if let Ok(meta) = std::fs::metadata(&path) {
+            extra.push(Entry::Bind {
+                dir: meta.is_dir(),
+                path,
+            });
+        }
+    }
+    let devices = DEVICES
+        .iter()
+        .filter(|d| Path::new("/dev").join(d).exists())
+        .map(|d| d.to_string())
+        .collect();
+    Layout {
+        root: config.root_dir.clone(),
+        stack,
+        extra,
+        devices,
+        uid: config.uid,
+        gid: config.gid,
+    }
+}
+
+/// `/bin/sh -c COMMAND` with the spec's environment, `HOME=/app`, and the slug's
+/// host path in any value replaced by `/app`.
+fn exec_image(spec: &DynoSpec) -> io::Result<ExecImage> {
+    use std::ffi::CString;
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+    let slug = spec.cwd.to_str().map(|s| s.trim_end_matches('/'));
+    let mut envp = Vec::with_capacity(spec.env.len() + 1);
+    for (key, value) in &spec.env {
+        if key == "HOME" {
+            continue;
+        }
+        if key.is_empty() || key.contains('=') {
+            return Err(invalid(
+                "an environment variable has an empty name or one with `=`",
+            ));
+        }
+        let value = match slug {
+            Some(s) if !s.is_empty() => in_app(value, s),
+            _ => value.clone(),
+        };
+        envp.push(
+            CString::new(format!("{key}={value}"))
+                .map_err(|_| invalid("an environment variable contains a NUL byte"))?,
+        );
+    }
+    envp.push(CString::new(format!("HOME={}", plan::APP)).map_err(|_| invalid("HOME"))?);
+    let command = CString::new(spec.command.as_str())
+        .map_err(|_| invalid("the command contains a NUL byte"))?;
+    Ok(ExecImage {
+        program: CString::new("/bin/sh").map_err(|_| invalid("sh"))?,
+        argv: vec![
+            CString::new("/bin/sh").map_err(|_| invalid("sh"))?,
+            CString::new("-c").map_err(|_| invalid("-c"))?,
+            command,
+        ],
+        envp,
+    })
+}
+
+/// Replaces the slug's host path with `/app` where it stands as a whole path (or
+/// the start of one) in a value, such as `PATH=/srv/slug/bin:/usr/bin`.
+fn in_app(value: &str, slug: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    let mut at_start = true;
+    while let Some(i) = rest.find(slug) {
+        let before_ok = if i == 0 {
+            at_start
+        } else {
+            rest.as_bytes().get(i - 1) == Some(&b':')
+        };
+        let after = rest.as_bytes().get(i + slug.len());
+        let after_ok = matches!(after, None | Some(b'/') | Some(b':'));
+        out.push_str(&rest[..i]);
+        if before_ok && after_ok {
+            out.push_str(plan::APP);
+        } else {
+            out.push_str(slug);
+        }
+        rest = &rest[i + slug.len()..];
+        at_start = false;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What the process handle, its group and its supervisor share.
+struct Dyno {
+    /// The init's pid on the host.
+    pid: u32,
+    pidfd: OwnedFd,
+    cgroup: DynoCgroup,
+}
+
+impl Dyno {
+    fn exited(&self) -> bool {
+        os::pidfd_exited(&self.pidfd)
+    }
+
+    fn kill(&self) {
+        os::pidfd_signal(&self.pidfd, Signal::Kill);
+        self.cgroup.kill();
+    }
+}
+
+/// Watches one dyno until its init exits: memory events become R14/R15 lines
+/// (and a kill), then the exit status goes to `wait` and the cgroup is removed.
+async fn supervise(
+    dyno: Arc<Dyno>,
+    status_pipe: OwnedFd,
+    quota: u64,
+    notices: mpsc::UnboundedSender<String>,
+    done: oneshot::Sender<io::Result<ExitStatus>>,
+) {
+    let mut watch = MemoryWatch::new(quota);
+    let mut counters = (0, 0);
+    let mut observe = |watch: &mut MemoryWatch| {
+        let now = dyno.cgroup.counters();
+        if now == counters {
+            return;
+        }
+        counters = now;
+        let verdict = watch.observe(dyno.cgroup.memory(), Instant::now());
+        for line in verdict.lines {
+            let _ = notices.send(line);
+        }
+        if verdict.kill {
+            dyno.kill();
+        }
+    };
+    let mut tick = tokio::time::interval(MEMORY_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let exit = dyno.pidfd.try_clone().and_then(os::async_readable).ok();
+    while !dyno.exited() {
+        tokio::select! {
+            () = exited(&dyno, exit.as_ref()) => {}
+            _ = tick.tick() => observe(&mut watch),
+        }
+    }
+    drop(exit);
+    let result = match os::pidfd_reap(&dyno.pidfd, true) {
+        Ok(Some(ExitStatus::Code(code))) => Ok(os::read_status(&status_pipe)
+            .map(ExitStatus::from_wait)
+            .unwrap_or(ExitStatus::Code(code))),
+        Ok(Some(signaled)) => Ok(signaled),
+        Ok(None) => Err(io::Error::other("the dyno's init vanished")),
+        Err(e) => Err(e),
+    };
+    observe(&mut watch);
+    // After an R15 the dyno was killed, even if its app managed a clean exit
+    // before the kill landed: say so, so the engine treats it as a crash.
+    let result = result.map(|status| {
+        if watch.killed() && status.success() {
+            ExitStatus::Signaled(Signal::Kill.number())
+        } else {
+            status
+        }
+    });
+    drop(notices);
+    let _ = done.send(result);
+    dyno.cgroup.kill();
+    for _ in 0..100 {
+        if dyno.cgroup.remove() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(cgroup = %dyno.cgroup.path().display(), "could not remove a dyno's cgroup");
+}
+
+/// Resolves when the pidfd may have become readable.
+async fn exited(dyno: &Dyno, fd: Option<&AsyncFd<OwnedFd>>) {
+    match fd {
+        Some(fd) => match fd.readable().await {
+            Ok(mut guard) => {
+                if !dyno.exited() {
+                    guard.clear_ready();
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        },
+        None => tokio::time::sleep(Duration::from_millis(50)).await,
+    }
+}
+
+/// A running isolated dyno.
+pub struct IsolatedProcess {
+    name: String,
+    dyno: Arc<Dyno>,
+    output: Option<Output>,
+    done: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
+    status: Option<ExitStatus>,
+}
+
+impl IsolatedProcess {
+    /// The dyno's cgroup directory (on v1, the one in the memory hierarchy).
+    pub fn cgroup_path(&self) -> PathBuf {
+        self.dyno.cgroup.path().to_path_buf()
+    }
+}
+
+impl DynoProcess for IsolatedProcess {
+    type Group = IsolatedGroup;
+
+    /// The host pid of the dyno's init (pid 1 inside).
+    fn pid(&self) -> Option<u32> {
+        Some(self.dyno.pid)
+    }
+
+    fn take_output(&mut self) -> Option<Output> {
+        self.output.take()
+    }
+
+    fn group(&self) -> IsolatedGroup {
+        IsolatedGroup {
+            dyno: self.dyno.clone(),
+        }
+    }
+
+    /// Resolves when the app exits, with its status. By then every process of the
+    /// dyno is gone, and any R14/R15 line is in the output.
+    async fn wait(&mut self) -> Result<ExitStatus, RuntimeError> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let wait_error = |source| RuntimeError::Wait {
+            dyno: self.name.clone(),
+            source,
+        };
+        let done = self
+            .done
+            .take()
+            .ok_or_else(|| wait_error(io::Error::other("the dyno's status was already taken")))?;
+        let status = done
+            .await
+            .map_err(|_| wait_error(io::Error::other("the dyno's supervisor ended")))?
+            .map_err(wait_error)?;
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+/// Every process of an isolated dyno.
+#[derive(Clone)]
+pub struct IsolatedGroup {
+    dyno: Arc<Dyno>,
+}
+
+impl ProcessGroup for IsolatedGroup {
+    /// SIGKILL kills the init, which takes the whole pid namespace, and every
+    /// process in the cgroup. Other signals go to the init, which hands them to
+    /// every process of the dyno.
+    fn signal(&self, signal: Signal) {
+        match signal {
+            Signal::Kill => self.dyno.kill(),
+            other => os::pidfd_signal(&self.dyno.pidfd, other),
+        }
+    }
+
+    fn alive(&self) -> bool {
+        !self.dyno.exited() || !self.dyno.cgroup.procs().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slug_path_becomes_app() {
+        let slug = "/srv/crew/slugs/v3";
+        assert_eq!(in_app("/srv/crew/slugs/v3", slug), "/app");
+        assert_eq!(
+            in_app(
+                "/srv/crew/slugs/v3/bin:/usr/bin:/srv/crew/slugs/v3/.heroku/bin",
+                slug
+            ),
+            "/app/bin:/usr/bin:/app/.heroku/bin"
+        );
+        assert_eq!(in_app("/srv/crew/slugs/v30", slug), "/srv/crew/slugs/v30");
+        assert_eq!(in_app("x/srv/crew/slugs/v3", slug), "x/srv/crew/slugs/v3");
+        assert_eq!(in_app("plain", slug), "plain");
+    }
+
+    #[test]
+    fn the_environment_gets_home_and_no_nul() {
+        let spec = DynoSpec {
+            name: "web.1".into(),
+            command: "echo hi".into(),
+            env: vec![
+                ("HOME".into(), "/srv/slug".into()),
+                ("PATH".into(), "/srv/slug/bin:/usr/bin".into()),
+                ("PORT".into(), "5000".into()),
+            ],
+            cwd: "/srv/slug/".into(),
+        };
+        let image = exec_image(&spec).unwrap();
+        let env: Vec<String> = image
+            .envp
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(env, ["PATH=/app/bin:/usr/bin", "PORT=5000", "HOME=/app"]);
+        let argv: Vec<String> = image
+            .argv
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(argv, ["/bin/sh", "-c", "echo hi"]);
+
+        let mut bad = spec.clone();
+        bad.command = "a\0b".into();
+        assert_eq!(
+            exec_image(&bad).err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidInput)
+        );
+        let mut bad = spec;
+        bad.env.push(("A=B".into(), "x".into()));
+        assert!(exec_image(&bad).is_err());
+    }
+
+    #[test]
+    fn cgroup_names_are_tame() {
+        assert_eq!(cgroup_safe("web.1"), "web.1");
+        assert_eq!(cgroup_safe("run/../x y"), "run_.._x_y");
+    }
+
+    #[test]
+    fn the_stack_copies_symlinks_and_skips_missing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let usr = dir.path().join("usr");
+        std::fs::create_dir(&usr).unwrap();
+        std::os::unix::fs::symlink("usr/bin", dir.path().join("bin")).unwrap();
+        let config = IsolatedConfig {
+            stack: vec![usr.clone(), dir.path().join("bin"), dir.path().join("nope")],
+            ..IsolatedConfig::default()
+        };
+        let layout = layout(&config);
+        assert_eq!(
+            layout.stack,
+            [
+                Entry::Bind {
+                    path: usr,
+                    dir: true
+                },
+                Entry::Link {
+                    name: "bin".into(),
+                    target: "usr/bin".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_follow_the_process_type() {
+        let mut sizes = HashMap::new();
+        sizes.insert("web".to_string(), DynoSize::parse("standard-2x").unwrap());
+        let default = DynoSize::default();
+        assert_eq!(size_of(&sizes, &default, "web.3").name, "standard-2x");
+        assert_eq!(size_of(&sizes, &default, "worker.1").name, "standard-1x");
+        assert_eq!(size_of(&sizes, &default, "web").name, "standard-2x");
+    }
+}

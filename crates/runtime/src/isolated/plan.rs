@@ -1,0 +1,517 @@
+//! The setup of one dyno as data: every step its init takes, in order, computed
+//! in the parent (where allocating is fine) and only walked in the child.
+
+use std::ffi::{CString, NulError};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::sys::{Errno, Sys, SysResult, ms};
+
+/// Descriptor numbers inside the init (see [`Sys::arrange_fds`]).
+pub(crate) mod fd {
+    use std::os::fd::RawFd;
+    // 0 is the idle stdin, 1 and 2 the output pipe.
+    /// Setup records to the parent; closed on exec.
+    pub const SETUP: RawFd = 3;
+    /// The app's final wait status, written by init just before it exits.
+    pub const STATUS: RawFd = 4;
+    /// The parent's go-ahead; its hang-up means the parent is gone.
+    pub const GO: RawFd = 5;
+    /// The slug directory (`O_PATH`), the overlay's lower layer. Opened by the
+    /// init itself: overlay refuses a layer from another mount namespace.
+    pub const SLUG: RawFd = 6;
+}
+
+/// Where the dyno sees its slug.
+pub(crate) const APP: &str = "/app";
+
+/// One thing the init does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    DeathSignal,
+    WaitForGo,
+    NewCgroupNamespace,
+    Name(CString),
+    PrivateMounts,
+    OpenDir {
+        path: CString,
+        fd: i32,
+    },
+    Mount {
+        source: CString,
+        target: CString,
+        fstype: CString,
+        flags: u64,
+        data: CString,
+    },
+    Bind {
+        source: CString,
+        target: CString,
+    },
+    Remount {
+        target: CString,
+        flags: u64,
+    },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
+    CreateFile(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Chown {
+        path: CString,
+        uid: u32,
+        gid: u32,
+    },
+    Close(i32),
+    Hostname(CString),
+    Chdir(CString),
+    /// `pivot_root(".", ".")`, from inside the new root.
+    PivotRoot,
+    /// `umount2(".", MNT_DETACH)`: lets go of the old root stacked on top.
+    DetachOldRoot,
+    DropGroups,
+    SetGid(u32),
+    SetUid(u32),
+    NoNewPrivs,
+    /// Ends the setup quietly if the parent died before the death signal was armed.
+    CheckParent,
+}
+
+/// What walking a step means for the rest of the setup.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    /// The parent is gone; exit without a word.
+    Abort,
+}
+
+impl Step {
+    pub(crate) fn run<S: Sys>(&self, sys: &S) -> SysResult<Flow> {
+        match self {
+            Step::DeathSignal => sys.set_death_signal()?,
+            Step::WaitForGo => {
+                if !sys.wait_for_go(fd::GO)? {
+                    return Ok(Flow::Abort);
+                }
+            }
+            Step::NewCgroupNamespace => sys.new_cgroup_namespace()?,
+            Step::Name(name) => sys.set_process_name(name)?,
+            Step::PrivateMounts => sys.make_mounts_private()?,
+            Step::OpenDir { path, fd } => sys.open_dir(path, *fd)?,
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => sys.mount(source, target, fstype, *flags, data)?,
+            Step::Bind { source, target } => sys.bind(source, target)?,
+            Step::Remount { target, flags } => sys.remount(target, *flags)?,
+            Step::Mkdir { path, mode } => sys.mkdir(path, *mode)?,
+            Step::CreateFile(path) => sys.create_file(path)?,
+            Step::Symlink { target, link } => sys.symlink(target, link)?,
+            Step::Chown { path, uid, gid } => sys.chown(path, *uid, *gid)?,
+            Step::Close(n) => sys.close(*n)?,
+            Step::Hostname(name) => sys.set_hostname(name)?,
+            Step::Chdir(path) => sys.chdir(path)?,
+            Step::PivotRoot => sys.pivot_root(c".", c".")?,
+            Step::DetachOldRoot => sys.detach(c".")?,
+            Step::DropGroups => sys.drop_groups()?,
+            Step::SetGid(gid) => sys.set_gid(*gid)?,
+            Step::SetUid(uid) => sys.set_uid(*uid)?,
+            Step::NoNewPrivs => sys.no_new_privs()?,
+            Step::CheckParent => {
+                if !sys.parent_alive(fd::GO) {
+                    return Ok(Flow::Abort);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// For error messages: what the step was doing.
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = |c: &CString| c.to_string_lossy().into_owned();
+        match self {
+            Step::DeathSignal => write!(f, "set the parent-death signal"),
+            Step::WaitForGo => write!(f, "wait for the go-ahead"),
+            Step::NewCgroupNamespace => write!(f, "make a cgroup namespace"),
+            Step::Name(n) => write!(f, "name the init `{}`", s(n)),
+            Step::PrivateMounts => write!(f, "make the mounts private"),
+            Step::OpenDir { path, .. } => write!(f, "open the slug directory {}", s(path)),
+            Step::Mount { fstype, target, .. } => write!(f, "mount {} on {}", s(fstype), s(target)),
+            Step::Bind { source, target } => write!(f, "bind {} on {}", s(source), s(target)),
+            Step::Remount { target, .. } => write!(f, "make {} read-only", s(target)),
+            Step::Mkdir { path, .. } => write!(f, "make the directory {}", s(path)),
+            Step::CreateFile(p) => write!(f, "create {}", s(p)),
+            Step::Symlink { target, link } => write!(f, "link {} to {}", s(link), s(target)),
+            Step::Chown { path, uid, gid } => write!(f, "give {} to {uid}:{gid}", s(path)),
+            Step::Close(n) => write!(f, "close descriptor {n}"),
+            Step::Hostname(n) => write!(f, "set the hostname to {}", s(n)),
+            Step::Chdir(p) => write!(f, "change directory to {}", s(p)),
+            Step::PivotRoot => write!(f, "pivot_root into the new root"),
+            Step::DetachOldRoot => write!(f, "detach the old root"),
+            Step::DropGroups => write!(f, "drop supplementary groups"),
+            Step::SetGid(g) => write!(f, "switch to group {g}"),
+            Step::SetUid(u) => write!(f, "switch to user {u}"),
+            Step::NoNewPrivs => write!(f, "set no_new_privs"),
+            Step::CheckParent => write!(f, "check that crew is still there"),
+        }
+    }
+}
+
+/// A host path the dyno sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Bind-mounted read-only at the same path (a directory or a file).
+    Bind { path: PathBuf, dir: bool },
+    /// A symlink at the root, such as `bin -> usr/bin`.
+    Link { name: PathBuf, target: PathBuf },
+}
+
+/// What every dyno of one runtime shares: computed once.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// An empty host directory the new root is mounted on (in the dyno's own
+    /// mount namespace, so every dyno can use the same one).
+    pub root: PathBuf,
+    /// `/usr`, `/etc`, and the `/bin`-style symlinks or directories.
+    pub stack: Vec<Entry>,
+    /// Further read-only paths (files or directories), such as the target of a
+    /// symlinked `/etc/resolv.conf`; their parents are made as needed.
+    pub extra: Vec<Entry>,
+    /// Host device nodes bound into `/dev` (`null`, `zero`, ...).
+    pub devices: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The device nodes a dyno gets, when the host has them.
+pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The name the init shows in `ps`.
+pub(crate) const INIT_NAME: &str = "crew-init";
+
+fn c(path: impl AsRef<Path>) -> Result<CString, NulError> {
+    CString::new(path.as_ref().as_os_str().as_bytes())
+}
+
+/// Every step of a dyno's setup, from the first syscall to `chdir /app`.
+pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<Step>, NulError> {
+    let root = &layout.root;
+    let at = |p: &str| c(root.join(p.trim_start_matches('/')));
+    let mut steps = vec![
+        Step::DeathSignal,
+        Step::WaitForGo,
+        Step::NewCgroupNamespace,
+        Step::Name(CString::new(INIT_NAME)?),
+        Step::PrivateMounts,
+        Step::OpenDir {
+            path: c(slug)?,
+            fd: fd::SLUG,
+        },
+        Step::Mount {
+            source: c("crew-root")?,
+            target: c(root)?,
+            fstype: c("tmpfs")?,
+            flags: ms::NOSUID | ms::NODEV,
+            data: c("mode=0755")?,
+        },
+    ];
+
+    // The stack: the host's /usr, /etc ... read-only.
+    let mut made: Vec<PathBuf> = Vec::new();
+    for entry in layout.stack.iter().chain(&layout.extra) {
+        match entry {
+            Entry::Link { name, target } => steps.push(Step::Symlink {
+                target: c(target)?,
+                link: c(root.join(name))?,
+            }),
+            Entry::Bind { path, dir } => {
+                let rel = path.strip_prefix("/").unwrap_or(path);
+                // Parents of deeper paths (`/run/systemd/resolve/...`).
+                let mut parent = PathBuf::new();
+                for part in rel.parent().into_iter().flat_map(Path::components) {
+                    parent.push(part);
+                    if !made.contains(&parent) {
+                        steps.push(Step::Mkdir {
+                            path: c(root.join(&parent))?,
+                            mode: 0o755,
+                        });
+                        made.push(parent.clone());
+                    }
+                }
+                let target = c(root.join(rel))?;
+                steps.push(if *dir {
+                    Step::Mkdir {
+                        path: target.clone(),
+                        mode: 0o755,
+                    }
+                } else {
+                    Step::CreateFile(target.clone())
+                });
+                made.push(rel.to_path_buf());
+                steps.push(Step::Bind {
+                    source: c(path)?,
+                    target: target.clone(),
+                });
+                steps.push(Step::Remount {
+                    target,
+                    flags: ms::RDONLY | ms::NOSUID | ms::NODEV,
+                });
+            }
+        }
+    }
+
+    // /app: an overlay over the slug, its writable layer on a tmpfs mounted at the
+    // same place and hidden under it, so nothing of it is reachable but /app.
+    let app = at(APP)?;
+    let upper = at("/app/upper")?;
+    let work = at("/app/work")?;
+    steps.extend([
+        Step::Mkdir {
+            path: app.clone(),
+            mode: 0o755,
+        },
+        Step::Mount {
+            source: c("crew-app")?,
+            target: app.clone(),
+            fstype: c("tmpfs")?,
+            flags: ms::NOSUID | ms::NODEV,
+            data: c("mode=0755")?,
+        },
+        Step::Mkdir {
+            path: upper.clone(),
+            mode: 0o755,
+        },
+        Step::Chown {
+            path: upper.clone(),
+            uid: layout.uid,
+            gid: layout.gid,
+        },
+        Step::Mkdir {
+            path: work.clone(),
+            mode: 0o700,
+        },
+        Step::Mount {
+            source: c("overlay")?,
+            target: app,
+            fstype: c("overlay")?,
+            flags: ms::NOSUID | ms::NODEV,
+            data: CString::new(format!(
+                "lowerdir=/proc/self/fd/{},upperdir={},workdir={}",
+                fd::SLUG,
+                overlay_escape(&upper),
+                overlay_escape(&work),
+            ))?,
+        },
+        Step::Close(fd::SLUG),
+    ]);
+
+    // /tmp and /proc.
+    steps.extend([
+        Step::Mkdir {
+            path: at("/tmp")?,
+            mode: 0o755,
+        },
+        Step::Mount {
+            source: c("tmpfs")?,
+            target: at("/tmp")?,
+            fstype: c("tmpfs")?,
+            flags: ms::NOSUID | ms::NODEV,
+            data: c("mode=1777")?,
+        },
+        Step::Mkdir {
+            path: at("/proc")?,
+            mode: 0o555,
+        },
+        Step::Mount {
+            source: c("proc")?,
+            target: at("/proc")?,
+            fstype: c("proc")?,
+            flags: ms::NOSUID | ms::NODEV | ms::NOEXEC,
+            data: c("")?,
+        },
+    ]);
+
+    // A minimal /dev.
+    steps.extend([
+        Step::Mkdir {
+            path: at("/dev")?,
+            mode: 0o755,
+        },
+        Step::Mount {
+            source: c("tmpfs")?,
+            target: at("/dev")?,
+            fstype: c("tmpfs")?,
+            flags: ms::NOSUID | ms::NOEXEC,
+            data: c("mode=0755,size=64k")?,
+        },
+    ]);
+    for device in &layout.devices {
+        let target = at(&format!("/dev/{device}"))?;
+        steps.push(Step::CreateFile(target.clone()));
+        steps.push(Step::Bind {
+            source: c(format!("/dev/{device}"))?,
+            target,
+        });
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink {
+            target: c(target)?,
+            link: at(&format!("/dev/{name}"))?,
+        });
+    }
+    steps.extend([
+        Step::Mkdir {
+            path: at("/dev/pts")?,
+            mode: 0o755,
+        },
+        Step::Mount {
+            source: c("devpts")?,
+            target: at("/dev/pts")?,
+            fstype: c("devpts")?,
+            flags: ms::NOSUID | ms::NOEXEC,
+            data: c("newinstance,ptmxmode=0666,mode=0620")?,
+        },
+        Step::Symlink {
+            target: c("pts/ptmx")?,
+            link: at("/dev/ptmx")?,
+        },
+        Step::Mkdir {
+            path: at("/dev/shm")?,
+            mode: 0o755,
+        },
+        Step::Mount {
+            source: c("shm")?,
+            target: at("/dev/shm")?,
+            fstype: c("tmpfs")?,
+            flags: ms::NOSUID | ms::NODEV,
+            data: c("mode=1777")?,
+        },
+    ]);
+
+    // Identity, the switch to the new root, and the drop to the app's user.
+    steps.extend([
+        Step::Hostname(CString::new(hostname)?),
+        Step::Chdir(c(root)?),
+        Step::PivotRoot,
+        Step::DetachOldRoot,
+        Step::Chdir(c("/")?),
+        Step::Remount {
+            target: c("/")?,
+            flags: ms::RDONLY | ms::NOSUID | ms::NODEV,
+        },
+        Step::DropGroups,
+        Step::SetGid(layout.gid),
+        Step::SetUid(layout.uid),
+        Step::NoNewPrivs,
+        // A change of user clears the parent-death signal: arm it again, then
+        // make sure the parent did not die before it was armed.
+        Step::DeathSignal,
+        Step::CheckParent,
+        Step::Chdir(c(APP)?),
+    ]);
+    Ok(steps)
+}
+
+/// Overlay options are split at `,` and layer lists at `:`; a backslash escapes both.
+fn overlay_escape(path: &CString) -> String {
+    let text = path.to_string_lossy();
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The step a setup record names, for the parent's error message.
+pub(crate) fn describe(steps: &[Step], index: u32, errno: Errno) -> String {
+    let err = errno.io_error();
+    match usize::try_from(index).ok().and_then(|i| steps.get(i)) {
+        Some(step) => format!("could not {step}: {err}"),
+        None if index == super::child::EXEC_STEP => format!("could not exec /bin/sh: {err}"),
+        None => format!("could not start the app's process: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_paths_are_escaped() {
+        let p = CString::new("/a,b:c\\d").unwrap();
+        assert_eq!(overlay_escape(&p), "/a\\,b\\:c\\\\d");
+    }
+
+    #[test]
+    fn extra_paths_get_their_parents_once() {
+        let layout = Layout {
+            root: "/r".into(),
+            stack: vec![],
+            extra: vec![
+                Entry::Bind {
+                    path: "/run/systemd/resolve/stub-resolv.conf".into(),
+                    dir: false,
+                },
+                Entry::Bind {
+                    path: "/run/systemd/other".into(),
+                    dir: true,
+                },
+            ],
+            devices: vec![],
+            uid: 1,
+            gid: 1,
+        };
+        let steps = build(&layout, "web.1", Path::new("/slug")).unwrap();
+        let mkdirs: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mkdir { path, .. } => Some(path.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .take(4)
+            .collect();
+        assert_eq!(
+            mkdirs,
+            [
+                "/r/run",
+                "/r/run/systemd",
+                "/r/run/systemd/resolve",
+                "/r/run/systemd/other"
+            ]
+        );
+        assert!(steps.contains(&Step::CreateFile(
+            CString::new("/r/run/systemd/resolve/stub-resolv.conf").unwrap()
+        )));
+    }
+
+    #[test]
+    fn hostname_with_a_nul_is_refused() {
+        let layout = Layout {
+            root: "/r".into(),
+            stack: vec![],
+            extra: vec![],
+            devices: vec![],
+            uid: 1,
+            gid: 1,
+        };
+        assert!(build(&layout, "web\0.1", Path::new("/slug")).is_err());
+    }
+}
