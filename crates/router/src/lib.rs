@@ -341,7 +341,7 @@ impl<R: Routes> Router<R> {
         for i in 0..up.len() {
             let backend = up[(start + i) % up.len()];
             let began = Instant::now();
-            if !upgrade && let Some(sender) = self.pool.take(backend.port) {
+            if !upgrade && let Some(sender) = self.pool.take(backend.port).await {
                 return Ok((sender, backend.clone(), began.elapsed(), true));
             }
             match pool::connect(backend.port, self.config.connect_timeout).await {

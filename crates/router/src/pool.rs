@@ -18,20 +18,23 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// An idle connection to `port` that can take a request now.
-    pub fn take(&self, port: u16) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let senders = idle.get_mut(&port)?;
-        while let Some(sender) = senders.pop() {
-            if sender.is_ready() {
+    /// An idle connection to `port`, ready for a request.
+    pub async fn take(&self, port: u16) -> Option<Sender> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(&port)?.pop()?
+            };
+            // A connection comes back as soon as its response is read; the
+            // connection task may not have marked it idle yet.
+            if sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
-        None
     }
 
     pub fn give(&self, port: u16, sender: Sender) {
-        if !sender.is_ready() {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
