@@ -68,6 +68,32 @@ pub fn app_name(root: &Path) -> String {
         .unwrap_or_else(|| String::from("app"))
 }
 
+/// A dyno as the API shows it, in either mode.
+pub fn api_dyno(
+    info: DynoInfo,
+    app: AppRef,
+    size: &str,
+    release: Option<crew_api::types::ReleaseRef>,
+) -> Dyno {
+    Dyno {
+        id: info.name.clone(),
+        name: info.name,
+        process_type: info.process_type,
+        state: info.state.as_str().to_string(),
+        command: info.command,
+        size: size.to_string(),
+        created_at: timestamp(info.since),
+        updated_at: timestamp(info.since),
+        attach_url: None,
+        app,
+        release,
+        pid: info.pid,
+        port: info.port,
+        restarts: info.restarts,
+        restart_in: info.restart_in.map(|d| d.as_secs_f64().ceil() as u64),
+    }
+}
+
 pub fn timestamp(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at)
         .format("%Y-%m-%dT%H:%M:%SZ")
@@ -98,26 +124,11 @@ impl LocalBackend {
     }
 
     fn dyno(&self, info: DynoInfo) -> Dyno {
-        Dyno {
-            id: info.name.clone(),
-            name: info.name,
-            process_type: info.process_type,
-            state: info.state.as_str().to_string(),
-            command: info.command,
-            size: LOCAL_SIZE.to_string(),
-            created_at: timestamp(info.since),
-            updated_at: timestamp(info.since),
-            attach_url: None,
-            app: AppRef {
-                id: self.app.clone(),
-                name: self.app.clone(),
-            },
-            release: None,
-            pid: info.pid,
-            port: info.port,
-            restarts: info.restarts,
-            restart_in: info.restart_in.map(|d| d.as_secs_f64().ceil() as u64),
-        }
+        let app = AppRef {
+            id: self.app.clone(),
+            name: self.app.clone(),
+        };
+        api_dyno(info, app, LOCAL_SIZE, None)
     }
 
     async fn formation_entries(&self) -> Result<Vec<FormationEntry>, ApiError> {

@@ -315,36 +315,33 @@ impl ServerBackend {
         }
     }
 
-    fn dyno(&self, app: &crew_store::App, info: DynoInfo) -> Dyno {
-        Dyno {
-            id: info.name.clone(),
-            name: info.name,
-            process_type: info.process_type,
-            state: info.state.as_str().to_string(),
-            command: info.command,
-            size: crew_store::DEFAULT_SIZE.to_string(),
-            created_at: timestamp(info.since),
-            updated_at: timestamp(info.since),
-            attach_url: None,
-            app: crew_api::types::AppRef {
-                id: app.id.clone(),
-                name: app.name.clone(),
-            },
-            // What a dyno started on is not kept: the current release.
-            release: self
-                .platform
-                .store()
-                .current_release(&app.name)
-                .ok()
-                .map(|r| ReleaseRef {
-                    id: r.id,
-                    version: r.version,
-                }),
-            pid: info.pid,
-            port: info.port,
-            restarts: info.restarts,
-            restart_in: info.restart_in.map(|d| d.as_secs_f64().ceil() as u64),
-        }
+    /// Dynos as the API shows them. What a dyno started on is not kept, so
+    /// each names the current release.
+    fn dynos_of(&self, app: &crew_store::App, infos: Vec<DynoInfo>) -> Vec<Dyno> {
+        let release = self
+            .platform
+            .store()
+            .current_release(&app.name)
+            .ok()
+            .map(|r| ReleaseRef {
+                id: r.id,
+                version: r.version,
+            });
+        let app_ref = crew_api::types::AppRef {
+            id: app.id.clone(),
+            name: app.name.clone(),
+        };
+        infos
+            .into_iter()
+            .map(|info| {
+                control::api_dyno(
+                    info,
+                    app_ref.clone(),
+                    crew_store::DEFAULT_SIZE,
+                    release.clone(),
+                )
+            })
+            .collect()
     }
 
     fn formation_entries(&self, app: &str) -> Result<Vec<FormationEntry>, ApiError> {
@@ -385,7 +382,7 @@ impl Backend for ServerBackend {
             .app(app)
             .map_err(|e| api_error(e.into()))?;
         let dynos = self.platform.ps(app).await.map_err(api_error)?;
-        Ok(dynos.into_iter().map(|d| self.dyno(&info, d)).collect())
+        Ok(self.dynos_of(&info, dynos))
     }
 
     async fn create_dyno(&self, app: &str, request: DynoCreate) -> Result<Dyno, ApiError> {
@@ -400,7 +397,9 @@ impl Backend for ServerBackend {
             .run(app, request.command, env)
             .await
             .map_err(api_error)?;
-        Ok(self.dyno(&info, dyno))
+        self.dynos_of(&info, vec![dyno])
+            .pop()
+            .ok_or_else(|| ApiError::unavailable("the dyno vanished"))
     }
 
     async fn run_attached(&self, app: &str, request: DynoCreate) -> Result<LogStream, ApiError> {
