@@ -45,6 +45,7 @@ pub struct AppRuntime {
     /// The engine's web dynos for the router; an empty list before the first
     /// release.
     backends: std::sync::Mutex<Backends>,
+    router_log: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 impl AppRuntime {
@@ -61,6 +62,7 @@ impl AppRuntime {
         AppRuntime {
             name: name.to_string(),
             ring,
+            router_log: router_log(logs.clone()),
             logs,
             engine: tokio::sync::Mutex::new(None),
             backends: std::sync::Mutex::new(none),
@@ -74,21 +76,8 @@ impl AppRuntime {
             .clone()
     }
 
-    /// Writes router lines to the app's log without ever making a request wait
-    /// for the log.
     pub(crate) fn router_log(&self) -> Arc<dyn Fn(String) + Send + Sync> {
-        let logs = self.logs.clone();
-        let source: Arc<str> = Arc::from("router");
-        Arc::new(move |line: String| {
-            if let Err(mpsc::error::TrySendError::Full(event)) =
-                logs.try_send(LogEvent::platform(&source, line))
-            {
-                let logs = logs.clone();
-                tokio::spawn(async move {
-                    let _ = logs.send(event).await;
-                });
-            }
-        })
+        self.router_log.clone()
     }
 
     pub fn ring(&self) -> Arc<LogRing> {
@@ -248,6 +237,22 @@ impl AppRuntime {
             let _ = running.task.await;
         }
     }
+}
+
+/// Writes router lines to the app's log without ever making a request wait for
+/// the log.
+fn router_log(logs: mpsc::Sender<LogEvent>) -> Arc<dyn Fn(String) + Send + Sync> {
+    let source: Arc<str> = Arc::from("router");
+    Arc::new(move |line: String| {
+        if let Err(mpsc::error::TrySendError::Full(event)) =
+            logs.try_send(LogEvent::platform(&source, line))
+        {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let _ = logs.send(event).await;
+            });
+        }
+    })
 }
 
 fn engine_error(e: EngineError) -> PlatformError {
