@@ -186,35 +186,29 @@ impl Client {
 
     /// POSTs JSON and returns the streamed body, such as a build's output.
     pub async fn stream_post(&self, path: &str, body: Vec<u8>) -> Result<Incoming, ClientError> {
-        let response = self.send(Method::POST, path, Some(body)).await?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(api_error(status, &bytes));
-        }
-        Ok(response.into_body())
+        streamed(self.send(Method::POST, path, Some(body)).await?).await
     }
 
     /// A streamed body, such as a log stream, to read frame by frame.
     pub async fn stream(&self, path: &str) -> Result<Incoming, ClientError> {
-        let response = self.send(Method::GET, path, None).await?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(api_error(status, &bytes));
-        }
-        Ok(response.into_body())
+        streamed(self.send(Method::GET, path, None).await?).await
     }
+}
+
+/// The body of a successful response, unread; an error response's JSON as an
+/// error.
+async fn streamed(response: hyper::Response<Incoming>) -> Result<Incoming, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response.into_body());
+    }
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Err(api_error(status, &bytes))
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
