@@ -143,21 +143,9 @@ fn env_values<'de, D: serde::Deserializer<'de>>(
 /// The last line of an attached one-off's output: `crew-run: exit 3`.
 pub const RUN_EXIT_PREFIX: &str = "crew-run: exit ";
 
-/// `POST /apps/{app}/log-sessions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogSessionCreate {
-    /// A process type or dyno name to keep.
-    #[serde(default)]
-    pub dyno: Option<String>,
-    #[serde(default)]
-    pub lines: Option<usize>,
-    #[serde(default)]
-    pub tail: Option<bool>,
-    /// `app` for the app's own lines, `crew` (or Heroku's `heroku`) for the
-    /// platform's.
-    #[serde(default)]
-    pub source: Option<String>,
-}
+/// `POST /apps/{app}/log-sessions` takes the same fields as the stream's query
+/// (`dyno`, `lines`, `tail`, `source`): the session's URL carries them on.
+pub type LogSessionCreate = LogQuery;
 
 /// Where to read the log session from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,9 +157,10 @@ pub struct LogSession {
     pub updated_at: String,
 }
 
-/// Query of `GET /apps/{app}/log-stream`.
+/// Query of `GET /apps/{app}/log-stream`, and the body of a log session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogQuery {
+    /// A process type or dyno name to keep.
     #[serde(default)]
     pub dyno: Option<String>,
     #[serde(default)]

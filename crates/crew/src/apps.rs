@@ -10,7 +10,7 @@ use crate::cli::{
     AppOnly, AppsCreateArgs, AppsDestroyArgs, ConfigGetArgs, ConfigSetArgs, ConfigUnsetArgs,
     DomainArgs, ReleaseArgs, RunDetachedArgs,
 };
-use crate::client::{Target, block_on, server_credentials};
+use crate::client::{Target, announce, block_on, server_credentials};
 
 /// A client for server-wide routes (`/apps`), which name no app.
 fn server_client() -> Result<crew_api::client::Client> {
@@ -53,8 +53,7 @@ pub fn apps() -> Result<u8> {
 pub fn create(args: &AppsCreateArgs) -> Result<u8> {
     let client = server_client()?;
     let (url, key) = server_credentials()?;
-    crate::say(&format!("Creating {}... ", args.name));
-    let app: AppInfo = block_on(async {
+    let app: AppInfo = announce(&format!("Creating {}", args.name), async {
         client
             .call(
                 Method::POST,
@@ -65,9 +64,7 @@ pub fn create(args: &AppsCreateArgs) -> Result<u8> {
             )
             .await
             .map_err(anyhow::Error::from)
-    })
-    .inspect_err(|_| crate::say("failed\n"))?;
-    crate::say("done\n");
+    })?;
     let git_url = format!("{url}/{}.git", app.name);
     crate::say(&format!("{} | {git_url}\n", app.web_url));
     // Inside a git repository, `git push crew main` should just work.
@@ -128,16 +125,13 @@ pub fn destroy(args: &AppsDestroyArgs) -> Result<u8> {
         bail!("destroying {app} removes all of its data; confirm with --confirm {app}");
     }
     let target = Target::server(&app)?;
-    crate::say(&format!("Destroying {app} (including all data)... "));
-    let _: AppInfo = block_on(async {
+    let _: AppInfo = announce(&format!("Destroying {app} (including all data)"), async {
         target
             .client
             .delete(&format!("/apps/{app}"))
             .await
             .map_err(anyhow::Error::from)
-    })
-    .inspect_err(|_| crate::say("failed\n"))?;
-    crate::say("done\n");
+    })?;
     Ok(0)
 }
 
@@ -418,8 +412,8 @@ pub fn domains(args: &AppOnly) -> Result<u8> {
 
 pub fn add_domain(args: &DomainArgs) -> Result<u8> {
     let target = target(&args.app)?;
-    crate::say(&format!("Adding {} to {}... ", args.hostname, target.app));
-    let _: crew_api::types::DomainInfo = block_on(async {
+    let what = format!("Adding {} to {}", args.hostname, target.app);
+    let _: crew_api::types::DomainInfo = announce(&what, async {
         target
             .client
             .call(
@@ -431,26 +425,19 @@ pub fn add_domain(args: &DomainArgs) -> Result<u8> {
             )
             .await
             .map_err(anyhow::Error::from)
-    })
-    .inspect_err(|_| crate::say("failed\n"))?;
-    crate::say("done\n");
+    })?;
     Ok(0)
 }
 
 pub fn remove_domain(args: &DomainArgs) -> Result<u8> {
     let target = target(&args.app)?;
-    crate::say(&format!(
-        "Removing {} from {}... ",
-        args.hostname, target.app
-    ));
-    let _: serde_json::Value = block_on(async {
+    let what = format!("Removing {} from {}", args.hostname, target.app);
+    let _: serde_json::Value = announce(&what, async {
         target
             .client
             .delete(&target.path(&format!("/domains/{}", args.hostname)))
             .await
             .map_err(anyhow::Error::from)
-    })
-    .inspect_err(|_| crate::say("failed\n"))?;
-    crate::say("done\n");
+    })?;
     Ok(0)
 }

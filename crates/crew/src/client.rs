@@ -135,6 +135,15 @@ fn crew_remote_app() -> Option<String> {
     last.strip_suffix(".git").map(str::to_string)
 }
 
+/// Heroku's `Doing something... done` line: `what... `, then the work, then
+/// `done` or `failed`.
+pub fn announce<T>(what: &str, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    crate::say(&format!("{what}... "));
+    let result = block_on(work);
+    crate::say(if result.is_ok() { "done\n" } else { "failed\n" });
+    result
+}
+
 pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -279,47 +288,27 @@ pub fn restart(args: &RestartArgs) -> Result<u8> {
         Some(t) => (target.path(&format!("/dynos/{t}")), t.clone()),
         None => (target.path("/dynos"), String::from("all processes")),
     };
-    crate::say(&format!("Restarting {what}... "));
-    let result: Result<serde_json::Value> = block_on(async {
+    let _: serde_json::Value = announce(&format!("Restarting {what}"), async {
         target
             .client
             .delete(&path)
             .await
-            .map_err(anyhow::Error::from)
-    });
-    match result {
-        Ok(_) => {
-            crate::say("done\n");
-            Ok(0)
-        }
-        Err(e) => {
-            crate::say("failed\n");
-            Err(e.context(format!("restarting {what}")))
-        }
-    }
+            .with_context(|| format!("restarting {what}"))
+    })?;
+    Ok(0)
 }
 
 pub fn stop(args: &StopArgs) -> Result<u8> {
     let target = Target::resolve(args.app.as_deref())?;
     let path = target.path(&format!("/dynos/{}/actions/stop", args.target));
-    crate::say(&format!("Stopping {}... ", args.target));
-    let result: Result<serde_json::Value> = block_on(async {
+    let _: serde_json::Value = announce(&format!("Stopping {}", args.target), async {
         target
             .client
             .call(Method::POST, &path, &serde_json::json!({}))
             .await
-            .map_err(anyhow::Error::from)
-    });
-    match result {
-        Ok(_) => {
-            crate::say("done\n");
-            Ok(0)
-        }
-        Err(e) => {
-            crate::say("failed\n");
-            Err(e.context(format!("stopping {}", args.target)))
-        }
-    }
+            .with_context(|| format!("stopping {}", args.target))
+    })?;
+    Ok(0)
 }
 
 pub fn logs(args: &LogsArgs) -> Result<u8> {
