@@ -76,6 +76,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_with(method, path, body, None).await
+    }
+
+    /// Sends one request; with `upgrade`, asking to switch the connection to
+    /// that protocol.
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        upgrade: Option<&str>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let connect_error = |source| ClientError::Connect {
             endpoint: self.endpoint.clone(),
             source,
@@ -104,6 +116,11 @@ impl Client {
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }
+        if let Some(protocol) = upgrade {
+            request = request
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, protocol);
+        }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Decode {
@@ -119,7 +136,7 @@ impl Client {
                     hyper::client::conn::http1::handshake(TokioIo::new(stream))
                         .await
                         .map_err(http_error)?;
-                tokio::spawn(connection);
+                tokio::spawn(connection.with_upgrades());
                 sender
             }
             Endpoint::Tcp(addr) => {
@@ -130,7 +147,7 @@ impl Client {
                     hyper::client::conn::http1::handshake(TokioIo::new(stream))
                         .await
                         .map_err(http_error)?;
-                tokio::spawn(connection);
+                tokio::spawn(connection.with_upgrades());
                 sender
             }
         };
@@ -187,6 +204,36 @@ impl Client {
     /// POSTs JSON and returns the streamed body, such as a build's output.
     pub async fn stream_post(&self, path: &str, body: Vec<u8>) -> Result<Incoming, ClientError> {
         streamed(self.send(Method::POST, path, Some(body)).await?).await
+    }
+
+    /// POSTs JSON asking to switch the connection to `protocol`; the switched
+    /// connection, or the API's error.
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        protocol: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let response = self
+            .send_with(Method::POST, path, Some(body), Some(protocol))
+            .await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        hyper::upgrade::on(response)
+            .await
+            .map(TokioIo::new)
+            .map_err(|source| ClientError::Http {
+                endpoint: self.endpoint.clone(),
+                source,
+            })
     }
 
     /// A streamed body, such as a log stream, to read frame by frame.

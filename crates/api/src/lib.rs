@@ -5,8 +5,10 @@
 //! `crew start` answers them on a Unix socket in the app's directory, and
 //! `crew server` will answer them over TCP for many apps. [`types`] holds the
 //! request and response bodies, [`server`] turns any [`server::Backend`] into a
-//! router, and [`client`] is the other end of the wire.
+//! router, and [`client`] is the other end of the wire. [`attach`] carries an
+//! attached one-off's terminal over an upgraded connection.
 
+pub mod attach;
 pub mod client;
 pub mod git;
 pub mod server;

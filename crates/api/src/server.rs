@@ -190,13 +190,12 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<LogStream>> + Send {
         async { Err(local_only()) }
     }
-    /// Runs a one-off attached: its output as it comes, then a
-    /// [`crate::types::RUN_EXIT_PREFIX`] line with its exit code.
-    fn run_attached(
+    /// Starts a one-off attached to the caller (see [`crate::attach`]).
+    fn attach(
         &self,
         _app: &str,
         _request: DynoCreate,
-    ) -> impl Future<Output = Reply<LogStream>> + Send {
+    ) -> impl Future<Output = Reply<crate::attach::Attached>> + Send {
         async { Err(local_only()) }
     }
     /// git's smart HTTP for `/{app}.git/...`.
@@ -368,12 +367,21 @@ async fn dyno_info<B: Backend>(
 async fn create_dyno<B: Backend>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
-    body: Result<Json<DynoCreate>, JsonRejection>,
+    mut request: axum::extract::Request,
 ) -> Reply<Response> {
-    let Json(request) = body?;
-    if request.attach == Some(true) && request.pid.is_none() {
-        if from_heroku_cli(&headers) {
+    let wants_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(crate::attach::PROTOCOL));
+    let from_heroku = from_heroku_cli(request.headers());
+    let upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>();
+    let Json(dyno) =
+        <Json<DynoCreate> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+    if dyno.attach == Some(true) && dyno.pid.is_none() {
+        if from_heroku {
             return Err(ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 id: "attach_unsupported",
@@ -385,28 +393,39 @@ async fn create_dyno<B: Backend>(
                 ),
             });
         }
-        let stream = b.run_attached(&app, request).await?;
-        return Ok(text_stream(stream));
+        let (true, Some(upgrade)) = (wants_upgrade, upgrade) else {
+            return Err(ApiError::bad_request(format!(
+                "an attached one-off needs the connection upgraded to `{}`: \
+                 use `crew run -a {app} COMMAND`",
+                crate::attach::PROTOCOL
+            )));
+        };
+        let attached = b.attach(&app, dyno).await?;
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                crate::attach::bridge(hyper_util::rt::TokioIo::new(upgraded), attached).await;
+            }
+        });
+        return Ok((
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, "upgrade"),
+                (header::UPGRADE, crate::attach::PROTOCOL),
+            ],
+        )
+            .into_response());
     }
-    let dyno = b.create_dyno(&app, request).await?;
+    let dyno = b.create_dyno(&app, dyno).await?;
     Ok((StatusCode::CREATED, Json(dyno)).into_response())
 }
 
 /// Heroku's CLI (`User-Agent: heroku-cli/11.10.0 linux-x64`) wants an attached
-/// dyno as an `attach_url` to rendezvous with; crew's own client wants the
-/// output streamed back in the response.
+/// dyno as an `attach_url` to rendezvous with, which crew does not offer.
 fn from_heroku_cli(headers: &HeaderMap) -> bool {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ua| ua.starts_with("heroku-cli/"))
-}
-
-fn text_stream(stream: LogStream) -> Response {
-    let body = Body::from_stream(futures_util::StreamExt::map(stream, |chunk| {
-        Ok::<_, std::convert::Infallible>(chunk)
-    }));
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 async fn restart_all<B: Backend>(

@@ -110,6 +110,19 @@ pub struct DynoCreate {
     /// their text, since Heroku's CLI sends `"COLUMNS": 120`.
     #[serde(default, deserialize_with = "env_values")]
     pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// Heroku's: attached, but through pipes rather than a terminal.
+    #[serde(default)]
+    pub force_no_tty: Option<bool>,
+    /// crew: the size of the terminal an attached dyno gets.
+    #[serde(default)]
+    pub terminal: Option<TerminalSize>,
+}
+
+/// A terminal window's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSize {
+    pub cols: u16,
+    pub rows: u16,
 }
 
 /// An environment map whose values may be strings, numbers, booleans or null
@@ -139,9 +152,6 @@ fn env_values<'de, D: serde::Deserializer<'de>>(
     }
     Ok(Some(env))
 }
-
-/// The last line of an attached one-off's output: `crew-run: exit 3`.
-pub const RUN_EXIT_PREFIX: &str = "crew-run: exit ";
 
 /// `POST /apps/{app}/log-sessions` takes the same fields as the stream's query
 /// (`dyno`, `lines`, `tail`, `source`): the session's URL carries them on.
@@ -250,6 +260,9 @@ pub struct AppInfo {
     pub internal_routing: Option<bool>,
     #[serde(default)]
     pub archived_at: Option<String>,
+    /// crew: how the server isolates dynos, `on (…)` or `off: why`.
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// `GET /account`: the one account a crew server has, the token's owner.

@@ -110,10 +110,14 @@ pub fn info(args: &AppOnly) -> Result<u8> {
             .await
             .context("reading the app")
     })?;
-    crate::say(&format!(
-        "=== {}\nCreated:  {}\nGit URL:  {}\nWeb URL:  {}\nStack:    {}\n",
+    let mut text = format!(
+        "=== {}\nCreated:   {}\nGit URL:   {}\nWeb URL:   {}\nStack:     {}\n",
         app.name, app.created_at, app.git_url, app.web_url, app.stack.name
-    ));
+    );
+    if let Some(isolation) = &app.isolation {
+        text.push_str(&format!("Isolation: {isolation}\n"));
+    }
+    crate::say(&text);
     Ok(0)
 }
 
@@ -312,7 +316,7 @@ pub fn rollback(args: &ReleaseArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+pub fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|pair| match pair.split_once('=') {
@@ -320,52 +324,6 @@ fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
             None => bail!("`{pair}` is not KEY=VALUE"),
         })
         .collect()
-}
-
-/// `crew run -a APP COMMAND…`: a one-off dyno on the server, its output here, its
-/// exit code ours.
-pub fn run_attached(app: &str, command: &[String], env: &[String]) -> Result<u8> {
-    let target = Target::server(app)?;
-    let request = crew_api::types::DynoCreate {
-        command: command.join(" "),
-        attach: Some(true),
-        process_type: Some("run".into()),
-        env: Some(env_map(env)?),
-        ..Default::default()
-    };
-    block_on(async {
-        let body = serde_json::to_vec(&request)?;
-        let mut stream = target
-            .client
-            .stream_post(&target.path("/dynos"), body)
-            .await
-            .context("starting the one-off dyno")?;
-        let mut pending = Vec::new();
-        let mut code = None;
-        let mut stdout = std::io::stdout();
-        while let Some(frame) = http_body_util::BodyExt::frame(&mut stream).await {
-            let frame = frame.context("reading the dyno's output")?;
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
-            pending.extend_from_slice(data);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&line);
-                match text.strip_prefix(crew_api::types::RUN_EXIT_PREFIX) {
-                    Some(rest) => code = rest.trim().parse::<i32>().ok(),
-                    None => {
-                        let _ = std::io::Write::write_all(&mut stdout, &line);
-                    }
-                }
-            }
-        }
-        let _ = std::io::Write::flush(&mut stdout);
-        match code {
-            Some(code) => Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
-            None => bail!("the connection to the dyno ended before it did"),
-        }
-    })
 }
 
 pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
@@ -376,6 +334,7 @@ pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
         attach: Some(false),
         process_type: Some("run".into()),
         env: Some(env_map(&args.env_vars)?),
+        size: args.size.clone(),
         ..Default::default()
     };
     let dyno: crew_api::types::Dyno = block_on(async {

@@ -89,8 +89,16 @@ pub struct RunDetachedArgs {
     #[command(flatten)]
     pub app: AppOnly,
     /// Extra environment: `--env K=V` (repeatable)
-    #[arg(long = "env-var", value_name = "K=V")]
+    #[arg(
+        long = "env-var",
+        visible_alias = "env",
+        short = 'e',
+        value_name = "K=V"
+    )]
     pub env_vars: Vec<String>,
+    /// The one-off's dyno size (standard-1x, standard-2x, performance-m, …)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
     #[arg(
         required = true,
         trailing_var_arg = true,
@@ -174,6 +182,9 @@ pub struct ServerArgs {
     /// The ports dynos get PORT from
     #[arg(long, default_value = "30000-39999", value_parser = port_range, value_name = "FIRST-LAST")]
     pub dyno_ports: (u16, u16),
+    /// Whether dynos run isolated (namespaces, overlay, cgroups; needs root)
+    #[arg(long, value_enum, default_value = "auto", env = "CREW_ISOLATION")]
+    pub isolation: crate::server::Isolation,
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {
@@ -335,12 +346,16 @@ pub struct RunArgs {
     /// Run a one-off dyno of this app on a `crew server` instead of here
     #[arg(short = 'a', long = "app", value_name = "APP")]
     pub server_app: Option<String>,
-    /// Extra environment for a server one-off: `--env K=V` (repeatable)
+    /// Extra environment for a server one-off (repeatable); with -a, `--env
+    /// K=V` works too
     #[arg(long = "env-var", value_name = "K=V")]
     pub env_vars: Vec<String>,
-    /// Accepted for Heroku's CLI habits; output is never a TTY yet
+    /// With -a: the dyno's stdin and output are pipes, not a terminal
     #[arg(long)]
     pub no_tty: bool,
+    /// With -a: the one-off's dyno size (standard-1x, standard-2x, performance-m, …)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
     #[command(flatten)]
     pub app: AppArgs,
     #[command(flatten)]

@@ -196,21 +196,31 @@ fn state_text(dyno: &Dyno, now: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
+/// One line per dyno. A server's dynos have sizes, shown in their own column;
+/// a local run's are all `local`, which says nothing.
 fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
-    let header = ["Process", "State", "PID", "Port", "Command"];
-    let rows: Vec<[String; 5]> = dynos
+    let sized = dynos.iter().any(|d| d.size != "local");
+    let mut header = vec!["Process", "State"];
+    if sized {
+        header.push("Size");
+    }
+    header.extend(["PID", "Port", "Command"]);
+    let rows: Vec<Vec<String>> = dynos
         .iter()
         .map(|d| {
-            [
-                d.name.clone(),
-                state_text(d, now),
+            let mut row = vec![d.name.clone(), state_text(d, now)];
+            if sized {
+                row.push(d.size.clone());
+            }
+            row.extend([
                 d.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                 d.port.map_or_else(|| "-".into(), |p| p.to_string()),
                 d.command.clone(),
-            ]
+            ]);
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -219,7 +229,7 @@ fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
     let mut out = String::new();
     let line = |cells: &[String], out: &mut String| {
         let last = cells.len() - 1;
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i == last {
                 out.push_str(cell);
             } else {
@@ -228,8 +238,10 @@ fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
         }
         out.push('\n');
     };
-    line(&header.map(String::from), &mut out);
-    line(&widths.map(|w| "-".repeat(w)), &mut out);
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    line(&header, &mut out);
+    let rules: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&rules, &mut out);
     for row in &rows {
         line(row, &mut out);
     }

@@ -2,6 +2,7 @@
 
 mod app;
 mod apps;
+mod attach;
 mod check;
 mod cli;
 mod client;

@@ -19,7 +19,7 @@ use crate::control;
 
 pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(app) = &args.server_app {
-        return crate::apps::run_attached(app, &args.command, &args.env_vars);
+        return run_on_server(app, &args);
     }
     let location = app::locate(&args.app)?;
     location.require_root()?;
@@ -107,4 +107,26 @@ fn shell(line: &str) -> Command {
     let mut c = Command::new("/bin/sh");
     c.arg("-c").arg(line);
     c
+}
+
+/// `crew run -a APP`: a one-off dyno on the server, attached here. `--env` takes
+/// `K=V` (several split by `;`, as Heroku's CLI does) rather than files here.
+fn run_on_server(app: &str, args: &RunArgs) -> Result<u8> {
+    let mut pairs = args.env_vars.clone();
+    for item in &args.env.env {
+        let text = item.to_string_lossy();
+        if !text.contains('=') {
+            return Err(anyhow!(
+                "`--env {text}`: with -a, --env takes K=V for the one-off, not an env file"
+            ));
+        }
+        pairs.extend(text.split(';').filter(|p| !p.is_empty()).map(String::from));
+    }
+    crate::attach::run(crate::attach::AttachRequest {
+        app: app.to_string(),
+        command: args.command.join(" "),
+        env: crate::apps::env_map(&pairs)?,
+        size: args.size.clone(),
+        no_tty: args.no_tty,
+    })
 }

@@ -9,18 +9,75 @@ use bytes::Bytes;
 use crew_api::server::{ApiError, Backend, LogStream};
 use crew_api::types::{
     Account, AppCreate, AppInfo, AppRef, BUILD_RESULT_PREFIX, BuildCreate, Dyno, DynoCreate,
-    FormationEntry, FormationUpdate, LogQuery, NameRef, NamedRef, RUN_EXIT_PREFIX, ReleaseCreate,
-    ReleaseInfo, ReleaseRef, UserRef,
+    FormationEntry, FormationUpdate, LogQuery, NameRef, NamedRef, ReleaseCreate, ReleaseInfo,
+    ReleaseRef, UserRef,
 };
 use crew_engine::DynoInfo;
 use crew_platform::{Platform, PlatformConfig, PlatformError};
-use crew_runtime::PlainRuntime;
 use crew_runtime::watchdog::Watchdog;
+use crew_runtime::{IsolatedConfig, IsolatedRuntime, PlainRuntime, ServerRuntime};
 use crew_store::StoreError;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServerArgs;
 use crate::control::{self, timestamp};
+
+/// A one-off as the platform takes it, from the API's request.
+fn one_off(request: DynoCreate, input: crew_runtime::DynoInput) -> crew_platform::OneOffRequest {
+    crew_platform::OneOffRequest {
+        command: request.command,
+        env: request.env.unwrap_or_default().into_iter().collect(),
+        size: request.size,
+        input,
+    }
+}
+
+/// Isolated dynos where the host allows them and the user did not say no; plain
+/// ones, each in its own copy of its slug, otherwise. Also says which, in words.
+fn choose_runtime(
+    wanted: Isolation,
+    plain: PlainRuntime,
+    data: &Path,
+) -> Result<(ServerRuntime, String)> {
+    let copies = data.join("dynos");
+    // Copies a killed server left behind belong to no dyno any more.
+    let _ = std::fs::remove_dir_all(&copies);
+    let plain = ServerRuntime::Plain(plain.with_slug_copies(copies));
+    let fallback = "dynos run as plain processes, each in its own copy of its slug";
+    if wanted == Isolation::Off {
+        return Ok((plain, format!("off (--isolation off): {fallback}")));
+    }
+    let config = IsolatedConfig {
+        root_dir: data.join("root"),
+        ..IsolatedConfig::default()
+    };
+    let isolated = IsolatedRuntime::new(config).and_then(|r| r.check().map(|()| r));
+    match (isolated, wanted) {
+        (Ok(runtime), _) => {
+            let text = format!(
+                "on (namespaces, overlay /app, {}, uid {})",
+                runtime.cgroup_description(),
+                runtime.config().uid
+            );
+            Ok((ServerRuntime::Isolated(runtime), text))
+        }
+        (Err(why), Isolation::On) => Err(anyhow::anyhow!(
+            "dyno isolation was asked for (--isolation on) but: {why}"
+        )),
+        (Err(why), _) => Ok((plain, format!("off: {why}; {fallback}"))),
+    }
+}
+
+/// `--isolation`: whether dynos are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// Isolated where the host allows it, plain otherwise.
+    Auto,
+    /// Isolated, or the server does not start.
+    On,
+    /// Plain processes, each in its own copy of its slug.
+    Off,
+}
 
 /// Where the server keeps everything unless `--data` says otherwise.
 pub fn default_data_dir() -> PathBuf {
@@ -78,8 +135,10 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             eprintln!("crew: warning: no watchdog, so dynos may outlive a killed server: {e}")
         })
         .ok();
-    let runtime = PlainRuntime::new(watchdog).context("setting up process supervision")?;
-    let reaper = runtime.spawn_orphan_reaper();
+    let plain = PlainRuntime::new(watchdog).context("setting up process supervision")?;
+    let reaper = plain.spawn_orphan_reaper();
+    let (runtime, isolation) = choose_runtime(args.isolation, plain, &data)?;
+    println!("dyno isolation: {isolation}");
     let platform = Platform::open(
         PlatformConfig {
             data: data.clone(),
@@ -88,6 +147,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             in_flight: Some(crew_engine::InFlight(Arc::new(move |port| {
                 counted.count(port)
             }))),
+            isolation,
         },
         runtime,
     )
@@ -284,6 +344,7 @@ impl ServerBackend {
             buildpack_provided_description: slug.and_then(|s| s.buildpack),
             internal_routing: None,
             archived_at: None,
+            isolation: Some(self.platform.isolation().to_string()),
         }
     }
 
@@ -334,12 +395,11 @@ impl ServerBackend {
         infos
             .into_iter()
             .map(|info| {
-                control::api_dyno(
-                    info,
-                    app_ref.clone(),
-                    crew_store::DEFAULT_SIZE,
-                    release.clone(),
-                )
+                let size = info
+                    .size
+                    .clone()
+                    .unwrap_or_else(|| crew_store::DEFAULT_SIZE.to_string());
+                control::api_dyno(info, app_ref.clone(), &size, release.clone())
             })
             .collect()
     }
@@ -391,10 +451,9 @@ impl Backend for ServerBackend {
             .store()
             .app(app)
             .map_err(|e| api_error(e.into()))?;
-        let env = request.env.unwrap_or_default().into_iter().collect();
-        let dyno = self
+        let (dyno, _) = self
             .platform
-            .run(app, request.command, env)
+            .run(app, one_off(request, crew_runtime::DynoInput::Idle))
             .await
             .map_err(api_error)?;
         self.dynos_of(&info, vec![dyno])
@@ -402,51 +461,42 @@ impl Backend for ServerBackend {
             .ok_or_else(|| ApiError::unavailable("the dyno vanished"))
     }
 
-    async fn run_attached(&self, app: &str, request: DynoCreate) -> Result<LogStream, ApiError> {
-        // Listen before starting, so not even the first line is missed.
-        let ring = self.platform.logs(app).map_err(api_error)?;
-        let (_, live) = ring.read(0, &crew_logs::LogFilter::default(), true);
-        let Some(mut live) = live else {
-            return Err(ApiError::unavailable("the app's log is not available"));
+    async fn attach(
+        &self,
+        app: &str,
+        request: DynoCreate,
+    ) -> Result<crew_api::attach::Attached, ApiError> {
+        let input = match (request.force_no_tty, request.terminal) {
+            (Some(true), _) | (_, None) => crew_runtime::DynoInput::Pipe,
+            (_, Some(size)) => crew_runtime::DynoInput::Terminal {
+                cols: size.cols,
+                rows: size.rows,
+            },
         };
-        let env = request.env.unwrap_or_default().into_iter().collect();
-        let dyno = self
+        let (_, attachment) = self
             .platform
-            .run(app, request.command, env)
+            .run(app, one_off(request, input))
             .await
             .map_err(api_error)?;
-        let name = dyno.name;
-        let exited = "Process exited with status ";
-        Ok(Box::pin(async_stream(move |tx| async move {
-            loop {
-                let record = match live.recv().await {
-                    Ok(record) => record,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ =
-                            tx.send(Bytes::from(format!("crew: {n} lines of output skipped\n")));
-                        continue;
-                    }
-                    Err(_) => break,
-                };
-                if *record.source != *name {
-                    continue;
-                }
-                match record.origin {
-                    crew_logs::Origin::App => {
-                        let mut line = record.text.to_vec();
-                        line.push(b'\n');
-                        let _ = tx.send(Bytes::from(line));
-                    }
-                    crew_logs::Origin::Crew => {
-                        let text = String::from_utf8_lossy(&record.text);
-                        if let Some(code) = text.strip_prefix(exited) {
-                            let _ = tx.send(Bytes::from(format!("{RUN_EXIT_PREFIX}{code}\n")));
-                            break;
-                        }
-                    }
-                }
-            }
-        })))
+        let attachment =
+            attachment.ok_or_else(|| ApiError::unavailable("the one-off started detached"))?;
+        let crew_engine::Attachment { io, exit, hangup } = attachment;
+        let (output, console) = match io.await {
+            Ok(Ok(io)) => io,
+            Ok(Err(why)) => return Err(ApiError::unavailable(why)),
+            Err(_) => return Err(ApiError::unavailable("the one-off did not start")),
+        };
+        let (input, resize) = match console {
+            Some(console) => (Some(console.input), console.resize),
+            None => (None, None),
+        };
+        Ok(crew_api::attach::Attached {
+            output: Box::pin(output),
+            input: input.map(|i| Box::pin(i) as _),
+            resize: resize.map(|r| Box::new(move |cols, rows| r.set(cols, rows)) as _),
+            exit: Box::pin(async move { exit.await.map_or(-1, |status| status.code()) }),
+            hangup: Box::new(hangup),
+        })
     }
 
     async fn restart(&self, app: &str, target: Option<String>) -> Result<(), ApiError> {
@@ -725,20 +775,6 @@ impl Backend for ServerBackend {
         )
         .await
     }
-}
-
-/// A stream fed by a task: `body` sends chunks until it is done.
-fn async_stream<F, Fut>(body: F) -> impl futures_util::Stream<Item = Bytes> + Send
-where
-    F: FnOnce(tokio::sync::mpsc::UnboundedSender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(body(tx));
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        let chunk = rx.recv().await?;
-        Some((chunk, rx))
-    })
 }
 
 impl ServerBackend {

@@ -41,6 +41,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
                 name: t.name.clone(),
                 command: t.command.clone(),
                 settings: settings.remove(&t.name).unwrap_or_default(),
+                size: None,
             })
             .collect(),
         env: env.vars,

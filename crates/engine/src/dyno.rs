@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crew_logs::{LineFramer, LogEvent};
-use crew_runtime::{DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, Signal};
+use crew_runtime::{
+    Console, DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, Signal,
+};
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// A partial line is shown after this much quiet, so prompts appear.
@@ -25,6 +27,8 @@ pub(crate) enum Control {
     Stop { signal: Signal, timeout: Duration },
     /// SIGKILL the whole dyno now.
     Kill,
+    /// Send `signal` to the whole dyno; nothing more.
+    Signal(Signal),
 }
 
 /// What a dyno task tells the engine.
@@ -50,6 +54,14 @@ pub(crate) struct Launch {
     pub probe_port: Option<u16>,
     pub boot_timeout: Duration,
     pub stop_timeout: Duration,
+    /// For an attached one-off: where its output and console go instead of the
+    /// log, and where its exit status goes.
+    pub attach: Option<AttachEnds>,
+}
+
+pub(crate) struct AttachEnds {
+    pub io: oneshot::Sender<Result<(Output, Option<Console>), String>>,
+    pub exit: oneshot::Sender<ExitStatus>,
 }
 
 pub(crate) async fn run<R: Runtime>(
@@ -60,9 +72,16 @@ pub(crate) async fn run<R: Runtime>(
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let name: Arc<str> = Arc::from(launch.spec.name.as_str());
+    let (attach_io, attach_exit) = match launch.attach {
+        Some(ends) => (Some(ends.io), Some(ends.exit)),
+        None => (None, None),
+    };
     let mut process = match runtime.spawn(&launch.spec) {
         Ok(p) => p,
         Err(e) => {
+            if let Some(io) = attach_io {
+                let _ = io.send(Err(e.to_string()));
+            }
             let _ = logs.send(LogEvent::status(&name, e.to_string())).await;
             report(Event::SpawnFailed);
             report(Event::Gone);
@@ -77,9 +96,17 @@ pub(crate) async fn run<R: Runtime>(
             .await;
     }
     report(Event::Spawned { pid });
-    let mut pump = process
-        .take_output()
-        .map(|output| tokio::spawn(pump(output, name.clone(), logs.clone())));
+    let mut pump = match attach_io {
+        Some(io) => {
+            if let Some(output) = process.take_output() {
+                let _ = io.send(Ok((output, process.take_console())));
+            }
+            None
+        }
+        None => process
+            .take_output()
+            .map(|output| tokio::spawn(pump(output, name.clone(), logs.clone()))),
+    };
 
     let mut stopping = StopTimer::default();
     let mut probe = launch.probe_port.map(|port| Probe {
@@ -128,6 +155,9 @@ pub(crate) async fn run<R: Runtime>(
     let _ = logs
         .send(LogEvent::status(&name, exit_message(status)))
         .await;
+    if let Some(exit) = attach_exit {
+        let _ = exit.send(status);
+    }
     report(Event::Exited { status });
 
     // Whatever the leader left in its group goes too: gracefully unless a stop
@@ -200,6 +230,7 @@ impl StopTimer {
                     self.deadline = Some(Instant::now() + timeout);
                 }
             }
+            Some(Control::Signal(signal)) => group.signal(signal),
             // A closed channel means the engine is gone: nobody is left to wait for.
             Some(Control::Kill) | None => self.escalate(group),
         }

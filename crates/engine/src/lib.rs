@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange, FormationError};
-use crew_runtime::{Runtime, Signal};
+use crew_runtime::{Console, DynoInput, DynoSize, ExitStatus, Output, Runtime, Signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -36,6 +36,8 @@ pub struct ProcessTypeSpec {
     pub name: String,
     pub command: String,
     pub settings: TypeSettings,
+    /// The limits of this type's dynos, where the runtime enforces them.
+    pub size: Option<DynoSize>,
 }
 
 /// When a dyno that exited on its own is started again.
@@ -173,6 +175,39 @@ pub struct DynoInfo {
     pub restarts: u32,
     /// For a crashed dyno: how long until the next restart.
     pub restart_in: Option<Duration>,
+    /// The size the dyno was started with, if it was given one.
+    pub size: Option<String>,
+}
+
+/// A one-off dyno to start.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    pub command: String,
+    /// Added to the release's environment.
+    pub env: Vec<(String, String)>,
+    pub size: Option<DynoSize>,
+    /// [`DynoInput::Idle`] runs the dyno detached, its output in the log; a pipe
+    /// or a terminal attaches it, and its output goes to the [`Attachment`].
+    pub input: DynoInput,
+}
+
+/// The ends of an attached one-off, for the client it is attached to.
+pub struct Attachment {
+    /// The output and console once the dyno runs, or why it could not start.
+    pub io: oneshot::Receiver<Result<(Output, Option<Console>), String>>,
+    /// The app's exit status.
+    pub exit: oneshot::Receiver<ExitStatus>,
+    /// Dropped, it hangs the dyno up: SIGHUP, as when a terminal closes.
+    pub hangup: Hangup,
+}
+
+/// Sends SIGHUP to an attached dyno when dropped.
+pub struct Hangup(mpsc::UnboundedSender<dyno::Control>);
+
+impl Drop for Hangup {
+    fn drop(&mut self) {
+        let _ = self.0.send(dyno::Control::Signal(Signal::Hup));
+    }
 }
 
 /// Why a run ends; decides the exit code when no dyno decided it first.
@@ -225,9 +260,8 @@ pub(crate) enum Request {
     OneOff(OneOff, oneshot::Sender<Result<DynoInfo, EngineError>>),
     Deploy(Box<AppSpec>, Formation),
     Run(
-        String,
-        Vec<(String, String)>,
-        oneshot::Sender<Result<DynoInfo, EngineError>>,
+        RunRequest,
+        oneshot::Sender<Result<(DynoInfo, Option<Attachment>), EngineError>>,
     ),
     Shutdown(ShutdownReason),
     Kill,
@@ -298,15 +332,15 @@ impl EngineHandle {
             .unwrap_or(Err(EngineError::ShuttingDown))
     }
 
-    /// Starts a one-off dyno, `run.N`, running `command` with the release's
-    /// environment plus `env`. Its output goes to the log; it ends as `complete`
-    /// after the line `Process exited with status N`.
+    /// Starts a one-off dyno, `run.N`, with the release's environment plus the
+    /// request's. Detached, its output goes to the log; attached, to the
+    /// returned [`Attachment`]. Either way it ends as `complete` after the line
+    /// `Process exited with status N`.
     pub async fn run(
         &self,
-        command: String,
-        env: Vec<(String, String)>,
-    ) -> Result<DynoInfo, EngineError> {
-        self.ask(|tx| Request::Run(command, env, tx))
+        request: RunRequest,
+    ) -> Result<(DynoInfo, Option<Attachment>), EngineError> {
+        self.ask(|tx| Request::Run(request, tx))
             .await
             .unwrap_or(Err(EngineError::ShuttingDown))
     }

@@ -6,15 +6,15 @@ use std::time::{Duration, SystemTime};
 
 use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange};
-use crew_runtime::{DynoSpec, ExitStatus, Runtime, Signal};
-use tokio::sync::mpsc;
+use crew_runtime::{DynoInput, DynoSpec, ExitStatus, Runtime, Signal};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::dyno::{self, Control, Event, Launch};
+use crate::dyno::{self, AttachEnds, Control, Event, Launch};
 use crate::restart::Backoff;
 use crate::{
-    AppSpec, DynoInfo, DynoState, EngineConfig, EngineError, OneOff, Outcome, Ports,
-    ProcessTypeSpec, Request, RestartPolicy, ShutdownReason, WebBackend,
+    AppSpec, Attachment, DynoInfo, DynoState, EngineConfig, EngineError, Hangup, OneOff, Outcome,
+    Ports, ProcessTypeSpec, Request, RestartPolicy, RunRequest, ShutdownReason, WebBackend,
 };
 
 /// How often a one-off started elsewhere is checked for life.
@@ -67,6 +67,7 @@ struct Slot {
 struct OneOffSlot {
     name: Arc<str>,
     command: String,
+    size: Option<String>,
     pid: Option<u32>,
     port: Option<u16>,
     state: DynoState,
@@ -208,8 +209,8 @@ impl<R: Runtime> Engine<R> {
             Request::OneOff(one_off, reply) => {
                 let _ = reply.send(self.add_one_off(one_off));
             }
-            Request::Run(command, env, reply) => {
-                let _ = reply.send(self.run_one_off(command, env));
+            Request::Run(request, reply) => {
+                let _ = reply.send(self.run_one_off(request));
             }
             Request::Deploy(app, formation) => self.deploy(*app, formation),
             Request::Shutdown(reason) => self.begin_shutdown(reason),
@@ -232,6 +233,7 @@ impl<R: Runtime> Engine<R> {
                 command: spec.command.clone(),
                 restarts: s.restarts,
                 restart_in: s.restart_at.map(|at| at.saturating_duration_since(now)),
+                size: spec.size.as_ref().map(|s| s.name.clone()),
             }
         });
         let one_offs = self.one_offs.iter().map(|(number, o)| DynoInfo {
@@ -245,6 +247,7 @@ impl<R: Runtime> Engine<R> {
             command: o.command.clone(),
             restarts: 0,
             restart_in: None,
+            size: o.size.clone(),
         });
         formation.chain(one_offs).collect()
     }
@@ -532,6 +535,8 @@ impl<R: Runtime> Engine<R> {
                 command: command_line(self.app.command_prefix.as_deref(), &spec.command),
                 env,
                 cwd: self.app.cwd.clone(),
+                size: spec.size.clone(),
+                input: DynoInput::Idle,
             },
             probe_port: (spec.name == "web").then_some(port),
             boot_timeout: spec
@@ -542,6 +547,7 @@ impl<R: Runtime> Engine<R> {
                 .settings
                 .stop_timeout
                 .unwrap_or(self.config.stop_timeout),
+            attach: None,
         };
         let command = spec.command.clone();
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -813,6 +819,7 @@ impl<R: Runtime> Engine<R> {
             OneOffSlot {
                 name: name.clone(),
                 command: one_off.command.clone(),
+                size: None,
                 pid: Some(one_off.pid),
                 port: self.app.ports.base(),
                 state: DynoState::Up,
@@ -848,16 +855,16 @@ impl<R: Runtime> Engine<R> {
             command: one_off.command,
             restarts: 0,
             restart_in: None,
+            size: None,
         })
     }
 
-    /// Starts a one-off dyno from the current release, `run.N`. Its output goes
-    /// to the log like any dyno's; it ends as `complete`.
+    /// Starts a one-off dyno from the current release, `run.N`. Detached, its
+    /// output goes to the log like any dyno's; it ends as `complete`.
     fn run_one_off(
         &mut self,
-        command: String,
-        extra_env: Vec<(String, String)>,
-    ) -> Result<DynoInfo, EngineError> {
+        request: RunRequest,
+    ) -> Result<(DynoInfo, Option<Attachment>), EngineError> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
@@ -869,25 +876,45 @@ impl<R: Runtime> Engine<R> {
             Ports::Formula { base } => Some(*base),
             Ports::Pool(pool) => pool.take(),
         };
-        let env = dyno_env(&self.app.env, extra_env, &name, port);
+        let env = dyno_env(&self.app.env, request.env, &name, port);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (attach, attachment) = if request.input == DynoInput::Idle {
+            (None, None)
+        } else {
+            let (io, io_rx) = oneshot::channel();
+            let (exit, exit_rx) = oneshot::channel();
+            (
+                Some(AttachEnds { io, exit }),
+                Some(Attachment {
+                    io: io_rx,
+                    exit: exit_rx,
+                    hangup: Hangup(control.clone()),
+                }),
+            )
+        };
+        let size = request.size.as_ref().map(|s| s.name.clone());
         let launch = Launch {
             spec: DynoSpec {
                 name: name.to_string(),
-                command: command_line(self.app.command_prefix.as_deref(), &command),
+                command: command_line(self.app.command_prefix.as_deref(), &request.command),
                 env,
                 cwd: self.app.cwd.clone(),
+                size: request.size,
+                input: request.input,
             },
             probe_port: None,
             boot_timeout: self.config.boot_timeout,
             stop_timeout: self.config.stop_timeout,
+            attach,
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
         let since = SystemTime::now();
+        let command = request.command;
         self.one_offs.insert(
             number,
             OneOffSlot {
                 name: name.clone(),
                 command: command.clone(),
+                size: size.clone(),
                 pid: None,
                 port,
                 state: DynoState::Starting,
@@ -899,7 +926,7 @@ impl<R: Runtime> Engine<R> {
         self.spawn_dyno(launch, control_rx, move |event| {
             Message::OneOff(number, event)
         });
-        Ok(DynoInfo {
+        let info = DynoInfo {
             name: name.to_string(),
             process_type: "run".into(),
             number,
@@ -910,7 +937,9 @@ impl<R: Runtime> Engine<R> {
             command,
             restarts: 0,
             restart_in: None,
-        })
+            size,
+        };
+        Ok((info, attachment))
     }
 
     fn on_one_off_event(&mut self, number: u32, event: Event) {

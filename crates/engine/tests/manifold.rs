@@ -179,6 +179,7 @@ fn app(types: &[(&str, &str)]) -> AppSpec {
                 name: (*name).into(),
                 command: (*command).into(),
                 settings: TypeSettings::default(),
+                size: None,
             })
             .collect(),
         env: vec![("FOO".into(), "bar".into())],

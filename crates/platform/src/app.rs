@@ -12,7 +12,7 @@ use crew_engine::{
 };
 use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
 use crew_procfile::{Formation, FormationChange, Quantity};
-use crew_runtime::{DynoProcess, DynoSpec, PlainRuntime, Runtime, Signal};
+use crew_runtime::{DynoProcess, DynoSize, DynoSpec, Runtime, ServerRuntime, Signal};
 use crew_store::FormationRow;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -24,6 +24,9 @@ use crate::{Platform, PlatformError, slug};
 /// buildpacks' `.profile.d` scripts, then the app's own `.profile`.
 const PROFILE: &str = "for f in .profile.d/*.sh; do [ -r \"$f\" ] && . \"./$f\"; done; \
                        [ -r .profile ] && . ./.profile; ";
+
+/// The PATH of an isolated dyno: the stack's directories.
+const STACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// A server dyno's grace between SIGTERM and SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,7 +101,7 @@ impl AppRuntime {
             return Ok(());
         };
         let slug = platform.store.slug(slug_id)?;
-        let dir = slug::extract(&PathBuf::from(&slug.path))
+        let dir = slug::extract(&PathBuf::from(&slug.path), platform.slug_owner())
             .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
         let rows = platform.store.formation(&self.name)?;
         let types: Vec<ProcessTypeSpec> = slug
@@ -108,12 +111,17 @@ impl AppRuntime {
                 name: name.clone(),
                 command: command.clone(),
                 settings: TypeSettings::default(),
+                // Sizes were checked when they were set.
+                size: rows
+                    .iter()
+                    .find(|r| &r.process_type == name)
+                    .and_then(|r| DynoSize::parse(&r.size).ok()),
             })
             .collect();
         let formation = formation_of(&types, &rows)?;
         let app = AppSpec {
             types,
-            env: dyno_env(&dir, &release.config),
+            env: dyno_env(&platform.runtime, &dir, &release.config),
             cwd: dir,
             ports: Ports::Pool(platform.ports()),
             command_prefix: Some(PROFILE.to_string()),
@@ -184,11 +192,10 @@ impl AppRuntime {
 
     pub(crate) async fn run(
         &self,
-        command: String,
-        env: Vec<(String, String)>,
-    ) -> Result<DynoInfo, PlatformError> {
+        request: crew_engine::RunRequest,
+    ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
         match self.handle().await {
-            Some(handle) => handle.run(command, env).await.map_err(engine_error),
+            Some(handle) => handle.run(request).await.map_err(engine_error),
             None => Err(PlatformError::Invalid(format!(
                 "{} has no release to run yet: push one first",
                 self.name
@@ -286,12 +293,19 @@ fn formation_of(
 }
 
 /// A dyno's environment: a small base, then the release's config vars.
-fn dyno_env(dir: &Path, config: &BTreeMap<String, String>) -> Vec<(String, String)> {
+fn dyno_env(
+    runtime: &ServerRuntime,
+    dir: &Path,
+    config: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    // An isolated dyno sees only the stack, so the server's own PATH would name
+    // directories that are not there.
+    let path = match runtime {
+        ServerRuntime::Isolated(_) => STACK_PATH.to_string(),
+        ServerRuntime::Plain(_) => std::env::var("PATH").unwrap_or_else(|_| STACK_PATH.into()),
+    };
     let mut env = vec![
-        (
-            "PATH".to_string(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        ),
+        ("PATH".to_string(), path),
         ("HOME".to_string(), dir.display().to_string()),
         ("LANG".to_string(), "C.UTF-8".to_string()),
         // Dyno output goes through a pipe to the log; unbuffered Python shows it
@@ -331,7 +345,7 @@ pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<(
 
 /// Runs a release's `release` command in its slug and says whether it succeeded.
 pub(crate) async fn run_release_command(
-    runtime: &PlainRuntime,
+    runtime: &ServerRuntime,
     dir: &Path,
     command: &str,
     config: &BTreeMap<String, String>,
@@ -340,8 +354,9 @@ pub(crate) async fn run_release_command(
     let spec = DynoSpec {
         name: "release.1".into(),
         command: format!("{PROFILE}{command}"),
-        env: dyno_env(dir, config),
+        env: dyno_env(runtime, dir, config),
         cwd: dir.to_path_buf(),
+        ..DynoSpec::default()
     };
     let mut process = match runtime.spawn(&spec) {
         Ok(p) => p,

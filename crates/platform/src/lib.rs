@@ -25,10 +25,25 @@ use crew_buildpack::{BuildRequest, Buildpacks};
 use crew_engine::{DynoInfo, PortPool};
 use crew_logs::LogRing;
 use crew_procfile::{FormationChange, FormationError};
-use crew_runtime::PlainRuntime;
+use crew_runtime::{DynoSize, ServerRuntime};
 use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
 
 pub use crate::app::AppRuntime;
+
+/// A one-off dyno as a user asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct OneOffRequest {
+    pub command: String,
+    pub env: Vec<(String, String)>,
+    /// A dyno size by name (`standard-2x`); the default size without one.
+    pub size: Option<String>,
+    pub input: crew_runtime::DynoInput,
+}
+
+/// A documented dyno size by name, or an error listing the sizes.
+fn size_named(name: &str) -> Result<DynoSize, PlatformError> {
+    DynoSize::parse(name).map_err(|e| PlatformError::Invalid(e.to_string()))
+}
 
 /// How long a build may take, as on Heroku.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -68,6 +83,8 @@ pub struct PlatformConfig {
     pub ports: std::ops::RangeInclusive<u16>,
     /// The router's requests in flight, so web dynos drain before they stop.
     pub in_flight: Option<crew_engine::InFlight>,
+    /// How dynos are isolated, in words, for `apps:info`: `on (…)`, or `off: why`.
+    pub isolation: String,
 }
 
 /// Where a host's requests go: the app and its live web dynos.
@@ -85,7 +102,8 @@ pub struct Platform {
     exe: PathBuf,
     store: Arc<Store>,
     buildpacks: Buildpacks,
-    runtime: PlainRuntime,
+    runtime: ServerRuntime,
+    isolation: String,
     ports: Arc<PortPool>,
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
@@ -99,7 +117,7 @@ impl Platform {
     /// Opens the data directory and brings every app's formation back up.
     pub async fn open(
         config: PlatformConfig,
-        runtime: PlainRuntime,
+        runtime: ServerRuntime,
     ) -> Result<Arc<Platform>, PlatformError> {
         std::fs::create_dir_all(&config.data).map_err(PlatformError::io(format!(
             "creating {}",
@@ -114,6 +132,7 @@ impl Platform {
             store: Arc::new(store),
             buildpacks,
             runtime,
+            isolation: config.isolation,
             ports: Arc::new(PortPool::new(config.ports)),
             apps: Mutex::new(HashMap::new()),
             domains: std::sync::RwLock::new(HashMap::new()),
@@ -185,6 +204,20 @@ impl Platform {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How dynos are isolated here: `on (…)`, or `off: why`.
+    pub fn isolation(&self) -> &str {
+        &self.isolation
+    }
+
+    /// Who owns extracted slugs: the isolated dynos' user, so an app may change
+    /// its `/app`; plain dynos run as crew and use the files as they are.
+    fn slug_owner(&self) -> Option<(u32, u32)> {
+        match &self.runtime {
+            ServerRuntime::Isolated(r) => Some((r.config().uid, r.config().gid)),
+            ServerRuntime::Plain(_) => None,
+        }
     }
 
     pub fn data(&self) -> &Path {
@@ -359,7 +392,7 @@ impl Platform {
             None => None,
         };
         if let Some(slug) = &slug {
-            let dir = slug::extract(&PathBuf::from(&slug.path))
+            let dir = slug::extract(&PathBuf::from(&slug.path), self.slug_owner())
                 .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
             if let Some(command) = &slug.release_command {
                 let say = |line: String| {
@@ -432,12 +465,24 @@ impl Platform {
         self.finish_release(app, release, None).await
     }
 
-    /// Stores the new formation, then applies it.
+    /// Stores the new formation, then applies it. A new size restarts the
+    /// app's dynos with it, new web dynos up before old ones stop.
     pub async fn scale(
         &self,
         app: &str,
         changes: &[FormationChange],
     ) -> Result<Vec<FormationRow>, PlatformError> {
+        let changes = changes
+            .iter()
+            .map(|c| {
+                let size = c
+                    .size
+                    .as_deref()
+                    .map(|s| size_named(s).map(|size| size.name))
+                    .transpose()?;
+                Ok(FormationChange { size, ..c.clone() })
+            })
+            .collect::<Result<Vec<_>, PlatformError>>()?;
         let rows = self.store.formation(app)?;
         let mut formation =
             crew_procfile::Formation::new(rows.iter().map(|r| r.process_type.clone()), 0);
@@ -450,7 +495,7 @@ impl Platform {
             })
             .collect();
         formation.apply(&current)?;
-        formation.apply(changes)?;
+        formation.apply(&changes)?;
         let updated: Vec<FormationRow> = rows
             .iter()
             .map(|r| {
@@ -467,6 +512,10 @@ impl Platform {
                 }
             })
             .collect();
+        let resized = updated
+            .iter()
+            .zip(&rows)
+            .any(|(new, old)| new.size != old.size);
         let rows = self.store.set_formation(app, &updated)?;
         let runtime = self.app_runtime(app);
         let text: Vec<String> = rows
@@ -476,7 +525,11 @@ impl Platform {
         runtime
             .event("api", format!("Scaled to {}", text.join(" ")))
             .await;
-        runtime.scale(&rows).await?;
+        if resized {
+            runtime.boot(self).await?;
+        } else {
+            runtime.scale(&rows).await?;
+        }
         Ok(rows)
     }
 
@@ -485,19 +538,30 @@ impl Platform {
         Ok(self.app_runtime(app).ps().await)
     }
 
-    /// Starts a one-off dyno from the current release.
+    /// Starts a one-off dyno from the current release; attached when the
+    /// request's input is a pipe or a terminal.
     pub async fn run(
         &self,
         app: &str,
-        command: String,
-        env: Vec<(String, String)>,
-    ) -> Result<DynoInfo, PlatformError> {
+        request: OneOffRequest,
+    ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
         self.store.app(app)?;
+        let size = request.size.as_deref().map(size_named).transpose()?;
         let runtime = self.app_runtime(app);
         runtime
-            .event("api", format!("Starting process with command `{command}`"))
+            .event(
+                "api",
+                format!("Starting process with command `{}`", request.command),
+            )
             .await;
-        runtime.run(command, env).await
+        runtime
+            .run(crew_engine::RunRequest {
+                command: request.command,
+                env: request.env,
+                size,
+                input: request.input,
+            })
+            .await
     }
 
     pub async fn restart(&self, app: &str, target: Option<String>) -> Result<(), PlatformError> {

@@ -20,14 +20,24 @@
 //! that is not possible, [`IsolatedRuntime::probe`] says why, and the platform
 //! runs dynos plain.
 //!
+//! A server picks one of the two at startup as its [`ServerRuntime`]; without
+//! isolation, each of its dynos runs in a copy of its slug of its own.
+//!
+//! A dyno's stdin is normally a pipe nobody writes to. An attached one-off gets
+//! a [`Console`] instead: a pipe to its stdin, or a new pseudo-terminal that is
+//! its stdin, stdout and stderr and its controlling terminal.
+//!
 //! All `unsafe` code of crew lives in [`os`].
 
 pub mod isolated;
 pub mod os;
 mod plain;
+mod server_runtime;
 pub mod shell;
 mod signal;
 mod size;
+mod slug_copy;
+mod terminal;
 pub mod watchdog;
 
 use std::future::Future;
@@ -36,12 +46,14 @@ use std::path::PathBuf;
 pub use isolated::{
     IsolatedConfig, IsolatedGroup, IsolatedProcess, IsolatedRuntime, IsolationUnavailable,
 };
-pub use plain::{PlainProcess, PlainRuntime};
+pub use plain::{PlainGroup, PlainProcess, PlainRuntime};
+pub use server_runtime::{ServerGroup, ServerProcess, ServerRuntime};
 pub use signal::{ExitStatus, Signal};
 pub use size::{DynoSize, UnknownSize};
+pub use terminal::{Console, Resize};
 
 /// Everything needed to start one dyno.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DynoSpec {
     /// `web.1`, `run.3`.
     pub name: String,
@@ -50,6 +62,24 @@ pub struct DynoSpec {
     /// The complete environment of the process; nothing is inherited besides it.
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// The dyno's limits, where the runtime enforces any; `None` is the
+    /// runtime's default.
+    pub size: Option<DynoSize>,
+    pub input: DynoInput,
+}
+
+/// What a dyno's stdin is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DynoInput {
+    /// A pipe nobody writes to: open, never delivering data, so watchers that
+    /// exit on end-of-file keep running.
+    #[default]
+    Idle,
+    /// A pipe whose other end is the process's [`Console`] (`crew run --no-tty`).
+    Pipe,
+    /// A new terminal of this size, stdin, stdout and stderr at once, whose
+    /// controlling side is the [`Console`] (`crew run` attached).
+    Terminal { cols: u16, rows: u16 },
 }
 
 /// The merged stdout and stderr of a dyno.
@@ -87,8 +117,14 @@ pub trait DynoProcess: Send + 'static {
     type Group: ProcessGroup;
     /// The leader's pid, when the runtime has one to show.
     fn pid(&self) -> Option<u32>;
-    /// The merged output; `None` after the first call.
+    /// The merged output; `None` after the first call. With a terminal, what the
+    /// terminal shows.
     fn take_output(&mut self) -> Option<Output>;
+    /// The dyno's stdin and window size, when it was started with
+    /// [`DynoInput::Pipe`] or [`DynoInput::Terminal`]; `None` after the first call.
+    fn take_console(&mut self) -> Option<Console> {
+        None
+    }
     /// A handle that can signal the dyno while its exit is being awaited.
     fn group(&self) -> Self::Group;
     /// Resolves when the leader exits.

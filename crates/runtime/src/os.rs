@@ -46,6 +46,50 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// Makes the child the leader of a new session whose controlling terminal is its
+/// stdin, so the terminal's Ctrl-C, window changes and hang-up reach it. Used
+/// instead of a new process group: a group leader cannot start a session.
+pub fn take_terminal(command: &mut std::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only calls setsid(2) and
+    // ioctl(2) on descriptor 0, both async-signal-safe, touching no memory shared
+    // with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid().map_err(io::Error::from)?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin()).map_err(io::Error::from)
+        });
+    }
+}
+
+/// A new pseudo-terminal of `cols` × `rows`: the controlling side (non-blocking)
+/// and the dyno's side.
+pub fn open_terminal(cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::OpenptFlags;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let controller = rustix::pty::openpt(flags)?;
+    rustix::pty::grantpt(&controller)?;
+    rustix::pty::unlockpt(&controller)?;
+    let dyno_side = rustix::pty::ioctl_tiocgptpeer(&controller, flags)?;
+    set_window_size(&controller, cols, rows)?;
+    rustix::io::ioctl_fionbio(&controller, true)?;
+    Ok((controller, dyno_side))
+}
+
+/// Sets a terminal's window size; the kernel then sends SIGWINCH to its
+/// foreground process group.
+pub fn set_window_size(terminal: impl AsFd, cols: u16, rows: u16) -> io::Result<()> {
+    rustix::termios::tcsetwinsize(
+        terminal,
+        rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .map_err(io::Error::from)
+}
+
 /// Orphaned descendants are re-parented to crew instead of init, so crew can find
 /// processes that left their group and reap what init here would leave as zombies.
 pub fn become_subreaper() -> io::Result<()> {
@@ -183,6 +227,8 @@ pub(crate) struct ExecImage {
     pub program: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+    /// Stdin is a terminal the app should control.
+    pub terminal: bool,
 }
 
 /// The real system calls of a dyno's init. Built by the thread that clones, before
@@ -193,6 +239,7 @@ pub(crate) struct LinuxSys<'a> {
     envp: Vec<*const c_char>,
     /// Where this process's command line lives, to overwrite it in the init.
     cmdline: Option<(usize, usize)>,
+    terminal: bool,
 }
 
 impl<'a> LinuxSys<'a> {
@@ -209,6 +256,7 @@ impl<'a> LinuxSys<'a> {
             argv: list(&image.argv),
             envp: list(&image.envp),
             cmdline,
+            terminal: image.terminal,
         }
     }
 }
@@ -486,6 +534,12 @@ impl Sys for LinuxSys<'_> {
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::setsid();
+            if self.terminal {
+                // Stdin is the dyno's terminal: make it this session's, so Ctrl-C
+                // and window changes reach the app. A failure leaves the app
+                // running without job control rather than not at all.
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            }
             libc::execve(
                 self.program.as_ptr(),
                 self.argv.as_ptr(),
@@ -729,6 +783,19 @@ pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
 }
 
 /// Registers a descriptor with tokio's reactor to wait for it to become readable.
+/// A descriptor registered with tokio for reading and writing.
+pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
+    // same for the AsyncFd's whole life.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            fd,
+            tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+        )
+        .map_err(io::Error::from)
+    }
+}
+
 pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
     // same for the AsyncFd's whole life.

@@ -1,19 +1,25 @@
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::slug_copy::SlugCopy;
+use crate::terminal::{self, DynoStdio};
 use crate::watchdog::Watchdog;
 use crate::{
-    DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, RuntimeError, Signal, os,
+    Console, DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, RuntimeError,
+    Signal, os,
 };
 
 /// Runs dynos as plain processes on this machine, each in its own process group.
 #[derive(Clone)]
 pub struct PlainRuntime {
     shared: Arc<Shared>,
+    /// Where each dyno gets its own copy of its slug, if it should.
+    slug_copies: Option<PathBuf>,
 }
 
 struct Shared {
@@ -48,7 +54,18 @@ impl PlainRuntime {
                 leaders: Mutex::new(HashSet::new()),
                 watchdog,
             }),
+            slug_copies: None,
         })
+    }
+
+    /// This runtime, but every dyno runs in its own copy of its directory, made
+    /// under `dir` at start and removed when the dyno is gone, so what one dyno
+    /// writes no other dyno sees. A server without isolation runs dynos so.
+    pub fn with_slug_copies(&self, dir: PathBuf) -> PlainRuntime {
+        PlainRuntime {
+            shared: self.shared.clone(),
+            slug_copies: Some(dir),
+        }
     }
 
     fn leaders(&self) -> MutexGuard<'_, HashSet<u32>> {
@@ -145,9 +162,24 @@ impl Runtime for PlainRuntime {
             dyno: spec.name.clone(),
             source,
         };
-        let (read, write) = os::pipe().map_err(pipe_error)?;
-        let write_err = write.try_clone().map_err(pipe_error)?;
-        let stdin = self.shared.idle_stdin.try_clone().map_err(pipe_error)?;
+        let copy = match &self.slug_copies {
+            Some(copies) => {
+                Some(
+                    SlugCopy::make(copies, spec).map_err(|source| RuntimeError::Spawn {
+                        dyno: spec.name.clone(),
+                        command: spec.command.clone(),
+                        cwd: spec.cwd.display().to_string(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let spec = match &copy {
+            Some(copy) => &copy.spec,
+            None => spec,
+        };
+        let stdio = DynoStdio::new(spec.input, &self.shared.idle_stdin).map_err(pipe_error)?;
 
         let mut command = std::process::Command::new("/bin/sh");
         command
@@ -156,10 +188,15 @@ impl Runtime for PlainRuntime {
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.cwd)
-            .stdin(Stdio::from(stdin))
-            .stdout(Stdio::from(write))
-            .stderr(Stdio::from(write_err))
-            .process_group(0);
+            .stdin(Stdio::from(stdio.stdin))
+            .stdout(Stdio::from(stdio.stdout))
+            .stderr(Stdio::from(stdio.stderr));
+        if stdio.terminal {
+            // A session of its own is also a process group of its own.
+            os::take_terminal(&mut command);
+        } else {
+            command.process_group(0);
+        }
         os::die_with_parent(&mut command);
         let mut command = tokio::process::Command::from(command);
         command.kill_on_drop(false);
@@ -171,8 +208,8 @@ impl Runtime for PlainRuntime {
             cwd: spec.cwd.display().to_string(),
             source,
         })?;
-        // Our copies of the write ends live in `command`; they must close so the
-        // output reaches EOF when the dyno's processes are gone.
+        // Our copies of the dyno's ends live in `command`; they must close so the
+        // output reaches its end when the dyno's processes are gone.
         drop(command);
         let pid = child.id().unwrap_or(0);
         leaders.insert(pid);
@@ -180,13 +217,15 @@ impl Runtime for PlainRuntime {
         if let Some(w) = &self.shared.watchdog {
             w.register(pid);
         }
-        let output = tokio::net::unix::pipe::Receiver::from_owned_fd(read).map_err(pipe_error)?;
+        let (output, console) = terminal::streams(&spec.name, stdio.output, stdio.console)?;
         Ok(PlainProcess {
             name: spec.name.clone(),
             child,
             pid,
-            output: Some(Box::new(output)),
+            output: Some(output),
+            console,
             runtime: self.clone(),
+            _copy: copy,
         })
     }
 }
@@ -197,7 +236,10 @@ pub struct PlainProcess {
     child: tokio::process::Child,
     pid: u32,
     output: Option<Output>,
+    console: Option<Console>,
     runtime: PlainRuntime,
+    /// The dyno's own copy of its slug, removed with the process.
+    _copy: Option<SlugCopy>,
 }
 
 impl DynoProcess for PlainProcess {
@@ -209,6 +251,10 @@ impl DynoProcess for PlainProcess {
 
     fn take_output(&mut self) -> Option<Output> {
         self.output.take()
+    }
+
+    fn take_console(&mut self) -> Option<Console> {
+        self.console.take()
     }
 
     fn group(&self) -> PlainGroup {

@@ -78,6 +78,7 @@ fn spec(name: &str, slug: &Path, command: &str) -> DynoSpec {
             ("DYNO".into(), name.into()),
         ],
         cwd: slug.to_path_buf(),
+        ..DynoSpec::default()
     }
 }
 

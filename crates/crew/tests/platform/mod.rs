@@ -88,6 +88,16 @@ impl Server {
         self.crew = Some(crew);
     }
 
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.crew.as_ref().map(|c| c.pid())
+    }
+
+    /// What the server printed so far.
+    pub fn output(&self) -> String {
+        self.crew.as_ref().map(|c| c.stdout()).unwrap_or_default()
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data().join("api-token"))
             .expect("the token file")
@@ -97,9 +107,12 @@ impl Server {
 
     /// `crew ARGS` as a client of this server, in `dir`.
     pub fn cli(&self, dir: &Path, args: &[&str]) -> (bool, String, String) {
+        // stdin is never the terminal the tests run in: `crew run -a` would
+        // put it in raw mode.
         let output = Command::new(CREW)
             .args(args)
             .current_dir(dir)
+            .stdin(std::process::Stdio::null())
             .env("HOME", self.home.path())
             .env("CREW_API_URL", &self.url)
             .env("CREW_API_KEY", self.token())
@@ -186,10 +199,14 @@ pub fn pids_alive(pids: &[i32]) -> Vec<i32> {
         .collect()
 }
 
+/// The PID column of `crew ps`, wherever the columns before it put it.
 pub fn dyno_pids(ps: &str) -> Vec<i32> {
+    let Some(column) = ps.lines().next().and_then(|h| h.find("PID")) else {
+        return Vec::new();
+    };
     ps.lines()
         .skip(2)
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .filter_map(|l| l.get(column..)?.split_whitespace().next()?.parse().ok())
         .collect()
 }
 

@@ -46,9 +46,10 @@ use self::memory::MemoryWatch;
 use self::output::DynoOutput;
 use self::plan::{DEVICES, Entry, Layout};
 use crate::os::{self, ExecImage};
+use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{
-    DynoProcess, DynoSize, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, RuntimeError,
-    Signal,
+    Console, DynoInput, DynoProcess, DynoSize, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime,
+    RuntimeError, Signal,
 };
 
 /// How often a running dyno's memory counters are read.
@@ -231,8 +232,8 @@ impl IsolatedRuntime {
         let spec = DynoSpec {
             name: "probe.1".into(),
             command: "exit 0".into(),
-            env: Vec::new(),
             cwd: slug.clone(),
+            ..DynoSpec::default()
         };
         let started = self.start(&spec, &DynoSize::default());
         let result = match started {
@@ -313,11 +314,8 @@ impl IsolatedRuntime {
             launched,
             cgroup,
             output,
+            console,
         } = self.start(spec, size)?;
-        let pipe_error = |source| RuntimeError::Pipe {
-            dyno: spec.name.clone(),
-            source,
-        };
         let (notices, notices_rx) = mpsc::unbounded_channel();
         let dyno = Arc::new(Dyno {
             pid: launched.pid,
@@ -325,15 +323,15 @@ impl IsolatedRuntime {
             cgroup,
         });
         let (done, done_rx) = oneshot::channel();
-        let receiver = {
+        let streams = {
             let _guard = handle.enter();
-            tokio::net::unix::pipe::Receiver::from_owned_fd(output)
+            crate::terminal::streams(&spec.name, output, console)
         };
-        let receiver = match receiver {
-            Ok(r) => r,
+        let (receiver, console) = match streams {
+            Ok(s) => s,
             Err(e) => {
                 dyno.kill();
-                return Err(pipe_error(e));
+                return Err(e);
             }
         };
         handle.spawn(supervise(
@@ -347,6 +345,7 @@ impl IsolatedRuntime {
             name: spec.name.clone(),
             dyno,
             output: Some(Box::new(DynoOutput::new(receiver, notices_rx))),
+            console,
             done: Some(done_rx),
             status: None,
         })
@@ -379,21 +378,22 @@ impl IsolatedRuntime {
             source,
         };
         let result = (|| {
-            let (read, write) = os::pipe().map_err(pipe_error)?;
-            let stdin = shared.idle_stdin.try_clone().map_err(pipe_error)?;
+            let stdio = DynoStdio::new(spec.input, &shared.idle_stdin).map_err(pipe_error)?;
             let io = ChildIo {
-                stdin,
-                output: write,
+                stdin: stdio.stdin,
+                output: stdio.stdout,
             };
+            drop(stdio.stderr);
             let plan = Arc::new(ChildPlan { steps, image });
             let launched = launch(plan, io, &cgroup, shared.config.setup_timeout).map_err(fail)?;
-            Ok((launched, read))
+            Ok((launched, stdio.output, stdio.console))
         })();
         match result {
-            Ok((launched, output)) => Ok(Started {
+            Ok((launched, output, console)) => Ok(Started {
                 launched,
                 cgroup,
                 output,
+                console,
             }),
             Err(e) => {
                 cgroup.kill();
@@ -417,6 +417,7 @@ struct Started {
     launched: Launched,
     cgroup: DynoCgroup,
     output: OwnedFd,
+    console: Option<ConsoleFds>,
 }
 
 fn spawn_error(spec: &DynoSpec, source: io::Error) -> RuntimeError {
@@ -453,9 +454,13 @@ fn cgroup_safe(name: &str) -> String {
 impl Runtime for IsolatedRuntime {
     type Process = IsolatedProcess;
 
-    /// Starts a dyno with its process type's size (see [`IsolatedRuntime::set_size`]).
+    /// Starts a dyno with the spec's size, else its process type's (see
+    /// [`IsolatedRuntime::set_size`]).
     fn spawn(&self, spec: &DynoSpec) -> Result<IsolatedProcess, RuntimeError> {
-        let size = self.size_for(&spec.name);
+        let size = spec
+            .size
+            .clone()
+            .unwrap_or_else(|| self.size_for(&spec.name));
         self.spawn_sized(spec, &size)
     }
 }
@@ -540,7 +545,7 @@ fn exec_image(spec: &DynoSpec) -> io::Result<ExecImage> {
             ));
         }
         let value = match slug {
-            Some(s) if !s.is_empty() => in_app(value, s),
+            Some(s) if !s.is_empty() => crate::slug_copy::rebase(value, s, plan::APP),
             _ => value.clone(),
         };
         envp.push(
@@ -559,34 +564,8 @@ fn exec_image(spec: &DynoSpec) -> io::Result<ExecImage> {
             command,
         ],
         envp,
+        terminal: matches!(spec.input, DynoInput::Terminal { .. }),
     })
-}
-
-/// Replaces the slug's host path with `/app` where it stands as a whole path (or
-/// the start of one) in a value, such as `PATH=/srv/slug/bin:/usr/bin`.
-fn in_app(value: &str, slug: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    let mut at_start = true;
-    while let Some(i) = rest.find(slug) {
-        let before_ok = if i == 0 {
-            at_start
-        } else {
-            rest.as_bytes().get(i - 1) == Some(&b':')
-        };
-        let after = rest.as_bytes().get(i + slug.len());
-        let after_ok = matches!(after, None | Some(b'/') | Some(b':'));
-        out.push_str(&rest[..i]);
-        if before_ok && after_ok {
-            out.push_str(plan::APP);
-        } else {
-            out.push_str(slug);
-        }
-        rest = &rest[i + slug.len()..];
-        at_start = false;
-    }
-    out.push_str(rest);
-    out
 }
 
 /// What the process handle, its group and its supervisor share.
@@ -693,6 +672,7 @@ pub struct IsolatedProcess {
     name: String,
     dyno: Arc<Dyno>,
     output: Option<Output>,
+    console: Option<Console>,
     done: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
     status: Option<ExitStatus>,
 }
@@ -716,6 +696,10 @@ impl DynoProcess for IsolatedProcess {
         self.output.take()
     }
 
+    fn take_console(&mut self) -> Option<Console> {
+        self.console.take()
+    }
+
     fn group(&self) -> IsolatedGroup {
         IsolatedGroup {
             dyno: self.dyno.clone(),
@@ -732,12 +716,15 @@ impl DynoProcess for IsolatedProcess {
             dyno: self.name.clone(),
             source,
         };
+        // Awaited through a borrow, so a caller may drop this future (as a
+        // `select!` loop does) and wait again later without losing the status.
         let done = self
             .done
-            .take()
+            .as_mut()
             .ok_or_else(|| wait_error(io::Error::other("the dyno's status was already taken")))?;
-        let status = done
-            .await
+        let received = done.await;
+        self.done = None;
+        let status = received
             .map_err(|_| wait_error(io::Error::other("the dyno's supervisor ended")))?
             .map_err(wait_error)?;
         self.status = Some(status);
@@ -772,22 +759,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_slug_path_becomes_app() {
-        let slug = "/srv/crew/slugs/v3";
-        assert_eq!(in_app("/srv/crew/slugs/v3", slug), "/app");
-        assert_eq!(
-            in_app(
-                "/srv/crew/slugs/v3/bin:/usr/bin:/srv/crew/slugs/v3/.heroku/bin",
-                slug
-            ),
-            "/app/bin:/usr/bin:/app/.heroku/bin"
-        );
-        assert_eq!(in_app("/srv/crew/slugs/v30", slug), "/srv/crew/slugs/v30");
-        assert_eq!(in_app("x/srv/crew/slugs/v3", slug), "x/srv/crew/slugs/v3");
-        assert_eq!(in_app("plain", slug), "plain");
-    }
-
-    #[test]
     fn the_environment_gets_home_and_no_nul() {
         let spec = DynoSpec {
             name: "web.1".into(),
@@ -798,6 +769,7 @@ mod tests {
                 ("PORT".into(), "5000".into()),
             ],
             cwd: "/srv/slug/".into(),
+            ..DynoSpec::default()
         };
         let image = exec_image(&spec).unwrap();
         let env: Vec<String> = image
