@@ -75,6 +75,69 @@ pub enum Command {
     ReleasesInfo(ReleaseArgs),
     /// Make a new release from an old one's slug and config [default: the one before the latest]
     Rollback(ReleaseArgs),
+    /// Write an app as Kubernetes manifests, a Swarm stack file or a docker-archive image
+    Export(ExportArgs),
+}
+
+/// What `crew export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Namespace, Secret, a Deployment per process type, the web Service
+    Kubernetes,
+    /// A compose v3 stack file for `docker stack deploy`
+    Swarm,
+    /// A release's slug as an image, for `docker load` (needs --slug)
+    Image,
+}
+
+/// The text format of manifests and stack files.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub kind: ExportKind,
+    /// The app on the server; with --procfile or --slug, the name to give it
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
+    /// Export this local Procfile (and .env beside it) instead of a server's app
+    #[arg(short = 'f', long = "procfile", value_name = "PROCFILE")]
+    pub procfile: Option<PathBuf>,
+    /// With --procfile: env files holding the config vars [default: .env beside the Procfile, if present]
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "FILE[,FILE]",
+        value_delimiter = ','
+    )]
+    pub env: Vec<PathBuf>,
+    /// With --procfile: how many of each type [default: web=1, others 0, as a first deploy]
+    #[arg(short = 'm', long = "formation", value_name = "FORMATION")]
+    pub formation: Vec<String>,
+    /// With --procfile or --slug: the release number [default: v1]
+    #[arg(long, value_name = "vN")]
+    pub release: Option<String>,
+    /// The image the dynos run [default: crew/APP:vN]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Write files into DIR (for an image: the archive's path) instead of printing
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// yaml or json
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: TextFormat,
+    /// Kubernetes: print only the Job of a one-off running COMMAND, for `kubectl create -f -`
+    #[arg(long, value_name = "COMMAND", conflicts_with = "output")]
+    pub run: Option<String>,
+    /// Image: the slug, a tar.gz as `crew server` or Heroku makes it
+    #[arg(long, value_name = "FILE")]
+    pub slug: Option<PathBuf>,
+    /// Image: the stack's root filesystem as a tar or tar.gz, the layer under /app
+    #[arg(long, value_name = "ROOTFS")]
+    pub base: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod client;
 mod control;
+mod export;
 mod run;
 mod server;
 mod settings;
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         cli::Command::Releases(args) => apps::releases(&args),
         cli::Command::ReleasesInfo(args) => apps::release_info(&args),
         cli::Command::Rollback(args) => apps::rollback(&args),
+        cli::Command::Export(args) => export::export(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
