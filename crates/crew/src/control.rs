@@ -154,8 +154,10 @@ impl LocalBackend {
 fn engine_error(e: EngineError) -> ApiError {
     match e {
         EngineError::UnknownDyno(_) => ApiError::not_found(e.to_string()),
-        EngineError::ShuttingDown => ApiError::unavailable(e.to_string()),
-        EngineError::Formation(_) | EngineError::Port { .. } => ApiError::invalid(e.to_string()),
+        EngineError::ShuttingDown | EngineError::Engine(_) => ApiError::unavailable(e.to_string()),
+        EngineError::Formation(_) | EngineError::Port { .. } | EngineError::NoRelease => {
+            ApiError::invalid(e.to_string())
+        }
     }
 }
 

@@ -148,6 +148,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
                 counted.count(port)
             }))),
             isolation,
+            placements: None,
         },
         runtime,
     )

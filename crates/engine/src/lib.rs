@@ -7,6 +7,9 @@
 //! channel, probes a web dyno's PORT, carries out stops, and reports back what
 //! happened. No other code touches a child process.
 //!
+//! A server reaches an app's formation through the [`Placement`] trait:
+//! [`LocalPlacement`] wraps this engine, and a remote engine can stand in.
+//!
 //! Two rules decide what an exit means:
 //! - foreman's (the default locally): the first exit nobody asked for stops the
 //!   whole run, and its code becomes the run's exit code;
@@ -15,6 +18,7 @@
 
 mod dyno;
 mod manifold;
+pub mod placement;
 mod ports;
 pub mod restart;
 
@@ -28,6 +32,7 @@ use crew_runtime::{Console, DynoInput, DynoSize, ExitStatus, Output, Runtime, Si
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use placement::{BoxFuture, LocalConfig, LocalPlacement, Placement, ReleaseSpec, ReleaseType};
 pub use ports::PortPool;
 
 /// A process type as the engine runs it.
@@ -243,6 +248,11 @@ pub enum EngineError {
     Port { dyno: String, reason: String },
     #[error("the formation is shutting down")]
     ShuttingDown,
+    #[error("no release to run yet: push one first")]
+    NoRelease,
+    /// A remote engine refused or failed, in its own words.
+    #[error("{0}")]
+    Engine(String),
 }
 
 pub(crate) enum Request {

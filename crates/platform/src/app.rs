@@ -1,4 +1,4 @@
-//! The running side of one app: its engine and its log.
+//! The running side of one app: its placement (where its dynos run) and its log.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crew_engine::{
-    AppSpec, DynoInfo, EngineConfig, EngineError, EngineHandle, Outcome, Ports, ProcessTypeSpec,
-    ShutdownReason, TypeSettings,
+    DynoInfo, EngineConfig, EngineError, InFlight, LocalConfig, LocalPlacement, Placement,
+    PortPool, ReleaseSpec, ReleaseType,
 };
 use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
 use crew_procfile::{Formation, FormationChange, Quantity};
@@ -16,7 +16,6 @@ use crew_runtime::{DynoProcess, DynoSize, DynoSpec, Runtime, ServerRuntime, Sign
 use crew_store::FormationRow;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::{Platform, PlatformError, slug};
 
@@ -33,26 +32,25 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The release command's limit, as on Heroku.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-struct Running {
-    handle: EngineHandle,
-    task: JoinHandle<Outcome>,
-}
-
 type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
 
+/// Makes one app's placement, given the app's name and its log.
+pub type PlacementFactory =
+    Arc<dyn Fn(&str, mpsc::Sender<LogEvent>) -> Box<dyn Placement> + Send + Sync>;
+
+/// The running side of one app: where its dynos are placed, and its log.
 pub struct AppRuntime {
     name: String,
     ring: Arc<LogRing>,
     logs: mpsc::Sender<LogEvent>,
-    engine: tokio::sync::Mutex<Option<Running>>,
-    /// The engine's web dynos for the router; an empty list before the first
-    /// release.
-    backends: std::sync::Mutex<Backends>,
+    placement: Box<dyn Placement>,
+    /// Whether a release was applied, so requests before that have an answer.
+    applied: std::sync::atomic::AtomicBool,
     router_log: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 impl AppRuntime {
-    pub(crate) fn new(name: &str) -> AppRuntime {
+    pub(crate) fn new(name: &str, placements: &PlacementFactory) -> AppRuntime {
         let ring = Arc::new(LogRing::new(DEFAULT_CAPACITY));
         let (logs, mut rx) = mpsc::channel::<LogEvent>(1024);
         let feed = ring.clone();
@@ -61,22 +59,20 @@ impl AppRuntime {
                 feed.push(&event);
             }
         });
-        let (_, none) = tokio::sync::watch::channel(Arc::new(Vec::new()));
         AppRuntime {
             name: name.to_string(),
             ring,
             router_log: router_log(logs.clone()),
+            placement: placements(name, logs.clone()),
             logs,
-            engine: tokio::sync::Mutex::new(None),
-            backends: std::sync::Mutex::new(none),
+            applied: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// The app's web dynos for the router; an empty list before the first
+    /// release.
     pub(crate) fn web_backends(&self) -> Backends {
-        self.backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.placement.web_backends()
     }
 
     pub(crate) fn router_log(&self) -> Arc<dyn Fn(String) + Send + Sync> {
@@ -93,24 +89,24 @@ impl AppRuntime {
         let _ = self.logs.send(LogEvent::platform(&source, text)).await;
     }
 
-    /// Runs the app's current release with its stored formation: starts the
-    /// engine, or switches a running one to the release.
+    /// Runs the app's current release with its stored formation: starts it, or
+    /// rolls the running dynos over to it.
     pub(crate) async fn boot(&self, platform: &Platform) -> Result<(), PlatformError> {
         let release = platform.store.current_release(&self.name)?;
         let Some(slug_id) = &release.slug_id else {
             return Ok(());
         };
         let slug = platform.store.slug(slug_id)?;
-        let dir = slug::extract(&PathBuf::from(&slug.path), platform.slug_owner())
+        let archive = PathBuf::from(&slug.path);
+        let dir = slug::extract(&archive, platform.slug_owner())
             .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
         let rows = platform.store.formation(&self.name)?;
-        let types: Vec<ProcessTypeSpec> = slug
+        let types: Vec<ReleaseType> = slug
             .process_types
             .iter()
-            .map(|(name, command)| ProcessTypeSpec {
+            .map(|(name, command)| ReleaseType {
                 name: name.clone(),
                 command: command.clone(),
-                settings: TypeSettings::default(),
                 // Sizes were checked when they were set.
                 size: rows
                     .iter()
@@ -119,131 +115,90 @@ impl AppRuntime {
             })
             .collect();
         let formation = formation_of(&types, &rows)?;
-        let app = AppSpec {
+        let spec = ReleaseSpec {
+            app: self.name.clone(),
+            version: release.version,
             types,
             env: dyno_env(&platform.runtime, &dir, &release.config),
-            cwd: dir,
-            ports: Ports::Pool(platform.ports()),
+            slug_archive: archive,
+            slug_dir: dir,
             command_prefix: Some(PROFILE.to_string()),
         };
-        let mut engine = self.engine.lock().await;
-        match engine.as_ref() {
-            Some(running) if !running.task.is_finished() => {
-                running.handle.deploy(app, formation);
-            }
-            _ => {
-                let (handle, task) = crew_engine::start(
-                    platform.runtime.clone(),
-                    app,
-                    formation,
-                    EngineConfig {
-                        stop_timeout: STOP_TIMEOUT,
-                        keep_alive: true,
-                        boot_timeout: Duration::from_secs(60),
-                        in_flight: platform.in_flight.clone(),
-                    },
-                    self.logs.clone(),
-                );
-                *self.backends.lock().unwrap_or_else(|p| p.into_inner()) = handle.web_backends();
-                *engine = Some(Running { handle, task });
-            }
-        }
+        self.placement
+            .apply(spec, formation)
+            .await
+            .map_err(engine_error)?;
+        self.applied
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
-    async fn handle(&self) -> Option<EngineHandle> {
-        self.engine.lock().await.as_ref().map(|r| r.handle.clone())
-    }
-
     pub(crate) async fn scale(&self, rows: &[FormationRow]) -> Result<(), PlatformError> {
-        let Some(handle) = self.handle().await else {
-            return Ok(());
-        };
-        let known = handle.formation().await;
         let changes: Vec<FormationChange> = rows
             .iter()
-            .filter(|r| {
-                known
-                    .as_ref()
-                    .is_some_and(|f| f.get(&r.process_type).is_some())
-            })
             .map(|r| FormationChange {
                 process_type: r.process_type.clone(),
                 quantity: Quantity::Set(r.quantity),
                 size: None,
             })
             .collect();
-        if changes.is_empty() {
-            return Ok(());
-        }
-        handle
-            .scale(changes)
-            .await
-            .map(|_| ())
-            .map_err(engine_error)
+        self.placement.scale(changes).await.map_err(engine_error)
     }
 
     pub(crate) async fn ps(&self) -> Vec<DynoInfo> {
-        match self.handle().await {
-            Some(handle) => handle.ps().await,
-            None => Vec::new(),
-        }
+        self.placement.ps().await
     }
 
     pub(crate) async fn run(
         &self,
         request: crew_engine::RunRequest,
     ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
-        match self.handle().await {
-            Some(handle) => handle.run(request).await.map_err(engine_error),
-            None => Err(PlatformError::Invalid(format!(
+        if !self.applied.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(PlatformError::Invalid(format!(
                 "{} has no release to run yet: push one first",
                 self.name
-            ))),
+            )));
         }
+        self.placement.run(request).await.map_err(engine_error)
     }
 
     pub(crate) async fn restart(&self, target: Option<String>) -> Result<(), PlatformError> {
-        match self.handle().await {
-            Some(handle) => handle
-                .restart(target)
-                .await
-                .map(|_| ())
-                .map_err(engine_error),
-            None => match target {
-                Some(t) => Err(PlatformError::UnknownDyno(t)),
-                None => Ok(()),
-            },
-        }
+        self.placement.restart(target).await.map_err(engine_error)
     }
 
     pub(crate) async fn stop_dyno(&self, target: String) -> Result<(), PlatformError> {
-        match self.handle().await {
-            Some(handle) => handle.stop(target).await.map(|_| ()).map_err(engine_error),
-            None => Err(PlatformError::UnknownDyno(target)),
-        }
+        self.placement.stop(target).await.map_err(engine_error)
     }
 
     pub(crate) fn shutdown(&self) {
-        if let Ok(engine) = self.engine.try_lock()
-            && let Some(running) = engine.as_ref()
-        {
-            running
-                .handle
-                .shutdown(ShutdownReason::Signal(Signal::Term));
-        }
+        self.placement.shutdown();
     }
 
     /// Stops every dyno and waits until they are gone.
     pub(crate) async fn stop(&self) {
-        let running = self.engine.lock().await.take();
-        if let Some(running) = running {
-            running
-                .handle
-                .shutdown(ShutdownReason::Signal(Signal::Term));
-            let _ = running.task.await;
-        }
+        self.placement.destroy().await;
     }
+}
+
+/// The reference placement: crew's own manifold on this machine, through the
+/// server's runtime.
+pub(crate) fn local_placements(
+    runtime: ServerRuntime,
+    ports: Arc<PortPool>,
+    in_flight: Option<InFlight>,
+) -> PlacementFactory {
+    Arc::new(move |_app, logs| {
+        let config = LocalConfig {
+            engine: EngineConfig {
+                stop_timeout: STOP_TIMEOUT,
+                keep_alive: true,
+                boot_timeout: Duration::from_secs(60),
+                in_flight: in_flight.clone(),
+            },
+            ports: ports.clone(),
+        };
+        Box::new(LocalPlacement::new(runtime.clone(), config, logs))
+    })
 }
 
 /// Writes router lines to the app's log without ever making a request wait for
@@ -267,15 +222,14 @@ fn engine_error(e: EngineError) -> PlatformError {
         EngineError::UnknownDyno(d) => PlatformError::UnknownDyno(d),
         EngineError::ShuttingDown => PlatformError::ShuttingDown,
         EngineError::Formation(f) => PlatformError::Formation(f),
-        EngineError::Port { .. } => PlatformError::Invalid(e.to_string()),
+        EngineError::Port { .. } | EngineError::NoRelease | EngineError::Engine(_) => {
+            PlatformError::Invalid(e.to_string())
+        }
     }
 }
 
 /// The engine's formation for a release's types from the stored rows.
-fn formation_of(
-    types: &[ProcessTypeSpec],
-    rows: &[FormationRow],
-) -> Result<Formation, PlatformError> {
+fn formation_of(types: &[ReleaseType], rows: &[FormationRow]) -> Result<Formation, PlatformError> {
     let mut formation = Formation::new(types.iter().map(|t| t.name.clone()), 0);
     let changes: Vec<FormationChange> = rows
         .iter()

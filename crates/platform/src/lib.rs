@@ -28,7 +28,7 @@ use crew_procfile::{FormationChange, FormationError};
 use crew_runtime::{DynoSize, ServerRuntime};
 use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
 
-pub use crate::app::AppRuntime;
+pub use crate::app::{AppRuntime, PlacementFactory};
 
 /// A one-off dyno as a user asks for it.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +85,8 @@ pub struct PlatformConfig {
     pub in_flight: Option<crew_engine::InFlight>,
     /// How dynos are isolated, in words, for `apps:info`: `on (…)`, or `off: why`.
     pub isolation: String,
+    /// Where apps' dynos run; `None` is this machine, through the runtime.
+    pub placements: Option<PlacementFactory>,
 }
 
 /// Where a host's requests go: the app and its live web dynos.
@@ -104,11 +106,10 @@ pub struct Platform {
     buildpacks: Buildpacks,
     runtime: ServerRuntime,
     isolation: String,
-    ports: Arc<PortPool>,
+    placements: PlacementFactory,
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
     domains: std::sync::RwLock<HashMap<String, String>>,
-    in_flight: Option<crew_engine::InFlight>,
     /// One deploy at a time per app.
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -126,17 +127,21 @@ impl Platform {
         let store = Store::open(&config.data.join("crew.db"))?;
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
             .map_err(|e| PlatformError::Build(e.to_string()))?;
+        let in_flight = config.in_flight;
+        let ports = config.ports;
+        let placements = config.placements.unwrap_or_else(|| {
+            app::local_placements(runtime.clone(), Arc::new(PortPool::new(ports)), in_flight)
+        });
         let platform = Arc::new(Platform {
             data: config.data,
             exe: config.exe,
             store: Arc::new(store),
             buildpacks,
+            placements,
             runtime,
             isolation: config.isolation,
-            ports: Arc::new(PortPool::new(config.ports)),
             apps: Mutex::new(HashMap::new()),
             domains: std::sync::RwLock::new(HashMap::new()),
-            in_flight: config.in_flight,
             deploys: Mutex::new(HashMap::new()),
         });
         for app in platform.store.apps()? {
@@ -236,7 +241,7 @@ impl Platform {
     pub fn app_runtime(&self, app: &str) -> Arc<AppRuntime> {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         apps.entry(app.to_string())
-            .or_insert_with(|| Arc::new(AppRuntime::new(app)))
+            .or_insert_with(|| Arc::new(AppRuntime::new(app, &self.placements)))
             .clone()
     }
 
@@ -589,9 +594,5 @@ impl Platform {
         for app in apps {
             app.stop().await;
         }
-    }
-
-    fn ports(&self) -> Arc<PortPool> {
-        self.ports.clone()
     }
 }

@@ -20,14 +20,27 @@ pub struct Console {
     pub resize: Option<Resize>,
 }
 
-/// Changes a dyno's terminal size.
+/// Changes a dyno's terminal size: on a local terminal's controlling side, or
+/// through a remote engine's API.
 #[derive(Clone)]
-pub struct Resize(Arc<OwnedFd>);
+pub struct Resize(Arc<dyn Fn(u16, u16) + Send + Sync>);
 
 impl Resize {
+    pub fn new(set: impl Fn(u16, u16) + Send + Sync + 'static) -> Resize {
+        Resize(Arc::new(set))
+    }
+
+    /// A local terminal, through the descriptor of its controlling side.
+    fn terminal(controller: OwnedFd) -> Resize {
+        Resize::new(move |cols, rows| {
+            // A terminal whose dyno is gone may refuse; there is nothing left
+            // to tell.
+            let _ = os::set_window_size(controller.as_fd(), cols, rows);
+        })
+    }
+
     pub fn set(&self, cols: u16, rows: u16) {
-        // A terminal whose dyno is gone may refuse; there is nothing left to tell.
-        let _ = os::set_window_size(self.0.as_fd(), cols, rows);
+        (self.0)(cols, rows)
     }
 }
 
@@ -105,7 +118,7 @@ pub(crate) fn streams(
                 Box::new(output),
                 Some(Console {
                     input: Box::new(input),
-                    resize: Some(Resize(Arc::new(controller))),
+                    resize: Some(Resize::terminal(controller)),
                 }),
             ))
         }

@@ -1,0 +1,252 @@
+//! Where one app's formation runs: the seam between the platform and an engine.
+//!
+//! The platform keeps the formation and the releases; a [`Placement`] only makes
+//! them real, and reports back. [`LocalPlacement`] is the reference: crew's own
+//! manifold on this machine, through a [`Runtime`]. A remote engine (Swarm,
+//! Kubernetes) implements the same trait and is held to the same conformance
+//! tests. Every method is about one app; the placement is made for it.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crew_logs::LogEvent;
+use crew_procfile::{Formation, FormationChange};
+use crew_runtime::{DynoSize, Runtime, Signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::{
+    AppSpec, Attachment, DynoInfo, EngineConfig, EngineError, EngineHandle, Outcome, Ports,
+    ProcessTypeSpec, RunRequest, ShutdownReason, TypeSettings, WebBackend,
+};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A release as an engine needs it.
+#[derive(Debug, Clone)]
+pub struct ReleaseSpec {
+    pub app: String,
+    pub version: u32,
+    /// Process types in Procfile order, with their commands and sizes.
+    pub types: Vec<ReleaseType>,
+    /// The config vars and crew's base environment; engines add PORT, DYNO, PS.
+    pub env: Vec<(String, String)>,
+    /// The slug as built (`.tar.gz`), for engines that ship it elsewhere.
+    pub slug_archive: PathBuf,
+    /// The slug extracted on this machine, for engines that run it here.
+    pub slug_dir: PathBuf,
+    /// Shell text run before every command (sourcing `.profile.d`).
+    pub command_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseType {
+    pub name: String,
+    pub command: String,
+    pub size: Option<DynoSize>,
+}
+
+/// One app's dynos, wherever they run. Errors use the engine's words.
+pub trait Placement: Send + Sync + 'static {
+    /// Runs `release` with `formation`: the first time, starts it; later, rolls
+    /// the app over to it (new web dynos up before old ones go).
+    fn apply(
+        &self,
+        release: ReleaseSpec,
+        formation: Formation,
+    ) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// Changes quantities (and sizes) of types the running release has.
+    fn scale(&self, changes: Vec<FormationChange>) -> BoxFuture<'_, Result<(), EngineError>>;
+    fn ps(&self) -> BoxFuture<'_, Vec<DynoInfo>>;
+    /// A one-off dyno from the applied release; attached when the request's
+    /// input is a pipe or a terminal.
+    fn run(
+        &self,
+        request: RunRequest,
+    ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>>;
+    /// One dyno (`web.2`), one type (`web`) or, with `None`, everything.
+    fn restart(&self, target: Option<String>) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// One dyno or one type, down until restarted or scaled.
+    fn stop(&self, target: String) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// Where the router sends the app's requests, kept current.
+    fn web_backends(&self) -> watch::Receiver<Arc<Vec<WebBackend>>>;
+    /// Stops every dyno gracefully and waits until they are gone; the
+    /// placement is done after this.
+    fn destroy(&self) -> BoxFuture<'_, ()>;
+    /// Asks every dyno to stop without waiting (the server is going down).
+    fn shutdown(&self);
+}
+
+/// How the local placement runs dynos.
+#[derive(Clone)]
+pub struct LocalConfig {
+    pub engine: EngineConfig,
+    pub ports: Arc<crate::PortPool>,
+}
+
+struct Running {
+    handle: EngineHandle,
+    task: JoinHandle<Outcome>,
+}
+
+/// crew's own manifold on this machine: the reference placement.
+pub struct LocalPlacement<R: Runtime + Clone> {
+    runtime: R,
+    config: LocalConfig,
+    logs: mpsc::Sender<LogEvent>,
+    running: tokio::sync::Mutex<Option<Running>>,
+    backends: std::sync::Mutex<watch::Receiver<Arc<Vec<WebBackend>>>>,
+}
+
+impl<R: Runtime + Clone> LocalPlacement<R> {
+    pub fn new(runtime: R, config: LocalConfig, logs: mpsc::Sender<LogEvent>) -> Self {
+        let (_, none) = watch::channel(Arc::new(Vec::new()));
+        LocalPlacement {
+            runtime,
+            config,
+            logs,
+            running: tokio::sync::Mutex::new(None),
+            backends: std::sync::Mutex::new(none),
+        }
+    }
+
+    async fn handle(&self) -> Option<EngineHandle> {
+        self.running.lock().await.as_ref().map(|r| r.handle.clone())
+    }
+}
+
+impl<R: Runtime + Clone> Placement for LocalPlacement<R> {
+    fn apply(
+        &self,
+        release: ReleaseSpec,
+        formation: Formation,
+    ) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            let app = AppSpec {
+                types: release
+                    .types
+                    .into_iter()
+                    .map(|t| ProcessTypeSpec {
+                        name: t.name,
+                        command: t.command,
+                        settings: TypeSettings::default(),
+                        size: t.size,
+                    })
+                    .collect(),
+                env: release.env,
+                cwd: release.slug_dir,
+                ports: Ports::Pool(self.config.ports.clone()),
+                command_prefix: release.command_prefix,
+            };
+            let mut running = self.running.lock().await;
+            match running.as_ref() {
+                Some(r) if !r.task.is_finished() => r.handle.deploy(app, formation),
+                _ => {
+                    let (handle, task) = crate::start(
+                        self.runtime.clone(),
+                        app,
+                        formation,
+                        self.config.engine.clone(),
+                        self.logs.clone(),
+                    );
+                    *self.backends.lock().unwrap_or_else(|p| p.into_inner()) =
+                        handle.web_backends();
+                    *running = Some(Running { handle, task });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn scale(&self, changes: Vec<FormationChange>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            let Some(handle) = self.handle().await else {
+                return Ok(());
+            };
+            let known = handle.formation().await;
+            let changes: Vec<FormationChange> = changes
+                .into_iter()
+                .filter(|c| {
+                    known
+                        .as_ref()
+                        .is_some_and(|f| f.get(&c.process_type).is_some())
+                })
+                .collect();
+            if changes.is_empty() {
+                return Ok(());
+            }
+            handle.scale(changes).await.map(|_| ())
+        })
+    }
+
+    fn ps(&self) -> BoxFuture<'_, Vec<DynoInfo>> {
+        Box::pin(async move {
+            match self.handle().await {
+                Some(handle) => handle.ps().await,
+                None => Vec::new(),
+            }
+        })
+    }
+
+    fn run(
+        &self,
+        request: RunRequest,
+    ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>> {
+        Box::pin(async move {
+            match self.handle().await {
+                Some(handle) => handle.run(request).await,
+                None => Err(EngineError::NoRelease),
+            }
+        })
+    }
+
+    fn restart(&self, target: Option<String>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            match (self.handle().await, target) {
+                (Some(handle), target) => handle.restart(target).await.map(|_| ()),
+                (None, Some(t)) => Err(EngineError::UnknownDyno(t)),
+                (None, None) => Ok(()),
+            }
+        })
+    }
+
+    fn stop(&self, target: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            match self.handle().await {
+                Some(handle) => handle.stop(target).await.map(|_| ()),
+                None => Err(EngineError::UnknownDyno(target)),
+            }
+        })
+    }
+
+    fn web_backends(&self) -> watch::Receiver<Arc<Vec<WebBackend>>> {
+        self.backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn destroy(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let running = self.running.lock().await.take();
+            if let Some(running) = running {
+                running
+                    .handle
+                    .shutdown(ShutdownReason::Signal(Signal::Term));
+                let _ = running.task.await;
+            }
+        })
+    }
+
+    fn shutdown(&self) {
+        if let Ok(running) = self.running.try_lock()
+            && let Some(running) = running.as_ref()
+        {
+            running
+                .handle
+                .shutdown(ShutdownReason::Signal(Signal::Term));
+        }
+    }
+}
