@@ -279,6 +279,15 @@ fn parse_one(expr: &str) -> Result<FormationChange, FormationError> {
     if process_type.is_empty() {
         return Err(malformed("missing process type".to_owned()));
     }
+    // `web=-1` reads as `web=` minus one; what was meant is a negative count.
+    if op == '-'
+        && let Some(real_type) = process_type.strip_suffix(['=', '+'])
+        && is_name(real_type)
+    {
+        return Err(malformed(format!(
+            "`-{digits}` is not a count: quantities are 0 or more (use `{real_type}-{digits}` to remove some)"
+        )));
+    }
     if !is_name(process_type) {
         return Err(malformed(format!(
             "`{process_type}` is not a valid process type (use letters, digits, `_` and `-`)"
@@ -581,7 +590,14 @@ mod tests {
                 &["web=-1"],
                 bad(
                     "web=-1",
-                    "`web=` is not a valid process type (use letters, digits, `_` and `-`)",
+                    "`-1` is not a count: quantities are 0 or more (use `web-1` to remove some)",
+                ),
+            ),
+            (
+                &["web+-2"],
+                bad(
+                    "web+-2",
+                    "`-2` is not a count: quantities are 0 or more (use `web-2` to remove some)",
                 ),
             ),
             (
