@@ -44,7 +44,7 @@ pub mod swarm;
 
 use std::collections::BTreeMap;
 
-pub use names::{object_name, validate_app_name};
+pub use names::{object_name, type_label, validate_app_name};
 
 /// The port every web dyno listens on inside its container. Each dyno has its
 /// own network namespace there, so one fixed port suffices; 5000 is what

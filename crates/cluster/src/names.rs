@@ -31,7 +31,7 @@ pub fn validate_app_name(name: &str) -> Result<(), ClusterError> {
 /// The part of object names that stands for a process type: lowercased, with
 /// `_` as `-`. `run` is refused because one-off dynos carry that type on every
 /// engine, and a Deployment or service of that name would claim them.
-pub(crate) fn type_label(process_type: &str) -> Result<String, ClusterError> {
+pub fn type_label(process_type: &str) -> Result<String, ClusterError> {
     let bad = |reason: &str| ClusterError::ProcessType {
         name: process_type.to_string(),
         reason: reason.to_string(),

@@ -165,8 +165,9 @@ pub fn stack(release: &Release) -> Result<Value, ClusterError> {
 }
 
 /// `{{` as a Go template action that prints `{{`, so that Swarm's expansion of
-/// environment values leaves a config var as it was.
-fn go_template_literal(value: &str) -> String {
+/// environment values leaves a config var as it was. Public for the Engine
+/// API client (`crew-swarm`), whose service specs Swarm templates the same way.
+pub fn go_template_literal(value: &str) -> String {
     value.replace("{{", "{{\"{{\"}}")
 }
 

@@ -248,6 +248,21 @@ pub struct ServerArgs {
     /// Whether dynos run isolated (namespaces, overlay, cgroups; needs root)
     #[arg(long, value_enum, default_value = "auto", env = "CREW_ISOLATION")]
     pub isolation: crate::server::Isolation,
+    /// Where apps' dynos run: this machine, or a Docker Swarm
+    #[arg(long, value_enum, default_value = "local", env = "CREW_BACKEND")]
+    pub backend: crate::server::DynoBackend,
+    /// --backend swarm: the manager's Docker socket
+    #[arg(
+        long,
+        default_value = "/var/run/docker.sock",
+        value_name = "PATH",
+        env = "CREW_DOCKER_SOCKET"
+    )]
+    pub docker_socket: PathBuf,
+    /// --backend swarm: the stack as a root filesystem tar (or tar.gz), laid
+    /// under every release's slug in its image
+    #[arg(long, value_name = "ROOTFS", env = "CREW_STACK_ROOTFS")]
+    pub stack_rootfs: Option<PathBuf>,
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {

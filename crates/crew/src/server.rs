@@ -68,6 +68,59 @@ fn choose_runtime(
     }
 }
 
+/// `--backend`: where apps' dynos run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DynoBackend {
+    /// This machine, isolated or plain (see `--isolation`).
+    Local,
+    /// A Docker Swarm, through its manager's socket: a service per process type.
+    Swarm,
+}
+
+/// The Swarm placement of every app, after checking that the socket leads to
+/// a swarm manager; says where, in words.
+async fn swarm_placements(args: &ServerArgs) -> Result<(crew_platform::PlacementFactory, String)> {
+    let socket = &args.docker_socket;
+    let rootfs = args.stack_rootfs.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--backend swarm needs --stack-rootfs ROOTFS.tar: the stack (at least /bin/sh) \
+             that every release's image is built on"
+        )
+    })?;
+    if !rootfs.is_file() {
+        anyhow::bail!("--stack-rootfs {}: no such file", rootfs.display());
+    }
+    let docker = Arc::new(crew_swarm::Docker::new(socket.clone()));
+    let info = docker
+        .info()
+        .await
+        .with_context(|| format!("reaching dockerd at {}", socket.display()))?;
+    if !info.swarm.control_available {
+        anyhow::bail!(
+            "dockerd at {} is not a swarm manager (swarm state: {}); run `docker swarm init` first",
+            socket.display(),
+            if info.swarm.local_node_state.is_empty() {
+                "unknown"
+            } else {
+                &info.swarm.local_node_state
+            }
+        );
+    }
+    let config = crew_swarm::SwarmConfig {
+        base_rootfs: Some(rootfs),
+        ..crew_swarm::SwarmConfig::default()
+    };
+    let factory: crew_platform::PlacementFactory = Arc::new(move |app, logs| {
+        match crew_swarm::SwarmPlacement::new(docker.clone(), app, config.clone(), logs) {
+            Ok(placement) => Box::new(placement),
+            Err(e) => Box::new(crew_engine::FailedPlacement::new(format!(
+                "{app} cannot be placed on the swarm: {e}"
+            ))),
+        }
+    });
+    Ok((factory, format!("swarm (dockerd at {})", socket.display())))
+}
+
 /// `--isolation`: whether dynos are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Isolation {
@@ -138,6 +191,14 @@ async fn serve(args: ServerArgs) -> Result<u8> {
     let plain = PlainRuntime::new(watchdog).context("setting up process supervision")?;
     let reaper = plain.spawn_orphan_reaper();
     let (runtime, isolation) = choose_runtime(args.isolation, plain, &data)?;
+    let placements = match args.backend {
+        DynoBackend::Local => None,
+        DynoBackend::Swarm => {
+            let (factory, said) = swarm_placements(&args).await?;
+            println!("dynos run on {said}");
+            Some(factory)
+        }
+    };
     println!("dyno isolation: {isolation}");
     let platform = Platform::open(
         PlatformConfig {
@@ -148,7 +209,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
                 counted.count(port)
             }))),
             isolation,
-            placements: None,
+            placements,
         },
         runtime,
     )

@@ -32,7 +32,9 @@ use crew_runtime::{Console, DynoInput, DynoSize, ExitStatus, Output, Runtime, Si
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use placement::{BoxFuture, LocalConfig, LocalPlacement, Placement, ReleaseSpec, ReleaseType};
+pub use placement::{
+    BoxFuture, FailedPlacement, LocalConfig, LocalPlacement, Placement, ReleaseSpec, ReleaseType,
+};
 pub use ports::PortPool;
 
 /// A process type as the engine runs it.
@@ -206,12 +208,27 @@ pub struct Attachment {
     pub hangup: Hangup,
 }
 
-/// Sends SIGHUP to an attached dyno when dropped.
-pub struct Hangup(mpsc::UnboundedSender<dyno::Control>);
+/// Hangs an attached dyno up (SIGHUP) when dropped, however its engine does it.
+pub struct Hangup(Option<Box<dyn FnOnce() + Send>>);
+
+impl Hangup {
+    pub fn new(hang_up: impl FnOnce() + Send + 'static) -> Hangup {
+        Hangup(Some(Box::new(hang_up)))
+    }
+
+    /// Through a local dyno's task.
+    pub(crate) fn local(control: mpsc::UnboundedSender<dyno::Control>) -> Hangup {
+        Hangup::new(move || {
+            let _ = control.send(dyno::Control::Signal(Signal::Hup));
+        })
+    }
+}
 
 impl Drop for Hangup {
     fn drop(&mut self) {
-        let _ = self.0.send(dyno::Control::Signal(Signal::Hup));
+        if let Some(hang_up) = self.0.take() {
+            hang_up();
+        }
     }
 }
 

@@ -888,7 +888,7 @@ impl<R: Runtime> Engine<R> {
                 Some(Attachment {
                     io: io_rx,
                     exit: exit_rx,
-                    hangup: Hangup(control.clone()),
+                    hangup: Hangup::local(control.clone()),
                 }),
             )
         };

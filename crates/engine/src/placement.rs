@@ -250,3 +250,58 @@ impl<R: Runtime + Clone> Placement for LocalPlacement<R> {
         }
     }
 }
+
+/// An app whose placement could not be made: every request says why, and it
+/// runs nothing.
+pub struct FailedPlacement {
+    why: String,
+}
+
+impl FailedPlacement {
+    pub fn new(why: impl Into<String>) -> FailedPlacement {
+        FailedPlacement { why: why.into() }
+    }
+
+    fn error(&self) -> EngineError {
+        EngineError::Engine(self.why.clone())
+    }
+}
+
+impl Placement for FailedPlacement {
+    fn apply(&self, _: ReleaseSpec, _: Formation) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { Err(self.error()) })
+    }
+
+    fn scale(&self, _: Vec<FormationChange>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { Err(self.error()) })
+    }
+
+    fn ps(&self) -> BoxFuture<'_, Vec<DynoInfo>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    fn run(
+        &self,
+        _: RunRequest,
+    ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>> {
+        Box::pin(async move { Err(self.error()) })
+    }
+
+    fn restart(&self, _: Option<String>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { Err(self.error()) })
+    }
+
+    fn stop(&self, _: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { Err(self.error()) })
+    }
+
+    fn web_backends(&self) -> watch::Receiver<Arc<Vec<WebBackend>>> {
+        watch::channel(Arc::new(Vec::new())).1
+    }
+
+    fn destroy(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn shutdown(&self) {}
+}

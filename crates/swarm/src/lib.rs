@@ -1,0 +1,88 @@
+//! crew's dynos on Docker Swarm: a small Engine API client ([`Docker`]) and
+//! [`SwarmPlacement`], the [`crew_engine::Placement`] that runs one app's
+//! formation as Swarm services.
+//!
+//! Theory of operation. crew keeps the truth (releases, config, formation);
+//! Swarm realises it and keeps it running, also when crew itself is down. The
+//! mapping is research §4.3's, and the same as `crew export swarm`'s
+//! (crew-cluster supplies the names, the dyno's command line and the image):
+//!
+//! - **Release → image.** The slug over a base root filesystem becomes a
+//!   docker-archive, loaded as `crew/APP:vN` into every daemon that lacks it
+//!   (the manager, and [`SwarmConfig::image_nodes`]: there is no registry).
+//! - **Process type → service** `APP-TYPE`, labelled `heroku.app`,
+//!   `heroku.type` and `heroku.release`: replicas = quantity, restart on any
+//!   exit after [`SwarmConfig::restart_delay`], 30 s stop grace, web updated
+//!   start-first, `PORT=5000`, `DYNO=TYPE.{{.Task.Slot}}` (Swarm's template;
+//!   a replacement task keeps its slot, so `web.2` stays `web.2`), the config
+//!   vars, and the app's own attachable overlay network `crew-APP`.
+//! - **apply** loads the image, then creates or updates every type's service
+//!   (an update with the service's version index, which Swarm rolls out) and
+//!   removes the services of types the release dropped. **scale** updates
+//!   replicas. **restart** bumps `ForceUpdate` (a type, or everything); for
+//!   one dyno it stops that task's container gracefully, when it runs on this
+//!   node, and Swarm starts a new task in the same slot. **stop TYPE** scales
+//!   it to 0 and remembers the quantity for `restart`; Swarm cannot stop a
+//!   single task (it would replace it), so `stop web.2` is refused.
+//! - **ps** reads the tasks: per slot the task Swarm wants running (else the
+//!   newest, to show a crash), in Heroku's states, with its node.
+//! - **Logs**: one follower per service reads `service logs` (follow,
+//!   timestamps, details) and sends each line as the dyno its task names.
+//!   Lifecycle lines (`State changed from starting to up`, `Process exited
+//!   with status N`) come from task state changes seen by a poller.
+//! - **run**, detached: a `replicated-job` service `APP-run-N` that runs once
+//!   and is never restarted; its output goes to the log, then its exit code
+//!   (from the task's status), then the service is removed. Attached
+//!   ([`SwarmPlacement::run_attached`]): a container on this node (Swarm
+//!   cannot attach to a task), attached over a hijacked connection before it
+//!   starts, with a terminal resized through the API, removed when it ends.
+//! - **Web backends**: each web task publishes `PORT` in host mode on a port
+//!   the daemon picks. The router gets one backend per running web task on
+//!   this node, `127.0.0.1:port`. The ingress mesh would give one port that
+//!   spreads over every node, but needs IPVS in the kernel; web tasks on
+//!   other nodes are not reached until the router joins the overlay network.
+//!   Host-mode ports listen on every interface of the node.
+//! - **destroy** removes the services, waits for their containers, removes
+//!   the network and the app's images. **shutdown** stops only crew's own
+//!   readers: the swarm keeps the formation, and a new placement for the app
+//!   adopts its services.
+//!
+//! What Swarm does not give: a health check before a start-first update
+//! counts a web task as running (a task is `up` once its container runs, not
+//! once its port answers); restart backoff (a fixed delay instead); per-type
+//! sizes (ignored).
+
+pub mod docker;
+mod logline;
+pub mod mux;
+mod placement;
+pub mod spec;
+
+pub use docker::{Docker, DockerError};
+pub use placement::{HangupGuard, SwarmAttachment, SwarmConfig, SwarmDyno, SwarmPlacement};
+
+/// Why a Swarm operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Cluster(#[from] crew_cluster::ClusterError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SwarmError {
+    pub(crate) fn io(what: &str) -> impl FnOnce(std::io::Error) -> SwarmError + '_ {
+        move |source| SwarmError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,1274 @@
+//! [`SwarmPlacement`]: one app's formation as Swarm services.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crew_cluster::image::{ImageSpec, write_docker_archive};
+use crew_cluster::{PORT, object_name, validate_app_name};
+use crew_engine::{
+    Attachment, BoxFuture, DynoInfo, DynoState, EngineError, Placement, ReleaseSpec, RunRequest,
+    WebBackend,
+};
+use crew_logs::LogEvent;
+use crew_procfile::{Formation, FormationChange};
+use crew_runtime::{Console, DynoInput, ExitStatus, Output, Resize};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::docker::{Docker, DockerError, LogStream, Service, Task, label_filter};
+use crate::spec::{
+    self, LABEL_APP, LABEL_DYNO, LABEL_TYPE, RUN_TYPE, Timings, network_name, run_name,
+};
+use crate::{SwarmError, logline};
+
+/// How a [`SwarmPlacement`] runs its app.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// A root filesystem tar (or tar.gz) laid under every release's slug:
+    /// `/bin/sh` and whatever the slug's programs need. Without it an image
+    /// holds the slug alone, which no dyno can start from.
+    pub base_rootfs: Option<PathBuf>,
+    /// Other nodes' daemons that get every release image loaded too. With no
+    /// registry, a node can only run an image it holds; a registry would
+    /// replace this.
+    pub image_nodes: Vec<Arc<Docker>>,
+    /// How often the tasks are read for `ps`, lifecycle lines and backends.
+    pub poll_interval: Duration,
+    /// SIGTERM to SIGKILL: 30 s, as on Heroku.
+    pub stop_grace: Duration,
+    /// How long Swarm waits before replacing a task that exited. Swarm has
+    /// no backoff: this is the whole restart policy.
+    pub restart_delay: Duration,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> SwarmConfig {
+        SwarmConfig {
+            base_rootfs: None,
+            image_nodes: Vec::new(),
+            poll_interval: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(u64::from(crew_cluster::STOP_GRACE_SECONDS)),
+            restart_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A dyno as Swarm places it: what `ps` shows, plus the node it runs on.
+#[derive(Debug, Clone)]
+pub struct SwarmDyno {
+    pub info: DynoInfo,
+    /// The Swarm node id (hostnames repeat across nodes; ids do not).
+    pub node: Option<String>,
+    /// The task behind the dyno now.
+    pub task: String,
+}
+
+/// The ends of an attached one-off on this node, shaped like
+/// [`crew_engine::Attachment`] (see the crate's notes on why it is not one).
+pub struct SwarmAttachment {
+    pub io: oneshot::Receiver<Result<(Output, Option<Console>), String>>,
+    pub exit: oneshot::Receiver<ExitStatus>,
+    /// Dropped, it sends the one-off SIGHUP, as a closing terminal would.
+    pub hangup: HangupGuard,
+}
+
+/// Sends SIGHUP to an attached one-off's container when dropped.
+pub struct HangupGuard {
+    docker: Arc<Docker>,
+    container: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for HangupGuard {
+    fn drop(&mut self) {
+        let docker = self.docker.clone();
+        let id = self.container.clone();
+        // A container that has already ended answers 409; nothing to do then.
+        self.runtime.spawn(async move {
+            let _ = docker.container_kill(&id, "SIGHUP").await;
+        });
+    }
+}
+
+/// One app's dynos as Swarm services (research §4.3). Make it with
+/// [`SwarmPlacement::new`]; see the crate's documentation for the mapping.
+pub struct SwarmPlacement {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    docker: Arc<Docker>,
+    app: String,
+    config: SwarmConfig,
+    logs: mpsc::Sender<LogEvent>,
+    applied: tokio::sync::Mutex<Option<Applied>>,
+    /// Serialises reads of the swarm, so lifecycle lines come out once.
+    refreshing: tokio::sync::Mutex<()>,
+    view: Mutex<View>,
+    backends: watch::Sender<Arc<Vec<WebBackend>>>,
+    run_numbers: AtomicU32,
+    /// Types stopped with `stop TYPE`, and the quantity `restart` gives back.
+    stopped: Mutex<BTreeMap<String, u32>>,
+    /// Log followers by service id.
+    followers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The poller and the one-offs' watchers.
+    background: Mutex<Vec<JoinHandle<()>>>,
+    local_node: tokio::sync::OnceCell<String>,
+    /// Log lines older than this are not replayed (a server that restarts
+    /// adopts running services without repeating their history).
+    since: SystemTime,
+}
+
+struct Applied {
+    release: ReleaseSpec,
+    formation: Formation,
+}
+
+#[derive(Default)]
+struct View {
+    dynos: Vec<SwarmDyno>,
+    /// Task id to dyno name, for log lines.
+    task_dynos: HashMap<String, Arc<str>>,
+    /// Each task's last state seen, for lifecycle lines.
+    seen: HashMap<String, String>,
+    primed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn engine(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Engine(e.to_string())
+}
+
+/// Docker's RFC 3339 times, nanoseconds included.
+pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    let nanos = t.timestamp_nanos_opt()?;
+    let nanos = u64::try_from(nanos).ok()?;
+    Some(UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+fn task_time(task: &Task) -> SystemTime {
+    parse_time(&task.created_at).unwrap_or(UNIX_EPOCH)
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "complete" | "failed" | "rejected" | "shutdown" | "remove" | "orphaned"
+    )
+}
+
+/// Swarm's task states in Heroku's words. A formation dyno's exit is a crash
+/// whatever its code (`any` restarts it); a one-off's is its completion.
+fn dyno_state(state: &str, one_off: bool) -> DynoState {
+    match state {
+        "running" => DynoState::Up,
+        "complete" if one_off => DynoState::Complete,
+        "complete" | "failed" | "rejected" => DynoState::Crashed,
+        "shutdown" | "remove" | "orphaned" => DynoState::Down,
+        _ => DynoState::Starting,
+    }
+}
+
+/// The exit code a finished task reports; Swarm keeps it in the container
+/// status, or only in its error text (`task: non-zero exit (3)`).
+fn exit_code(task: &Task) -> i32 {
+    if let Some(code) = task.exit_code()
+        && (code != 0 || task.status.state == "complete")
+    {
+        return i32::try_from(code).unwrap_or(1);
+    }
+    let err = task.status.err.as_deref().unwrap_or("");
+    if let Some(rest) = err.split("exit (").nth(1)
+        && let Some(code) = rest.split(')').next().and_then(|c| c.parse().ok())
+    {
+        return code;
+    }
+    match task.status.state.as_str() {
+        "complete" => 0,
+        // Never started: what a shell says when it cannot run a command.
+        "rejected" => 127,
+        _ => 137,
+    }
+}
+
+impl SwarmPlacement {
+    /// The placement of `app` on the swarm that `docker` manages. Must be
+    /// called inside a tokio runtime: it starts a task that reads the app's
+    /// services every `config.poll_interval`. Services the app already has
+    /// (crew restarted) are adopted as they are.
+    pub fn new(
+        docker: Arc<Docker>,
+        app: &str,
+        config: SwarmConfig,
+        logs: mpsc::Sender<LogEvent>,
+    ) -> Result<SwarmPlacement, SwarmError> {
+        validate_app_name(app)?;
+        let (backends, _) = watch::channel(Arc::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            docker,
+            app: app.to_string(),
+            config,
+            logs,
+            applied: tokio::sync::Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            view: Mutex::new(View::default()),
+            backends,
+            run_numbers: AtomicU32::new(0),
+            stopped: Mutex::new(BTreeMap::new()),
+            followers: Mutex::new(HashMap::new()),
+            background: Mutex::new(Vec::new()),
+            local_node: tokio::sync::OnceCell::new(),
+            since: SystemTime::now(),
+        });
+        let poller = tokio::spawn(poll(shared.clone()));
+        lock(&shared.background).push(poller);
+        Ok(SwarmPlacement { shared })
+    }
+
+    /// The dynos with the nodes they run on, read from the swarm now.
+    pub async fn dynos(&self) -> Vec<SwarmDyno> {
+        if let Err(e) = self.shared.refresh().await {
+            tracing::debug!("reading {}'s tasks: {e}", self.shared.app);
+        }
+        lock(&self.shared.view).dynos.clone()
+    }
+
+    /// An attached one-off, `run.N`, as a container on this node: the same
+    /// image, environment and network as the app's dynos, with a terminal
+    /// when the request has one (resized through the API), removed when it
+    /// ends.
+    pub async fn run_attached(
+        &self,
+        request: RunRequest,
+    ) -> Result<(DynoInfo, SwarmAttachment), EngineError> {
+        self.shared.run_attached(request).await.map_err(engine)
+    }
+}
+
+impl Drop for SwarmPlacement {
+    fn drop(&mut self) {
+        self.shared.stop_background();
+    }
+}
+
+async fn poll(shared: Arc<Shared>) {
+    loop {
+        if let Err(e) = shared.refresh().await {
+            tracing::debug!("reading {}'s tasks: {e}", shared.app);
+        }
+        tokio::time::sleep(shared.config.poll_interval).await;
+    }
+}
+
+impl Shared {
+    fn timings(&self) -> Timings {
+        Timings {
+            stop_grace: self.config.stop_grace,
+            restart_delay: self.config.restart_delay,
+        }
+    }
+
+    fn stop_background(&self) {
+        for task in lock(&self.background).drain(..) {
+            task.abort();
+        }
+        for (_, task) in lock(&self.followers).drain() {
+            task.abort();
+        }
+    }
+
+    async fn local_node(&self) -> Result<String, DockerError> {
+        self.local_node
+            .get_or_try_init(|| async { Ok(self.docker.info().await?.swarm.node_id) })
+            .await
+            .cloned()
+    }
+
+    async fn platform(&self, dyno: &str, text: impl Into<String>) {
+        let _ = self
+            .logs
+            .send(LogEvent::Platform {
+                dyno: Arc::from(dyno),
+                at: SystemTime::now(),
+                text: text.into(),
+            })
+            .await;
+    }
+
+    /// The app's services, one-offs' included.
+    async fn services(&self) -> Result<Vec<Service>, DockerError> {
+        self.docker
+            .services(&label_filter(LABEL_APP, &self.app))
+            .await
+    }
+
+    /// Reads the app's services and tasks once: the dynos for `ps`, the web
+    /// backends, a log follower per service, and the lifecycle lines of
+    /// whatever changed since the last read.
+    async fn refresh(self: &Arc<Self>) -> Result<(), DockerError> {
+        let _one = self.refreshing.lock().await;
+        let services = self.services().await?;
+        let local = self.local_node().await?;
+        {
+            let mut followers = lock(&self.followers);
+            followers
+                .retain(|id, task| !task.is_finished() && services.iter().any(|s| &s.id == id));
+            for service in &services {
+                if service.label(LABEL_TYPE) != Some(RUN_TYPE)
+                    && !followers.contains_key(&service.id)
+                {
+                    let task = tokio::spawn(follow(self.clone(), service.id.clone()));
+                    followers.insert(service.id.clone(), task);
+                }
+            }
+        }
+        let names: Vec<&str> = services.iter().map(Service::name).collect();
+        let tasks = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.docker.tasks(&json!({ "service": names })).await?
+        };
+
+        let mut dynos = Vec::new();
+        let mut backends = Vec::new();
+        let mut task_dynos = HashMap::new();
+        let mut names_by_task: HashMap<&str, (Arc<str>, bool, String)> = HashMap::new();
+        for service in &services {
+            let process_type = service.label(LABEL_TYPE).unwrap_or("unknown");
+            let one_off = process_type == RUN_TYPE;
+            let replicas = service.replicas().unwrap_or(0);
+            let command = self.command_of(service);
+            let mut slots: BTreeMap<u32, Vec<&Task>> = BTreeMap::new();
+            for task in tasks.iter().filter(|t| t.service_id == service.id) {
+                slots.entry(task.slot.unwrap_or(0)).or_default().push(task);
+            }
+            for (slot, mut history) in slots {
+                history.sort_by_key(|t| task_time(t));
+                let name: Arc<str> = if one_off {
+                    Arc::from(service.label(LABEL_DYNO).unwrap_or("run"))
+                } else {
+                    Arc::from(format!("{process_type}.{slot}"))
+                };
+                for task in &history {
+                    task_dynos.insert(task.id.clone(), name.clone());
+                    names_by_task.insert(&task.id, (name.clone(), one_off, command.clone()));
+                }
+                let current = history
+                    .iter()
+                    .rev()
+                    .find(|t| t.desired_state == "running")
+                    .or_else(|| {
+                        (one_off || u64::from(slot) <= replicas)
+                            .then(|| history.last())
+                            .flatten()
+                    });
+                let Some(current) = current else { continue };
+                let state = dyno_state(&current.status.state, one_off);
+                let port = current.published_port(PORT);
+                let number = if one_off {
+                    name.rsplit('.')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                } else {
+                    slot
+                };
+                let restarts = history
+                    .iter()
+                    .filter(|t| {
+                        t.id != current.id
+                            && matches!(t.status.state.as_str(), "failed" | "rejected" | "complete")
+                    })
+                    .count();
+                // Every running web task here is a backend, not only the
+                // slot's newest: during a start-first update the old task
+                // serves until the new one runs, and then Swarm stops it.
+                if process_type == "web" {
+                    for task in history.iter().filter(|t| {
+                        t.status.state == "running"
+                            && t.desired_state == "running"
+                            && t.node_id.as_deref() == Some(local.as_str())
+                    }) {
+                        if let Some(port) = task.published_port(PORT) {
+                            backends.push(WebBackend {
+                                name: name.to_string(),
+                                port,
+                                state: DynoState::Up,
+                            });
+                        }
+                    }
+                }
+                dynos.push(SwarmDyno {
+                    info: DynoInfo {
+                        name: name.to_string(),
+                        process_type: process_type.to_string(),
+                        number,
+                        state,
+                        since: parse_time(&current.status.timestamp).unwrap_or(UNIX_EPOCH),
+                        pid: None,
+                        port,
+                        command: command.clone(),
+                        restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
+                        restart_in: None,
+                        size: None,
+                    },
+                    node: current.node_id.clone(),
+                    task: current.id.clone(),
+                });
+            }
+        }
+        dynos.sort_by(|a, b| {
+            (&a.info.process_type, a.info.number).cmp(&(&b.info.process_type, b.info.number))
+        });
+        backends.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+
+        // Lifecycle lines, in Heroku's words, for formation dynos; one-offs'
+        // watchers write their own.
+        let mut lines = Vec::new();
+        {
+            let mut view = lock(&self.view);
+            let primed = view.primed;
+            let mut seen = HashMap::new();
+            for task in &tasks {
+                let state = task.status.state.clone();
+                let before = view.seen.get(&task.id).cloned();
+                seen.insert(task.id.clone(), state.clone());
+                let Some((name, one_off, command)) = names_by_task.get(task.id.as_str()) else {
+                    continue;
+                };
+                if !primed || *one_off || before.as_deref() == Some(state.as_str()) {
+                    continue;
+                }
+                if before.as_deref().is_some_and(is_terminal) {
+                    continue;
+                }
+                match state.as_str() {
+                    "running" => {
+                        if before.is_none() {
+                            lines.push((
+                                name.clone(),
+                                format!("Starting process with command `{command}`"),
+                            ));
+                        }
+                        lines.push((name.clone(), "State changed from starting to up".into()));
+                    }
+                    "failed" | "complete" => {
+                        lines.push((
+                            name.clone(),
+                            format!("Process exited with status {}", exit_code(task)),
+                        ));
+                        lines.push((name.clone(), "State changed from up to crashed".into()));
+                    }
+                    "rejected" => {
+                        let why = task.status.err.clone().unwrap_or_default();
+                        lines.push((name.clone(), format!("Could not start: {why}")));
+                        lines.push((
+                            name.clone(),
+                            "State changed from starting to crashed".into(),
+                        ));
+                    }
+                    "shutdown" if before.as_deref() == Some("running") => {
+                        lines.push((name.clone(), "State changed from up to down".into()));
+                    }
+                    _ => {}
+                }
+            }
+            view.seen = seen;
+            view.primed = true;
+            view.dynos = dynos;
+            view.task_dynos = task_dynos;
+        }
+        let backends = Arc::new(backends);
+        self.backends.send_if_modified(|old| {
+            if **old == *backends {
+                false
+            } else {
+                *old = backends.clone();
+                true
+            }
+        });
+        for (dyno, text) in lines {
+            self.platform(&dyno, text).await;
+        }
+        Ok(())
+    }
+
+    /// A service's Procfile command, from the release that made it.
+    fn command_of(&self, service: &Service) -> String {
+        if let Some(dyno) = service.label(LABEL_DYNO) {
+            return format!("({dyno})");
+        }
+        let process_type = service.label(LABEL_TYPE).unwrap_or("");
+        self.applied
+            .try_lock()
+            .ok()
+            .and_then(|a| {
+                a.as_ref()?
+                    .release
+                    .types
+                    .iter()
+                    .find(|t| t.name == process_type)
+                    .map(|t| t.command.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// The dyno a log line's task belongs to.
+    async fn dyno_of_task(&self, service_type: &str, task: &str) -> Arc<str> {
+        if let Some(name) = lock(&self.view).task_dynos.get(task) {
+            return name.clone();
+        }
+        match self.docker.task_inspect(task).await {
+            Ok(t) => {
+                let name: Arc<str> = Arc::from(format!("{service_type}.{}", t.slot.unwrap_or(0)));
+                lock(&self.view)
+                    .task_dynos
+                    .insert(task.to_string(), name.clone());
+                name
+            }
+            Err(_) => Arc::from(service_type),
+        }
+    }
+
+    async fn push_line(&self, service_type: &str, fixed: Option<&Arc<str>>, frame: &Bytes) {
+        let Some(line) = logline::parse(frame) else {
+            return;
+        };
+        let dyno = match (fixed, &line.task) {
+            (Some(name), _) => name.clone(),
+            (None, Some(task)) => self.dyno_of_task(service_type, task).await,
+            (None, None) => Arc::from(service_type),
+        };
+        let _ = self
+            .logs
+            .send(LogEvent::Output {
+                dyno,
+                at: line.at.unwrap_or_else(SystemTime::now),
+                lines: line.text,
+            })
+            .await;
+    }
+
+    /// Writes the release's image and loads it into every daemon that lacks
+    /// it.
+    async fn ensure_image(&self, release: &ReleaseSpec) -> Result<(), SwarmError> {
+        let tag = spec::image_tag(release);
+        let mut daemons = vec![self.docker.clone()];
+        daemons.extend(self.config.image_nodes.iter().cloned());
+        let mut missing = Vec::new();
+        for docker in daemons {
+            if !docker.image_exists(&tag).await? {
+                missing.push(docker);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let slug = release.slug_archive.clone();
+        let base = self.config.base_rootfs.clone();
+        let image = ImageSpec::new(&release.app, release.version);
+        let archive = tokio::task::spawn_blocking(move || -> Result<_, SwarmError> {
+            let file =
+                tempfile::NamedTempFile::new().map_err(SwarmError::io("a temporary file"))?;
+            let out = BufWriter::new(file.as_file());
+            write_docker_archive(&slug, base.as_deref(), &image, out)?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| SwarmError::Invalid(format!("writing the image: {e}")))??;
+        for docker in missing {
+            docker.load_image(archive.path()).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(&self) -> Result<(), SwarmError> {
+        let name = network_name(&self.app);
+        let found = self
+            .docker
+            .networks(&json!({ "name": [name.clone()] }))
+            .await?;
+        if !found.iter().any(|n| n.name == name) {
+            let labels = BTreeMap::from([(LABEL_APP.to_string(), self.app.clone())]);
+            self.docker.network_create(&name, &labels).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads a service, changes its spec and writes it back at the version
+    /// read; tries again if someone else wrote in between.
+    async fn update_service(
+        &self,
+        name: &str,
+        change: impl Fn(&mut Value),
+    ) -> Result<(), SwarmError> {
+        let mut attempt = 0;
+        loop {
+            let service = self.docker.service_inspect(name).await?;
+            let mut spec = service.spec.clone();
+            change(&mut spec);
+            match self
+                .docker
+                .service_update(&service.id, service.version.index, &spec)
+                .await
+            {
+                Err(DockerError::Api { message, .. })
+                    if message.contains("out of sequence") && attempt < 3 =>
+                {
+                    attempt += 1;
+                }
+                other => return other.map_err(SwarmError::from),
+            }
+        }
+    }
+
+    async fn apply(&self, release: ReleaseSpec, formation: Formation) -> Result<(), SwarmError> {
+        let mut applied = self.applied.lock().await;
+        for t in &release.types {
+            object_name(&release.app, &t.name)?;
+        }
+        self.ensure_image(&release).await?;
+        self.ensure_network().await?;
+        let existing: HashMap<String, Service> = self
+            .services()
+            .await?
+            .into_iter()
+            .filter_map(|s| {
+                let t = s.label(LABEL_TYPE)?.to_string();
+                (t != RUN_TYPE).then_some((t, s))
+            })
+            .collect();
+        for t in &release.types {
+            let replicas = formation.get(&t.name).unwrap_or(0);
+            match existing.get(&t.name) {
+                Some(service) => {
+                    let force = service.spec["TaskTemplate"]["ForceUpdate"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    let spec = spec::service_spec(
+                        &release,
+                        &t.name,
+                        &t.command,
+                        replicas,
+                        force,
+                        self.timings(),
+                    )?;
+                    self.docker
+                        .service_update(&service.id, service.version.index, &spec)
+                        .await?;
+                }
+                None => {
+                    let spec = spec::service_spec(
+                        &release,
+                        &t.name,
+                        &t.command,
+                        replicas,
+                        0,
+                        self.timings(),
+                    )?;
+                    self.docker.service_create(&spec).await?;
+                }
+            }
+        }
+        for (process_type, service) in &existing {
+            if !release.types.iter().any(|t| &t.name == process_type) {
+                self.docker.service_remove(&service.id).await?;
+            }
+        }
+        lock(&self.stopped).clear();
+        *applied = Some(Applied { release, formation });
+        Ok(())
+    }
+
+    async fn scale(&self, changes: Vec<FormationChange>) -> Result<(), SwarmError> {
+        let mut applied = self.applied.lock().await;
+        let Some(applied) = applied.as_mut() else {
+            return Ok(());
+        };
+        let known: Vec<FormationChange> = changes
+            .into_iter()
+            .filter(|c| c.process_type == "all" || applied.formation.get(&c.process_type).is_some())
+            .collect();
+        let before = applied.formation.clone();
+        applied
+            .formation
+            .apply(&known)
+            .map_err(|e| SwarmError::Invalid(e.to_string()))?;
+        for (process_type, quantity) in applied.formation.entries() {
+            let stopped = lock(&self.stopped).remove(process_type).is_some();
+            if before.get(process_type) == Some(*quantity) && !stopped {
+                continue;
+            }
+            let name = object_name(&self.app, process_type)?;
+            let quantity = *quantity;
+            self.update_service(&name, |spec| {
+                spec["Mode"] = json!({ "Replicated": { "Replicas": quantity } });
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn force_update(&self, process_type: &str) -> Result<(), SwarmError> {
+        let name = object_name(&self.app, process_type)?;
+        let restore = lock(&self.stopped).remove(process_type);
+        self.update_service(&name, |spec| {
+            let force = spec["TaskTemplate"]["ForceUpdate"].as_u64().unwrap_or(0);
+            spec["TaskTemplate"]["ForceUpdate"] = json!(force + 1);
+            if let Some(quantity) = restore {
+                spec["Mode"] = json!({ "Replicated": { "Replicas": quantity } });
+            }
+        })
+        .await
+    }
+
+    async fn types(&self) -> Vec<String> {
+        self.applied
+            .lock()
+            .await
+            .as_ref()
+            .map(|a| a.release.types.iter().map(|t| t.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// `web.2` → (`web`, 2).
+    fn split_dyno(target: &str) -> Option<(&str, u32)> {
+        let (t, n) = target.rsplit_once('.')?;
+        Some((t, n.parse().ok()?))
+    }
+
+    async fn restart(self: &Arc<Self>, target: Option<String>) -> Result<(), EngineError> {
+        let types = self.types().await;
+        match target {
+            None => {
+                for t in &types {
+                    self.force_update(t).await.map_err(engine)?;
+                }
+                Ok(())
+            }
+            Some(t) if types.contains(&t) => self.force_update(&t).await.map_err(engine),
+            Some(target) => {
+                let Some((process_type, slot)) = Self::split_dyno(&target) else {
+                    return Err(EngineError::UnknownDyno(target));
+                };
+                if !types.iter().any(|t| t == process_type) {
+                    return Err(EngineError::UnknownDyno(target));
+                }
+                // One task: stop its container gracefully, and Swarm's
+                // restart policy (`any`) starts a new task in the same slot.
+                let dynos = {
+                    self.refresh().await.map_err(engine)?;
+                    lock(&self.view).dynos.clone()
+                };
+                let Some(dyno) = dynos.iter().find(|d| d.info.name == target) else {
+                    return Err(EngineError::UnknownDyno(target));
+                };
+                let _ = slot;
+                let local = self.local_node().await.map_err(engine)?;
+                if dyno.node.as_deref() != Some(local.as_str()) {
+                    return Err(EngineError::Engine(format!(
+                        "{target} runs on another node, where crew cannot reach its container; restart `{process_type}` instead"
+                    )));
+                }
+                let task = self.docker.task_inspect(&dyno.task).await.map_err(engine)?;
+                let Some(container) = task.container_id().map(str::to_string) else {
+                    return Err(EngineError::Engine(format!(
+                        "{target} has no container yet"
+                    )));
+                };
+                let docker = self.docker.clone();
+                let grace = self.config.stop_grace.as_secs();
+                tokio::spawn(async move {
+                    let _ = docker.container_stop(&container, grace).await;
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn stop(&self, target: String) -> Result<(), EngineError> {
+        let types = self.types().await;
+        if types.contains(&target) {
+            let name = object_name(&self.app, &target).map_err(engine)?;
+            let service = self.docker.service_inspect(&name).await.map_err(engine)?;
+            let quantity = service.replicas().unwrap_or(0);
+            self.update_service(&name, |spec| {
+                spec["Mode"] = json!({ "Replicated": { "Replicas": 0 } });
+            })
+            .await
+            .map_err(engine)?;
+            lock(&self.stopped)
+                .entry(target)
+                .or_insert(u32::try_from(quantity).unwrap_or(0));
+            return Ok(());
+        }
+        match Self::split_dyno(&target) {
+            Some((t, _)) if types.iter().any(|k| k == t) => Err(EngineError::Engine(format!(
+                "Swarm cannot stop one task of a service: it would start another in its slot. Stop `{t}`, or scale it down (the highest numbers go first)"
+            ))),
+            _ => Err(EngineError::UnknownDyno(target)),
+        }
+    }
+
+    async fn current_release(&self) -> Result<ReleaseSpec, EngineError> {
+        self.applied
+            .lock()
+            .await
+            .as_ref()
+            .map(|a| a.release.clone())
+            .ok_or(EngineError::NoRelease)
+    }
+
+    /// The next `run.N`: one past the highest the swarm knows of for the
+    /// app, or than this placement has handed out.
+    async fn next_run_number(&self) -> u32 {
+        let mut highest = 0;
+        if let Ok(services) = self.services().await {
+            for s in services {
+                if let Some(n) = s
+                    .label(LABEL_DYNO)
+                    .and_then(|d| d.strip_prefix("run."))
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    highest = highest.max(n);
+                }
+            }
+        }
+        let next = highest + 1;
+        let mine = self.run_numbers.fetch_max(next, Ordering::SeqCst);
+        if mine >= next {
+            self.run_numbers.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            next
+        }
+    }
+
+    async fn run_detached(self: &Arc<Self>, request: RunRequest) -> Result<DynoInfo, EngineError> {
+        let release = self.current_release().await?;
+        let number = self.next_run_number().await;
+        let spec = spec::job_spec(&release, number, &request.command, &request.env);
+        let id = self.docker.service_create(&spec).await.map_err(engine)?;
+        let name: Arc<str> = Arc::from(format!("{RUN_TYPE}.{number}"));
+        self.platform(
+            &name,
+            format!("Starting process with command `{}`", request.command),
+        )
+        .await;
+        let watcher = tokio::spawn(watch_job(self.clone(), id, name.clone()));
+        lock(&self.background).push(watcher);
+        Ok(DynoInfo {
+            name: name.to_string(),
+            process_type: RUN_TYPE.into(),
+            number,
+            state: DynoState::Starting,
+            since: SystemTime::now(),
+            pid: None,
+            port: None,
+            command: request.command,
+            restarts: 0,
+            restart_in: None,
+            size: None,
+        })
+    }
+
+    async fn run_attached(
+        self: &Arc<Self>,
+        request: RunRequest,
+    ) -> Result<(DynoInfo, SwarmAttachment), SwarmError> {
+        let release = self
+            .current_release()
+            .await
+            .map_err(|e| SwarmError::Invalid(e.to_string()))?;
+        let number = self.next_run_number().await;
+        let tty = match request.input {
+            DynoInput::Terminal { cols, rows } => Some((cols, rows)),
+            _ => None,
+        };
+        let config = spec::container_config(&release, number, &request.command, &request.env, tty);
+        let id = self
+            .docker
+            .container_create(&run_name(&self.app, number), &config)
+            .await?;
+        let name: Arc<str> = Arc::from(format!("{RUN_TYPE}.{number}"));
+        let (io_tx, io_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
+        let hangup = HangupGuard {
+            docker: self.docker.clone(),
+            container: id.clone(),
+            runtime: runtime.clone(),
+        };
+        self.platform(
+            &name,
+            format!("Starting process with command `{}`", request.command),
+        )
+        .await;
+        let shared = self.clone();
+        let dyno = name.clone();
+        tokio::spawn(async move {
+            let docker = shared.docker.clone();
+            let attached = match docker.container_attach(&id).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = io_tx.send(Err(e.to_string()));
+                    let _ = docker.container_remove(&id).await;
+                    return;
+                }
+            };
+            if let Err(e) = docker.container_start(&id).await {
+                let _ = io_tx.send(Err(e.to_string()));
+                let _ = docker.container_remove(&id).await;
+                return;
+            }
+            shared
+                .platform(&dyno, "State changed from starting to up")
+                .await;
+            let (read, write) = tokio::io::split(attached);
+            let mut copier = None;
+            let output: Output = if tty.is_some() {
+                Box::new(read)
+            } else {
+                let (reader, writer) = tokio::io::duplex(64 * 1024);
+                copier = Some(tokio::spawn(demux_into(read, writer)));
+                Box::new(reader)
+            };
+            let resize = tty.map(|_| {
+                let docker = docker.clone();
+                let id = id.clone();
+                let runtime = runtime.clone();
+                Resize::new(move |cols, rows| {
+                    let docker = docker.clone();
+                    let id = id.clone();
+                    runtime.spawn(async move {
+                        let _ = docker.container_resize(&id, cols, rows).await;
+                    });
+                })
+            });
+            let console = Console {
+                input: Box::new(write),
+                resize,
+            };
+            let _ = io_tx.send(Ok((output, Some(console))));
+            let code = docker.container_wait(&id).await.unwrap_or(255);
+            let code = i32::try_from(code).unwrap_or(255);
+            // The output is complete before the container goes.
+            if let Some(copier) = copier {
+                let _ = copier.await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let _ = exit_tx.send(ExitStatus::Code(code));
+            shared
+                .platform(&dyno, format!("Process exited with status {code}"))
+                .await;
+            shared
+                .platform(&dyno, "State changed from up to complete")
+                .await;
+            let _ = docker.container_remove(&id).await;
+        });
+        let info = DynoInfo {
+            name: name.to_string(),
+            process_type: RUN_TYPE.into(),
+            number,
+            state: DynoState::Starting,
+            since: SystemTime::now(),
+            pid: None,
+            port: None,
+            command: request.command,
+            restarts: 0,
+            restart_in: None,
+            size: None,
+        };
+        Ok((
+            info,
+            SwarmAttachment {
+                io: io_rx,
+                exit: exit_rx,
+                hangup,
+            },
+        ))
+    }
+
+    async fn destroy(&self) {
+        self.stop_background();
+        let app = label_filter(LABEL_APP, &self.app);
+        if let Ok(services) = self.docker.services(&app).await {
+            for s in services {
+                let _ = self.docker.service_remove(&s.id).await;
+            }
+        }
+        // Removing a service stops its tasks with their grace; wait for the
+        // containers (attached one-offs' too) to be gone.
+        let deadline =
+            tokio::time::Instant::now() + self.config.stop_grace + Duration::from_secs(15);
+        let mut daemons = vec![self.docker.clone()];
+        daemons.extend(self.config.image_nodes.iter().cloned());
+        for docker in &daemons {
+            loop {
+                let left = docker.containers(&app).await.unwrap_or_default();
+                if left.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    for c in left {
+                        let _ = docker.container_remove(&c.id).await;
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        // The network detaches from the tasks lazily; try for a while.
+        let network = network_name(&self.app);
+        for _ in 0..40 {
+            match self
+                .docker
+                .networks(&json!({ "name": [network.clone()] }))
+                .await
+            {
+                Ok(found) => {
+                    let Some(n) = found.iter().find(|n| n.name == network) else {
+                        break;
+                    };
+                    if self.docker.network_remove(&n.id).await.is_ok() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        for docker in &daemons {
+            if let Ok(images) = docker.images(&app).await {
+                for image in images {
+                    let _ = docker.image_remove(&image.id).await;
+                }
+            }
+        }
+        *self.applied.lock().await = None;
+        self.backends.send_replace(Arc::new(Vec::new()));
+    }
+}
+
+/// Copies a multiplexed attach stream's payloads (stdout and stderr alike)
+/// into `out`, so the client reads what a terminal would show.
+async fn demux_into(
+    mut input: impl tokio::io::AsyncRead + Unpin,
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut demux = crate::mux::Demux::new();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match input.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        demux.push(&buf[..n]);
+        while let Some((_, payload)) = demux.next_frame() {
+            if out.write_all(&payload).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+/// Sends one service's output to the log for as long as the service exists.
+async fn follow(shared: Arc<Shared>, id: String) {
+    let process_type = match shared.docker.service_inspect(&id).await {
+        Ok(s) => s.label(LABEL_TYPE).unwrap_or("unknown").to_string(),
+        Err(_) => return,
+    };
+    let mut since = shared.since;
+    loop {
+        let from = since
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        match shared.docker.service_logs(&id, from, true).await {
+            Ok(mut stream) => {
+                while let Some(Ok((_, frame))) = stream.next().await {
+                    if let Some(at) = logline::parse(&frame).and_then(|l| l.at) {
+                        since = at + Duration::from_micros(1);
+                    }
+                    shared.push_line(&process_type, None, &frame).await;
+                }
+            }
+            Err(e) if e.is_not_found() => return,
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(e) = shared.docker.service_inspect(&id).await
+            && e.is_not_found()
+        {
+            return;
+        }
+    }
+}
+
+async fn next_frame(stream: &mut Option<LogStream>) -> Option<Bytes> {
+    match stream {
+        Some(s) => match s.next().await {
+            Some(Ok((_, frame))) => Some(frame),
+            _ => {
+                *stream = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Follows a detached one-off: its output to the log, then its exit code
+/// from the task's status, then the job service goes.
+async fn watch_job(shared: Arc<Shared>, id: String, name: Arc<str>) {
+    let docker = shared.docker.clone();
+    let mut stream = docker.service_logs(&id, 0.0, true).await.ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut up = false;
+    let finished = loop {
+        tokio::select! {
+            frame = next_frame(&mut stream) => {
+                if let Some(frame) = frame {
+                    shared.push_line(RUN_TYPE, Some(&name), &frame).await;
+                }
+            }
+            _ = tick.tick() => {
+                let tasks = docker.tasks(&json!({ "service": [id.clone()] })).await;
+                let Ok(tasks) = tasks else { continue };
+                let Some(task) = tasks.iter().max_by_key(|t| task_time(t)) else { continue };
+                let state = task.status.state.as_str();
+                if !up && (state == "running" || is_terminal(state)) {
+                    up = true;
+                    shared.platform(&name, "State changed from starting to up").await;
+                }
+                if is_terminal(state) {
+                    break task.clone();
+                }
+            }
+        }
+    };
+    // Lines still on their way: read until the stream is quiet.
+    while stream.is_some() {
+        match tokio::time::timeout(Duration::from_millis(700), next_frame(&mut stream)).await {
+            Ok(Some(frame)) => shared.push_line(RUN_TYPE, Some(&name), &frame).await,
+            _ => break,
+        }
+    }
+    if finished.status.state == "rejected"
+        && let Some(err) = &finished.status.err
+    {
+        shared
+            .platform(&name, format!("Could not start: {err}"))
+            .await;
+    }
+    let code = exit_code(&finished);
+    shared
+        .platform(&name, format!("Process exited with status {code}"))
+        .await;
+    shared
+        .platform(&name, "State changed from up to complete")
+        .await;
+    let _ = docker.service_remove(&id).await;
+}
+
+impl Placement for SwarmPlacement {
+    fn apply(
+        &self,
+        release: ReleaseSpec,
+        formation: Formation,
+    ) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.shared
+                .apply(release, formation)
+                .await
+                .map_err(engine)?;
+            let _ = self.shared.refresh().await;
+            Ok(())
+        })
+    }
+
+    fn scale(&self, changes: Vec<FormationChange>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.shared.scale(changes).await.map_err(engine) })
+    }
+
+    fn ps(&self) -> BoxFuture<'_, Vec<DynoInfo>> {
+        Box::pin(async move { self.dynos().await.into_iter().map(|d| d.info).collect() })
+    }
+
+    fn run(
+        &self,
+        request: RunRequest,
+    ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>> {
+        Box::pin(async move {
+            if request.input == DynoInput::Idle {
+                let info = self.shared.run_detached(request).await?;
+                return Ok((info, None));
+            }
+            let (info, attached) = self.run_attached(request).await?;
+            let SwarmAttachment { io, exit, hangup } = attached;
+            let attachment = Attachment {
+                io,
+                exit,
+                hangup: crew_engine::Hangup::new(move || drop(hangup)),
+            };
+            Ok((info, Some(attachment)))
+        })
+    }
+
+    fn restart(&self, target: Option<String>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.shared.restart(target).await })
+    }
+
+    fn stop(&self, target: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.shared.stop(target).await })
+    }
+
+    fn web_backends(&self) -> watch::Receiver<Arc<Vec<WebBackend>>> {
+        self.shared.backends.subscribe()
+    }
+
+    fn destroy(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.shared.destroy().await })
+    }
+
+    /// The server is going down, but the swarm keeps the formation running:
+    /// that is what an engine is for. Only crew's own readers stop; a new
+    /// placement for the app adopts the services.
+    fn shutdown(&self) {
+        self.shared.stop_background();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_states_map_to_herokus() {
+        assert_eq!(dyno_state("running", false), DynoState::Up);
+        assert_eq!(dyno_state("preparing", false), DynoState::Starting);
+        assert_eq!(dyno_state("failed", false), DynoState::Crashed);
+        assert_eq!(dyno_state("complete", false), DynoState::Crashed);
+        assert_eq!(dyno_state("complete", true), DynoState::Complete);
+        assert_eq!(dyno_state("shutdown", false), DynoState::Down);
+    }
+
+    #[test]
+    fn times_keep_their_nanoseconds() {
+        let t = parse_time("2026-11-27T20:11:16.324106628Z").expect("a time");
+        let d = t.duration_since(UNIX_EPOCH).expect("after the epoch");
+        assert_eq!(d.subsec_nanos(), 324_106_628);
+    }
+}

@@ -1,0 +1,377 @@
+//! Test support: a real dockerd of the test's own, a busybox root filesystem
+//! for images, a test slug, and a log collector.
+//!
+//! The daemon gets its own data root, exec root, pidfile and socket under a
+//! temp dir, so it shares nothing with any other docker on the machine. Its
+//! guard cleans up even when a test panics: it leaves the swarm, stops the
+//! daemon by pid (SIGTERM, then SIGKILL), kills any container shim it left,
+//! unmounts what it mounted under its roots and deletes the bridges it made.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crew_logs::LogEvent;
+use crew_swarm::Docker;
+use tokio::sync::mpsc;
+
+/// Why the Swarm tests cannot run here, if they cannot.
+pub fn swarm_unavailable() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root: dockerd needs root".into());
+    }
+    if which("dockerd").is_none() {
+        return Some("dockerd is not installed (apt-get install docker.io)".into());
+    }
+    if busybox().is_none() {
+        return Some("busybox is not installed (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// A dockerd of the test's own.
+pub struct Dockerd {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Child,
+    /// Bridges that did not exist before this daemon, deleted at the end.
+    made_links: Vec<&'static str>,
+    pub docker: Arc<Docker>,
+}
+
+impl Dockerd {
+    /// Starts dockerd, in the network namespace `netns` if given (entered
+    /// with `nsenter --net`, which keeps the host's /sys and its cgroup
+    /// mounts; `ip netns exec` would remount /sys and hide them).
+    pub fn start(netns: Option<&str>) -> Result<Dockerd, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("crew-dockerd-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let root = dir.path();
+        let socket = root.join("docker.sock");
+        let made_links: Vec<&'static str> = if netns.is_some() {
+            Vec::new()
+        } else {
+            ["docker0", "docker_gwbridge"]
+                .into_iter()
+                .filter(|l| !link_exists(l))
+                .collect()
+        };
+        let log = std::fs::File::create(root.join("dockerd.log")).map_err(|e| e.to_string())?;
+        let dockerd = which("dockerd").ok_or("no dockerd")?;
+        let args: Vec<String> = vec![
+            format!("--data-root={}", root.join("data").display()),
+            format!("--exec-root={}", root.join("exec").display()),
+            format!("--pidfile={}", root.join("docker.pid").display()),
+            format!("--host=unix://{}", socket.display()),
+            // No metrics, no experimental, nothing on TCP.
+        ];
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}")).arg(&dockerd);
+                c
+            }
+            None => Command::new(&dockerd),
+        };
+        let child = command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting dockerd: {e}"))?;
+        let docker = Arc::new(Docker::new(&socket));
+        let mut daemon = Dockerd {
+            dir,
+            socket,
+            child,
+            made_links,
+            docker,
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if daemon.socket.exists() && block_on(daemon.docker.version()).is_ok() {
+                return Ok(daemon);
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                return Err(format!(
+                    "dockerd exited with {status}: {}",
+                    daemon.log_tail()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("dockerd did not answer: {}", daemon.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Kills the daemon at once (a node dying), leaving the rest of the
+    /// cleanup to the drop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.kill_shims();
+    }
+
+    /// Container shims started for this daemon: their command lines name
+    /// its exec root.
+    fn kill_shims(&self) {
+        let marker = self.dir.path().to_string_lossy().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains(&marker)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    fn unmount_all(&self) {
+        let root = self.dir.path().to_string_lossy().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        // Deepest first.
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = rustix::mount::unmount(p.as_str(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = block_on(self.docker.swarm_leave(true));
+            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.kill_shims();
+        self.unmount_all();
+        for link in &self.made_links {
+            if link_exists(link) {
+                let _ = Command::new("ip").args(["link", "del", link]).status();
+            }
+        }
+    }
+}
+
+/// Runs a future to completion from synchronous code, also from inside a
+/// runtime (on a thread of its own).
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(future)
+        })
+        .join()
+        .expect("the runtime thread")
+    })
+}
+
+/// A root filesystem tar with busybox as `/bin/sh` and the applets the test
+/// app uses, `/tmp` for anyone, and `nobody` in `/etc/passwd`.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let path = dir.join("rootfs.tar");
+    let file = std::fs::File::create(&path).expect("rootfs.tar");
+    let mut tar = tar::Builder::new(file);
+    let dir_entry = |tar: &mut tar::Builder<std::fs::File>, name: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        tar.append_data(&mut h, name, std::io::empty())
+            .expect("dir");
+    };
+    for (name, mode) in [("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777)] {
+        dir_entry(&mut tar, name, mode);
+    }
+    let busybox = busybox().expect("busybox");
+    let bytes = std::fs::read(&busybox).expect("busybox binary");
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bytes.len() as u64);
+    tar.append_data(&mut h, "bin/busybox", &bytes[..])
+        .expect("busybox");
+    for applet in [
+        "sh", "sleep", "nc", "cat", "echo", "printf", "env", "ls", "head", "id", "true", "false",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .expect("applet");
+    }
+    let passwd =
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(passwd.len() as u64);
+    tar.append_data(&mut h, "etc/passwd", &passwd[..])
+        .expect("passwd");
+    tar.finish().expect("rootfs.tar");
+    path
+}
+
+/// A slug: a directory (for the local placement) and its `.tar.gz` (for
+/// images).
+pub fn slug(dir: &Path) -> (PathBuf, PathBuf) {
+    let slug_dir = dir.join("slug");
+    std::fs::create_dir_all(&slug_dir).expect("slug dir");
+    std::fs::write(slug_dir.join("README"), "the conformance suite's app\n").expect("slug file");
+    let archive = dir.join("slug.tar.gz");
+    let file = std::fs::File::create(&archive).expect("slug.tar.gz");
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all(".", &slug_dir).expect("slug tar");
+    let mut gz = tar.into_inner().expect("slug tar");
+    gz.flush().expect("flush");
+    gz.finish().expect("slug gz");
+    (slug_dir, archive)
+}
+
+/// Every log event an app sent, kept for the checks.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<LogEvent>>>);
+
+impl Logs {
+    pub fn collect(mut rx: mpsc::Receiver<LogEvent>) -> Logs {
+        let logs = Logs::default();
+        let keep = logs.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                keep.0.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+            }
+        });
+        logs
+    }
+
+    /// `(dyno, text)` of every output line and platform line.
+    pub fn lines(&self) -> Vec<(String, String, bool)> {
+        let events = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for e in events.iter() {
+            match e {
+                LogEvent::Output { dyno, lines, .. } => {
+                    for l in String::from_utf8_lossy(lines).lines() {
+                        out.push((dyno.to_string(), l.to_string(), false));
+                    }
+                }
+                LogEvent::Platform { dyno, text, .. } => {
+                    out.push((dyno.to_string(), text.clone(), true));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Lines from index `from` on (in events).
+    pub fn lines_since(&self, from: usize) -> Vec<(String, String, bool)> {
+        let events: Vec<LogEvent> =
+            self.0.lock().unwrap_or_else(|p| p.into_inner())[from..].to_vec();
+        Logs(Arc::new(Mutex::new(events))).lines()
+    }
+}
+
+/// A TCP port on loopback that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn bytes(s: &str) -> Bytes {
+    Bytes::from(s.to_string())
+}
+
+/// Polls `check` until it gives `Some`, or fails the test with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
