@@ -290,6 +290,19 @@ impl<R: Runtime> Engine<R> {
             .map(|t| self.formation.get(&t.name).unwrap_or(0))
             .collect();
         let generation = self.generation;
+        // New slots first: whether old web dynos may go depends on the new
+        // ones, which must exist (and be starting) before that is asked.
+        for (type_index, quantity) in wanted.iter().enumerate() {
+            for number in 1..=*quantity {
+                let key = (generation, type_index, number);
+                match self.slots.get_mut(&key) {
+                    // A slot still being retired by an earlier scale-down comes back.
+                    Some(slot) if slot.next == Next::Remove => slot.next = Next::Restart,
+                    Some(_) => {}
+                    None => self.add_slot(type_index, number),
+                }
+            }
+        }
         let handoff = self.web_handoff_ready();
         let surplus: Vec<Key> = self
             .slots
@@ -307,17 +320,6 @@ impl<R: Runtime> Engine<R> {
             .collect();
         for key in surplus {
             self.retire(key);
-        }
-        for (type_index, quantity) in wanted.into_iter().enumerate() {
-            for number in 1..=quantity {
-                let key = (generation, type_index, number);
-                match self.slots.get_mut(&key) {
-                    // A slot still being retired by an earlier scale-down comes back.
-                    Some(slot) if slot.next == Next::Remove => slot.next = Next::Restart,
-                    Some(_) => {}
-                    None => self.add_slot(type_index, number),
-                }
-            }
         }
     }
 

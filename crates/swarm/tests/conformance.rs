@@ -50,11 +50,6 @@ trait Subject {
     );
     /// How long the engine may take for each step.
     fn patience(&self) -> Duration;
-    /// Whether "web never without an up backend during a rollout" is held
-    /// as a failure, or only reported.
-    fn strict_zero_downtime(&self) -> bool {
-        true
-    }
 }
 
 fn release(
@@ -256,14 +251,10 @@ async fn check_rollout<S: Subject>(s: &S, logs: &Logs) {
     done.store(true, Ordering::SeqCst);
     let _ = watcher.await;
     let gap = gap.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if s.strict_zero_downtime() {
-        assert_eq!(
-            gap, None,
-            "the web backends had no up dyno during the rollout"
-        );
-    } else if let Some(seen) = gap {
-        eprintln!("  KNOWN GAP: the web backends had no up dyno during the rollout: {seen}");
-    }
+    assert_eq!(
+        gap, None,
+        "the web backends had no up dyno during the rollout"
+    );
     eprintln!("  rollout: {:?}", started.elapsed());
 }
 
@@ -396,14 +387,6 @@ impl Subject for Local {
 
     fn patience(&self) -> Duration {
         Duration::from_secs(20)
-    }
-
-    /// Found by this suite: during a deploy the manifold's backend list
-    /// replaces the old, up `web.1` by the new, starting `web.1` at once, so
-    /// for a moment it lists no up web dyno. Reported for the engine's
-    /// owner rather than failed here.
-    fn strict_zero_downtime(&self) -> bool {
-        false
     }
 }
 
