@@ -429,10 +429,18 @@ impl<R: Runtime> Engine<R> {
 
     /// Whether an older release's web dynos can go: the current one's are all
     /// past starting, so a request always finds an `up` dyno during a deploy.
+    /// Whether the old release's web dynos may go: the current release's web
+    /// dynos that are wanted (none, after `scale web=0`) are all past starting.
     fn web_handoff_ready(&self) -> bool {
+        let wanted = self.formation.get("web").unwrap_or(0);
         self.slots
             .iter()
-            .filter(|((g, _, _), s)| *g == self.generation && s.spec.name == "web")
+            .filter(|((g, _, n), s)| {
+                *g == self.generation
+                    && s.spec.name == "web"
+                    && *n <= wanted
+                    && s.next != Next::Remove
+            })
             .all(|(_, s)| s.state != DynoState::Starting)
     }
 
