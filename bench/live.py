@@ -663,7 +663,10 @@ PROXY = "worker_processes auto;\n" + NGINX_COMMON.replace("@BODY@", """\
     }
   }""")
 
-BACKEND_PROCFILE = ("web: mkdir -p tmp && sed \"s/@PORT@/$PORT/\" nginx.tmpl > nginx.conf "
+# nginx lives in /usr/sbin, which a dyno's PATH (the stack's, when the server
+# isolates dynos) leaves out.
+BACKEND_PROCFILE = ("web: export PATH=\"$PATH:/usr/sbin\" && mkdir -p tmp "
+                    "&& sed \"s/@PORT@/$PORT/\" nginx.tmpl > nginx.conf "
                     "&& exec nginx -p \"$PWD/\" -e stderr -c nginx.conf -g 'daemon off;'\n")
 
 

@@ -181,25 +181,32 @@ impl Platform {
     /// The app a request's host names: `APP.localhost` (any subdomain of it
     /// too), or a custom domain, exact or one wildcard level up.
     pub fn route(&self, host: &str) -> Option<Route> {
-        let app = match host.strip_suffix(LOCAL_SUFFIX) {
-            Some(rest) => rest.rsplit('.').next().unwrap_or(rest).to_string(),
+        let running = |app: String| {
+            let runtime = self
+                .apps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&app)
+                .cloned()?;
+            Some((app, runtime))
+        };
+        let (app, runtime) = match host.strip_suffix(LOCAL_SUFFIX) {
+            Some(rest) => running(rest.rsplit('.').next().unwrap_or(rest).to_string())?,
             None => {
-                let domains = self.domains.read().unwrap_or_else(|p| p.into_inner());
-                let wildcard = host
-                    .split_once('.')
-                    .map(|(_, parent)| format!("*.{parent}"));
-                domains
-                    .get(host)
-                    .or_else(|| wildcard.and_then(|w| domains.get(&w)))?
-                    .clone()
+                // Let go of the domains before taking the apps' lock.
+                let app = {
+                    let domains = self.domains.read().unwrap_or_else(|p| p.into_inner());
+                    match domains.get(host) {
+                        Some(app) => app.clone(),
+                        None => {
+                            let (_, parent) = host.split_once('.')?;
+                            domains.get(&format!("*.{parent}"))?.clone()
+                        }
+                    }
+                };
+                running(app)?
             }
         };
-        let runtime = self
-            .apps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&app)?
-            .clone();
         Some(Route {
             backends: runtime.web_backends(),
             log: runtime.router_log(),

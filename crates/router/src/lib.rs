@@ -14,29 +14,35 @@
 //! The router counts its requests in flight per dyno ([`InFlight`]). The engine
 //! stops routing to a web dyno before it stops it, and waits until that count is
 //! zero before sending the signal, so deploys, restarts and scaling drop nothing.
+//!
+//! Connections are served by one single-threaded runtime per core ([`workers`]),
+//! each with its own idle dyno connections ([`pool`]), so a request, the dyno
+//! connection it uses and its response stay on one thread.
 
+mod access;
+mod body;
 mod pool;
+mod workers;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crew_engine::{DynoState, WebBackend};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::pool::{Pool, Sender};
+use crate::body::{Done, ProxyBody, Tracked};
+use crate::pool::Sender;
 
 /// Where a host's requests go.
 pub struct AppRoute {
@@ -115,16 +121,19 @@ impl Drop for InFlightGuard {
     }
 }
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub struct Router<R: Routes> {
     routes: R,
     config: RouterConfig,
     in_flight: Arc<InFlight>,
-    pool: Pool,
     next: AtomicUsize,
-    /// The port clients connect to, for `X-Forwarded-Port`.
-    port: u16,
+    /// The port clients connect to, as `X-Forwarded-Port` sends it; made once,
+    /// since every request carries the same.
+    forwarded_port: HeaderValue,
 }
 
 impl<R: Routes> Router<R> {
@@ -133,87 +142,111 @@ impl<R: Routes> Router<R> {
             routes,
             config,
             in_flight,
-            pool: Pool::default(),
             next: AtomicUsize::new(0),
-            port,
+            forwarded_port: HeaderValue::from(port),
         }
     }
 
-    /// Serves connections from `listener` until the task is dropped.
+    /// Serves connections from `listener` until the task is dropped; then the
+    /// connections still open are closed too.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let workers = workers::Workers::start(&self);
         loop {
-            let Ok((stream, client)) = listener.accept().await else {
-                continue;
+            let (stream, client) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    // Out of file descriptors, most likely: give connections
+                    // time to close rather than spin on the error.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             };
-            let _ = stream.set_nodelay(true);
-            let router = self.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let router = router.clone();
-                    async move { Ok::<_, Infallible>(router.handle(request, client).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
+            match &workers {
+                Some(workers) => workers.hand_over(stream, client),
+                None => {
+                    tokio::spawn(self.clone().connection(stream, client));
+                }
+            }
         }
     }
 
-    async fn handle(
-        &self,
-        mut request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ProxyBody> {
+    /// Serves one client connection's requests.
+    async fn connection(self: Arc<Self>, stream: TcpStream, client: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        // Made once per connection: every request on it forwards the same address.
+        let ip = HeaderValue::from_maybe_shared(Bytes::from(client.ip().to_string()))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let service = hyper::service::service_fn(move |request| {
+            let router = self.clone();
+            let ip = ip.clone();
+            async move { Ok::<_, Infallible>(router.handle(request, ip).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+    }
+
+    async fn handle(&self, mut request: Request<Incoming>, ip: HeaderValue) -> Response<ProxyBody> {
         let started = Instant::now();
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().host())
-            .unwrap_or("")
-            .to_string();
-        let hostname = host
-            .rsplit_once(':')
-            .map_or(host.as_str(), |(name, _)| name)
-            .to_ascii_lowercase();
-        let Some(route) = self.routes.route(&hostname) else {
-            return page(
-                StatusCode::NOT_FOUND,
-                "No such app",
-                &format!("There is no app at {hostname}."),
-            );
-        };
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 200)
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-        let line = AccessLine {
-            method: request.method().to_string(),
-            path: request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            host: hostname.clone(),
-            request_id: request_id.clone(),
-            fwd: client.ip().to_string(),
-            log: route.log.clone(),
-        };
-        prepare_headers(request.headers_mut(), client, self.port, &request_id);
         let upgrade = is_upgrade(request.headers());
+        // Everything read from the request before its headers are rewritten.
+        let (route, line, new_id) = {
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| request.uri().host())
+                .unwrap_or("");
+            let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
+            let hostname = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(host.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(host)
+            };
+            let Some(route) = self.routes.route(&hostname) else {
+                return body::page(
+                    StatusCode::NOT_FOUND,
+                    "No such app",
+                    &format!("There is no app at {hostname}."),
+                );
+            };
+            let given = request
+                .headers()
+                .get(X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 200);
+            let mut buffer = [0; uuid::fmt::Hyphenated::LENGTH];
+            let request_id = match given {
+                Some(id) => id,
+                None => new_request_id(&mut buffer),
+            };
+            let line = AccessLine::new(
+                route.log.clone(),
+                request.method().as_str(),
+                request.uri().path_and_query().map_or("/", |p| p.as_str()),
+                &hostname,
+                request_id,
+                ip.to_str().unwrap_or(""),
+            );
+            let new_id = match given {
+                Some(_) => None,
+                None => HeaderValue::from_str(request_id).ok(),
+            };
+            (route, line, new_id)
+        };
+        self.prepare_headers(request.headers_mut(), upgrade, &ip, new_id);
 
         // Find an up dyno, waiting while the app boots.
         let deadline = started + self.config.boot_wait;
-        let mut backends = route.backends.clone();
-        let (sender, backend, connect, pooled) = loop {
+        let mut backends = route.backends;
+        let (sender, list, index, connect, pooled) = loop {
             let list = backends.borrow_and_update().clone();
-            let up: Vec<&WebBackend> = list.iter().filter(|b| b.state == DynoState::Up).collect();
-            if !up.is_empty() {
-                match self.connect(&up, upgrade).await {
-                    Ok(found) => break found,
+            if list.iter().any(|b| b.state == DynoState::Up) {
+                match self.connect(&list, upgrade).await {
+                    Ok((sender, index, connect, pooled)) => {
+                        break (sender, list, index, connect, pooled);
+                    }
                     Err(tried) => {
                         return line.error(
                             "H19",
@@ -249,8 +282,9 @@ impl<R: Routes> Router<R> {
                 );
             }
         };
+        let port = list[index].port;
 
-        let guard = self.in_flight.enter(backend.port);
+        let guard = self.in_flight.enter(port);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let mut sender = sender;
         let timeout = self.config.request_timeout;
@@ -261,7 +295,7 @@ impl<R: Routes> Router<R> {
                 // never left, so it goes again on a new connection.
                 Err(mut e) => match (pooled, e.take_message()) {
                     (true, Some(request)) => {
-                        sender = pool::connect(backend.port, self.config.connect_timeout)
+                        sender = pool::connect(port, self.config.connect_timeout)
                             .await
                             .map_err(|_| ())?;
                         sender.send_request(request).await.map_err(|_| ())
@@ -271,13 +305,14 @@ impl<R: Routes> Router<R> {
             }
         })
         .await;
+        let dyno = &list[index].name;
         let mut response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(())) => {
                 return line.error(
                     "H13",
                     "Connection closed without response",
-                    &backend.name,
+                    dyno,
                     started,
                     StatusCode::SERVICE_UNAVAILABLE,
                 );
@@ -286,7 +321,7 @@ impl<R: Routes> Router<R> {
                 return line.error(
                     "H12",
                     "Request timeout",
-                    &backend.name,
+                    dyno,
                     started,
                     StatusCode::SERVICE_UNAVAILABLE,
                 );
@@ -308,101 +343,170 @@ impl<R: Routes> Router<R> {
                             .await;
                 }
             });
-            line.info(&backend.name, connect, started, status, 0);
+            line.info(dyno, connect, started, status, 0);
             let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, empty());
+            return Response::from_parts(parts, ProxyBody::empty());
         }
         let (parts, body) = response.into_parts();
-        let body = Tracked {
-            inner: body,
-            bytes: 0,
-            done: Some(Done {
+        let body = Tracked::new(
+            body,
+            Done {
                 line,
-                dyno: backend.name.clone(),
+                backends: list,
+                index,
                 connect,
                 started,
                 status,
                 _guard: guard,
-                sender: reusable.then_some((self.pool.clone(), backend.port, sender)),
-            }),
-        };
-        Response::from_parts(parts, body.boxed())
+                sender: reusable.then_some((port, sender)),
+            },
+        );
+        Response::from_parts(parts, ProxyBody::Dyno(body))
     }
 
-    /// A ready connection to one of `up`, starting round robin; a dyno that
-    /// cannot be reached is skipped. On failure, says which dynos were tried.
+    /// A ready connection to one of the up dynos in `list`, starting round
+    /// robin; a dyno that cannot be reached is skipped. Gives the dyno's index
+    /// in `list`, or on failure says which dynos were tried.
     async fn connect(
         &self,
-        up: &[&WebBackend],
+        list: &[WebBackend],
         upgrade: bool,
-    ) -> Result<(Sender, WebBackend, Duration, bool), String> {
+    ) -> Result<(Sender, usize, Duration, bool), String> {
+        let up = || {
+            list.iter()
+                .enumerate()
+                .filter(|(_, b)| b.state == DynoState::Up)
+                .map(|(i, _)| i)
+        };
+        let count = up().count();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut tried = Vec::new();
-        for i in 0..up.len() {
-            let backend = up[(start + i) % up.len()];
-            let began = Instant::now();
-            if !upgrade && let Some(sender) = self.pool.take(backend.port).await {
-                return Ok((sender, backend.clone(), began.elapsed(), true));
+        for index in up().cycle().skip(start % count.max(1)).take(count) {
+            let backend = &list[index];
+            // A kept-alive connection costs no connect, hence 0 ms.
+            if !upgrade && let Some(sender) = pool::take(backend.port).await {
+                return Ok((sender, index, Duration::ZERO, true));
             }
+            let began = Instant::now();
             match pool::connect(backend.port, self.config.connect_timeout).await {
-                Ok(sender) => return Ok((sender, backend.clone(), began.elapsed(), false)),
-                Err(_) => tried.push(backend.name.clone()),
+                Ok(sender) => return Ok((sender, index, began.elapsed(), false)),
+                Err(_) => tried.push(backend.name.as_str()),
             }
         }
         Err(tried.join(","))
     }
+
+    /// Drops hop-by-hop headers (keeping an upgrade's) and adds the forwarding
+    /// ones, and the request id when the client sent none.
+    fn prepare_headers(
+        &self,
+        headers: &mut HeaderMap,
+        upgrade: bool,
+        ip: &HeaderValue,
+        new_id: Option<HeaderValue>,
+    ) {
+        // A request rarely has any: one look at its few names is cheaper than
+        // a lookup of each hop-by-hop name.
+        if !upgrade && headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+            for name in &HOP_BY_HOP {
+                headers.remove(name);
+            }
+        }
+        let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => {
+                let mut value = String::with_capacity(earlier.len() + 2 + ip.len());
+                value.push_str(earlier);
+                value.push_str(", ");
+                value.push_str(ip.to_str().unwrap_or(""));
+                HeaderValue::try_from(value).ok()
+            }
+            None => Some(ip.clone()),
+        };
+        if let Some(value) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PORT, self.forwarded_port.clone());
+        if let Some(id) = new_id {
+            headers.insert(X_REQUEST_ID, id);
+        }
+    }
 }
 
-/// The parts of an access line known when the request comes in.
-struct AccessLine {
-    method: String,
-    path: String,
-    host: String,
-    request_id: String,
-    fwd: String,
-    log: Arc<dyn Fn(String) + Send + Sync>,
+/// A fresh request id: a version 4 UUID from a per-thread generator. A request
+/// id only has to be unique, not unguessable, and asking the kernel for random
+/// bytes on every request was a syscall each.
+fn new_request_id(buffer: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    let random = fastrand::u128(..).to_le_bytes();
+    uuid::Builder::from_random_bytes(random)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(buffer)
 }
+
+/// An access line, begun when the request comes in: `at=info ` and the parts
+/// known then. It is finished, and written, once the response is done.
+struct AccessLine {
+    text: String,
+    log: access::Log,
+}
+
+const AT_INFO: &str = "at=info ";
 
 impl AccessLine {
-    fn common(&self) -> String {
-        format!(
-            "method={} path=\"{}\" host={} request_id={} fwd=\"{}\"",
-            self.method, self.path, self.host, self.request_id, self.fwd
-        )
+    fn new(
+        log: access::Log,
+        method: &str,
+        path: &str,
+        host: &str,
+        request_id: &str,
+        fwd: &str,
+    ) -> AccessLine {
+        // Room for the end of the line too, so it is one allocation.
+        let mut text = String::with_capacity(160 + path.len() + host.len() + request_id.len());
+        let _ = write!(
+            text,
+            "{AT_INFO}method={method} path=\"{path}\" host={host} request_id={request_id} fwd=\"{fwd}\""
+        );
+        AccessLine { text, log }
     }
 
     fn info(
-        &self,
+        mut self,
         dyno: &str,
         connect: Duration,
         started: Instant,
         status: StatusCode,
         bytes: u64,
     ) {
-        (self.log)(format!(
-            "at=info {} dyno={dyno} connect={}ms service={}ms status={} bytes={bytes}",
-            self.common(),
+        let _ = write!(
+            self.text,
+            " dyno={dyno} connect={}ms service={}ms status={} bytes={bytes}",
             connect.as_millis(),
             started.elapsed().as_millis(),
             status.as_u16()
-        ));
+        );
+        access::write(&self.log, self.text);
     }
 
     fn error(
-        &self,
+        self,
         code: &str,
         desc: &str,
         dyno: &str,
         started: Instant,
         status: StatusCode,
     ) -> Response<ProxyBody> {
-        (self.log)(format!(
-            "at=error code={code} desc=\"{desc}\" {} dyno={dyno} connect=0ms service={}ms status={} bytes=0",
-            self.common(),
-            started.elapsed().as_millis(),
-            status.as_u16()
-        ));
-        page(
+        access::write(
+            &self.log,
+            format!(
+                "at=error code={code} desc=\"{desc}\" {} dyno={dyno} connect=0ms service={}ms status={} bytes=0",
+                &self.text[AT_INFO.len()..],
+                started.elapsed().as_millis(),
+                status.as_u16()
+            ),
+        );
+        body::page(
             status,
             "Application error",
             &format!("{desc} ({code}). If you are the app's owner, `crew logs` says more."),
@@ -410,13 +514,13 @@ impl AccessLine {
     }
 }
 
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -431,30 +535,6 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-/// Drops hop-by-hop headers (keeping an upgrade's) and adds the forwarding ones.
-fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, port: u16, request_id: &str) {
-    if !is_upgrade(headers) {
-        for name in HOP_BY_HOP {
-            headers.remove(name);
-        }
-    }
-    let ip = client.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip,
-    };
-    for (name, value) in [
-        ("x-forwarded-for", forwarded_for),
-        ("x-forwarded-proto", "http".to_string()),
-        ("x-forwarded-port", port.to_string()),
-        ("x-request-id", request_id.to_string()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-}
-
 fn keeps_alive<B>(response: &Response<B>) -> bool {
     let connection = |token: &str| {
         response
@@ -467,108 +547,5 @@ fn keeps_alive<B>(response: &Response<B>) -> bool {
     match response.version() {
         hyper::Version::HTTP_10 => connection("keep-alive"),
         _ => !connection("close"),
-    }
-}
-
-fn empty() -> ProxyBody {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A small HTML error page, as Heroku serves one.
-fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
-    let html = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body><h1>{title}</h1><p>{text}</p></body></html>\n"
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(html))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
-/// What happens once a response body has been passed on: the access line, the
-/// connection back to the pool, the in-flight count down.
-struct Done {
-    line: AccessLine,
-    dyno: String,
-    connect: Duration,
-    started: Instant,
-    status: StatusCode,
-    _guard: InFlightGuard,
-    sender: Option<(Pool, u16, Sender)>,
-}
-
-/// A dyno's response body on its way to the client.
-struct Tracked {
-    inner: Incoming,
-    bytes: u64,
-    done: Option<Done>,
-}
-
-impl Tracked {
-    fn finish(&mut self, complete: bool) {
-        if let Some(done) = self.done.take() {
-            done.line.info(
-                &done.dyno,
-                done.connect,
-                done.started,
-                done.status,
-                self.bytes,
-            );
-            // Only a connection whose response was read to the end can take
-            // another request.
-            if complete && let Some((pool, port, sender)) = done.sender {
-                pool.give(port, sender);
-            }
-        }
-    }
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
-                }
-                if self.inner.is_end_stream() {
-                    self.finish(true);
-                }
-            }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
-        self.finish(complete);
     }
 }

@@ -1,7 +1,12 @@
-//! Kept-alive connections to dynos, per port.
+//! Kept-alive connections to dynos, per port and per thread.
+//!
+//! Each router thread keeps its own idle connections, as each nginx worker
+//! does: a connection's task runs on the thread that opened it, so handing it
+//! to a request on another thread would cost a cross-thread wake-up on every
+//! request and response. Per thread there is no contention either, so no lock.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -9,40 +14,44 @@ use hyper_util::rt::TokioIo;
 
 pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
 
-/// Idle connections kept per dyno; more than this are closed when returned.
+/// Idle connections kept per dyno and thread; more than this are closed when
+/// returned.
 const IDLE_PER_PORT: usize = 64;
 
-#[derive(Clone, Default)]
-pub struct Pool {
-    idle: Arc<Mutex<HashMap<u16, Vec<Sender>>>>,
+thread_local! {
+    static IDLE: RefCell<HashMap<u16, Vec<Sender>>> = RefCell::new(HashMap::new());
 }
 
-impl Pool {
-    /// An idle connection to `port`, ready for a request.
-    pub async fn take(&self, port: u16) -> Option<Sender> {
-        loop {
-            let mut sender = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.get_mut(&port)?.pop()?
-            };
-            // A connection comes back as soon as its response is read; the
-            // connection task may not have marked it idle yet.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
-            }
+/// An idle connection to `port`, ready for a request.
+pub async fn take(port: u16) -> Option<Sender> {
+    loop {
+        // `try_with`: a thread being torn down has no pool left, which only
+        // means a new connection.
+        let mut sender = IDLE
+            .try_with(|idle| idle.borrow_mut().get_mut(&port)?.pop())
+            .ok()
+            .flatten()?;
+        // A connection comes back as soon as its response is read; the
+        // connection task may not have marked it idle yet.
+        if sender.ready().await.is_ok() {
+            return Some(sender);
         }
     }
+}
 
-    pub fn give(&self, port: u16, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+pub fn give(port: u16, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    let _ = IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
         let senders = idle.entry(port).or_default();
+        // Connections to a dyno that has gone are dropped as they come up
+        // again in `take`; this bound keeps them few until then.
         if senders.len() < IDLE_PER_PORT {
             senders.push(sender);
         }
-    }
+    });
 }
 
 /// A new connection to a dyno on this machine.
