@@ -61,8 +61,8 @@ impl AppRuntime {
         });
         AppRuntime {
             name: name.to_string(),
+            router_log: router_log(ring.clone()),
             ring,
-            router_log: router_log(logs.clone()),
             placement: placements(name, logs.clone()),
             logs,
             applied: std::sync::atomic::AtomicBool::new(false),
@@ -202,19 +202,14 @@ pub(crate) fn local_placements(
 }
 
 /// Writes router lines to the app's log without ever making a request wait for
-/// the log.
-fn router_log(logs: mpsc::Sender<LogEvent>) -> Arc<dyn Fn(String) + Send + Sync> {
+/// a task.
+fn router_log(ring: Arc<LogRing>) -> Arc<dyn Fn(String) + Send + Sync> {
     let source: Arc<str> = Arc::from("router");
-    Arc::new(move |line: String| {
-        if let Err(mpsc::error::TrySendError::Full(event)) =
-            logs.try_send(LogEvent::platform(&source, line))
-        {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let _ = logs.send(event).await;
-            });
-        }
-    })
+    // Straight into the ring, not through the app's log channel: a channel
+    // hop per request woke the task that feeds the ring for every line, which
+    // cost the router more than proxying did. Router lines may therefore
+    // interleave with dyno lines a little differently than they happened.
+    Arc::new(move |line: String| ring.push(&LogEvent::platform(&source, line)))
 }
 
 fn engine_error(e: EngineError) -> PlatformError {
