@@ -263,6 +263,12 @@ pub struct ServerArgs {
     /// under every release's slug in its image
     #[arg(long, value_name = "ROOTFS", env = "CREW_STACK_ROOTFS")]
     pub stack_rootfs: Option<PathBuf>,
+    /// --backend kubernetes: the kubeconfig [default: KUBECONFIG, ~/.kube/config, in-cluster]
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// --backend kubernetes: where release images are pulled from (REGISTRY/crew/APP:vN)
+    #[arg(long, value_name = "REGISTRY", env = "CREW_REGISTRY")]
+    pub registry: Option<String>,
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {

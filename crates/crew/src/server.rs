@@ -75,6 +75,35 @@ pub enum DynoBackend {
     Local,
     /// A Docker Swarm, through its manager's socket: a service per process type.
     Swarm,
+    /// A Kubernetes cluster: a namespace per app, a Deployment per process type.
+    Kubernetes,
+}
+
+/// The Kubernetes placement of every app, with a client from the kubeconfig;
+/// says where, in words.
+async fn kubernetes_placements(
+    args: &ServerArgs,
+) -> Result<(crew_platform::PlacementFactory, String)> {
+    let client = crew_kubernetes::client_from_kubeconfig(args.kubeconfig.as_deref())
+        .await
+        .context("making a Kubernetes client from the kubeconfig")?;
+    let config = crew_kubernetes::KubernetesConfig {
+        registry: args.registry.clone(),
+        ..crew_kubernetes::KubernetesConfig::default()
+    };
+    let factory: crew_platform::PlacementFactory = Arc::new(move |app, logs| {
+        match crew_kubernetes::KubernetesPlacement::new(client.clone(), app, config.clone(), logs) {
+            Ok(placement) => Box::new(placement),
+            Err(e) => Box::new(crew_engine::FailedPlacement::new(format!(
+                "{app} cannot be placed on Kubernetes: {e}"
+            ))),
+        }
+    });
+    let said = match &args.kubeconfig {
+        Some(path) => format!("kubernetes (kubeconfig {})", path.display()),
+        None => "kubernetes (the default kubeconfig)".to_string(),
+    };
+    Ok((factory, said))
 }
 
 /// The Swarm placement of every app, after checking that the socket leads to
@@ -195,6 +224,11 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         DynoBackend::Local => None,
         DynoBackend::Swarm => {
             let (factory, said) = swarm_placements(&args).await?;
+            println!("dynos run on {said}");
+            Some(factory)
+        }
+        DynoBackend::Kubernetes => {
+            let (factory, said) = kubernetes_placements(&args).await?;
             println!("dynos run on {said}");
             Some(factory)
         }

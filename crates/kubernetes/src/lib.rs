@@ -1,0 +1,763 @@
+//! One app's dynos on a Kubernetes cluster: a [`crew_engine::Placement`]
+//! over the cluster's API, with kube-rs.
+//!
+//! Theory of operation. crew's platform keeps the truth about an app (releases,
+//! config, formation) in its own store; this placement only makes the cluster
+//! match it, with the objects `crew_cluster::kubernetes` builds (research
+//! §4.2), and reads the cluster back for `ps` and logs. Nothing is cached that
+//! the cluster knows better: `ps` lists the pods each time.
+//!
+//! - **apply** is server-side apply, with crew as the one field manager and
+//!   `force`, of the namespace `crew-APP`, the release's immutable Secret
+//!   `APP-config-vN`, a Deployment `APP-TYPE` per type and the Service
+//!   `APP-web`; then the Deployments of types the release no longer has (and
+//!   the Service, when `web` went) are deleted. The Deployments' `replicas`
+//!   are part of what crew applies: the platform hands every apply the whole
+//!   formation, so the applied count is always the current one, and a first
+//!   apply never starts a worker that the formation has at zero (a Deployment
+//!   created without replicas gets one pod until it is scaled). Between
+//!   applies, `scale` writes `replicas` through the scale subresource; the next
+//!   apply takes the field back with the same number, which `force` allows
+//!   without a conflict.
+//! - **scale** merge-patches `spec.replicas` through the scale subresource.
+//! - **restart** of a type (or of everything) patches the pod template's
+//!   `kubectl.kubernetes.io/restartedAt` annotation, as `kubectl rollout
+//!   restart` does: the Deployment rolls its pods, web new-before-old. Of one
+//!   dyno, it deletes that pod and the Deployment makes a new one.
+//! - **stop** of a type scales it to zero; the formation keeps its count, and
+//!   a restart or the next apply brings it back. Of one dyno, it deletes the
+//!   pod, which its Deployment replaces at once, as Heroku does with `ps:stop`
+//!   of a dyno in a formation. Of a one-off, it deletes the Job.
+//! - **ps** lists the app's pods and maps them with [`pods::state`]; names are
+//!   synthesised (`web.1` by age), since Deployments have no ordinals.
+//! - **run** (detached) creates a Job that is never retried, labelled `run.N`.
+//!   Attached one-offs are refused for now (see [`KubernetesPlacement`]).
+//! - **logs**: a task per app, started by the first apply, polls the pods and
+//!   follows each one's `pods/log` into the app's log ([`logs`]).
+//! - **destroy** deletes the namespace, which takes everything in it along,
+//!   and waits until it is gone.
+//!
+//! What this placement cannot do yet is say where the router should send
+//! requests: crew's router connects to `127.0.0.1:PORT`, and pods are not
+//! there. The Service `APP-web` is the way in, from inside the cluster; until
+//! crew's router runs in the cluster (watching the Service's EndpointSlices)
+//! or something forwards a local port to it, [`KubernetesPlacement`] reports
+//! no web backends.
+
+mod logs;
+pub mod pods;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crew_cluster::kubernetes::{self as manifests, MANAGED_BY, PART_OF, PROCESS_TYPE};
+use crew_cluster::{Process, Release, object_name, type_label, validate_app_name};
+use crew_engine::{
+    Attachment, BoxFuture, DynoInfo, DynoState, EngineError, Placement, ReleaseSpec, RunRequest,
+    WebBackend,
+};
+use crew_logs::LogEvent;
+use crew_procfile::{Formation, FormationChange};
+use crew_runtime::DynoInput;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EnvVar, Namespace, Pod, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::Config;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// The client type, so that callers need no `kube` dependency of their own.
+pub use kube::Client;
+pub use pods::{Dyno, LogState, TypeInfo};
+
+/// The field manager of everything crew writes, so that `managedFields` says
+/// which fields are crew's.
+pub const FIELD_MANAGER: &str = "crew";
+/// The pod template annotation whose change rolls a Deployment's pods.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// Config vars the platform's base environment carries that mean something
+/// else in a pod: the pod spec sets `HOME`, `PORT`, `DYNO` and `PS` itself,
+/// and the server's `PATH` names directories of the server's machine, not of
+/// the image.
+const HOST_ONLY: &[&str] = &["HOME", "PATH", "PORT", "DYNO", "PS"];
+
+/// How a placement reaches the cluster and names things on it.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// The registry the release images are pulled from: a release's image is
+    /// `REGISTRY/crew/APP:vN`, or `crew/APP:vN` (what `crew export image`
+    /// tags) without one. Pushing the image there is not this crate's job.
+    pub registry: Option<String>,
+    /// An app's namespace is `PREFIX-APP`; `crew` by default, as `crew export
+    /// kubernetes` writes.
+    pub namespace_prefix: String,
+    /// How often the log task lists the pods.
+    pub poll_interval: Duration,
+    /// How long `destroy` waits for the namespace to be gone.
+    pub destroy_timeout: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> KubernetesConfig {
+        KubernetesConfig {
+            registry: None,
+            namespace_prefix: "crew".to_string(),
+            poll_interval: Duration::from_secs(3),
+            destroy_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// The image of one release of `app`.
+    pub fn image(&self, app: &str, version: u32) -> String {
+        match self.registry.as_deref().map(|r| r.trim_end_matches('/')) {
+            Some(registry) if !registry.is_empty() => format!("{registry}/crew/{app}:v{version}"),
+            _ => format!("crew/{app}:v{version}"),
+        }
+    }
+}
+
+/// Why a placement could not be made or a client found.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error(transparent)]
+    Name(#[from] crew_cluster::ClusterError),
+    #[error(
+        "`{0}` is not a valid namespace name: use lowercase letters, digits and dashes, at most 63 in all"
+    )]
+    Namespace(String),
+    #[error("reading the kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("finding a kubeconfig (KUBECONFIG, ~/.kube/config, or in-cluster): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("making a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client for the cluster that `path` (a kubeconfig file, its current
+/// context) names, or, without a path, the one kubectl would use:
+/// `KUBECONFIG`, else `~/.kube/config`, else the pod's service account when
+/// crew runs in a cluster.
+pub async fn client_from_kubeconfig(path: Option<&Path>) -> Result<Client, KubernetesError> {
+    let config = match path {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// What the last apply made, which later calls act on.
+struct Applied {
+    release: Release,
+    formation: Formation,
+    /// Types stopped by `stop TYPE`: at zero on the cluster, not in the formation.
+    stopped: BTreeSet<String>,
+}
+
+/// One app on a Kubernetes cluster.
+///
+/// Attached one-offs (`crew run` with a terminal or a pipe) are refused with
+/// an error that points at `run:detached`: the ends of an attached dyno, an
+/// [`Attachment`], can only be made inside `crew-engine` today (its hang-up
+/// handle has no public constructor), and `pods/attach` would need kube's `ws`
+/// feature on top.
+pub struct KubernetesPlacement {
+    client: Client,
+    app: String,
+    namespace: String,
+    config: KubernetesConfig,
+    logs: mpsc::Sender<LogEvent>,
+    applied: tokio::sync::Mutex<Option<Applied>>,
+    /// The types' labels and what `ps` shows of them, shared with the log task.
+    types: Arc<Mutex<Vec<(String, TypeInfo)>>>,
+    /// Never sent on: see the crate's documentation. Kept so that receivers
+    /// see an empty list, not a closed channel.
+    backends: watch::Sender<Arc<Vec<WebBackend>>>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KubernetesPlacement {
+    /// A placement for `app` on the cluster `client` talks to. Nothing is
+    /// asked of the cluster until the first call; the log task starts with the
+    /// first apply. Fails only on a name the cluster would refuse.
+    pub fn new(
+        client: Client,
+        app: &str,
+        config: KubernetesConfig,
+        logs: mpsc::Sender<LogEvent>,
+    ) -> Result<KubernetesPlacement, KubernetesError> {
+        validate_app_name(app)?;
+        let namespace = format!("{}-{app}", config.namespace_prefix);
+        let label_ok = namespace.len() <= 63
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && namespace.as_bytes()[0].is_ascii_lowercase();
+        if !label_ok || config.namespace_prefix.is_empty() {
+            return Err(KubernetesError::Namespace(namespace));
+        }
+        let (backends, _) = watch::channel(Arc::new(Vec::new()));
+        Ok(KubernetesPlacement {
+            client,
+            app: app.to_string(),
+            namespace,
+            config,
+            logs,
+            applied: tokio::sync::Mutex::new(None),
+            types: Arc::new(Mutex::new(Vec::new())),
+            backends,
+            follower: Mutex::new(None),
+        })
+    }
+
+    /// The app's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Every dyno with its pod and node, which [`DynoInfo`] has no room for.
+    pub async fn dynos(&self) -> Result<Vec<Dyno>, EngineError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&self.selector()))
+            .await
+            .map_err(|e| kube_error("listing pods", e))?;
+        let types = self.types.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(pods::dynos(&list.items, &types))
+    }
+
+    /// `app.kubernetes.io/part-of=APP`.
+    fn selector(&self) -> String {
+        format!("{PART_OF}={}", self.app)
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The release as `crew_cluster` takes it.
+    fn release(&self, spec: &ReleaseSpec, formation: &Formation) -> Release {
+        Release {
+            app: self.app.clone(),
+            version: spec.version,
+            description: String::new(),
+            image: self.config.image(&self.app, spec.version),
+            config: spec
+                .env
+                .iter()
+                .filter(|(k, _)| !HOST_ONLY.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+            processes: spec
+                .types
+                .iter()
+                .map(|t| Process {
+                    name: t.name.clone(),
+                    command: t.command.clone(),
+                    quantity: formation.get(&t.name).unwrap_or(0),
+                })
+                .collect(),
+        }
+    }
+
+    /// Moves an object into this placement's namespace, when its prefix is
+    /// not `crew_cluster`'s.
+    fn place(&self, metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+        if metadata.namespace.is_some() {
+            metadata.namespace = Some(self.namespace.clone());
+        }
+    }
+
+    fn start_logs(&self) {
+        let mut follower = self.follower.lock().unwrap_or_else(|p| p.into_inner());
+        if follower.as_ref().is_some_and(|f| !f.is_finished()) {
+            return;
+        }
+        *follower = Some(logs::spawn(logs::Source {
+            pods: Api::namespaced(self.client.clone(), &self.namespace),
+            selector: self.selector(),
+            types: self.types.clone(),
+            logs: self.logs.clone(),
+            interval: self.config.poll_interval,
+        }));
+    }
+
+    fn stop_logs(&self) {
+        if let Some(f) = self
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            f.abort();
+        }
+    }
+
+    async fn apply_release(
+        &self,
+        spec: ReleaseSpec,
+        formation: Formation,
+    ) -> Result<(), EngineError> {
+        let release = self.release(&spec, &formation);
+        let mut objects = manifests::manifests(&release).map_err(cluster_error)?;
+        objects.namespace.metadata.name = Some(self.namespace.clone());
+        self.place(&mut objects.secret.metadata);
+        for d in &mut objects.deployments {
+            self.place(&mut d.metadata);
+        }
+        if let Some(s) = &mut objects.service {
+            self.place(&mut s.metadata);
+        }
+        let ssa = PatchParams::apply(FIELD_MANAGER).force();
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        namespaces
+            .patch(&self.namespace, &ssa, &Patch::Apply(&objects.namespace))
+            .await
+            .map_err(|e| kube_error("applying the namespace", e))?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secret = manifests::secret_name(&release);
+        secrets
+            .patch(&secret, &ssa, &Patch::Apply(&objects.secret))
+            .await
+            .map_err(|e| kube_error(&format!("applying Secret {secret}"), e))?;
+        let deployments = self.deployments();
+        let mut keep = BTreeSet::new();
+        for deployment in &objects.deployments {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            deployments
+                .patch(&name, &ssa, &Patch::Apply(deployment))
+                .await
+                .map_err(|e| kube_error(&format!("applying Deployment {name}"), e))?;
+            keep.insert(name);
+        }
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        let web_service = format!("{}-web", self.app);
+        match &objects.service {
+            Some(service) => {
+                services
+                    .patch(&web_service, &ssa, &Patch::Apply(service))
+                    .await
+                    .map_err(|e| kube_error(&format!("applying Service {web_service}"), e))?;
+            }
+            None => ignore_missing(
+                services
+                    .delete(&web_service, &DeleteParams::default())
+                    .await,
+            )
+            .map_err(|e| kube_error(&format!("deleting Service {web_service}"), e))?,
+        }
+        // Types the release dropped: their Deployments are crew's (labelled
+        // so) and no longer in the release. Only those; anything else in the
+        // namespace is someone else's.
+        let existing = deployments
+            .list(&ListParams::default().labels(&format!("{},{MANAGED_BY}=crew", self.selector())))
+            .await
+            .map_err(|e| kube_error("listing Deployments", e))?;
+        for old in existing.items {
+            let Some(name) = old.metadata.name else {
+                continue;
+            };
+            if keep.contains(&name) {
+                continue;
+            }
+            ignore_missing(deployments.delete(&name, &DeleteParams::background()).await)
+                .map_err(|e| kube_error(&format!("deleting Deployment {name}"), e))?;
+        }
+        let types = spec
+            .types
+            .iter()
+            .filter_map(|t| {
+                let label = type_label(&t.name).ok()?;
+                Some((
+                    label,
+                    TypeInfo {
+                        name: t.name.clone(),
+                        command: t.command.clone(),
+                        size: t.size.as_ref().map(|s| s.name.clone()),
+                    },
+                ))
+            })
+            .collect();
+        *self.types.lock().unwrap_or_else(|p| p.into_inner()) = types;
+        *self.applied.lock().await = Some(Applied {
+            release,
+            formation,
+            stopped: BTreeSet::new(),
+        });
+        self.start_logs();
+        Ok(())
+    }
+
+    async fn set_replicas(&self, process_type: &str, replicas: u32) -> Result<(), EngineError> {
+        let name = object_name(&self.app, process_type).map_err(cluster_error)?;
+        let replicas = i32::try_from(replicas).map_err(|_| {
+            EngineError::Engine(format!(
+                "{replicas} dynos of {process_type} is more than Kubernetes can count"
+            ))
+        })?;
+        self.deployments()
+            .patch_scale(
+                &name,
+                &manager(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .map_err(|e| kube_error(&format!("scaling Deployment {name}"), e))?;
+        Ok(())
+    }
+
+    async fn roll(&self, process_type: &str) -> Result<(), EngineError> {
+        let name = object_name(&self.app, process_type).map_err(cluster_error)?;
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT: Timestamp::now().to_string(),
+        }}}}});
+        self.deployments()
+            .patch(&name, &manager(), &Patch::Strategic(patch))
+            .await
+            .map_err(|e| kube_error(&format!("restarting Deployment {name}"), e))?;
+        Ok(())
+    }
+
+    /// The dyno `name` (`web.2`) as `ps` numbers it now.
+    async fn find(&self, name: &str) -> Result<Dyno, EngineError> {
+        self.dynos()
+            .await?
+            .into_iter()
+            .find(|d| d.info.name == name)
+            .ok_or_else(|| EngineError::UnknownDyno(name.to_string()))
+    }
+
+    async fn delete_pod(&self, pod: &str) -> Result<(), EngineError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        ignore_missing(pods.delete(pod, &DeleteParams::default()).await)
+            .map_err(|e| kube_error(&format!("deleting pod {pod}"), e))
+    }
+
+    async fn restart_target(&self, target: Option<String>) -> Result<(), EngineError> {
+        let mut applied = self.applied.lock().await;
+        let Some(applied) = applied.as_mut() else {
+            return match target {
+                Some(t) => Err(EngineError::UnknownDyno(t)),
+                None => Ok(()),
+            };
+        };
+        let types: Vec<String> = match &target {
+            None => applied
+                .release
+                .processes
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+            Some(t) if applied.formation.get(t).is_some() => vec![t.clone()],
+            Some(t) => {
+                let dyno = self.find(t).await?;
+                return self.delete_pod(&dyno.pod).await;
+            }
+        };
+        for t in types {
+            if applied.stopped.contains(&t) {
+                let quantity = applied.formation.get(&t).unwrap_or(0);
+                self.set_replicas(&t, quantity).await?;
+                applied.stopped.remove(&t);
+            }
+            self.roll(&t).await?;
+        }
+        Ok(())
+    }
+
+    async fn stop_target(&self, target: String) -> Result<(), EngineError> {
+        let mut applied = self.applied.lock().await;
+        let Some(applied) = applied.as_mut() else {
+            return Err(EngineError::UnknownDyno(target));
+        };
+        if applied.formation.get(&target).is_some() {
+            self.set_replicas(&target, 0).await?;
+            applied.stopped.insert(target);
+            return Ok(());
+        }
+        let dyno = self.find(&target).await?;
+        if dyno.info.process_type == "run" {
+            // The Job, not only its pod: a Job would make a new pod.
+            let Some(job) = dyno.job else {
+                return self.delete_pod(&dyno.pod).await;
+            };
+            let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+            return ignore_missing(jobs.delete(&job, &DeleteParams::background()).await)
+                .map_err(|e| kube_error(&format!("deleting Job {job}"), e));
+        }
+        self.delete_pod(&dyno.pod).await
+    }
+
+    async fn scale_types(&self, changes: Vec<FormationChange>) -> Result<(), EngineError> {
+        let mut applied = self.applied.lock().await;
+        let Some(applied) = applied.as_mut() else {
+            return Ok(());
+        };
+        let changes: Vec<FormationChange> = changes
+            .into_iter()
+            .filter(|c| applied.formation.get(&c.process_type).is_some())
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut next = applied.formation.clone();
+        next.apply(&changes)?;
+        // Every type named is set, even to the count it has: that is what
+        // brings a stopped type back.
+        for (process_type, quantity) in next.entries() {
+            if changes.iter().any(|c| c.process_type == *process_type) {
+                self.set_replicas(process_type, *quantity).await?;
+                applied.stopped.remove(process_type);
+            }
+        }
+        for process in &mut applied.release.processes {
+            process.quantity = next.get(&process.name).unwrap_or(0);
+        }
+        applied.formation = next;
+        Ok(())
+    }
+
+    async fn run_detached(&self, request: RunRequest) -> Result<DynoInfo, EngineError> {
+        if !matches!(request.input, DynoInput::Idle) {
+            return Err(EngineError::Engine(
+                "attached one-offs on Kubernetes are not supported yet: use run:detached"
+                    .to_string(),
+            ));
+        }
+        let release = match self.applied.lock().await.as_ref() {
+            Some(applied) => applied.release.clone(),
+            None => return Err(EngineError::NoRelease),
+        };
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let existing = jobs
+            .list(&ListParams::default().labels(&format!("{},{PROCESS_TYPE}=run", self.selector())))
+            .await
+            .map_err(|e| kube_error("listing Jobs", e))?;
+        let number = existing
+            .items
+            .iter()
+            .filter_map(|j| {
+                j.metadata
+                    .labels
+                    .as_ref()?
+                    .get(pods::DYNO)?
+                    .strip_prefix("run.")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let name = format!("run.{number}");
+        let mut job = manifests::run_job(&release, &request.command, &Default::default())
+            .map_err(cluster_error)?;
+        self.place(&mut job.metadata);
+        label_one_off(&mut job, &name, &request);
+        let made = jobs
+            .create(&manager_post(), &job)
+            .await
+            .map_err(|e| kube_error("creating the one-off's Job", e))?;
+        tracing::debug!(job = ?made.metadata.name, dyno = name, "one-off created");
+        Ok(DynoInfo {
+            name,
+            process_type: "run".to_string(),
+            number,
+            state: DynoState::Starting,
+            since: std::time::SystemTime::now(),
+            pid: None,
+            port: Some(crew_cluster::PORT),
+            command: request.command,
+            restarts: 0,
+            restart_in: None,
+            size: request.size.map(|s| s.name),
+        })
+    }
+
+    async fn destroy_namespace(&self) -> Result<(), EngineError> {
+        self.stop_logs();
+        *self.applied.lock().await = None;
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        ignore_missing(
+            namespaces
+                .delete(&self.namespace, &DeleteParams::background())
+                .await,
+        )
+        .map_err(|e| kube_error(&format!("deleting namespace {}", self.namespace), e))?;
+        let deadline = tokio::time::Instant::now() + self.config.destroy_timeout;
+        loop {
+            match namespaces.get_opt(&self.namespace).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {}
+                Ok(Some(_)) => {
+                    return Err(EngineError::Engine(format!(
+                        "namespace {} is still terminating after {}s",
+                        self.namespace,
+                        self.config.destroy_timeout.as_secs()
+                    )));
+                }
+                Err(e) => return Err(kube_error("waiting for the namespace to go", e)),
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+}
+
+/// Names the one-off `run.N` on its pod and in its environment (where the
+/// cluster would put the pod's name), keeps its command for `ps`, and adds the
+/// request's own variables, which win over the config vars as `env` wins over
+/// `envFrom`.
+fn label_one_off(job: &mut Job, name: &str, request: &RunRequest) {
+    let label = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(pods::DYNO.to_string(), name.to_string());
+    };
+    label(&mut job.metadata);
+    let Some(spec) = job.spec.as_mut() else {
+        return;
+    };
+    let template = spec.template.metadata.get_or_insert_with(Default::default);
+    label(template);
+    template
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(pods::COMMAND.to_string(), request.command.clone());
+    let Some(pod) = spec.template.spec.as_mut() else {
+        return;
+    };
+    for container in &mut pod.containers {
+        let env = container.env.get_or_insert_with(Vec::new);
+        for var in env.iter_mut() {
+            if var.name == "DYNO" || var.name == "PS" {
+                var.value = Some(name.to_string());
+                var.value_from = None;
+            }
+        }
+        for (key, value) in &request.env {
+            if HOST_ONLY.contains(&key.as_str()) {
+                continue;
+            }
+            env.retain(|v| v.name != *key);
+            env.push(EnvVar {
+                name: key.clone(),
+                value: Some(value.clone()),
+                ..EnvVar::default()
+            });
+        }
+    }
+}
+
+fn manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+fn manager_post() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    }
+}
+
+/// A delete of something already gone is done.
+fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The cluster's refusal in its own words, with what crew was doing.
+fn kube_error(what: &str, error: kube::Error) -> EngineError {
+    match error {
+        kube::Error::Api(status) => EngineError::Engine(format!(
+            "kubernetes: {what}: {} ({} {})",
+            status.message, status.code, status.reason
+        )),
+        other => EngineError::Engine(format!("kubernetes: {what}: {other}")),
+    }
+}
+
+fn cluster_error(error: crew_cluster::ClusterError) -> EngineError {
+    EngineError::Engine(error.to_string())
+}
+
+impl Placement for KubernetesPlacement {
+    fn apply(
+        &self,
+        release: ReleaseSpec,
+        formation: Formation,
+    ) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.apply_release(release, formation))
+    }
+
+    fn scale(&self, changes: Vec<FormationChange>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.scale_types(changes))
+    }
+
+    fn ps(&self) -> BoxFuture<'_, Vec<DynoInfo>> {
+        Box::pin(async move {
+            match self.dynos().await {
+                Ok(dynos) => dynos.into_iter().map(|d| d.info).collect(),
+                Err(error) => {
+                    // The trait has no room for an error: an unreachable
+                    // cluster shows as no dynos, and the server's log says why.
+                    tracing::warn!(app = self.app, %error, "ps on Kubernetes");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn run(
+        &self,
+        request: RunRequest,
+    ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>> {
+        Box::pin(async move { Ok((self.run_detached(request).await?, None)) })
+    }
+
+    fn restart(&self, target: Option<String>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.restart_target(target))
+    }
+
+    fn stop(&self, target: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(self.stop_target(target))
+    }
+
+    fn web_backends(&self) -> watch::Receiver<Arc<Vec<WebBackend>>> {
+        self.backends.subscribe()
+    }
+
+    fn destroy(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.destroy_namespace().await {
+                tracing::warn!(app = self.app, %error, "destroying on Kubernetes");
+            }
+        })
+    }
+
+    /// The dynos are the cluster's and outlive this server: only the log task
+    /// stops. The next server's apply finds them as they are.
+    fn shutdown(&self) {
+        self.stop_logs();
+    }
+}
+
+impl Drop for KubernetesPlacement {
+    fn drop(&mut self) {
+        self.stop_logs();
+    }
+}

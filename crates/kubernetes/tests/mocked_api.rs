@@ -1,0 +1,938 @@
+//! The Kubernetes placement against a scripted API server.
+//!
+//! These tests are **our reading of the Kubernetes API, not evidence that a
+//! real cluster behaves so**. A kube `Client` runs over a `tower_test` mock;
+//! each test's script takes the requests the placement sends, checks the verb,
+//! path, query, content type and body against what the API documentation and
+//! kubectl's behaviour lead us to expect, and answers with canned JSON that we
+//! wrote. What a real API server does with them (server-side apply's field
+//! ownership, the scale subresource, rollouts, the Job controller, namespace
+//! finalisation) is not exercised here; the live test does that when a
+//! kubeconfig is given.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, RunRequest};
+use crew_kubernetes::{KubernetesConfig, KubernetesPlacement, RESTARTED_AT};
+use crew_logs::LogEvent;
+use crew_procfile::{Formation, FormationChange, Quantity};
+use crew_runtime::DynoInput;
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower_test::mock::{Handle, SendResponse};
+
+type Mock = Handle<Request<Body>, Response<Body>>;
+
+/// One request as the script sees it.
+#[derive(Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: Option<String>,
+    body: Value,
+}
+
+impl Seen {
+    /// Checks the verb and the path, and that the query is exactly `query`.
+    fn expect(&self, method: &str, path: &str, query: &[(&str, &str)]) {
+        assert_eq!((self.method.as_str(), self.path.as_str()), (method, path));
+        let want: BTreeMap<String, String> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(self.query, want, "query of {method} {path}");
+    }
+
+    fn expect_apply(&self, path: &str) {
+        self.expect(
+            "PATCH",
+            path,
+            &[("fieldManager", "crew"), ("force", "true")],
+        );
+        assert_eq!(
+            self.content_type.as_deref(),
+            Some("application/apply-patch+yaml"),
+            "server-side apply of {path}"
+        );
+    }
+}
+
+fn mock() -> (Client, Mock) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
+}
+
+fn config() -> KubernetesConfig {
+    KubernetesConfig {
+        registry: Some("registry.example:5000".to_string()),
+        // The log task's first poll is an hour away: these tests script every
+        // request, and a poll would come in between.
+        poll_interval: Duration::from_secs(3600),
+        ..KubernetesConfig::default()
+    }
+}
+
+fn placement(client: Client, config: KubernetesConfig) -> KubernetesPlacement {
+    let (logs, _) = mpsc::channel(16);
+    KubernetesPlacement::new(client, "shop", config, logs).expect("a placement")
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
+                out.push(u8::from_str_radix(hex, 16).expect("hex"));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+async fn next(mock: &mut Mock) -> (Seen, SendResponse<Response<Body>>) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), mock.next_request())
+        .await
+        .expect("a request within 10s")
+        .expect("the client is still there");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.expect("the body");
+    let query = parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query,
+        content_type: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        },
+    };
+    (seen, send)
+}
+
+fn reply(send: SendResponse<Response<Body>>, status: u16, body: Value) {
+    let response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).expect("json")))
+        .expect("a response");
+    send.send_response(response);
+}
+
+fn not_found(send: SendResponse<Response<Body>>, what: &str) {
+    reply(
+        send,
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": format!("{what} not found"), "reason": "NotFound", "code": 404}),
+    );
+}
+
+fn success(send: SendResponse<Response<Body>>) {
+    reply(
+        send,
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    );
+}
+
+fn spec(version: u32, types: &[(&str, &str)]) -> ReleaseSpec {
+    ReleaseSpec {
+        app: "shop".to_string(),
+        version,
+        types: types
+            .iter()
+            .map(|(name, command)| ReleaseType {
+                name: name.to_string(),
+                command: command.to_string(),
+                size: None,
+            })
+            .collect(),
+        env: vec![
+            ("PATH".to_string(), "/home/server/bin:/usr/bin".to_string()),
+            (
+                "HOME".to_string(),
+                "/srv/crew/apps/shop/slugs/x".to_string(),
+            ),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+            ("SECRET".to_string(), "s3cr$t {{x}}".to_string()),
+        ],
+        slug_archive: PathBuf::new(),
+        slug_dir: PathBuf::new(),
+        command_prefix: None,
+    }
+}
+
+fn formation(entries: &[(&str, u32)]) -> Formation {
+    let mut f = Formation::new(entries.iter().map(|(n, _)| n.to_string()), 0);
+    let changes: Vec<FormationChange> = entries
+        .iter()
+        .map(|(n, q)| FormationChange {
+            process_type: n.to_string(),
+            quantity: Quantity::Set(*q),
+            size: None,
+        })
+        .collect();
+    f.apply(&changes).expect("a formation");
+    f
+}
+
+const NS: &str = "/api/v1/namespaces/crew-shop";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/crew-shop/deployments";
+
+/// Answers the apply of v3 with `web=2 worker=0`, where the cluster also has
+/// the Deployment of a `clock` type that v3 dropped, checking every request.
+async fn script_apply(mock: &mut Mock) {
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(NS);
+    assert_eq!(seen.body["kind"], "Namespace");
+    assert_eq!(seen.body["metadata"]["name"], "crew-shop");
+    assert_eq!(
+        seen.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "crew"
+    );
+    reply(send, 200, seen.body);
+
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(&format!("{NS}/secrets/shop-config-v3"));
+    assert_eq!(seen.body["kind"], "Secret");
+    assert_eq!(seen.body["immutable"], true);
+    assert_eq!(
+        seen.body["stringData"],
+        json!({"LANG": "C.UTF-8", "SECRET": "s3cr$t {{x}}"}),
+        "the server's HOME and PATH stay on the server"
+    );
+    reply(send, 200, seen.body);
+
+    for (name, replicas) in [("shop-web", 2), ("shop-worker", 0)] {
+        let (seen, send) = next(mock).await;
+        seen.expect_apply(&format!("{DEPLOYMENTS}/{name}"));
+        assert_eq!(seen.body["kind"], "Deployment");
+        assert_eq!(seen.body["apiVersion"], "apps/v1");
+        assert_eq!(seen.body["metadata"]["namespace"], "crew-shop");
+        assert_eq!(seen.body["spec"]["replicas"], replicas, "SSA owns replicas");
+        let container = &seen.body["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "registry.example:5000/crew/shop:v3");
+        assert_eq!(
+            container["envFrom"][0]["secretRef"]["name"],
+            "shop-config-v3"
+        );
+        reply(send, 200, seen.body);
+    }
+
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(&format!("{NS}/services/shop-web"));
+    assert_eq!(seen.body["kind"], "Service");
+    reply(send, 200, seen.body);
+
+    let (seen, send) = next(mock).await;
+    seen.expect(
+        "GET",
+        DEPLOYMENTS,
+        &[(
+            "labelSelector",
+            "app.kubernetes.io/part-of=shop,app.kubernetes.io/managed-by=crew",
+        )],
+    );
+    let item = |name: &str| json!({"metadata": {"name": name, "namespace": "crew-shop"}});
+    reply(
+        send,
+        200,
+        json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+               "items": [item("shop-web"), item("shop-worker"), item("shop-clock")]}),
+    );
+
+    let (seen, send) = next(mock).await;
+    seen.expect("DELETE", &format!("{DEPLOYMENTS}/shop-clock"), &[]);
+    assert_eq!(seen.body["propagationPolicy"], "Background");
+    success(send);
+}
+
+async fn applied(mock: &mut Mock, placement: &KubernetesPlacement) {
+    let apply = placement.apply(
+        spec(
+            3,
+            &[("web", "python3 web.py"), ("worker", "python3 worker.py")],
+        ),
+        formation(&[("web", 2), ("worker", 0)]),
+    );
+    let ((), result) = tokio::join!(script_apply(mock), apply);
+    result.expect("apply");
+}
+
+#[tokio::test]
+async fn apply_server_side_applies_every_object_and_deletes_a_dropped_type() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+}
+
+#[tokio::test]
+async fn a_release_without_web_deletes_the_web_service_and_a_missing_one_is_fine() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let script = async {
+        for path in [
+            NS.to_string(),
+            format!("{NS}/secrets/shop-config-v4"),
+            format!("{DEPLOYMENTS}/shop-worker"),
+        ] {
+            let (seen, send) = next(&mut mock).await;
+            seen.expect_apply(&path);
+            reply(send, 200, seen.body);
+        }
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("DELETE", &format!("{NS}/services/shop-web"), &[]);
+        not_found(send, "services \"shop-web\"");
+        let (seen, send) = next(&mut mock).await;
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            ("GET", DEPLOYMENTS)
+        );
+        reply(
+            send,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+                   "items": [{"metadata": {"name": "shop-worker"}}]}),
+        );
+    };
+    let apply = placement.apply(
+        spec(4, &[("worker", "python3 worker.py")]),
+        formation(&[("worker", 1)]),
+    );
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("apply");
+}
+
+#[tokio::test]
+async fn a_refused_apply_says_what_the_cluster_said() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let script = async {
+        let (_, send) = next(&mut mock).await;
+        reply(
+            send,
+            403,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "namespaces \"crew-shop\" is forbidden: User \"ci\" cannot patch",
+                   "reason": "Forbidden", "code": 403}),
+        );
+    };
+    let apply = placement.apply(spec(3, &[("web", "w")]), formation(&[("web", 1)]));
+    let ((), result) = tokio::join!(script, apply);
+    let error = result.expect_err("refused").to_string();
+    assert!(error.contains("applying the namespace"), "{error}");
+    assert!(error.contains("cannot patch"), "{error}");
+}
+
+#[tokio::test]
+async fn scale_merge_patches_the_scale_subresource_of_changed_types_only() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let script = async {
+        for (name, replicas) in [("shop-web", 3), ("shop-worker", 1)] {
+            let (seen, send) = next(&mut mock).await;
+            seen.expect(
+                "PATCH",
+                &format!("{DEPLOYMENTS}/{name}/scale"),
+                &[("fieldManager", "crew")],
+            );
+            assert_eq!(
+                seen.content_type.as_deref(),
+                Some("application/merge-patch+json")
+            );
+            assert_eq!(seen.body, json!({"spec": {"replicas": replicas}}));
+            reply(
+                send,
+                200,
+                json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                       "metadata": {"name": name, "namespace": "crew-shop"},
+                       "spec": {"replicas": replicas}}),
+            );
+        }
+    };
+    let changes = crew_procfile::parse_changes(["web=3", "worker+1", "nosuch=4"]).expect("changes");
+    let ((), result) = tokio::join!(script, placement.scale(changes));
+    result.expect("scale");
+}
+
+fn deployment_reply(send: SendResponse<Response<Body>>, name: &str) {
+    reply(
+        send,
+        200,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "namespace": "crew-shop"}}),
+    );
+}
+
+fn expect_restarted_at(seen: &Seen, name: &str) {
+    seen.expect(
+        "PATCH",
+        &format!("{DEPLOYMENTS}/{name}"),
+        &[("fieldManager", "crew")],
+    );
+    assert_eq!(
+        seen.content_type.as_deref(),
+        Some("application/strategic-merge-patch+json")
+    );
+    let annotations = &seen.body["spec"]["template"]["metadata"]["annotations"];
+    let at = annotations[RESTARTED_AT].as_str().expect("restartedAt");
+    at.parse::<k8s_openapi::jiff::Timestamp>()
+        .expect("an RFC 3339 time");
+    assert_eq!(
+        annotations.as_object().map(|o| o.len()),
+        Some(1),
+        "nothing but restartedAt"
+    );
+}
+
+#[tokio::test]
+async fn restart_patches_restarted_at_of_one_type_or_of_every_type() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let script = async {
+        let (seen, send) = next(&mut mock).await;
+        expect_restarted_at(&seen, "shop-web");
+        deployment_reply(send, "shop-web");
+    };
+    let ((), result) = tokio::join!(script, placement.restart(Some("web".to_string())));
+    result.expect("restart web");
+    let script = async {
+        for name in ["shop-web", "shop-worker"] {
+            let (seen, send) = next(&mut mock).await;
+            expect_restarted_at(&seen, name);
+            deployment_reply(send, name);
+        }
+    };
+    let ((), result) = tokio::join!(script, placement.restart(None));
+    result.expect("restart everything");
+}
+
+fn pod(name: &str, label: &str, created: &str, status: Value) -> Value {
+    json!({
+        "metadata": {
+            "name": name,
+            "uid": format!("uid-{name}"),
+            "namespace": "crew-shop",
+            "creationTimestamp": created,
+            "labels": {"app.kubernetes.io/part-of": "shop", "crew/process-type": label},
+        },
+        "spec": {"containers": [{"name": label}], "nodeName": "node-1"},
+        "status": status,
+    })
+}
+
+fn container(state: Value, restarts: u32, ready: bool) -> Value {
+    json!({"name": "c", "image": "i", "imageID": "", "ready": ready,
+           "restartCount": restarts, "state": state})
+}
+
+/// A pod of every state research §4.2 maps.
+fn pod_list() -> Value {
+    let running = json!({"running": {"startedAt": "2026-01-01T00:00:05Z"}});
+    let ready = |yes: bool| {
+        json!([{"type": "Ready", "status": if yes { "True" } else { "False" },
+                "lastTransitionTime": "2026-01-01T00:00:06Z"}])
+    };
+    let mut stopping = pod(
+        "shop-worker-old",
+        "worker",
+        "2026-01-01T00:00:00Z",
+        json!({"phase": "Running", "containerStatuses": [container(running.clone(), 0, true)]}),
+    );
+    stopping["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+    let mut one_off = pod(
+        "shop-run-x7k2p-abcde",
+        "run",
+        "2026-01-01T00:00:04Z",
+        json!({"phase": "Succeeded", "containerStatuses": [container(
+            json!({"terminated": {"exitCode": 0, "finishedAt": "2026-01-01T00:00:09Z"}}), 0, false)]}),
+    );
+    one_off["metadata"]["labels"]["crew/dyno"] = json!("run.2");
+    one_off["metadata"]["labels"]["batch.kubernetes.io/job-name"] = json!("shop-run-x7k2p");
+    one_off["metadata"]["annotations"] = json!({"crew/command": "rake db:migrate"});
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+        pod("shop-web-up", "web", "2026-01-01T00:00:01Z", json!({
+            "phase": "Running", "startTime": "2026-01-01T00:00:01Z", "conditions": ready(true),
+            "containerStatuses": [container(running.clone(), 0, true)]})),
+        pod("shop-web-notready", "web", "2026-01-01T00:00:02Z", json!({
+            "phase": "Running", "startTime": "2026-01-01T00:00:02Z", "conditions": ready(false),
+            "containerStatuses": [container(running.clone(), 0, false)]})),
+        pod("shop-web-pending", "web", "2026-01-01T00:00:03Z", json!({
+            "phase": "Pending", "containerStatuses": [container(
+                json!({"waiting": {"reason": "ContainerCreating"}}), 0, false)]})),
+        stopping,
+        pod("shop-worker-loop", "worker", "2026-01-01T00:00:02Z", json!({
+            "phase": "Running", "conditions": ready(false), "containerStatuses": [container(
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}), 5, false)]})),
+        one_off,
+    ]})
+}
+
+async fn script_pods(mock: &mut Mock) {
+    let (seen, send) = next(mock).await;
+    seen.expect(
+        "GET",
+        &format!("{NS}/pods"),
+        &[("labelSelector", "app.kubernetes.io/part-of=shop")],
+    );
+    reply(send, 200, pod_list());
+}
+
+#[tokio::test]
+async fn ps_maps_every_pod_state_and_names_dynos_by_age() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let ((), dynos) = tokio::join!(script_pods(&mut mock), placement.ps());
+    let got: Vec<(&str, DynoState, u32, &str)> = dynos
+        .iter()
+        .map(|d| (d.name.as_str(), d.state, d.restarts, d.command.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("web.1", DynoState::Up, 0, "python3 web.py"),
+            ("web.2", DynoState::Starting, 0, "python3 web.py"),
+            ("web.3", DynoState::Starting, 0, "python3 web.py"),
+            ("worker.1", DynoState::Crashed, 5, "python3 worker.py"),
+            ("worker.2", DynoState::Down, 0, "python3 worker.py"),
+            ("run.2", DynoState::Complete, 0, "rake db:migrate"),
+        ]
+    );
+    let up = &dynos[0];
+    assert_eq!(
+        up.since,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_606),
+        "up since the Ready condition's transition"
+    );
+    assert_eq!(up.port, Some(5000));
+    assert_eq!(up.pid, None);
+}
+
+#[tokio::test]
+async fn the_pod_and_node_of_each_dyno_are_there_for_whoever_wants_them() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let ((), dynos) = tokio::join!(script_pods(&mut mock), placement.dynos());
+    let dynos = dynos.expect("dynos");
+    let web = dynos
+        .iter()
+        .find(|d| d.info.name == "web.1")
+        .expect("web.1");
+    assert_eq!(web.pod, "shop-web-up");
+    assert_eq!(web.node.as_deref(), Some("node-1"));
+    let run = dynos
+        .iter()
+        .find(|d| d.info.name == "run.2")
+        .expect("run.2");
+    assert_eq!(run.job.as_deref(), Some("shop-run-x7k2p"));
+}
+
+#[tokio::test]
+async fn restart_of_one_dyno_deletes_its_pod() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let script = async {
+        script_pods(&mut mock).await;
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("DELETE", &format!("{NS}/pods/shop-web-notready"), &[]);
+        success(send);
+    };
+    let ((), result) = tokio::join!(script, placement.restart(Some("web.2".to_string())));
+    result.expect("restart web.2");
+    let script = script_pods(&mut mock);
+    let ((), result) = tokio::join!(script, placement.restart(Some("web.9".to_string())));
+    assert!(matches!(
+        result,
+        Err(crew_engine::EngineError::UnknownDyno(name)) if name == "web.9"
+    ));
+}
+
+#[tokio::test]
+async fn stop_of_a_type_scales_it_to_zero_and_restart_brings_it_back() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let scale_reply = |send: SendResponse<Response<Body>>, replicas: i32| {
+        reply(
+            send,
+            200,
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                   "metadata": {"name": "shop-web"}, "spec": {"replicas": replicas}}),
+        )
+    };
+    let script = async {
+        let (seen, send) = next(&mut mock).await;
+        seen.expect(
+            "PATCH",
+            &format!("{DEPLOYMENTS}/shop-web/scale"),
+            &[("fieldManager", "crew")],
+        );
+        assert_eq!(seen.body, json!({"spec": {"replicas": 0}}));
+        scale_reply(send, 0);
+    };
+    let ((), result) = tokio::join!(script, placement.stop("web".to_string()));
+    result.expect("stop web");
+    let script = async {
+        let (seen, send) = next(&mut mock).await;
+        assert_eq!(seen.path, format!("{DEPLOYMENTS}/shop-web/scale"));
+        assert_eq!(
+            seen.body,
+            json!({"spec": {"replicas": 2}}),
+            "the formation kept its count"
+        );
+        scale_reply(send, 2);
+        let (seen, send) = next(&mut mock).await;
+        expect_restarted_at(&seen, "shop-web");
+        deployment_reply(send, "shop-web");
+    };
+    let ((), result) = tokio::join!(script, placement.restart(Some("web".to_string())));
+    result.expect("restart web");
+}
+
+#[tokio::test]
+async fn stop_of_a_one_off_deletes_its_job() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let script = async {
+        script_pods(&mut mock).await;
+        let (seen, send) = next(&mut mock).await;
+        seen.expect(
+            "DELETE",
+            "/apis/batch/v1/namespaces/crew-shop/jobs/shop-run-x7k2p",
+            &[],
+        );
+        assert_eq!(seen.body["propagationPolicy"], "Background");
+        success(send);
+    };
+    let ((), result) = tokio::join!(script, placement.stop("run.2".to_string()));
+    result.expect("stop run.2");
+}
+
+#[tokio::test]
+async fn run_detached_creates_a_job_never_retried_and_named_after_the_last_one_off() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let jobs = "/apis/batch/v1/namespaces/crew-shop/jobs";
+    let script = async {
+        let (seen, send) = next(&mut mock).await;
+        seen.expect(
+            "GET",
+            jobs,
+            &[(
+                "labelSelector",
+                "app.kubernetes.io/part-of=shop,crew/process-type=run",
+            )],
+        );
+        let job = |dyno: &str| json!({"metadata": {"name": "j", "labels": {"crew/dyno": dyno}}});
+        reply(
+            send,
+            200,
+            json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {},
+                   "items": [job("run.1"), job("run.4"), job("nonsense")]}),
+        );
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("POST", jobs, &[("fieldManager", "crew")]);
+        assert_eq!(seen.content_type.as_deref(), Some("application/json"));
+        let body = &seen.body;
+        assert_eq!(body["kind"], "Job");
+        assert_eq!(body["metadata"]["generateName"], "shop-run-");
+        assert_eq!(body["metadata"]["labels"]["crew/dyno"], "run.5");
+        assert_eq!(body["spec"]["backoffLimit"], 0);
+        let template = &body["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["crew/dyno"], "run.5");
+        assert_eq!(
+            template["metadata"]["annotations"]["crew/command"],
+            "rake db:migrate"
+        );
+        assert_eq!(template["spec"]["restartPolicy"], "Never");
+        let container = &template["spec"]["containers"][0];
+        assert_eq!(container["image"], "registry.example:5000/crew/shop:v3");
+        assert!(container.get("tty").is_none(), "detached: no terminal");
+        let env: BTreeMap<&str, &Value> = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap_or(""), &v["value"]))
+            .collect();
+        assert_eq!(env["DYNO"], "run.5");
+        assert_eq!(env["PS"], "run.5");
+        assert_eq!(env["FOO"], "bar");
+        let mut made = body.clone();
+        made["metadata"]["name"] = json!("shop-run-q8z2k");
+        reply(send, 201, made);
+    };
+    let request = RunRequest {
+        command: "rake db:migrate".to_string(),
+        env: vec![("FOO".to_string(), "bar".to_string())],
+        size: None,
+        input: DynoInput::Idle,
+    };
+    let ((), result) = tokio::join!(script, placement.run(request));
+    let (info, attachment) = result.expect("run");
+    assert!(attachment.is_none());
+    assert_eq!(info.name, "run.5");
+    assert_eq!(info.state, DynoState::Starting);
+}
+
+#[tokio::test]
+async fn an_attached_run_is_refused_before_asking_the_cluster() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    applied(&mut mock, &placement).await;
+    let request = RunRequest {
+        command: "bash".to_string(),
+        input: DynoInput::Terminal { cols: 80, rows: 24 },
+        ..RunRequest::default()
+    };
+    let error = match placement.run(request).await {
+        Ok(_) => panic!("an attached run on Kubernetes must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        error,
+        "attached one-offs on Kubernetes are not supported yet: use run:detached"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), mock.next_request())
+            .await
+            .is_err(),
+        "no request was sent"
+    );
+}
+
+#[tokio::test]
+async fn run_before_any_apply_has_no_release() {
+    let (client, _mock) = mock();
+    let placement = placement(client, config());
+    let result = placement.run(RunRequest {
+        command: "true".to_string(),
+        ..RunRequest::default()
+    });
+    assert!(matches!(
+        result.await,
+        Err(crew_engine::EngineError::NoRelease)
+    ));
+}
+
+#[tokio::test]
+async fn destroy_deletes_the_namespace_and_waits_until_it_is_gone() {
+    let (client, mut mock) = mock();
+    let placement = placement(
+        client,
+        KubernetesConfig {
+            poll_interval: Duration::from_millis(10),
+            ..config()
+        },
+    );
+    let script = async {
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("DELETE", NS, &[]);
+        assert_eq!(seen.body["propagationPolicy"], "Background");
+        let terminating = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "crew-shop", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Terminating"}});
+        reply(send, 200, terminating.clone());
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", NS, &[]);
+        reply(send, 200, terminating);
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", NS, &[]);
+        not_found(send, "namespaces \"crew-shop\"");
+    };
+    let ((), ()) = tokio::join!(script, placement.destroy());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), mock.next_request())
+            .await
+            .is_err(),
+        "nothing after the namespace is gone"
+    );
+}
+
+#[tokio::test]
+async fn web_backends_are_empty_and_stay_open() {
+    let (client, _mock) = mock();
+    let placement = placement(client, config());
+    let backends = placement.web_backends();
+    assert!(backends.borrow().is_empty());
+    assert!(backends.has_changed().is_ok(), "the sender is still there");
+}
+
+/// The log task: pods are listed every poll, a running pod's log is followed
+/// with timestamps, a state change is a platform line, and a re-followed log
+/// starts after the last line passed on without repeating it.
+#[tokio::test]
+async fn logs_follow_each_running_pod_and_never_repeat_a_line() {
+    let (client, mut mock) = mock();
+    let (logs, mut events) = mpsc::channel(64);
+    let placement = KubernetesPlacement::new(
+        client,
+        "shop",
+        KubernetesConfig {
+            poll_interval: Duration::from_millis(20),
+            ..config()
+        },
+        logs,
+    )
+    .expect("a placement");
+    applied(&mut mock, &placement).await;
+
+    let server = tokio::spawn(async move {
+        let mut lists = 0;
+        let mut reads: Vec<BTreeMap<String, String>> = Vec::new();
+        loop {
+            let (seen, send) = next(&mut mock).await;
+            if seen.path == format!("{NS}/pods") {
+                lists += 1;
+                let ready = if lists == 1 { "False" } else { "True" };
+                let web = pod(
+                    "shop-web-a",
+                    "web",
+                    "2026-01-01T00:00:01Z",
+                    json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z",
+                           "conditions": [{"type": "Ready", "status": ready}],
+                           "containerStatuses": [container(
+                               json!({"running": {}}), 0, ready == "True")]}),
+                );
+                reply(
+                    send,
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [web]}),
+                );
+            } else if seen.path == format!("{NS}/pods/shop-web-a/log") {
+                reads.push(seen.query.clone());
+                // The first read has two lines; the second, as a read from
+                // sinceTime would, starts at the last line's second (both
+                // lines of it) and brings one more.
+                let text = if reads.len() == 1 {
+                    "2026-01-01T00:00:02.000000001Z first\n2026-01-01T00:00:02.5Z second\n"
+                } else {
+                    "2026-01-01T00:00:02.000000001Z first\n2026-01-01T00:00:02.5Z second\n2026-01-01T00:00:03Z third"
+                };
+                send.send_response(
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(text.as_bytes().to_vec()))
+                        .expect("a response"),
+                );
+                if reads.len() == 2 {
+                    return reads;
+                }
+            } else {
+                panic!("unexpected {} {}", seen.method, seen.path);
+            }
+        }
+    });
+
+    let mut lines = Vec::new();
+    let mut platform = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lines.len() < 3 || platform.is_empty() {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("log events within 10s")
+            .expect("the channel is open");
+        match event {
+            LogEvent::Output { dyno, lines: l, .. } => {
+                lines.push(format!("{dyno}: {}", String::from_utf8_lossy(&l)));
+            }
+            LogEvent::Platform { dyno, text, .. } => platform.push(format!("{dyno}: {text}")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        lines,
+        ["web.1: first\n", "web.1: second\n", "web.1: third\n"]
+    );
+    assert_eq!(platform, ["web.1: State changed from starting to up"]);
+    let reads = server.await.expect("the script");
+    assert_eq!(reads[0].get("follow").map(String::as_str), Some("true"));
+    assert_eq!(reads[0].get("timestamps").map(String::as_str), Some("true"));
+    assert_eq!(reads[0].get("sinceTime"), None);
+    assert_eq!(
+        reads[1].get("sinceTime").map(String::as_str),
+        Some("2026-01-01T00:00:02Z"),
+        "a re-follow starts at the second of the last line passed on, never after it"
+    );
+    drop(placement);
+}
+
+#[tokio::test]
+async fn another_namespace_prefix_moves_every_object() {
+    let (client, mut mock) = mock();
+    let placement = placement(
+        client,
+        KubernetesConfig {
+            namespace_prefix: "paas".to_string(),
+            ..config()
+        },
+    );
+    assert_eq!(placement.namespace(), "paas-shop");
+    let script = async {
+        let (seen, send) = next(&mut mock).await;
+        seen.expect_apply("/api/v1/namespaces/paas-shop");
+        assert_eq!(seen.body["metadata"]["name"], "paas-shop");
+        reply(send, 200, seen.body);
+        let (seen, send) = next(&mut mock).await;
+        seen.expect_apply("/api/v1/namespaces/paas-shop/secrets/shop-config-v3");
+        assert_eq!(seen.body["metadata"]["namespace"], "paas-shop");
+        reply(send, 200, seen.body);
+        let (seen, send) = next(&mut mock).await;
+        seen.expect_apply("/apis/apps/v1/namespaces/paas-shop/deployments/shop-web");
+        assert_eq!(seen.body["metadata"]["namespace"], "paas-shop");
+        reply(
+            send,
+            500,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "etcd is unhappy", "reason": "InternalError", "code": 500}),
+        );
+    };
+    let apply = placement.apply(spec(3, &[("web", "w")]), formation(&[("web", 1)]));
+    let ((), result) = tokio::join!(script, apply);
+    let error = result
+        .expect_err("the script failed the Deployment")
+        .to_string();
+    assert!(
+        error.contains("applying Deployment shop-web: etcd is unhappy"),
+        "{error}"
+    );
+}
