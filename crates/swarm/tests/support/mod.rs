@@ -4,8 +4,9 @@
 //! The daemon gets its own data root, exec root, pidfile and socket under a
 //! temp dir, so it shares nothing with any other docker on the machine. Its
 //! guard cleans up even when a test panics: it leaves the swarm, stops the
-//! daemon by pid (SIGTERM, then SIGKILL), kills any container shim it left,
-//! unmounts what it mounted under its roots and deletes the bridges it made.
+//! daemon by pid (SIGTERM, then SIGKILL), kills any container, shim or
+//! containerd it left (and the containers' cgroups), unmounts what it
+//! mounted under its roots and deletes the bridges it made.
 
 #![allow(dead_code)]
 
@@ -68,6 +69,11 @@ impl Dockerd {
     /// with `nsenter --net`, which keeps the host's /sys and its cgroup
     /// mounts; `ip netns exec` would remount /sys and hide them).
     pub fn start(netns: Option<&str>) -> Result<Dockerd, String> {
+        Dockerd::start_with(netns, &[])
+    }
+
+    /// [`Dockerd::start`] with more daemon flags.
+    pub fn start_with(netns: Option<&str>, extra: &[&str]) -> Result<Dockerd, String> {
         let dir = tempfile::Builder::new()
             .prefix("crew-dockerd-")
             .tempdir_in("/tmp")
@@ -84,13 +90,14 @@ impl Dockerd {
         };
         let log = std::fs::File::create(root.join("dockerd.log")).map_err(|e| e.to_string())?;
         let dockerd = which("dockerd").ok_or("no dockerd")?;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             format!("--data-root={}", root.join("data").display()),
             format!("--exec-root={}", root.join("exec").display()),
             format!("--pidfile={}", root.join("docker.pid").display()),
             format!("--host=unix://{}", socket.display()),
             // No metrics, no experimental, nothing on TCP.
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut command = match netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
@@ -142,36 +149,64 @@ impl Dockerd {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// Kills the daemon at once (a node dying), leaving the rest of the
-    /// cleanup to the drop.
+    /// Kills the daemon at once (a node dying), its containerd, shims and
+    /// containers with it, leaving the rest of the cleanup to the drop.
     pub fn kill(&mut self) {
+        // Read before anything dies: once a shim is gone its containers are
+        // reparented and no longer tell whose they are.
+        let leftovers = self.leftovers();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.kill_shims();
+        leftovers.kill();
     }
 
-    /// Container shims started for this daemon: their command lines name
-    /// its exec root.
-    fn kill_shims(&self) {
+    /// What this daemon started that can outlive it: containerd and the
+    /// container shims (their command lines name its exec root), the
+    /// containers' first processes (each a shim's child) and the cgroups
+    /// runc made for them.
+    fn leftovers(&self) -> Leftovers {
         let marker = self.dir.path().to_string_lossy().to_string();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains(&marker)
-                && let Some(pid) = rustix::process::Pid::from_raw(pid)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let processes = processes();
+        let own: Vec<i32> = processes
+            .iter()
+            .filter(|p| p.cmdline.contains(&marker))
+            .map(|p| p.pid)
+            .collect();
+        let shims: Vec<&Process> = processes
+            .iter()
+            .filter(|p| own.contains(&p.pid) && p.cmdline.contains("containerd-shim"))
+            .collect();
+        let containers: Vec<i32> = processes
+            .iter()
+            .filter(|p| shims.iter().any(|s| s.pid == p.ppid))
+            .map(|p| p.pid)
+            .collect();
+        // A container's cgroup is named after its id, which the shim's
+        // command line carries (`-id ID`); the path comes from the
+        // container's process, so both cgroup layouts are covered.
+        let mut cgroups = Vec::new();
+        for pid in &containers {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            for line in text.lines() {
+                let Some(path) = line.splitn(3, ':').nth(2) else {
+                    continue;
+                };
+                let named_by_a_shim = shims.iter().any(|s| {
+                    s.cmdline
+                        .split('\0')
+                        .skip_while(|a| *a != "-id")
+                        .nth(1)
+                        .is_some_and(|id| !id.is_empty() && path.ends_with(id))
+                });
+                if named_by_a_shim && !cgroups.iter().any(|c| c == path) {
+                    cgroups.push(path.to_string());
+                }
             }
+        }
+        Leftovers {
+            containers,
+            own,
+            cgroups,
         }
     }
 
@@ -205,11 +240,109 @@ impl Drop for Dockerd {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        self.kill_shims();
+        self.leftovers().kill();
         self.unmount_all();
         for link in &self.made_links {
             if link_exists(link) {
                 let _ = Command::new("ip").args(["link", "del", link]).status();
+            }
+        }
+    }
+}
+
+/// A process as `/proc` shows it: the command line keeps its NULs.
+struct Process {
+    pid: i32,
+    ppid: i32,
+    cmdline: String,
+}
+
+fn processes() -> Vec<Process> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let ppid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            Some(Process {
+                pid,
+                ppid,
+                cmdline: String::from_utf8_lossy(&cmdline).into_owned(),
+            })
+        })
+        .collect()
+}
+
+fn is_alive(pid: i32) -> bool {
+    // A zombie is dead enough: it holds no cgroup and no mount.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+struct Leftovers {
+    containers: Vec<i32>,
+    own: Vec<i32>,
+    cgroups: Vec<String>,
+}
+
+impl Leftovers {
+    /// SIGKILLs the containers first, while their shims still reap them,
+    /// then the shims and containerd; then removes the emptied cgroups,
+    /// which nobody else would (runc removes them when told by a shim).
+    fn kill(&self) {
+        let signal = |pids: &[i32]| {
+            for pid in pids {
+                if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        };
+        signal(&self.containers);
+        signal(&self.own);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self
+            .containers
+            .iter()
+            .chain(&self.own)
+            .any(|p| is_alive(*p))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.cgroups.is_empty() {
+            return;
+        }
+        // cgroup v1 mounts a hierarchy per controller under /sys/fs/cgroup,
+        // v2 one at the top (or at `unified` beside v1's).
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            roots.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for cgroup in &self.cgroups {
+            for root in &roots {
+                let dir = root.join(cgroup.trim_start_matches('/'));
+                // A cgroup whose last process just died can be busy for a
+                // moment.
+                for _ in 0..20 {
+                    if !dir.is_dir() || std::fs::remove_dir(&dir).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
     }

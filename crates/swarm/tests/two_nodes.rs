@@ -1,0 +1,559 @@
+//! Two nodes, for real: a Swarm of two dockerds, one on the host (the
+//! manager) and one in a network namespace the test makes (the worker),
+//! joined over a veth pair in a private /30. Dynos are placed on both; then
+//! the worker's daemon is killed, as a machine dies, and every dyno must be
+//! back on the manager within 90 s.
+//!
+//! All traffic stays inside what the test made: the veth pair, the
+//! namespace, the daemons' own bridges and overlay. The worker's daemon is
+//! started with `nsenter --net` rather than `ip netns exec`, which would
+//! remount /sys and hide the cgroup mounts dockerd needs (research §3).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crew_engine::{DynoState, ReleaseSpec, ReleaseType};
+use crew_procfile::Formation;
+use crew_swarm::{SwarmConfig, SwarmDyno, SwarmPlacement};
+use support::{Dockerd, Logs, wait_for};
+use tokio::sync::mpsc;
+
+const WORKER: &str =
+    "echo \"boot $DYNO $RELEASE_NAME\"; while true; do echo \"tick $DYNO\"; sleep 1; done";
+const DYNOS: u32 = 4;
+/// The bound for a dead node's dynos to be running elsewhere.
+const FAILOVER: Duration = Duration::from_secs(90);
+
+/// Why this test cannot run here, if it cannot.
+fn unavailable() -> Option<String> {
+    if let Some(why) = support::swarm_unavailable() {
+        return Some(why);
+    }
+    for (program, package) in [("ip", "iproute2"), ("nsenter", "util-linux")] {
+        let found = Command::new(program)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!(
+                "`{program}` is not installed (apt-get install {package})"
+            ));
+        }
+    }
+    None
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/var/run/netns").join(name).exists()
+}
+
+/// An IPv4 prefix, as `(network, mask)`.
+type Prefix = (u32, u32);
+
+fn parse_prefix(text: &str) -> Option<Prefix> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u32>().ok()?),
+        None => (text, 32),
+    };
+    let addr = u32::from(addr.parse::<Ipv4Addr>().ok()?);
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32))
+    };
+    Some((addr & mask, mask))
+}
+
+fn overlaps(a: Prefix, b: Prefix) -> bool {
+    let mask = a.1 & b.1;
+    a.0 & mask == b.0 & mask
+}
+
+/// Every prefix the host already uses: its addresses' subnets and its
+/// routes in every table, the default route aside (it covers everything
+/// and is no address in use).
+fn prefixes_in_use() -> Result<Vec<Prefix>, String> {
+    let mut used = Vec::new();
+    for line in ip(&["-o", "-4", "addr", "show"])?.lines() {
+        let mut words = line.split_whitespace();
+        if words.any(|w| w == "inet")
+            && let Some(p) = words.next().and_then(parse_prefix)
+        {
+            used.push(p);
+        }
+    }
+    for line in ip(&["-4", "route", "show", "table", "all"])?.lines() {
+        let mut words = line.split_whitespace().peekable();
+        // Route types come before the destination: `local 10.0.0.1 dev …`.
+        if words.peek().is_some_and(|w| {
+            matches!(
+                *w,
+                "unicast"
+                    | "local"
+                    | "broadcast"
+                    | "multicast"
+                    | "anycast"
+                    | "blackhole"
+                    | "unreachable"
+                    | "prohibit"
+                    | "throw"
+                    | "nat"
+            )
+        }) {
+            words.next();
+        }
+        if let Some(p) = words.next().and_then(parse_prefix) {
+            used.push(p);
+        }
+    }
+    Ok(used)
+}
+
+/// A /30 in 10.77.0.0/16 that nothing on the host uses, starting from one
+/// the pid picks so two runs at once do not meet: `(host end, netns end)`.
+fn pick_subnet() -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let used = prefixes_in_use()?;
+    let base = u32::from(Ipv4Addr::new(10, 77, 0, 0));
+    let pid = std::process::id();
+    for attempt in 0..256u32 {
+        let block = base + (pid.wrapping_add(attempt.wrapping_mul(97)) % 16384) * 4;
+        if used.iter().all(|p| !overlaps(*p, (block, !3))) {
+            return Ok((Ipv4Addr::from(block + 1), Ipv4Addr::from(block + 2)));
+        }
+    }
+    Err("no free /30 in 10.77.0.0/16".into())
+}
+
+/// The namespace and the veth pair. Made first and dropped last, after the
+/// daemons that use them.
+struct Net {
+    ns: String,
+    host_link: String,
+    ns_link: String,
+    host_ip: Ipv4Addr,
+    ns_ip: Ipv4Addr,
+}
+
+impl Net {
+    fn create() -> Result<Net, String> {
+        let pid = std::process::id();
+        let (host_ip, ns_ip) = pick_subnet()?;
+        // Link names stop at 15 bytes: `crew2n` + a pid of up to 7 digits
+        // + one letter fits.
+        let (ns, host_link, ns_link) = (
+            format!("crew-2n-{pid}"),
+            format!("crew2n{pid}h"),
+            format!("crew2n{pid}w"),
+        );
+        // Checked before the guard exists: what is there already is not
+        // this run's to delete.
+        if netns_exists(&ns) || link_exists(&host_link) || link_exists(&ns_link) {
+            return Err(format!(
+                "{ns}, {host_link} or {ns_link} is there already (a run that did not clean up?)"
+            ));
+        }
+        ip(&["netns", "add", &ns])?;
+        let net = Net {
+            ns,
+            host_link,
+            ns_link,
+            host_ip,
+            ns_ip,
+        };
+        // From here on, the drop undoes whatever was done.
+        ip(&[
+            "link",
+            "add",
+            &net.host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &net.ns_link,
+        ])?;
+        ip(&["link", "set", &net.ns_link, "netns", &net.ns])?;
+        let host_cidr = format!("{host_ip}/30");
+        let ns_cidr = format!("{ns_ip}/30");
+        ip(&["addr", "add", &host_cidr, "dev", &net.host_link])?;
+        ip(&["link", "set", &net.host_link, "up"])?;
+        ip(&["-n", &net.ns, "addr", "add", &ns_cidr, "dev", &net.ns_link])?;
+        ip(&["-n", &net.ns, "link", "set", &net.ns_link, "up"])?;
+        ip(&["-n", &net.ns, "link", "set", "lo", "up"])?;
+        Ok(net)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Deleting one end of a veth deletes both.
+        if link_exists(&self.host_link) {
+            let _ = ip(&["link", "del", &self.host_link]);
+        }
+        if netns_exists(&self.ns) {
+            let _ = ip(&["netns", "del", &self.ns]);
+        }
+    }
+}
+
+/// A port on `addr` that nothing listens on right now.
+fn free_port(addr: Ipv4Addr) -> u16 {
+    std::net::TcpListener::bind((addr, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The daemons and their network, in the order they are torn down (fields
+/// drop in order): the worker, the manager (each leaves the swarm if it
+/// still runs and is stopped by pid), then the namespace and the veth pair.
+struct Cluster {
+    worker: Dockerd,
+    manager: Dockerd,
+    manager_node: String,
+    worker_node: String,
+    net: Net,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let net = Net::create().expect("the namespace and veth pair");
+        eprintln!(
+            "netns {}, veth {} {} <-> {} {}",
+            net.ns, net.host_link, net.host_ip, net.ns_link, net.ns_ip
+        );
+        // Without iptables the host daemon leaves no rules behind (dockerd
+        // does not remove its own when it stops), and the test needs none:
+        // its traffic is between the nodes, over the veth and the overlay.
+        let manager =
+            Dockerd::start_with(None, &["--iptables=false"]).expect("the manager's dockerd");
+        let worker = Dockerd::start(Some(&net.ns)).expect("the worker's dockerd");
+        // The manager advertises its veth end, the only address of it the
+        // worker can reach.
+        let manager_addr = format!("{}:{}", net.host_ip, free_port(net.host_ip));
+        manager
+            .docker
+            .swarm_init(&net.host_ip.to_string(), &manager_addr)
+            .await
+            .expect("swarm init");
+        let token = manager
+            .docker
+            .swarm_inspect()
+            .await
+            .expect("the join tokens")
+            .join_tokens
+            .worker;
+        // The namespace is the worker's own: Swarm's usual port is free.
+        worker
+            .docker
+            .swarm_join(
+                &manager_addr,
+                &token,
+                &net.ns_ip.to_string(),
+                &format!("{}:2377", net.ns_ip),
+            )
+            .await
+            .expect("swarm join");
+        // Both nodes report the same hostname; only the ids tell them apart.
+        let manager_node = manager.docker.info().await.expect("info").swarm.node_id;
+        let worker_node = worker.docker.info().await.expect("info").swarm.node_id;
+        assert_ne!(manager_node, worker_node);
+        let docker = manager.docker.clone();
+        wait_for("both nodes ready", Duration::from_secs(30), || async {
+            let nodes = docker.nodes().await.ok()?;
+            let ready = nodes.iter().filter(|n| n.status.state == "ready").count();
+            (ready == 2).then_some(())
+        })
+        .await;
+        Cluster {
+            worker,
+            manager,
+            manager_node,
+            worker_node,
+            net,
+        }
+    }
+
+    /// What must be gone once the cluster is dropped.
+    fn traces(&self) -> Traces {
+        Traces {
+            dirs: vec![
+                self.manager.dir.path().to_path_buf(),
+                self.worker.dir.path().to_path_buf(),
+            ],
+            ns: self.net.ns.clone(),
+            links: vec![self.net.host_link.clone(), self.net.ns_link.clone()],
+        }
+    }
+}
+
+struct Traces {
+    dirs: Vec<PathBuf>,
+    ns: String,
+    links: Vec<String>,
+}
+
+impl Traces {
+    /// Whatever is still there of the test: processes that name a
+    /// daemon's directory, the directories, the namespace, the links.
+    fn left(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let markers: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if markers.iter().any(|m| cmdline.contains(m.as_str())) {
+                    left.push(format!(
+                        "process {}: {cmdline}",
+                        entry.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines() {
+            if markers.iter().any(|m| line.contains(m.as_str())) {
+                left.push(format!("mount: {line}"));
+            }
+        }
+        for dir in &self.dirs {
+            if dir.exists() {
+                left.push(format!("directory {}", dir.display()));
+            }
+        }
+        let namespaces = ip(&["netns", "list"]).unwrap_or_default();
+        if namespaces
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(self.ns.as_str()))
+        {
+            left.push(format!("netns {}", self.ns));
+        }
+        for link in &self.links {
+            if link_exists(link) {
+                left.push(format!("link {link}"));
+            }
+        }
+        left
+    }
+}
+
+fn release(slug: &(PathBuf, PathBuf)) -> ReleaseSpec {
+    ReleaseSpec {
+        app: "pair".into(),
+        version: 1,
+        types: vec![ReleaseType {
+            name: "worker".into(),
+            command: WORKER.into(),
+            size: None,
+        }],
+        env: vec![
+            ("RELEASE_NAME".into(), "v1".into()),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ],
+        slug_archive: slug.1.clone(),
+        slug_dir: slug.0.clone(),
+        command_prefix: None,
+    }
+}
+
+fn all_dynos() -> BTreeSet<String> {
+    (1..=DYNOS).map(|n| format!("worker.{n}")).collect()
+}
+
+/// `worker.1 up on manager, …`, for failure messages.
+fn describe(dynos: &[SwarmDyno], cluster: &Cluster) -> String {
+    dynos
+        .iter()
+        .map(|d| {
+            let node = match d.node.as_deref() {
+                Some(n) if n == cluster.manager_node => "manager",
+                Some(n) if n == cluster.worker_node => "worker",
+                Some(_) => "another node",
+                None => "no node",
+            };
+            format!("{} {:?} on {node}", d.info.name, d.info.state)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: the two-node Swarm test needs root and real daemons: {why}");
+        return;
+    }
+    let started = Instant::now();
+    let mut cluster = Cluster::start().await;
+    let traces = cluster.traces();
+    eprintln!("two nodes ready: {:?}", started.elapsed());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tx, rx) = mpsc::channel(1024);
+    let logs = Logs::collect(rx);
+    let config = SwarmConfig {
+        base_rootfs: Some(support::busybox_rootfs(dir.path())),
+        // No registry: the worker can only run what is loaded into it.
+        image_nodes: vec![cluster.worker.docker.clone()],
+        poll_interval: Duration::from_millis(500),
+        stop_grace: Duration::from_secs(2),
+        restart_delay: Duration::from_secs(1),
+    };
+    // Declared after the cluster, so dropped before it also on a panic:
+    // crew's readers go before the daemons they read.
+    let placement = SwarmPlacement::new(cluster.manager.docker.clone(), "pair", config, tx)
+        .expect("a placement");
+    let slug = support::slug(dir.path());
+    crew_engine::Placement::apply(
+        &placement,
+        release(&slug),
+        Formation::new(["worker".to_string()], DYNOS),
+    )
+    .await
+    .expect("apply v1");
+
+    // Swarm spreads a service's tasks over the nodes; both must have some.
+    let placed = Instant::now();
+    let deadline = placed + Duration::from_secs(40);
+    let on_worker: Vec<String> = loop {
+        let dynos = placement.dynos().await;
+        let names: BTreeSet<String> = dynos.iter().map(|d| d.info.name.clone()).collect();
+        let up = dynos.iter().all(|d| d.info.state == DynoState::Up);
+        let on = |node: &str| -> Vec<String> {
+            dynos
+                .iter()
+                .filter(|d| d.node.as_deref() == Some(node))
+                .map(|d| d.info.name.clone())
+                .collect()
+        };
+        let (on_manager, on_worker) = (on(&cluster.manager_node), on(&cluster.worker_node));
+        if names == all_dynos() && up && !on_manager.is_empty() && !on_worker.is_empty() {
+            eprintln!(
+                "placed in {:?}: {on_manager:?} on the manager, {on_worker:?} on the worker",
+                placed.elapsed()
+            );
+            break on_worker;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 40 s the dynos are not up on both nodes: {}",
+            describe(&dynos, &cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // The worker's dynos really run: their output reaches crew.
+    wait_for(
+        "output from the worker node's dynos",
+        Duration::from_secs(20),
+        || async {
+            let lines = logs.lines();
+            on_worker
+                .iter()
+                .all(|n| {
+                    lines
+                        .iter()
+                        .any(|(d, l, p)| d == n && *l == format!("tick {n}") && !p)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The node dies: its daemon, containerd, shims and containers, at once.
+    let killed = Instant::now();
+    cluster.worker.kill();
+    eprintln!("killed the worker's dockerd (pid {})", cluster.worker.pid());
+    let from = logs.len();
+    let deadline = killed + FAILOVER;
+    loop {
+        let dynos = placement.dynos().await;
+        let names: BTreeSet<String> = dynos.iter().map(|d| d.info.name.clone()).collect();
+        let home = dynos.iter().all(|d| {
+            d.info.state == DynoState::Up && d.node.as_deref() == Some(&cluster.manager_node)
+        });
+        if names == all_dynos() && home {
+            eprintln!(
+                "every dyno running on the manager {:?} after the kill ({} moved: {on_worker:?})",
+                killed.elapsed(),
+                on_worker.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{FAILOVER:?} after the worker died, not every dyno runs on the manager: {}",
+            describe(&dynos, &cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The moved dynos booted again, on the manager, under their names.
+    wait_for(
+        "the moved dynos' boot lines",
+        Duration::from_secs(20),
+        || async {
+            let lines = logs.lines_since(from);
+            on_worker
+                .iter()
+                .all(|n| {
+                    lines
+                        .iter()
+                        .any(|(d, l, p)| d == n && *l == format!("boot {n} v1") && !p)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    let teardown = Instant::now();
+    drop(placement);
+    drop(cluster);
+    drop(dir);
+    let left = traces.left();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    eprintln!(
+        "torn down in {:?}; two-node test: {:?}",
+        teardown.elapsed(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn prefixes_overlap_by_the_shorter_mask() {
+    let p = |s| parse_prefix(s).expect("a prefix");
+    assert!(overlaps(p("10.77.0.0/16"), p("10.77.3.4/30")));
+    assert!(overlaps(p("10.77.3.5"), p("10.77.3.4/30")));
+    assert!(!overlaps(p("10.77.3.8/30"), p("10.77.3.4/30")));
+    assert!(!overlaps(p("192.0.2.0/24"), p("10.77.3.4/30")));
+    assert_eq!(
+        p("10.77.3.6/30"),
+        (u32::from(Ipv4Addr::new(10, 77, 3, 4)), !3)
+    );
+}
