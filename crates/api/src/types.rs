@@ -57,6 +57,9 @@ pub struct Dyno {
     /// crew: seconds until a crashed dyno is restarted.
     #[serde(default)]
     pub restart_in: Option<u64>,
+    /// crew: the machine it runs on, on an engine with several.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// One process type's line of the formation.

@@ -197,12 +197,17 @@ fn state_text(dyno: &Dyno, now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// One line per dyno. A server's dynos have sizes, shown in their own column;
-/// a local run's are all `local`, which says nothing.
+/// a local run's are all `local`, which says nothing. Dynos on an engine with
+/// several machines also show their node.
 fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
     let sized = dynos.iter().any(|d| d.size != "local");
+    let placed = dynos.iter().any(|d| d.node.is_some());
     let mut header = vec!["Process", "State"];
     if sized {
         header.push("Size");
+    }
+    if placed {
+        header.push("Node");
     }
     header.extend(["PID", "Port", "Command"]);
     let rows: Vec<Vec<String>> = dynos
@@ -211,6 +216,9 @@ fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
             let mut row = vec![d.name.clone(), state_text(d, now)];
             if sized {
                 row.push(d.size.clone());
+            }
+            if placed {
+                row.push(d.node.clone().unwrap_or_else(|| "-".into()));
             }
             row.extend([
                 d.pid.map_or_else(|| "-".into(), |p| p.to_string()),
@@ -386,6 +394,7 @@ mod tests {
             port: Some(5000),
             restarts: 0,
             restart_in: None,
+            node: None,
         }
     }
 

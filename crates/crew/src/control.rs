@@ -91,6 +91,7 @@ pub fn api_dyno(
         port: info.port,
         restarts: info.restarts,
         restart_in: info.restart_in.map(|d| d.as_secs_f64().ceil() as u64),
+        node: info.node,
     }
 }
 

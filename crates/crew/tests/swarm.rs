@@ -86,7 +86,9 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     let (ok, text) = server.git(dir, &["push", "crew", "main"]);
     assert!(ok, "{text}");
     server.ok(dir, &["scale", "-a", "docked", "web=2", "worker=2"]);
-    server.wait_up(dir, "docked", 4);
+    let ps = server.wait_up(dir, "docked", 4);
+    let header = ps.lines().next().unwrap_or_default();
+    assert!(header.contains("Node"), "ps shows each dyno's node: {ps}");
 
     let router = server.router;
     let served = poll_until(DEPLOY, || get(router, "docked.localhost").1 == "hello v1\n");

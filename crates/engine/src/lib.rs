@@ -184,6 +184,8 @@ pub struct DynoInfo {
     pub restart_in: Option<Duration>,
     /// The size the dyno was started with, if it was given one.
     pub size: Option<String>,
+    /// The machine it runs on, for engines with more than one; `None` here.
+    pub node: Option<String>,
 }
 
 /// A one-off dyno to start.

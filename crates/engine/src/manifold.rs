@@ -234,6 +234,7 @@ impl<R: Runtime> Engine<R> {
                 restarts: s.restarts,
                 restart_in: s.restart_at.map(|at| at.saturating_duration_since(now)),
                 size: spec.size.as_ref().map(|s| s.name.clone()),
+                node: None,
             }
         });
         let one_offs = self.one_offs.iter().map(|(number, o)| DynoInfo {
@@ -248,6 +249,7 @@ impl<R: Runtime> Engine<R> {
             restarts: 0,
             restart_in: None,
             size: o.size.clone(),
+            node: None,
         });
         formation.chain(one_offs).collect()
     }
@@ -866,6 +868,7 @@ impl<R: Runtime> Engine<R> {
             restarts: 0,
             restart_in: None,
             size: None,
+            node: None,
         })
     }
 
@@ -948,6 +951,7 @@ impl<R: Runtime> Engine<R> {
             restarts: 0,
             restart_in: None,
             size,
+            node: None,
         };
         Ok((info, attachment))
     }

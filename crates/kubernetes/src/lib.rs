@@ -580,6 +580,7 @@ impl KubernetesPlacement {
             restarts: 0,
             restart_in: None,
             size: request.size.map(|s| s.name),
+            node: None,
         })
     }
 

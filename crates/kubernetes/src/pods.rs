@@ -199,6 +199,7 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
             // The kubelet's backoff is its own and not in the pod's status.
             restart_in: None,
             size: info.size.clone(),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         },
         pod: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),

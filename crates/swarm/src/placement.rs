@@ -421,6 +421,7 @@ impl Shared {
                         restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
                         restart_in: None,
                         size: None,
+                        node: current.node_id.as_deref().map(short_id),
                     },
                     node: current.node_id.clone(),
                     task: current.id.clone(),
@@ -878,6 +879,7 @@ impl Shared {
             restarts: 0,
             restart_in: None,
             size: None,
+            node: None,
         })
     }
 
@@ -988,6 +990,7 @@ impl Shared {
             restarts: 0,
             restart_in: None,
             size: None,
+            node: None,
         };
         Ok((
             info,
@@ -1249,6 +1252,11 @@ impl Placement for SwarmPlacement {
     fn shutdown(&self) {
         self.shared.stop_background();
     }
+}
+
+/// A node's id as `docker node ls` shows it: its first 12 characters.
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
 #[cfg(test)]
