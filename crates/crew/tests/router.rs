@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{App, poll_until};
-use platform::{DEPLOY, Server, commit_all, have_git, repo};
+use platform::{DEPLOY, Server, commit_all, have_git, http_get, repo};
 
 /// Answers with its DYNO and the request's headers; echoes the bytes of an
 /// upgraded connection; `/slow?s=N` waits N seconds first.
@@ -51,34 +51,6 @@ class Echo(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Echo).serve_forever()
 "#;
 
-/// One HTTP/1.1 request on a new connection: the status and the body.
-fn get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::from("connect failed"));
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::from("write failed"));
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
-}
-
 fn echo_repo(server: &Server, procfile: &str) -> App {
     let app = repo(server, procfile);
     app.write("echo.py", ECHO_APP);
@@ -104,7 +76,7 @@ fn requests_spread_over_the_web_dynos_with_forwarding_headers() {
     server.wait_up(app.path(), "spread", 3);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        let (status, body) = get(server.router, "spread.localhost", "/", &[]);
+        let (status, body) = http_get(server.router, "spread.localhost", "/", &[]);
         assert_eq!(status, 200, "{body}");
         if let Some(line) = body.lines().find(|l| l.starts_with("dyno=")) {
             seen.insert(line.to_string());
@@ -112,7 +84,7 @@ fn requests_spread_over_the_web_dynos_with_forwarding_headers() {
     }
     assert_eq!(seen.len(), 3, "requests reached only {seen:?}");
 
-    let (_, body) = get(
+    let (_, body) = http_get(
         server.router,
         "spread.localhost",
         "/",
@@ -125,7 +97,7 @@ fn requests_spread_over_the_web_dynos_with_forwarding_headers() {
         body.contains(&format!("x-forwarded-port: {}", server.router)),
         "{body}"
     );
-    let (_, body) = get(server.router, "spread.localhost", "/", &[]);
+    let (_, body) = http_get(server.router, "spread.localhost", "/", &[]);
     assert!(
         body.contains("x-request-id: "),
         "a new request id is made: {body}"
@@ -153,9 +125,9 @@ fn unknown_hosts_get_a_404_and_custom_domains_route() {
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "named");
     server.wait_up(app.path(), "named", 1);
-    let (status, _) = get(server.router, "nobody.localhost", "/", &[]);
+    let (status, _) = http_get(server.router, "nobody.localhost", "/", &[]);
     assert_eq!(status, 404);
-    let (status, _) = get(server.router, "www.example.com", "/", &[]);
+    let (status, _) = http_get(server.router, "www.example.com", "/", &[]);
     assert_eq!(status, 404);
     server.ok(app.path(), &["domains:add", "www.example.com"]);
     assert!(
@@ -163,16 +135,16 @@ fn unknown_hosts_get_a_404_and_custom_domains_route() {
             .ok(app.path(), &["domains"])
             .contains("www.example.com")
     );
-    let (status, body) = get(server.router, "www.example.com:80", "/", &[]);
+    let (status, body) = http_get(server.router, "www.example.com:80", "/", &[]);
     assert_eq!(status, 200, "{body}");
     server.ok(app.path(), &["domains:remove", "www.example.com"]);
-    let (status, _) = get(server.router, "www.example.com", "/", &[]);
+    let (status, _) = http_get(server.router, "www.example.com", "/", &[]);
     assert_eq!(status, 404);
 }
 
 /// The error code a 503 names, and that the log names it too.
 fn expect_error(server: &Server, app: &App, host: &str, path: &str, code: &str) {
-    let (status, body) = get(server.router, host, path, &[]);
+    let (status, body) = http_get(server.router, host, path, &[]);
     assert_eq!(status, 503, "{body}");
     assert!(body.contains(code), "the page should name {code}: {body}");
     let logged = poll_until(Duration::from_secs(10), || {
@@ -307,7 +279,7 @@ fn deploys_config_changes_restarts_rollbacks_and_scaling_drop_no_request() {
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(240);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let (status, body) = get(router, "steady.localhost", "/", &[]);
+                let (status, body) = http_get(router, "steady.localhost", "/", &[]);
                 if status == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else if let Ok(mut f) = failures.lock() {
@@ -327,7 +299,7 @@ fn deploys_config_changes_restarts_rollbacks_and_scaling_drop_no_request() {
     server.ok(app.path(), &["config:set", "GREETING=hi"]);
     served(20);
     let seen = poll_until(DEPLOY, || {
-        get(router, "steady.localhost", "/", &[])
+        http_get(router, "steady.localhost", "/", &[])
             .1
             .contains("greeting=hi")
     });

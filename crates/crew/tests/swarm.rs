@@ -9,41 +9,20 @@ mod platform;
 #[path = "../../swarm/tests/support/mod.rs"]
 mod swarm_support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{CREW, poll_until};
-use platform::{DEPLOY, Server, commit_all, have_git, repo};
+use platform::{DEPLOY, Server, commit_all, have_git, http_get, repo};
 
 /// A web dyno: busybox's httpd serving `public/` on PORT.
 const PROCFILE: &str = "web: /bin/busybox httpd -f -p $PORT -h /app/public\n\
                         worker: while true; do echo \"tick $DYNO\"; sleep 1; done\n";
 
 fn get(port: u16, host: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::from("connect failed"));
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::from("write failed"));
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
+    http_get(port, host, "/", &[])
 }
 
 #[test]

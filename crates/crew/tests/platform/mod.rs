@@ -2,7 +2,8 @@
 //! CLI and git pointed at it.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,7 +50,12 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let home = App::new();
         let url = format!("http://127.0.0.1:{}", free_port());
-        let first = 20000 + (std::process::id() % 400) as u16 * 100;
+        // A range of PORTs per server: servers of one test binary run side by
+        // side, and two of them handing out the same port makes one dyno
+        // crash-loop on a bind until the other lets go.
+        static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20;
+        let first = 20000 + ((std::process::id() % 20) * 2000 + n * 100) as u16;
         let mut server = Server {
             home,
             url,
@@ -215,4 +221,32 @@ pub fn commit_all(server: &Server, dir: &Path, message: &str) {
         let (ok, text) = server.git(dir, args);
         assert!(ok, "git {args:?}: {text}");
     }
+}
+
+/// One HTTP/1.1 request on a new connection: the status and the body.
+pub fn http_get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::from("connect failed"));
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::from("write failed"));
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
 }
