@@ -31,9 +31,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, Namespace, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource, Service,
-    ServicePort, ServiceSpec, TCPSocketAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretEnvSource, Service, ServicePort, ServiceSpec, TCPSocketAction,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -246,7 +247,13 @@ fn deployment(release: &Release, process: &Process) -> Result<Deployment, Cluste
                     labels: Some(pod_labels),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(release, &label, &process.command, web)),
+                spec: Some(pod_spec(
+                    release,
+                    &label,
+                    &process.command,
+                    web,
+                    process.memory_bytes,
+                )),
             },
             ..DeploymentSpec::default()
         }),
@@ -264,7 +271,13 @@ fn change_cause(release: &Release) -> String {
 }
 
 /// The pod of one dyno: one container named after its type.
-fn pod_spec(release: &Release, container: &str, command: &str, web: bool) -> PodSpec {
+fn pod_spec(
+    release: &Release,
+    container: &str,
+    command: &str,
+    web: bool,
+    memory_bytes: Option<u64>,
+) -> PodSpec {
     let from_pod_name = || {
         Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
@@ -344,6 +357,16 @@ fn pod_spec(release: &Release, container: &str, command: &str, web: bool) -> Pod
             }]),
             ports,
             readiness_probe,
+            // The dyno size's memory, requested and limited alike, as a dyno
+            // has its quota and no more.
+            resources: memory_bytes.map(|bytes| {
+                let quantity = Quantity(bytes.to_string());
+                ResourceRequirements {
+                    limits: Some([("memory".to_string(), quantity.clone())].into()),
+                    requests: Some([("memory".to_string(), quantity)].into()),
+                    ..ResourceRequirements::default()
+                }
+            }),
             ..Container::default()
         }],
         ..PodSpec::default()
@@ -417,7 +440,7 @@ pub fn run_job(
     let mut labels = app_labels(release);
     labels.insert(PROCESS_TYPE.to_string(), "run".to_string());
     labels.insert(RELEASE.to_string(), release.tag());
-    let mut pod = pod_spec(release, "run", command, false);
+    let mut pod = pod_spec(release, "run", command, false, None);
     pod.restart_policy = Some("Never".to_string());
     if options.attach {
         for container in &mut pod.containers {

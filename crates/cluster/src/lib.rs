@@ -85,6 +85,9 @@ pub struct Process {
     pub command: String,
     /// How many dynos of it the formation wants.
     pub quantity: u32,
+    /// Its dyno size's memory quota, as the engine's memory limit; `None`
+    /// leaves it unlimited.
+    pub memory_bytes: Option<u64>,
 }
 
 impl Release {

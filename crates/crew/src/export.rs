@@ -118,6 +118,7 @@ fn local_release(args: &ExportArgs, procfile_arg: &Path) -> Result<Release> {
             name: t.name.clone(),
             command: t.command.clone(),
             quantity: formation.get(&t.name).unwrap_or(0),
+            memory_bytes: None,
         })
         .collect();
     Ok(Release {
@@ -196,6 +197,9 @@ fn server_release(args: &ExportArgs) -> Result<Release> {
                 name: entry.process_type,
                 command: entry.command,
                 quantity: entry.quantity,
+                memory_bytes: crew_runtime::DynoSize::parse(&entry.size)
+                    .ok()
+                    .map(|s| s.memory_bytes),
             })
             .collect(),
     })

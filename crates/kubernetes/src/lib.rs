@@ -265,6 +265,7 @@ impl KubernetesPlacement {
                     name: t.name.clone(),
                     command: t.command.clone(),
                     quantity: formation.get(&t.name).unwrap_or(0),
+                    memory_bytes: Some(t.size.clone().unwrap_or_default().memory_bytes),
                 })
                 .collect(),
         }

@@ -250,6 +250,11 @@ async fn script_apply(mock: &mut Mock) {
             container["envFrom"][0]["secretRef"]["name"],
             "shop-config-v3"
         );
+        // No size given: standard-1x's 512 MiB, requested and limited.
+        assert_eq!(
+            container["resources"],
+            json!({"limits": {"memory": "536870912"}, "requests": {"memory": "536870912"}})
+        );
         reply(send, 200, seen.body);
     }
 

@@ -101,6 +101,12 @@ pub fn service_spec(
     timings: Timings,
 ) -> Result<Value, SwarmError> {
     let name = object_name(&release.app, process_type)?;
+    let size = release
+        .types
+        .iter()
+        .find(|t| t.name == process_type)
+        .and_then(|t| t.size.clone())
+        .unwrap_or_default();
     let slot = format!("{process_type}.{{{{.Task.Slot}}}}");
     let labels = labels(&release.app, process_type, release.version);
     let web = process_type == "web";
@@ -127,6 +133,9 @@ pub fn service_spec(
             },
             "Networks": [{ "Target": network_name(&release.app) }],
             "ForceUpdate": force_update,
+            // The dyno size's memory and process limits, as an isolated dyno
+            // on crew's own machine gets them.
+            "Resources": { "Limits": { "MemoryBytes": size.memory_bytes, "Pids": size.pids } },
         },
         "Mode": { "Replicated": { "Replicas": replicas } },
         "UpdateConfig": if web {
@@ -251,6 +260,9 @@ mod tests {
         let task = &spec["TaskTemplate"];
         assert_eq!(task["ContainerSpec"]["StopGracePeriod"], 30_000_000_000u64);
         assert_eq!(task["RestartPolicy"]["Condition"], "any");
+        // No size given: standard-1x's limits, as on crew's own machine.
+        assert_eq!(task["Resources"]["Limits"]["MemoryBytes"], 512u64 << 20);
+        assert_eq!(task["Resources"]["Limits"]["Pids"], 256);
         let env: Vec<&str> = task["ContainerSpec"]["Env"]
             .as_array()
             .expect("env")
