@@ -182,6 +182,7 @@ impl<R: Routes> Router<R> {
             async move { Ok::<_, Infallible>(router.handle(request, ip).await) }
         });
         let _ = hyper::server::conn::http1::Builder::new()
+            .writev(false)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
             .await;
