@@ -188,6 +188,32 @@ pub struct DynoInfo {
     pub node: Option<String>,
 }
 
+impl DynoInfo {
+    /// A one-off, `run.NUMBER`, that was just asked to start: what every engine
+    /// answers `run` with.
+    pub fn starting_one_off(
+        number: u32,
+        command: String,
+        port: Option<u16>,
+        size: Option<String>,
+    ) -> DynoInfo {
+        DynoInfo {
+            name: format!("run.{number}"),
+            process_type: "run".into(),
+            number,
+            state: DynoState::Starting,
+            since: SystemTime::now(),
+            pid: None,
+            port,
+            command,
+            restarts: 0,
+            restart_in: None,
+            size,
+            node: None,
+        }
+    }
+}
+
 /// A one-off dyno to start.
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {

@@ -940,18 +940,8 @@ impl<R: Runtime> Engine<R> {
             Message::OneOff(number, event)
         });
         let info = DynoInfo {
-            name: name.to_string(),
-            process_type: "run".into(),
-            number,
-            state: DynoState::Starting,
             since,
-            pid: None,
-            port,
-            command,
-            restarts: 0,
-            restart_in: None,
-            size,
-            node: None,
+            ..DynoInfo::starting_one_off(number, command, port, size)
         };
         Ok((info, attachment))
     }

@@ -55,8 +55,7 @@ use std::time::Duration;
 use crew_cluster::kubernetes::{self as manifests, MANAGED_BY, PART_OF, PROCESS_TYPE};
 use crew_cluster::{Process, Release, object_name, type_label, validate_app_name};
 use crew_engine::{
-    Attachment, BoxFuture, DynoInfo, DynoState, EngineError, Placement, ReleaseSpec, RunRequest,
-    WebBackend,
+    Attachment, BoxFuture, DynoInfo, EngineError, Placement, ReleaseSpec, RunRequest, WebBackend,
 };
 use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange};
@@ -569,20 +568,12 @@ impl KubernetesPlacement {
             .await
             .map_err(|e| kube_error("creating the one-off's Job", e))?;
         tracing::debug!(job = ?made.metadata.name, dyno = name, "one-off created");
-        Ok(DynoInfo {
-            name,
-            process_type: "run".to_string(),
+        Ok(DynoInfo::starting_one_off(
             number,
-            state: DynoState::Starting,
-            since: std::time::SystemTime::now(),
-            pid: None,
-            port: Some(crew_cluster::PORT),
-            command: request.command,
-            restarts: 0,
-            restart_in: None,
-            size: request.size.map(|s| s.name),
-            node: None,
-        })
+            request.command,
+            Some(crew_cluster::PORT),
+            request.size.map(|s| s.name),
+        ))
     }
 
     async fn destroy_namespace(&self) -> Result<(), EngineError> {

@@ -867,20 +867,12 @@ impl Shared {
         .await;
         let watcher = tokio::spawn(watch_job(self.clone(), id, name.clone()));
         lock(&self.background).push(watcher);
-        Ok(DynoInfo {
-            name: name.to_string(),
-            process_type: RUN_TYPE.into(),
+        Ok(DynoInfo::starting_one_off(
             number,
-            state: DynoState::Starting,
-            since: SystemTime::now(),
-            pid: None,
-            port: None,
-            command: request.command,
-            restarts: 0,
-            restart_in: None,
-            size: None,
-            node: None,
-        })
+            request.command,
+            None,
+            None,
+        ))
     }
 
     async fn run_attached(
@@ -978,20 +970,7 @@ impl Shared {
                 .await;
             let _ = docker.container_remove(&id).await;
         });
-        let info = DynoInfo {
-            name: name.to_string(),
-            process_type: RUN_TYPE.into(),
-            number,
-            state: DynoState::Starting,
-            since: SystemTime::now(),
-            pid: None,
-            port: None,
-            command: request.command,
-            restarts: 0,
-            restart_in: None,
-            size: None,
-            node: None,
-        };
+        let info = DynoInfo::starting_one_off(number, request.command, None, None);
         Ok((
             info,
             SwarmAttachment {
