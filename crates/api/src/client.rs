@@ -218,14 +218,7 @@ impl Client {
             .send_with(Method::POST, path, Some(body), Some(protocol))
             .await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(api_error(status, &bytes));
+            return Err(response_error(response).await);
         }
         hyper::upgrade::on(response)
             .await
@@ -245,17 +238,22 @@ impl Client {
 /// The body of a successful response, unread; an error response's JSON as an
 /// error.
 async fn streamed(response: hyper::Response<Incoming>) -> Result<Incoming, ClientError> {
-    let status = response.status();
-    if status.is_success() {
+    if response.status().is_success() {
         return Ok(response.into_body());
     }
+    Err(response_error(response).await)
+}
+
+/// An error response's JSON (or whatever it says) as an error.
+async fn response_error(response: hyper::Response<Incoming>) -> ClientError {
+    let status = response.status();
     let bytes = response
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    Err(api_error(status, &bytes))
+    api_error(status, &bytes)
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
