@@ -371,16 +371,7 @@ impl Drop for Terminal {
 }
 
 fn resize(terminal: &OwnedFd, cols: u16, rows: u16) {
-    rustix::termios::tcsetwinsize(
-        terminal,
-        rustix::termios::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        },
-    )
-    .expect("setting the window size");
+    crew_runtime::os::set_window_size(terminal, cols, rows).expect("setting the window size");
 }
 
 #[test]
