@@ -61,6 +61,13 @@ fn apps_are_created_listed_and_refused_when_bad() {
     }
     let (ok, _, err) = server.cli(dir, &["apps:create", "shop"]);
     assert!(!ok && err.contains("already taken"), "{err}");
+    for run in ["run", "run:detached"] {
+        let (ok, _, err) = server.cli(dir, &[run, "-a", "shop", "true"]);
+        assert!(
+            !ok && err.contains("shop has no release to run yet: push one first"),
+            "{run}: {err}"
+        );
+    }
     let (ok, _, err) = server.cli(dir, &["apps:destroy", "-a", "shop"]);
     assert!(!ok && err.contains("--confirm shop"), "{err}");
     server.ok(dir, &["apps:destroy", "-a", "shop", "--confirm", "shop"]);

@@ -44,8 +44,6 @@ pub struct AppRuntime {
     ring: Arc<LogRing>,
     logs: mpsc::Sender<LogEvent>,
     placement: Box<dyn Placement>,
-    /// Whether a release was applied, so requests before that have an answer.
-    applied: std::sync::atomic::AtomicBool,
     router_log: Arc<dyn Fn(String) + Send + Sync>,
 }
 
@@ -65,7 +63,6 @@ impl AppRuntime {
             ring,
             placement: placements(name, logs.clone()),
             logs,
-            applied: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -127,10 +124,7 @@ impl AppRuntime {
         self.placement
             .apply(spec, formation)
             .await
-            .map_err(engine_error)?;
-        self.applied
-            .store(true, std::sync::atomic::Ordering::Release);
-        Ok(())
+            .map_err(engine_error)
     }
 
     pub(crate) async fn scale(&self, rows: &[FormationRow]) -> Result<(), PlatformError> {
@@ -153,13 +147,15 @@ impl AppRuntime {
         &self,
         request: crew_engine::RunRequest,
     ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
-        if !self.applied.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(PlatformError::Invalid(format!(
+        // Every placement knows whether it has a release; the platform names
+        // the app in the answer.
+        self.placement.run(request).await.map_err(|e| match e {
+            EngineError::NoRelease => PlatformError::Invalid(format!(
                 "{} has no release to run yet: push one first",
                 self.name
-            )));
-        }
-        self.placement.run(request).await.map_err(engine_error)
+            )),
+            other => engine_error(other),
+        })
     }
 
     pub(crate) async fn restart(&self, target: Option<String>) -> Result<(), PlatformError> {
