@@ -239,8 +239,8 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             data: data.clone(),
             exe,
             ports: args.dyno_ports.0..=args.dyno_ports.1,
-            in_flight: Some(crew_engine::InFlight(Arc::new(move |port| {
-                counted.count(port)
+            in_flight: Some(crew_engine::InFlight(Arc::new(move |addr| {
+                counted.count(addr)
             }))),
             isolation,
             placements,

@@ -119,14 +119,14 @@ pub struct EngineConfig {
     pub keep_alive: bool,
     /// How long a web dyno may take to accept connections on PORT.
     pub boot_timeout: Duration,
-    /// Requests a router has in flight to a port: a web dyno being stopped gets
+    /// Requests a router has in flight to a dyno: a web dyno being stopped gets
     /// no new requests and its signal waits until this reaches zero.
     pub in_flight: Option<InFlight>,
 }
 
-/// Counts a router's requests in flight to a port.
+/// Counts a router's requests in flight to a dyno's address.
 #[derive(Clone)]
-pub struct InFlight(pub Arc<dyn Fn(u16) -> usize + Send + Sync>);
+pub struct InFlight(pub Arc<dyn Fn(std::net::SocketAddr) -> usize + Send + Sync>);
 
 impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,7 +139,9 @@ impl std::fmt::Debug for InFlight {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebBackend {
     pub name: String,
-    pub port: u16,
+    /// Where it listens: loopback for a dyno on this machine, the node's
+    /// address for one an engine placed elsewhere.
+    pub addr: std::net::SocketAddr,
     pub state: DynoState,
 }
 

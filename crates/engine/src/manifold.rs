@@ -357,7 +357,8 @@ impl<R: Runtime> Engine<R> {
                     // The router may still be picking this dyno for a request
                     // that started before it saw the change.
                     tokio::time::sleep(DRAIN_POLL).await;
-                    while (in_flight.0)(port) > 0 && Instant::now() < deadline {
+                    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+                    while (in_flight.0)(addr) > 0 && Instant::now() < deadline {
                         tokio::time::sleep(DRAIN_POLL).await;
                     }
                     let _ = messages.send(Message::Drained(key, run_id));
@@ -414,7 +415,7 @@ impl<R: Runtime> Engine<R> {
                     name: s.name.to_string(),
                     // A crashed dyno between runs has no port; only `up` ones are
                     // ever connected to, and they always have one.
-                    port: s.port.unwrap_or(0),
+                    addr: (std::net::Ipv4Addr::LOCALHOST, s.port.unwrap_or(0)).into(),
                     state,
                 })
             })

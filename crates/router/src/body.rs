@@ -90,8 +90,8 @@ pub(crate) struct Done {
     pub(crate) started: Instant,
     pub(crate) status: StatusCode,
     pub(crate) _guard: InFlightGuard,
-    /// The dyno's port and connection, when it can take another request.
-    pub(crate) sender: Option<(u16, Sender)>,
+    /// The dyno's address and connection, when it can take another request.
+    pub(crate) sender: Option<(std::net::SocketAddr, Sender)>,
 }
 
 /// A dyno's response body on its way to the client.
@@ -120,8 +120,8 @@ impl Tracked {
                 .info(dyno, done.connect, done.started, done.status, self.bytes);
             // Only a connection whose response was read to the end can take
             // another request.
-            if complete && let Some((port, sender)) = done.sender {
-                pool::give(port, sender);
+            if complete && let Some((addr, sender)) = done.sender {
+                pool::give(addr, sender);
             }
         }
     }

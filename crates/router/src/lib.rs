@@ -28,6 +28,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,26 +80,26 @@ impl Default for RouterConfig {
     }
 }
 
-/// Requests in flight per dyno port.
+/// Requests in flight per dyno address.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    counts: Mutex<HashMap<u16, usize>>,
+    counts: Mutex<HashMap<SocketAddr, usize>>,
 }
 
 impl InFlight {
-    pub fn count(&self, port: u16) -> usize {
-        self.lock().get(&port).copied().unwrap_or(0)
+    pub fn count(&self, addr: SocketAddr) -> usize {
+        self.lock().get(&addr).copied().unwrap_or(0)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, usize>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn enter(self: &Arc<Self>, port: u16) -> InFlightGuard {
-        *self.lock().entry(port).or_insert(0) += 1;
+    fn enter(self: &Arc<Self>, addr: SocketAddr) -> InFlightGuard {
+        *self.lock().entry(addr).or_insert(0) += 1;
         InFlightGuard {
             table: self.clone(),
-            port,
+            addr,
         }
     }
 }
@@ -106,16 +107,16 @@ impl InFlight {
 /// Counts one request until dropped.
 struct InFlightGuard {
     table: Arc<InFlight>,
-    port: u16,
+    addr: SocketAddr,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let mut counts = self.table.lock();
-        if let Some(n) = counts.get_mut(&self.port) {
+        if let Some(n) = counts.get_mut(&self.addr) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.remove(&self.port);
+                counts.remove(&self.addr);
             }
         }
     }
@@ -283,9 +284,9 @@ impl<R: Routes> Router<R> {
                 );
             }
         };
-        let port = list[index].port;
+        let addr = list[index].addr;
 
-        let guard = self.in_flight.enter(port);
+        let guard = self.in_flight.enter(addr);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let mut sender = sender;
         let timeout = self.config.request_timeout;
@@ -296,7 +297,7 @@ impl<R: Routes> Router<R> {
                 // never left, so it goes again on a new connection.
                 Err(mut e) => match (pooled, e.take_message()) {
                     (true, Some(request)) => {
-                        sender = pool::connect(port, self.config.connect_timeout)
+                        sender = pool::connect(addr, self.config.connect_timeout)
                             .await
                             .map_err(|_| ())?;
                         sender.send_request(request).await.map_err(|_| ())
@@ -359,7 +360,7 @@ impl<R: Routes> Router<R> {
                 started,
                 status,
                 _guard: guard,
-                sender: reusable.then_some((port, sender)),
+                sender: reusable.then_some((addr, sender)),
             },
         );
         Response::from_parts(parts, ProxyBody::Dyno(body))
@@ -385,11 +386,11 @@ impl<R: Routes> Router<R> {
         for index in up().cycle().skip(start % count.max(1)).take(count) {
             let backend = &list[index];
             // A kept-alive connection costs no connect, hence 0 ms.
-            if !upgrade && let Some(sender) = pool::take(backend.port).await {
+            if !upgrade && let Some(sender) = pool::take(backend.addr).await {
                 return Ok((sender, index, Duration::ZERO, true));
             }
             let began = Instant::now();
-            match pool::connect(backend.port, self.config.connect_timeout).await {
+            match pool::connect(backend.addr, self.config.connect_timeout).await {
                 Ok(sender) => return Ok((sender, index, began.elapsed(), false)),
                 Err(_) => tried.push(backend.name.as_str()),
             }

@@ -1,4 +1,4 @@
-//! Kept-alive connections to dynos, per port and per thread.
+//! Kept-alive connections to dynos, per address and per thread.
 //!
 //! Each router thread keeps its own idle connections, as each nginx worker
 //! does: a connection's task runs on the thread that opened it, so handing it
@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,19 +17,19 @@ pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
 
 /// Idle connections kept per dyno and thread; more than this are closed when
 /// returned.
-const IDLE_PER_PORT: usize = 64;
+const IDLE_PER_DYNO: usize = 64;
 
 thread_local! {
-    static IDLE: RefCell<HashMap<u16, Vec<Sender>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<Sender>>> = RefCell::new(HashMap::new());
 }
 
-/// An idle connection to `port`, ready for a request.
-pub async fn take(port: u16) -> Option<Sender> {
+/// An idle connection to `addr`, ready for a request.
+pub async fn take(addr: SocketAddr) -> Option<Sender> {
     loop {
         // `try_with`: a thread being torn down has no pool left, which only
         // means a new connection.
         let mut sender = IDLE
-            .try_with(|idle| idle.borrow_mut().get_mut(&port)?.pop())
+            .try_with(|idle| idle.borrow_mut().get_mut(&addr)?.pop())
             .ok()
             .flatten()?;
         // A connection comes back as soon as its response is read; the
@@ -39,24 +40,24 @@ pub async fn take(port: u16) -> Option<Sender> {
     }
 }
 
-pub fn give(port: u16, sender: Sender) {
+pub fn give(addr: SocketAddr, sender: Sender) {
     if sender.is_closed() {
         return;
     }
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let senders = idle.entry(port).or_default();
+        let senders = idle.entry(addr).or_default();
         // Connections to a dyno that has gone are dropped as they come up
         // again in `take`; this bound keeps them few until then.
-        if senders.len() < IDLE_PER_PORT {
+        if senders.len() < IDLE_PER_DYNO {
             senders.push(sender);
         }
     });
 }
 
-/// A new connection to a dyno on this machine.
-pub async fn connect(port: u16, timeout: Duration) -> std::io::Result<Sender> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(("127.0.0.1", port)))
+/// A new connection to a dyno.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Sender> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);

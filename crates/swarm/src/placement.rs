@@ -402,7 +402,7 @@ impl Shared {
                         if let Some(port) = task.published_port(PORT) {
                             backends.push(WebBackend {
                                 name: name.to_string(),
-                                port,
+                                addr: (std::net::Ipv4Addr::LOCALHOST, port).into(),
                                 state: DynoState::Up,
                             });
                         }
@@ -431,7 +431,7 @@ impl Shared {
         dynos.sort_by(|a, b| {
             (&a.info.process_type, a.info.number).cmp(&(&b.info.process_type, b.info.number))
         });
-        backends.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
+        backends.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
 
         // Lifecycle lines, in Heroku's words, for formation dynos; one-offs'
         // watchers write their own.
