@@ -18,32 +18,33 @@
 //! Connections are served by one single-threaded runtime per core ([`workers`]),
 //! each with its own idle dyno connections ([`pool`]), so a request, the dyno
 //! connection it uses and its response stay on one thread.
+//!
+//! The proxying itself is a relay of HTTP/1.1 bytes ([`exchange`]): a request
+//! head is parsed once ([`http1`]), routed, and written again for the dyno with
+//! the forwarding headers; bodies, and the response head, pass through as they
+//! are. A general HTTP client and server on each side, as the router first
+//! had, cost a channel, a task and a header map per request (BENCHMARKS.md,
+//! Router).
 
 mod access;
-mod body;
+mod exchange;
+mod http1;
 mod pool;
 mod workers;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crew_engine::{DynoState, WebBackend};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::body::{Done, ProxyBody, Tracked};
-use crate::pool::Sender;
+use crate::exchange::{After, Client};
+use crate::pool::DynoConnection;
 
 /// Where a host's requests go.
 pub struct AppRoute {
@@ -122,11 +123,6 @@ impl Drop for InFlightGuard {
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 pub struct Router<R: Routes> {
     routes: R,
     config: RouterConfig,
@@ -134,7 +130,7 @@ pub struct Router<R: Routes> {
     next: AtomicUsize,
     /// The port clients connect to, as `X-Forwarded-Port` sends it; made once,
     /// since every request carries the same.
-    forwarded_port: HeaderValue,
+    forwarded_port: String,
 }
 
 impl<R: Routes> Router<R> {
@@ -144,7 +140,7 @@ impl<R: Routes> Router<R> {
             config,
             in_flight,
             next: AtomicUsize::new(0),
-            forwarded_port: HeaderValue::from(port),
+            forwarded_port: port.to_string(),
         }
     }
 
@@ -171,209 +167,23 @@ impl<R: Routes> Router<R> {
         }
     }
 
-    /// Serves one client connection's requests.
-    async fn connection(self: Arc<Self>, stream: TcpStream, client: std::net::SocketAddr) {
+    /// Serves one client connection's requests, one after another.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        // Made once per connection: every request on it forwards the same address.
-        let ip = HeaderValue::from_maybe_shared(Bytes::from(client.ip().to_string()))
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let service = hyper::service::service_fn(move |request| {
-            let router = self.clone();
-            let ip = ip.clone();
-            async move { Ok::<_, Infallible>(router.handle(request, ip).await) }
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .writev(false)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades()
-            .await;
+        let mut client = Client::new(stream, peer.ip().to_string());
+        while let After::KeepAlive = self.exchange(&mut client).await {}
+        client.linger().await;
     }
 
-    async fn handle(&self, mut request: Request<Incoming>, ip: HeaderValue) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let upgrade = is_upgrade(request.headers());
-        // Everything read from the request before its headers are rewritten.
-        let (route, line, new_id) = {
-            let host = request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| request.uri().host())
-                .unwrap_or("");
-            let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
-            let hostname = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                Cow::Owned(host.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(host)
-            };
-            let Some(route) = self.routes.route(&hostname) else {
-                return body::page(
-                    StatusCode::NOT_FOUND,
-                    "No such app",
-                    &format!("There is no app at {hostname}."),
-                );
-            };
-            let given = request
-                .headers()
-                .get(X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && v.len() <= 200);
-            let mut buffer = [0; uuid::fmt::Hyphenated::LENGTH];
-            let request_id = match given {
-                Some(id) => id,
-                None => new_request_id(&mut buffer),
-            };
-            let line = AccessLine::new(
-                route.log.clone(),
-                request.method().as_str(),
-                request.uri().path_and_query().map_or("/", |p| p.as_str()),
-                &hostname,
-                request_id,
-                ip.to_str().unwrap_or(""),
-            );
-            let new_id = match given {
-                Some(_) => None,
-                None => HeaderValue::from_str(request_id).ok(),
-            };
-            (route, line, new_id)
-        };
-        self.prepare_headers(request.headers_mut(), upgrade, &ip, new_id);
-
-        // Find an up dyno, waiting while the app boots.
-        let deadline = started + self.config.boot_wait;
-        let mut backends = route.backends;
-        let (sender, list, index, connect, pooled) = loop {
-            let list = backends.borrow_and_update().clone();
-            if list.iter().any(|b| b.state == DynoState::Up) {
-                match self.connect(&list, upgrade).await {
-                    Ok((sender, index, connect, pooled)) => {
-                        break (sender, list, index, connect, pooled);
-                    }
-                    Err(tried) => {
-                        return line.error(
-                            "H19",
-                            "Backend connection timeout",
-                            &tried,
-                            started,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                        );
-                    }
-                }
-            }
-            let starting = list.iter().any(|b| b.state == DynoState::Starting);
-            if !starting {
-                let (code, desc) = if list.is_empty() {
-                    ("H14", "No web processes running")
-                } else {
-                    ("H10", "App crashed")
-                };
-                return line.error(code, desc, "", started, StatusCode::SERVICE_UNAVAILABLE);
-            }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero()
-                || tokio::time::timeout(wait, backends.changed())
-                    .await
-                    .is_err()
-            {
-                return line.error(
-                    "H20",
-                    "App boot timeout",
-                    "",
-                    started,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                );
-            }
-        };
-        let addr = list[index].addr;
-
-        let guard = self.in_flight.enter(addr);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let mut sender = sender;
-        let timeout = self.config.request_timeout;
-        let sent = tokio::time::timeout(timeout, async {
-            match sender.try_send_request(request).await {
-                Ok(response) => Ok(response),
-                // A kept-alive connection the dyno had just closed: the request
-                // never left, so it goes again on a new connection.
-                Err(mut e) => match (pooled, e.take_message()) {
-                    (true, Some(request)) => {
-                        sender = pool::connect(addr, self.config.connect_timeout)
-                            .await
-                            .map_err(|_| ())?;
-                        sender.send_request(request).await.map_err(|_| ())
-                    }
-                    _ => Err(()),
-                },
-            }
-        })
-        .await;
-        let dyno = &list[index].name;
-        let mut response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(())) => {
-                return line.error(
-                    "H13",
-                    "Connection closed without response",
-                    dyno,
-                    started,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                );
-            }
-            Err(_) => {
-                return line.error(
-                    "H12",
-                    "Request timeout",
-                    dyno,
-                    started,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                );
-            }
-        };
-        // A dyno that closes after each response (HTTP/1.0, `Connection: close`)
-        // leaves nothing to reuse.
-        let reusable = !upgrade && keeps_alive(&response);
-        let status = response.status();
-        if status == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
-            let backend_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                let _held = guard;
-                if let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
-                            .await;
-                }
-            });
-            line.info(dyno, connect, started, status, 0);
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, ProxyBody::empty());
-        }
-        let (parts, body) = response.into_parts();
-        let body = Tracked::new(
-            body,
-            Done {
-                line,
-                backends: list,
-                index,
-                connect,
-                started,
-                status,
-                _guard: guard,
-                sender: reusable.then_some((addr, sender)),
-            },
-        );
-        Response::from_parts(parts, ProxyBody::Dyno(body))
-    }
-
-    /// A ready connection to one of the up dynos in `list`, starting round
-    /// robin; a dyno that cannot be reached is skipped. Gives the dyno's index
-    /// in `list`, or on failure says which dynos were tried.
+    /// A connection to one of the up dynos in `list`, starting round robin; a
+    /// dyno that cannot be reached is skipped. Gives the dyno's index in
+    /// `list`, the time connecting took and whether the connection was kept
+    /// from an earlier request; or, on failure, which dynos were tried.
     async fn connect(
         &self,
         list: &[WebBackend],
         upgrade: bool,
-    ) -> Result<(Sender, usize, Duration, bool), String> {
+    ) -> Result<(DynoConnection, usize, Duration, bool), String> {
         let up = || {
             list.iter()
                 .enumerate()
@@ -385,53 +195,18 @@ impl<R: Routes> Router<R> {
         let mut tried = Vec::new();
         for index in up().cycle().skip(start % count.max(1)).take(count) {
             let backend = &list[index];
-            // A kept-alive connection costs no connect, hence 0 ms.
-            if !upgrade && let Some(sender) = pool::take(backend.addr).await {
-                return Ok((sender, index, Duration::ZERO, true));
+            // A kept-alive connection costs no connect, hence 0 ms. An upgrade
+            // gets a connection of its own, which it never gives back.
+            if !upgrade && let Some(connection) = pool::take(backend.addr) {
+                return Ok((connection, index, Duration::ZERO, true));
             }
             let began = Instant::now();
             match pool::connect(backend.addr, self.config.connect_timeout).await {
-                Ok(sender) => return Ok((sender, index, began.elapsed(), false)),
+                Ok(connection) => return Ok((connection, index, began.elapsed(), false)),
                 Err(_) => tried.push(backend.name.as_str()),
             }
         }
         Err(tried.join(","))
-    }
-
-    /// Drops hop-by-hop headers (keeping an upgrade's) and adds the forwarding
-    /// ones, and the request id when the client sent none.
-    fn prepare_headers(
-        &self,
-        headers: &mut HeaderMap,
-        upgrade: bool,
-        ip: &HeaderValue,
-        new_id: Option<HeaderValue>,
-    ) {
-        // A request rarely has any: one look at its few names is cheaper than
-        // a lookup of each hop-by-hop name.
-        if !upgrade && headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-            for name in &HOP_BY_HOP {
-                headers.remove(name);
-            }
-        }
-        let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) => {
-                let mut value = String::with_capacity(earlier.len() + 2 + ip.len());
-                value.push_str(earlier);
-                value.push_str(", ");
-                value.push_str(ip.to_str().unwrap_or(""));
-                HeaderValue::try_from(value).ok()
-            }
-            None => Some(ip.clone()),
-        };
-        if let Some(value) = forwarded_for {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        headers.insert(X_FORWARDED_PORT, self.forwarded_port.clone());
-        if let Some(id) = new_id {
-            headers.insert(X_REQUEST_ID, id);
-        }
     }
 }
 
@@ -473,81 +248,24 @@ impl AccessLine {
         AccessLine { text, log }
     }
 
-    fn info(
-        mut self,
-        dyno: &str,
-        connect: Duration,
-        started: Instant,
-        status: StatusCode,
-        bytes: u64,
-    ) {
+    fn info(mut self, dyno: &str, connect: Duration, started: Instant, status: u16, bytes: u64) {
         let _ = write!(
             self.text,
-            " dyno={dyno} connect={}ms service={}ms status={} bytes={bytes}",
+            " dyno={dyno} connect={}ms service={}ms status={status} bytes={bytes}",
             connect.as_millis(),
             started.elapsed().as_millis(),
-            status.as_u16()
         );
         access::write(&self.log, self.text);
     }
 
-    fn error(
-        self,
-        code: &str,
-        desc: &str,
-        dyno: &str,
-        started: Instant,
-        status: StatusCode,
-    ) -> Response<ProxyBody> {
+    fn error(self, code: &str, desc: &str, dyno: &str, started: Instant, status: u16) {
         access::write(
             &self.log,
             format!(
-                "at=error code={code} desc=\"{desc}\" {} dyno={dyno} connect=0ms service={}ms status={} bytes=0",
+                "at=error code={code} desc=\"{desc}\" {} dyno={dyno} connect=0ms service={}ms status={status} bytes=0",
                 &self.text[AT_INFO.len()..],
                 started.elapsed().as_millis(),
-                status.as_u16()
             ),
         );
-        body::page(
-            status,
-            "Application error",
-            &format!("{desc} ({code}). If you are the app's owner, `crew logs` says more."),
-        )
-    }
-}
-
-static HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-fn keeps_alive<B>(response: &Response<B>) -> bool {
-    let connection = |token: &str| {
-        response
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    match response.version() {
-        hyper::Version::HTTP_10 => connection("keep-alive"),
-        _ => !connection("close"),
     }
 }

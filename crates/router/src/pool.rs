@@ -1,73 +1,87 @@
 //! Kept-alive connections to dynos, per address and per thread.
 //!
 //! Each router thread keeps its own idle connections, as each nginx worker
-//! does: a connection's task runs on the thread that opened it, so handing it
-//! to a request on another thread would cost a cross-thread wake-up on every
-//! request and response. Per thread there is no contention either, so no lock.
+//! does: a request and the dyno connection it borrows are driven by the same
+//! task, so there is no connection task to wake, and per thread there is no
+//! contention either, so no lock.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-
-pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+use bytes::BytesMut;
+use tokio::net::TcpStream;
 
 /// Idle connections kept per dyno and thread; more than this are closed when
 /// returned.
 const IDLE_PER_DYNO: usize = 64;
 
-thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Sender>>> = RefCell::new(HashMap::new());
+/// A connection to a dyno, with what has been read from it and not yet used.
+pub(crate) struct DynoConnection {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
 }
 
-/// An idle connection to `addr`, ready for a request.
-pub async fn take(addr: SocketAddr) -> Option<Sender> {
+thread_local! {
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<DynoConnection>>> = RefCell::new(HashMap::new());
+}
+
+/// An idle connection to `addr` that the dyno has not closed.
+pub(crate) fn take(addr: SocketAddr) -> Option<DynoConnection> {
     loop {
         // `try_with`: a thread being torn down has no pool left, which only
         // means a new connection.
-        let mut sender = IDLE
+        let mut connection = IDLE
             .try_with(|idle| idle.borrow_mut().get_mut(&addr)?.pop())
             .ok()
             .flatten()?;
-        // A connection comes back as soon as its response is read; the
-        // connection task may not have marked it idle yet.
-        if sender.ready().await.is_ok() {
-            return Some(sender);
+        if !closed_by_dyno(&mut connection.stream) {
+            return Some(connection);
         }
     }
 }
 
-pub fn give(addr: SocketAddr, sender: Sender) {
-    if sender.is_closed() {
-        return;
+/// An idle connection has nothing to read; if it has, the dyno closed it (or
+/// sent what nobody asked for). Readiness is known without a syscall; only a
+/// connection marked readable is read, to tell.
+fn closed_by_dyno(stream: &mut TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => false,
+        Poll::Ready(Err(_)) => true,
+        Poll::Ready(Ok(())) => {
+            let mut byte = [0; 1];
+            !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
     }
+}
+
+/// Keeps a connection whose last response was read to its end.
+pub(crate) fn give(addr: SocketAddr, connection: DynoConnection) {
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let senders = idle.entry(addr).or_default();
+        let connections = idle.entry(addr).or_default();
         // Connections to a dyno that has gone are dropped as they come up
         // again in `take`; this bound keeps them few until then.
-        if senders.len() < IDLE_PER_DYNO {
-            senders.push(sender);
+        if connections.len() < IDLE_PER_DYNO {
+            connections.push(connection);
         }
     });
 }
 
 /// A new connection to a dyno.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Sender> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<DynoConnection> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    Ok(sender)
+    Ok(DynoConnection {
+        stream,
+        buf: BytesMut::with_capacity(crate::exchange::READ_SIZE),
+    })
 }
