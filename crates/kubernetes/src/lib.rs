@@ -4,18 +4,20 @@
 //! Theory of operation. crew's platform keeps the truth about an app (releases,
 //! config, formation) in its own store; this placement only makes the cluster
 //! match it, with the objects `crew_cluster::kubernetes` builds (research
-//! §4.2), and reads the cluster back for `ps` and logs. Nothing is cached that
-//! the cluster knows better: `ps` lists the pods each time.
+//! §4.2), and reads the cluster back for `ps`, logs and the router. Nothing
+//! is cached that the cluster knows better: `ps` lists the pods each time.
 //!
 //! - **apply** is server-side apply, with crew as the one field manager and
 //!   `force`, of the namespace `crew-APP`, the release's immutable Secret
 //!   `APP-config-vN`, a Deployment `APP-TYPE` per type and the Service
 //!   `APP-web`; then the Deployments of types the release no longer has (and
-//!   the Service, when `web` went) are deleted. The Deployments' `replicas`
-//!   are part of what crew applies: the platform hands every apply the whole
-//!   formation, so the applied count is always the current one, and a first
-//!   apply never starts a worker that the formation has at zero (a Deployment
-//!   created without replicas gets one pod until it is scaled). Between
+//!   the Service, when `web` went) are deleted, and so are older releases'
+//!   Secrets that no Deployment, live ReplicaSet, Job or pod still names
+//!   ([`secrets`]). The Deployments' `replicas` are part of what crew
+//!   applies: the platform hands every apply the whole formation, so the
+//!   applied count is always the current one, and a first apply never starts
+//!   a worker that the formation has at zero (a Deployment created without
+//!   replicas gets one pod until it is scaled). Between
 //!   applies, `scale` writes `replicas` through the scale subresource; the next
 //!   apply takes the field back with the same number, which `force` allows
 //!   without a conflict.
@@ -30,22 +32,28 @@
 //!   of a dyno in a formation. Of a one-off, it deletes the Job.
 //! - **ps** lists the app's pods and maps them with [`pods::state`]; names are
 //!   synthesised (`web.1` by age), since Deployments have no ordinals.
-//! - **run** (detached) creates a Job that is never retried, labelled `run.N`.
-//!   Attached one-offs are refused for now (see [`KubernetesPlacement`]).
+//! - **run** creates a Job that is never retried, labelled `run.N`. Detached,
+//!   that is all. Attached (a terminal or a pipe), its container also gets
+//!   stdin (and a TTY for a terminal), and crew attaches to its pod through
+//!   `pods/attach` ([`attach`]): the client's bytes go both ways, resizes
+//!   reach the pod's terminal, the exit code comes from the pod, and a
+//!   hang-up deletes the Job.
 //! - **logs**: a task per app, started by the first apply, polls the pods and
 //!   follows each one's `pods/log` into the app's log ([`logs`]).
+//! - **web backends**: every apply reads the EndpointSlices of the Service
+//!   `APP-web`, and a task reads them again every poll: each endpoint is a
+//!   backend at its pod's IP and `PORT`, up when ready, named as `ps` names
+//!   its pod ([`backends`]). crew's router connects to those addresses
+//!   directly, so this serves requests only where pod IPs are routable: a
+//!   crew server in the cluster, or on one of its nodes.
 //! - **destroy** deletes the namespace, which takes everything in it along,
 //!   and waits until it is gone.
-//!
-//! What this placement cannot do yet is say where the router should send
-//! requests: crew's router connects to `127.0.0.1:PORT`, and pods are not
-//! there. The Service `APP-web` is the way in, from inside the cluster; until
-//! crew's router runs in the cluster (watching the Service's EndpointSlices)
-//! or something forwards a local port to it, [`KubernetesPlacement`] reports
-//! no web backends.
 
+mod attach;
+mod backends;
 mod logs;
 pub mod pods;
+mod secrets;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -100,6 +108,12 @@ pub struct KubernetesConfig {
     pub poll_interval: Duration,
     /// How long `destroy` waits for the namespace to be gone.
     pub destroy_timeout: Duration,
+    /// How long an attached one-off's pod may take to run (scheduling, the
+    /// image pull) before `crew run` gives up.
+    pub attach_timeout: Duration,
+    /// How often an attached one-off's pod is looked at while crew waits for
+    /// it to run and, after the session, for its exit code.
+    pub attach_poll: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -109,6 +123,8 @@ impl Default for KubernetesConfig {
             namespace_prefix: "crew".to_string(),
             poll_interval: Duration::from_secs(3),
             destroy_timeout: Duration::from_secs(120),
+            attach_timeout: Duration::from_secs(300),
+            attach_poll: Duration::from_millis(500),
         }
     }
 }
@@ -164,12 +180,6 @@ struct Applied {
 }
 
 /// One app on a Kubernetes cluster.
-///
-/// Attached one-offs (`crew run` with a terminal or a pipe) are refused with
-/// an error that points at `run:detached`: the ends of an attached dyno, an
-/// [`Attachment`], can only be made inside `crew-engine` today (its hang-up
-/// handle has no public constructor), and `pods/attach` would need kube's `ws`
-/// feature on top.
 pub struct KubernetesPlacement {
     client: Client,
     app: String,
@@ -179,16 +189,19 @@ pub struct KubernetesPlacement {
     applied: tokio::sync::Mutex<Option<Applied>>,
     /// The types' labels and what `ps` shows of them, shared with the log task.
     types: Arc<Mutex<Vec<(String, TypeInfo)>>>,
-    /// Never sent on: see the crate's documentation. Kept so that receivers
-    /// see an empty list, not a closed channel.
+    /// The web dynos for the router, from the web Service's EndpointSlices.
     backends: watch::Sender<Arc<Vec<WebBackend>>>,
+    /// Reads the slices: once at the end of every apply, then from its task.
+    web: Arc<tokio::sync::Mutex<backends::Poller>>,
     follower: Mutex<Option<JoinHandle<()>>>,
+    web_poller: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl KubernetesPlacement {
     /// A placement for `app` on the cluster `client` talks to. Nothing is
-    /// asked of the cluster until the first call; the log task starts with the
-    /// first apply. Fails only on a name the cluster would refuse.
+    /// asked of the cluster until the first call; the log and backend tasks
+    /// start with the first apply. Fails only on a name the cluster would
+    /// refuse.
     pub fn new(
         client: Client,
         app: &str,
@@ -206,6 +219,15 @@ impl KubernetesPlacement {
             return Err(KubernetesError::Namespace(namespace));
         }
         let (backends, _) = watch::channel(Arc::new(Vec::new()));
+        let types = Arc::new(Mutex::new(Vec::new()));
+        let web = backends::Poller::new(
+            Api::namespaced(client.clone(), &namespace),
+            Api::namespaced(client.clone(), &namespace),
+            object_name(app, "web")?,
+            format!("{PART_OF}={app}"),
+            Arc::clone(&types),
+            backends.clone(),
+        );
         Ok(KubernetesPlacement {
             client,
             app: app.to_string(),
@@ -213,9 +235,11 @@ impl KubernetesPlacement {
             config,
             logs,
             applied: tokio::sync::Mutex::new(None),
-            types: Arc::new(Mutex::new(Vec::new())),
+            types,
             backends,
+            web: Arc::new(tokio::sync::Mutex::new(web)),
             follower: Mutex::new(None),
+            web_poller: Mutex::new(None),
         })
     }
 
@@ -278,28 +302,64 @@ impl KubernetesPlacement {
         }
     }
 
-    fn start_logs(&self) {
+    /// Starts the log and backend tasks, unless they run.
+    fn start_tasks(&self) {
         let mut follower = self.follower.lock().unwrap_or_else(|p| p.into_inner());
-        if follower.as_ref().is_some_and(|f| !f.is_finished()) {
-            return;
+        if follower.as_ref().is_none_or(|f| f.is_finished()) {
+            *follower = Some(logs::spawn(logs::Source {
+                pods: Api::namespaced(self.client.clone(), &self.namespace),
+                selector: self.selector(),
+                types: self.types.clone(),
+                logs: self.logs.clone(),
+                interval: self.config.poll_interval,
+            }));
         }
-        *follower = Some(logs::spawn(logs::Source {
-            pods: Api::namespaced(self.client.clone(), &self.namespace),
-            selector: self.selector(),
-            types: self.types.clone(),
-            logs: self.logs.clone(),
-            interval: self.config.poll_interval,
-        }));
+        let mut poller = self.web_poller.lock().unwrap_or_else(|p| p.into_inner());
+        if poller.as_ref().is_none_or(|f| f.is_finished()) {
+            *poller = Some(backends::spawn(self.web.clone(), self.config.poll_interval));
+        }
     }
 
-    fn stop_logs(&self) {
-        if let Some(f) = self
-            .follower
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            f.abort();
+    fn stop_tasks(&self) {
+        for task in [&self.follower, &self.web_poller] {
+            if let Some(f) = task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                f.abort();
+            }
+        }
+    }
+
+    /// Deletes the app's release Secrets that nothing needs any more
+    /// ([`secrets`]). Housekeeping: a failure is logged, and the next apply
+    /// tries again.
+    async fn collect_secrets(&self, current: &str) {
+        let collector = secrets::Collector {
+            app: self.app.clone(),
+            secrets: Api::namespaced(self.client.clone(), &self.namespace),
+            deployments: Api::namespaced(self.client.clone(), &self.namespace),
+            replica_sets: Api::namespaced(self.client.clone(), &self.namespace),
+            jobs: Api::namespaced(self.client.clone(), &self.namespace),
+            pods: Api::namespaced(self.client.clone(), &self.namespace),
+        };
+        match collector.collect(current).await {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(
+                    app = self.app,
+                    ?deleted,
+                    "deleted release Secrets nothing uses"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(app = self.app, %error, "collecting old release Secrets"),
+        }
+    }
+
+    /// Reads the web Service's EndpointSlices now, so that the router knows
+    /// the web dynos as soon as an apply returns (a restarted server's first
+    /// apply finds them running), not one poll later.
+    async fn refresh_backends(&self) {
+        if let Err(error) = self.web.lock().await.refresh().await {
+            // The poller tries again; an apply that did its work succeeded.
+            tracing::warn!(app = self.app, %error, "listing the web Service's EndpointSlices");
         }
     }
 
@@ -394,7 +454,11 @@ impl KubernetesPlacement {
             formation,
             stopped: BTreeSet::new(),
         });
-        self.start_logs();
+        // After `applied` changed, so that a one-off made from now on names
+        // the new Secret, which is never collected.
+        self.collect_secrets(&secret).await;
+        self.refresh_backends().await;
+        self.start_tasks();
         Ok(())
     }
 
@@ -527,13 +591,11 @@ impl KubernetesPlacement {
         Ok(())
     }
 
-    async fn run_detached(&self, request: RunRequest) -> Result<DynoInfo, EngineError> {
-        if !matches!(request.input, DynoInput::Idle) {
-            return Err(EngineError::Engine(
-                "attached one-offs on Kubernetes are not supported yet: use run:detached"
-                    .to_string(),
-            ));
-        }
+    /// Makes the one-off's Job: `run.N`, one more than the highest number of
+    /// the app's one-offs the cluster still has. For an attached one, its
+    /// container takes stdin (and a TTY for a terminal). Returns the number
+    /// and the Job's name, which the cluster generated.
+    async fn create_one_off(&self, request: &RunRequest) -> Result<(u32, String), EngineError> {
         let release = match self.applied.lock().await.as_ref() {
             Some(applied) => applied.release.clone(),
             None => return Err(EngineError::NoRelease),
@@ -562,22 +624,66 @@ impl KubernetesPlacement {
         let mut job = manifests::run_job(&release, &request.command, &Default::default())
             .map_err(cluster_error)?;
         self.place(&mut job.metadata);
-        label_one_off(&mut job, &name, &request);
+        label_one_off(&mut job, &name, request);
         let made = jobs
             .create(&manager_post(), &job)
             .await
             .map_err(|e| kube_error("creating the one-off's Job", e))?;
-        tracing::debug!(job = ?made.metadata.name, dyno = name, "one-off created");
-        Ok(DynoInfo::starting_one_off(
+        let job = made.metadata.name.ok_or_else(|| {
+            EngineError::Engine("kubernetes: the one-off's Job came back without a name".into())
+        })?;
+        tracing::debug!(job, dyno = name, "one-off created");
+        Ok((number, job))
+    }
+
+    async fn run_one_off(
+        &self,
+        request: RunRequest,
+    ) -> Result<(DynoInfo, Option<Attachment>), EngineError> {
+        let terminal = match request.input {
+            DynoInput::Idle => None,
+            DynoInput::Pipe => Some(None),
+            DynoInput::Terminal { cols, rows } => Some(Some((cols, rows))),
+        };
+        let (number, job) = self.create_one_off(&request).await?;
+        let info = DynoInfo::starting_one_off(
             number,
-            request.command,
+            request.command.clone(),
             Some(crew_cluster::PORT),
             request.size.map(|s| s.name),
-        ))
+        );
+        let Some(terminal) = terminal else {
+            return Ok((info, None));
+        };
+        let dyno: Arc<str> = Arc::from(info.name.as_str());
+        // Best effort, as every line of the app's log: a full log channel
+        // must not hold the one-off up.
+        let _ = self.logs.try_send(LogEvent::platform(
+            &dyno,
+            format!("Starting process with command `{}`", request.command),
+        ));
+        let attachment = attach::start(attach::Session {
+            pods: Api::namespaced(self.client.clone(), &self.namespace),
+            jobs: Api::namespaced(self.client.clone(), &self.namespace),
+            job,
+            dyno,
+            terminal,
+            timing: attach::Timing {
+                poll: self.config.attach_poll,
+                start: self.config.attach_timeout,
+                session: Duration::from_secs(u64::from(
+                    manifests::RunOptions::default().deadline_seconds,
+                )) + Duration::from_secs(60),
+                exit: Duration::from_secs(u64::from(crew_cluster::STOP_GRACE_SECONDS) + 30),
+            },
+            logs: self.logs.clone(),
+        });
+        Ok((info, Some(attachment)))
     }
 
     async fn destroy_namespace(&self) -> Result<(), EngineError> {
-        self.stop_logs();
+        self.stop_tasks();
+        self.web.lock().await.publish(Vec::new());
         *self.applied.lock().await = None;
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         ignore_missing(
@@ -608,7 +714,8 @@ impl KubernetesPlacement {
 /// Names the one-off `run.N` on its pod and in its environment (where the
 /// cluster would put the pod's name), keeps its command for `ps`, and adds the
 /// request's own variables, which win over the config vars as `env` wins over
-/// `envFrom`.
+/// `envFrom`. An attached one-off's container gets stdin, closed when the
+/// first attach ends (`stdinOnce`), and a TTY when the client has a terminal.
 fn label_one_off(job: &mut Job, name: &str, request: &RunRequest) {
     let label = |meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.labels
@@ -621,14 +728,21 @@ fn label_one_off(job: &mut Job, name: &str, request: &RunRequest) {
     };
     let template = spec.template.metadata.get_or_insert_with(Default::default);
     label(template);
-    template
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(pods::COMMAND.to_string(), request.command.clone());
+    let annotations = template.annotations.get_or_insert_with(Default::default);
+    annotations.insert(pods::COMMAND.to_string(), request.command.clone());
+    let attached = !matches!(request.input, DynoInput::Idle);
+    if attached {
+        annotations.insert(pods::ATTACHED.to_string(), "true".to_string());
+    }
     let Some(pod) = spec.template.spec.as_mut() else {
         return;
     };
     for container in &mut pod.containers {
+        if attached {
+            container.stdin = Some(true);
+            container.stdin_once = Some(true);
+            container.tty = Some(matches!(request.input, DynoInput::Terminal { .. }));
+        }
         let env = container.env.get_or_insert_with(Vec::new);
         for var in env.iter_mut() {
             if var.name == "DYNO" || var.name == "PS" {
@@ -719,7 +833,7 @@ impl Placement for KubernetesPlacement {
         &self,
         request: RunRequest,
     ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>> {
-        Box::pin(async move { Ok((self.run_detached(request).await?, None)) })
+        Box::pin(self.run_one_off(request))
     }
 
     fn restart(&self, target: Option<String>) -> BoxFuture<'_, Result<(), EngineError>> {
@@ -742,15 +856,17 @@ impl Placement for KubernetesPlacement {
         })
     }
 
-    /// The dynos are the cluster's and outlive this server: only the log task
-    /// stops. The next server's apply finds them as they are.
+    /// The dynos are the cluster's and outlive this server: only the log and
+    /// backend tasks stop. The next server's apply finds them as they are;
+    /// an attached one-off's session ends with the server's connections, and
+    /// its hang-up deletes its Job.
     fn shutdown(&self) {
-        self.stop_logs();
+        self.stop_tasks();
     }
 }
 
 impl Drop for KubernetesPlacement {
     fn drop(&mut self) {
-        self.stop_logs();
+        self.stop_tasks();
     }
 }

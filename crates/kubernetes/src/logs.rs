@@ -10,6 +10,9 @@
 //! not newer than that are dropped, so a restart neither loses nor repeats
 //! lines. A pod that ran and ended between two polls (a short one-off, a quick
 //! crash) is read once, without follow.
+//! An attached one-off's pod gets its state lines but not its output, which
+//! is the attached client's, as crew's own attached one-offs keep theirs out
+//! of the log.
 //!
 //! What is lost: output the kubelet no longer keeps (it keeps the current and
 //! the previous container's), and lines written while crew's server was down.
@@ -110,7 +113,7 @@ pub(crate) fn spawn(source: Source) -> JoinHandle<()> {
                     _ => {}
                 }
                 entry.state = Some(dyno.info.state);
-                if entry.follower.as_ref().is_some_and(|f| !f.0.is_finished()) {
+                if dyno.attached || entry.follower.as_ref().is_some_and(|f| !f.0.is_finished()) {
                     continue;
                 }
                 let follow = match dyno.logs {

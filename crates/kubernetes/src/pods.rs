@@ -23,6 +23,10 @@ pub const DYNO: &str = "crew/dyno";
 /// The annotation that keeps a one-off's command as typed, for `ps`; the
 /// container's argv has the profile prelude around it.
 pub const COMMAND: &str = "crew/command";
+/// The annotation that marks an attached one-off's pod: its output goes to
+/// the client attached to it, not to the app's log, as crew's own attached
+/// one-offs do.
+pub const ATTACHED: &str = "crew/attached";
 
 /// The label the Job controller puts on its pods (the older `job-name` too).
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -63,6 +67,8 @@ pub struct Dyno {
     pub job: Option<String>,
     /// How far its container got, which says whether it has a log to read.
     pub logs: LogState,
+    /// An attached one-off, whose output is not the log's.
+    pub attached: bool,
 }
 
 /// Whether a pod's log can be read, and whether more will come.
@@ -211,6 +217,12 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
             .and_then(|l| l.get(JOB_NAME).or_else(|| l.get("job-name")))
             .cloned(),
         logs: log_state(pod),
+        attached: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ATTACHED))
+            .is_some_and(|v| v == "true"),
     }
 }
 
@@ -286,6 +298,22 @@ pub fn state(pod: &Pod, one_off: bool) -> (DynoState, SystemTime) {
         "Pending" => (DynoState::Starting, fallback),
         _ => (DynoState::Down, fallback),
     }
+}
+
+/// Why a pod's container waits in a state that does not pass by itself
+/// (`ImagePullBackOff: …`), if it does.
+pub(crate) fn stuck(pod: &Pod) -> Option<String> {
+    container_statuses(pod).iter().find_map(|s| {
+        let waiting = s.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        if !STUCK.contains(&reason) {
+            return None;
+        }
+        Some(match waiting.message.as_deref() {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason.to_string(),
+        })
+    })
 }
 
 fn log_state(pod: &Pod) -> LogState {

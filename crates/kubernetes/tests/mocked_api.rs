@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, RunRequest};
+use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, RunRequest, WebBackend};
 use crew_kubernetes::{KubernetesConfig, KubernetesPlacement, RESTARTED_AT};
 use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange, Quantity};
@@ -212,6 +212,46 @@ fn formation(entries: &[(&str, u32)]) -> Formation {
 
 const NS: &str = "/api/v1/namespaces/crew-shop";
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/crew-shop/deployments";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/crew-shop/endpointslices";
+
+/// Answers the list of the app's release Secrets after an apply with
+/// `names`.
+async fn script_secrets(mock: &mut Mock, names: &[&str]) {
+    let (seen, send) = next(mock).await;
+    seen.expect(
+        "GET",
+        &format!("{NS}/secrets"),
+        &[(
+            "labelSelector",
+            "app.kubernetes.io/part-of=shop,app.kubernetes.io/managed-by=crew,crew/release",
+        )],
+    );
+    let items: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"metadata": {"name": n, "namespace": "crew-shop"}, "immutable": true}))
+        .collect();
+    reply(
+        send,
+        200,
+        json!({"apiVersion": "v1", "kind": "SecretList", "metadata": {}, "items": items}),
+    );
+}
+
+/// Answers the read of the web Service's EndpointSlices that ends an apply.
+async fn script_slices(mock: &mut Mock, items: Value) {
+    let (seen, send) = next(mock).await;
+    seen.expect(
+        "GET",
+        SLICES,
+        &[("labelSelector", "kubernetes.io/service-name=shop-web")],
+    );
+    reply(
+        send,
+        200,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+               "metadata": {}, "items": items}),
+    );
+}
 
 /// Answers the apply of v3 with `web=2 worker=0`, where the cluster also has
 /// the Deployment of a `clock` type that v3 dropped, checking every request.
@@ -286,6 +326,14 @@ async fn script_apply(mock: &mut Mock) {
     success(send);
 }
 
+/// The apply of [`script_apply`], where v3's Secret is the only one and
+/// there are no endpoints yet.
+async fn script_apply_no_endpoints(mock: &mut Mock) {
+    script_apply(mock).await;
+    script_secrets(mock, &["shop-config-v3"]).await;
+    script_slices(mock, json!([])).await;
+}
+
 async fn applied(mock: &mut Mock, placement: &KubernetesPlacement) {
     let apply = placement.apply(
         spec(
@@ -294,7 +342,7 @@ async fn applied(mock: &mut Mock, placement: &KubernetesPlacement) {
         ),
         formation(&[("web", 2), ("worker", 0)]),
     );
-    let ((), result) = tokio::join!(script_apply(mock), apply);
+    let ((), result) = tokio::join!(script_apply_no_endpoints(mock), apply);
     result.expect("apply");
 }
 
@@ -333,6 +381,8 @@ async fn a_release_without_web_deletes_the_web_service_and_a_missing_one_is_fine
             json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
                    "items": [{"metadata": {"name": "shop-worker"}}]}),
         );
+        script_secrets(&mut mock, &["shop-config-v4"]).await;
+        script_slices(&mut mock, json!([])).await;
     };
     let apply = placement.apply(
         spec(4, &[("worker", "python3 worker.py")]),
@@ -340,6 +390,157 @@ async fn a_release_without_web_deletes_the_web_service_and_a_missing_one_is_fine
     );
     let ((), result) = tokio::join!(script, apply);
     result.expect("apply");
+}
+
+/// A pod spec that reads `secret` as the release's config.
+fn reads(secret: &str) -> Value {
+    json!({"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": secret}}]}]})
+}
+
+/// After an apply, the app's release Secrets that nothing names are
+/// deleted: not the current one, not one a Deployment, a ReplicaSet that
+/// still wants pods, a Job or a pod names, and nothing that is not named as a
+/// release Secret.
+#[tokio::test]
+async fn an_apply_deletes_the_release_secrets_nothing_uses() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let list = |kind: &str, items: Value| json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {}, "items": items});
+    let script = async {
+        for path in [
+            NS.to_string(),
+            format!("{NS}/secrets/shop-config-v6"),
+            format!("{DEPLOYMENTS}/shop-worker"),
+        ] {
+            let (seen, send) = next(&mut mock).await;
+            seen.expect_apply(&path);
+            reply(send, 200, seen.body);
+        }
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("DELETE", &format!("{NS}/services/shop-web"), &[]);
+        not_found(send, "services \"shop-web\"");
+        let (seen, send) = next(&mut mock).await;
+        assert_eq!(seen.path, DEPLOYMENTS);
+        reply(
+            send,
+            200,
+            list("Deployment", json!([{"metadata": {"name": "shop-worker"}}])),
+        );
+
+        script_secrets(
+            &mut mock,
+            &[
+                "shop-config-v1",
+                "shop-config-v2",
+                "shop-config-v3",
+                "shop-config-v4",
+                "shop-config-v5",
+                "shop-config-v6",
+                "shop-config-latest",
+            ],
+        )
+        .await;
+        // Every Deployment, ReplicaSet, Job and pod of the namespace.
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", DEPLOYMENTS, &[]);
+        reply(
+            send,
+            200,
+            list(
+                "Deployment",
+                json!([
+                    {"metadata": {"name": "shop-worker"}, "spec": {
+                        "selector": {}, "template": {"spec": reads("shop-config-v6")}}},
+                    {"metadata": {"name": "not-crews"}, "spec": {
+                        "selector": {}, "template": {"spec": reads("shop-config-v5")}}},
+                ]),
+            ),
+        );
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", "/apis/apps/v1/namespaces/crew-shop/replicasets", &[]);
+        reply(
+            send,
+            200,
+            list(
+                "ReplicaSet",
+                json!([
+                    {"metadata": {"name": "shop-worker-v1"}, "spec": {"replicas": 0,
+                        "selector": {}, "template": {"spec": reads("shop-config-v1")}}},
+                    {"metadata": {"name": "shop-worker-v4"}, "spec": {"replicas": 1,
+                        "selector": {}, "template": {"spec": reads("shop-config-v4")}}},
+                ]),
+            ),
+        );
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", "/apis/batch/v1/namespaces/crew-shop/jobs", &[]);
+        reply(
+            send,
+            200,
+            list(
+                "Job",
+                json!([
+                    {"metadata": {"name": "shop-run-x"}, "spec": {"template": {"spec": reads("shop-config-v2")}}},
+                ]),
+            ),
+        );
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", &format!("{NS}/pods"), &[]);
+        reply(
+            send,
+            200,
+            list(
+                "Pod",
+                json!([{"metadata": {"name": "shop-worker-v3-abc"}, "spec": reads("shop-config-v3")}]),
+            ),
+        );
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("DELETE", &format!("{NS}/secrets/shop-config-v1"), &[]);
+        success(send);
+
+        script_slices(&mut mock, json!([])).await;
+    };
+    let apply = placement.apply(
+        spec(6, &[("worker", "python3 worker.py")]),
+        formation(&[("worker", 1)]),
+    );
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("apply");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), mock.next_request())
+            .await
+            .is_err(),
+        "only v1 was deleted"
+    );
+}
+
+/// Collecting is housekeeping: when the cluster refuses it, the apply still
+/// succeeded, and the endpoints are read all the same.
+#[tokio::test]
+async fn a_refused_secret_collection_does_not_fail_the_apply() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let script = async {
+        script_apply(&mut mock).await;
+        let (seen, send) = next(&mut mock).await;
+        assert_eq!(seen.path, format!("{NS}/secrets"));
+        reply(
+            send,
+            403,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "secrets is forbidden: User \"crew\" cannot list",
+                   "reason": "Forbidden", "code": 403}),
+        );
+        script_slices(&mut mock, json!([])).await;
+    };
+    let apply = placement.apply(
+        spec(
+            3,
+            &[("web", "python3 web.py"), ("worker", "python3 worker.py")],
+        ),
+        formation(&[("web", 2), ("worker", 0)]),
+    );
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("the apply succeeds");
 }
 
 #[tokio::test]
@@ -693,6 +894,13 @@ async fn run_detached_creates_a_job_never_retried_and_named_after_the_last_one_o
         let container = &template["spec"]["containers"][0];
         assert_eq!(container["image"], "registry.example:5000/crew/shop:v3");
         assert!(container.get("tty").is_none(), "detached: no terminal");
+        assert!(container.get("stdin").is_none(), "detached: no stdin");
+        assert!(
+            template["metadata"]["annotations"]
+                .get("crew/attached")
+                .is_none(),
+            "detached: its output is the log's"
+        );
         let env: BTreeMap<&str, &Value> = container["env"]
             .as_array()
             .expect("env")
@@ -717,32 +925,6 @@ async fn run_detached_creates_a_job_never_retried_and_named_after_the_last_one_o
     assert!(attachment.is_none());
     assert_eq!(info.name, "run.5");
     assert_eq!(info.state, DynoState::Starting);
-}
-
-#[tokio::test]
-async fn an_attached_run_is_refused_before_asking_the_cluster() {
-    let (client, mut mock) = mock();
-    let placement = placement(client, config());
-    applied(&mut mock, &placement).await;
-    let request = RunRequest {
-        command: "bash".to_string(),
-        input: DynoInput::Terminal { cols: 80, rows: 24 },
-        ..RunRequest::default()
-    };
-    let error = match placement.run(request).await {
-        Ok(_) => panic!("an attached run on Kubernetes must be refused"),
-        Err(e) => e.to_string(),
-    };
-    assert_eq!(
-        error,
-        "attached one-offs on Kubernetes are not supported yet: use run:detached"
-    );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), mock.next_request())
-            .await
-            .is_err(),
-        "no request was sent"
-    );
 }
 
 #[tokio::test]
@@ -793,13 +975,188 @@ async fn destroy_deletes_the_namespace_and_waits_until_it_is_gone() {
     );
 }
 
+fn slice(name: &str, endpoints: Value) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "crew-shop",
+                     "labels": {"kubernetes.io/service-name": "shop-web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 5000, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    })
+}
+
+fn endpoint(ip: &str, pod: &str, ready: bool, terminating: bool) -> Value {
+    json!({
+        "addresses": [ip],
+        "conditions": {"ready": ready, "serving": ready, "terminating": terminating},
+        "targetRef": {"kind": "Pod", "name": pod, "namespace": "crew-shop"},
+        "nodeName": "node-1",
+    })
+}
+
+fn backend(name: &str, addr: &str, state: DynoState) -> WebBackend {
+    WebBackend {
+        name: name.to_string(),
+        addr: addr.parse().expect("an address"),
+        state,
+    }
+}
+
 #[tokio::test]
-async fn web_backends_are_empty_and_stay_open() {
+async fn web_backends_are_empty_before_any_apply_and_stay_open() {
     let (client, _mock) = mock();
     let placement = placement(client, config());
     let backends = placement.web_backends();
     assert!(backends.borrow().is_empty());
     assert!(backends.has_changed().is_ok(), "the sender is still there");
+}
+
+/// The end of an apply reads the web Service's EndpointSlices, and the pods
+/// for their `ps` names: ready is up, not ready is starting, terminating is
+/// down, and a pod the list does not have keeps its own name.
+#[tokio::test]
+async fn an_apply_publishes_the_web_endpoints_under_their_dyno_names() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let mut backends = placement.web_backends();
+    let script = async {
+        script_apply(&mut mock).await;
+        script_secrets(&mut mock, &["shop-config-v3"]).await;
+        script_slices(
+            &mut mock,
+            json!([
+                slice(
+                    "shop-web-a",
+                    json!([
+                        endpoint("10.1.0.1", "shop-web-up", true, false),
+                        endpoint("10.1.0.2", "shop-web-notready", false, false),
+                    ])
+                ),
+                slice(
+                    "shop-web-b",
+                    json!([endpoint("10.1.0.3", "shop-web-gone", false, true),])
+                ),
+            ]),
+        )
+        .await;
+        script_pods(&mut mock).await;
+    };
+    let apply = placement.apply(
+        spec(
+            3,
+            &[("web", "python3 web.py"), ("worker", "python3 worker.py")],
+        ),
+        formation(&[("web", 2), ("worker", 0)]),
+    );
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("apply");
+    assert!(backends.has_changed().expect("open"), "the router is woken");
+    assert_eq!(
+        **backends.borrow_and_update(),
+        [
+            backend("shop-web-gone", "10.1.0.3:5000", DynoState::Down),
+            backend("web.1", "10.1.0.1:5000", DynoState::Up),
+            backend("web.2", "10.1.0.2:5000", DynoState::Starting),
+        ]
+    );
+}
+
+/// Between applies the task polls: an unanswered poll keeps the last list, a
+/// new pod shows up starting, and a list that did not change wakes nobody.
+#[tokio::test]
+async fn the_backend_task_polls_keeps_the_list_on_an_error_and_follows_changes() {
+    let (client, mut mock) = mock();
+    let placement = placement(
+        client,
+        KubernetesConfig {
+            poll_interval: Duration::from_millis(20),
+            ..config()
+        },
+    );
+    let mut backends = placement.web_backends();
+    applied(&mut mock, &placement).await;
+    assert!(backends.borrow_and_update().is_empty());
+    let server = tokio::spawn(async move {
+        let mut slice_lists = 0;
+        loop {
+            let (seen, send) = next(&mut mock).await;
+            if seen.path == SLICES {
+                slice_lists += 1;
+                let items = match slice_lists {
+                    1 => json!([slice(
+                        "s",
+                        json!([endpoint("10.1.0.1", "shop-web-up", true, false)])
+                    )]),
+                    2 => {
+                        reply(
+                            send,
+                            500,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "message": "etcd is unhappy", "reason": "InternalError", "code": 500}),
+                        );
+                        continue;
+                    }
+                    _ => json!([slice(
+                        "s",
+                        json!([
+                            endpoint("10.1.0.1", "shop-web-up", true, false),
+                            endpoint("10.1.0.2", "shop-web-notready", false, false),
+                        ])
+                    )]),
+                };
+                reply(
+                    send,
+                    200,
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                           "metadata": {}, "items": items}),
+                );
+                if slice_lists == 5 {
+                    return;
+                }
+            } else if seen.path == format!("{NS}/pods") {
+                reply(send, 200, pod_list());
+            } else if seen.path.starts_with(&format!("{NS}/pods/")) && seen.path.ends_with("/log") {
+                // The log task follows the running pods; nothing to say.
+                send.send_response(
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(Vec::new()))
+                        .expect("a response"),
+                );
+            } else {
+                panic!("unexpected {} {}", seen.method, seen.path);
+            }
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut lists = Vec::new();
+    while lists.len() < 2 {
+        tokio::time::timeout_at(deadline, backends.changed())
+            .await
+            .expect("a change within 10s")
+            .expect("open");
+        lists.push((**backends.borrow_and_update()).clone());
+    }
+    assert_eq!(
+        lists,
+        [
+            vec![backend("web.1", "10.1.0.1:5000", DynoState::Up)],
+            vec![
+                backend("web.1", "10.1.0.1:5000", DynoState::Up),
+                backend("web.2", "10.1.0.2:5000", DynoState::Starting),
+            ],
+        ],
+        "the failed poll in between changed nothing"
+    );
+    tokio::time::timeout_at(deadline, server)
+        .await
+        .expect("five polls within 10s")
+        .expect("the script");
+    assert!(
+        !backends.has_changed().expect("open"),
+        "polls that found the same endpoints woke nobody"
+    );
+    drop(placement);
 }
 
 /// The log task: pods are listed every poll, a running pod's log is followed
@@ -842,6 +1199,14 @@ async fn logs_follow_each_running_pod_and_never_repeat_a_line() {
                     send,
                     200,
                     json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [web]}),
+                );
+            } else if seen.path == SLICES {
+                // The backend task polls too; no web endpoints here.
+                reply(
+                    send,
+                    200,
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                           "metadata": {}, "items": []}),
                 );
             } else if seen.path == format!("{NS}/pods/shop-web-a/log") {
                 reads.push(seen.query.clone());
