@@ -1,5 +1,7 @@
 //! A release's image, written as a docker-archive: the tar that `docker load`
-//! reads (and `docker save` writes).
+//! reads (and `docker save` writes). [`build`] makes the layers and config
+//! once; [`Image`] writes them as an archive, or hands them to
+//! [`crate::registry`] to push with [`Image::oci_manifest`].
 //!
 //! The archive holds `manifest.json`, which names the image's config and its
 //! layers in order and the tag to give it, and each of those as a blob under
@@ -155,21 +157,91 @@ pub fn write_docker_archive(
     spec: &ImageSpec,
     out: impl Write,
 ) -> Result<ImageInfo, ClusterError> {
+    build(slug, base, spec)?.write_docker_archive(out)
+}
+
+/// The media type of an OCI image manifest, which [`Image::oci_manifest`]
+/// writes and a registry is told it gets.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The media type of the image config: the same JSON docker reads, which is
+/// what the OCI config is.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// An uncompressed layer. The layers stay plain tars so that a layer's digest
+/// is its `diff_id` and pushing writes the same bytes as the archive holds;
+/// gzip would halve the transfer, but a deterministic gzip of a large base
+/// costs a compression on every release for bytes the registry then keeps
+/// apart from the tars every other writer here makes.
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A release's image, built: each layer in a temporary file of its own and
+/// the config in memory. What [`write_docker_archive`] writes, and what a
+/// registry is given blob by blob ([`crate::registry`]). The files go when it
+/// is dropped.
+pub struct Image {
+    layers: Vec<Layer>,
+    config: Vec<u8>,
+    /// `sha256:…` of `config`.
+    config_digest: String,
+    tag: Option<String>,
+}
+
+/// One built layer.
+pub struct Layer {
+    file: tempfile::NamedTempFile,
+    info: LayerInfo,
+}
+
+impl Layer {
+    pub fn info(&self) -> &LayerInfo {
+        &self.info
+    }
+
+    /// The layer's bytes from the start, on a handle of their own so that
+    /// readers do not share a position.
+    pub fn open(&self) -> io::Result<File> {
+        self.file.reopen()
+    }
+}
+
+/// An OCI manifest, the registry's view of an image.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OciManifest {
+    schema_version: u32,
+    media_type: &'static str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: &'static str,
+    digest: String,
+    size: u64,
+}
+
+/// Builds the image of `slug` on `base`: both layers, then the config. The
+/// slow part of making an image (a base is read, copied and hashed whole), so
+/// an async caller runs it on a blocking thread.
+pub fn build(slug: &Path, base: Option<&Path>, spec: &ImageSpec) -> Result<Image, ClusterError> {
     validate_app_name(&spec.app)?;
     if spec.version == 0 {
         return Err(ClusterError::Invalid(
             "release versions start at v1".to_string(),
         ));
     }
-    let mut layers: Vec<(tempfile::NamedTempFile, LayerInfo, String)> = Vec::new();
+    let mut layers: Vec<(Layer, String)> = Vec::new();
     if let Some(base) = base {
         let (file, info) = base_layer(base)?;
-        layers.push((file, info, "crew: the base root filesystem".to_string()));
+        layers.push((
+            Layer { file, info },
+            "crew: the base root filesystem".to_string(),
+        ));
     }
     let (file, info) = slug_layer(slug)?;
     layers.push((
-        file,
-        info,
+        Layer { file, info },
         format!("crew: the slug of {} v{} at /app", spec.app, spec.version),
     ));
 
@@ -196,74 +268,130 @@ pub fn write_docker_archive(
         },
         rootfs: RootFs {
             kind: "layers",
-            diff_ids: layers.iter().map(|(_, l, _)| l.digest.clone()).collect(),
+            diff_ids: layers.iter().map(|(l, _)| l.info.digest.clone()).collect(),
         },
         history: layers
             .iter()
-            .map(|(_, _, why)| History {
+            .map(|(_, why)| History {
                 created: EPOCH,
                 created_by: why.clone(),
             })
             .collect(),
     };
-    let config_bytes = serde_json::to_vec(&to_value(&config, "the image config")?)
+    let config = serde_json::to_vec(&to_value(&config, "the image config")?)
         .map_err(ClusterError::json("the image config"))?;
-    let config_digest = sha256_hex(&config_bytes);
-    let manifest = vec![ArchiveManifest {
-        config: blob_path(&config_digest),
-        repo_tags: spec.tag.iter().cloned().collect(),
-        layers: layers
-            .iter()
-            .map(|(_, l, _)| blob_path(hex_of(&l.digest)))
-            .collect(),
-    }];
-    let manifest_bytes = serde_json::to_vec(&to_value(&manifest, "manifest.json")?)
-        .map_err(ClusterError::json("manifest.json"))?;
-
-    let writing = || ClusterError::io("writing the image");
-    let mut archive = tar::Builder::new(out);
-    for dir in ["blobs/", "blobs/sha256/"] {
-        let mut header = fixed_header(tar::EntryType::Directory, 0o755, 0);
-        archive
-            .append_data(&mut header, dir, io::empty())
-            .map_err(writing())?;
-    }
-    let mut written = std::collections::BTreeSet::new();
-    for (file, info, _) in &mut layers {
-        // The same layer twice (a base that is the slug) is one blob.
-        if !written.insert(info.digest.clone()) {
-            continue;
-        }
-        let handle = file.as_file_mut();
-        handle
-            .seek(SeekFrom::Start(0))
-            .map_err(ClusterError::io("reading a layer back"))?;
-        let mut header = fixed_header(tar::EntryType::Regular, 0o644, info.size);
-        archive
-            .append_data(&mut header, blob_path(hex_of(&info.digest)), &mut *handle)
-            .map_err(writing())?;
-    }
-    let mut header = fixed_header(tar::EntryType::Regular, 0o644, config_bytes.len() as u64);
-    archive
-        .append_data(
-            &mut header,
-            blob_path(&config_digest),
-            config_bytes.as_slice(),
-        )
-        .map_err(writing())?;
-    let mut header = fixed_header(tar::EntryType::Regular, 0o644, manifest_bytes.len() as u64);
-    archive
-        .append_data(&mut header, "manifest.json", manifest_bytes.as_slice())
-        .map_err(writing())?;
-    archive
-        .into_inner()
-        .and_then(|mut out| out.flush())
-        .map_err(writing())?;
-    Ok(ImageInfo {
-        id: format!("sha256:{config_digest}"),
-        layers: layers.into_iter().map(|(_, l, _)| l).collect(),
+    Ok(Image {
+        config_digest: format!("sha256:{}", sha256_hex(&config)),
+        config,
+        layers: layers.into_iter().map(|(l, _)| l).collect(),
         tag: spec.tag.clone(),
     })
+}
+
+impl Image {
+    /// The layers, base first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The config's JSON, as pushed and as the archive holds it.
+    pub fn config(&self) -> &[u8] {
+        &self.config
+    }
+
+    /// `sha256:…` of the config, which is the image's id in docker.
+    pub fn config_digest(&self) -> &str {
+        &self.config_digest
+    }
+
+    pub fn info(&self) -> ImageInfo {
+        ImageInfo {
+            id: self.config_digest.clone(),
+            layers: self.layers.iter().map(|l| l.info.clone()).collect(),
+            tag: self.tag.clone(),
+        }
+    }
+
+    /// The OCI image manifest of these blobs, with canonical (sorted) keys so
+    /// that the same image always has the same manifest digest.
+    pub fn oci_manifest(&self) -> Result<Vec<u8>, ClusterError> {
+        let manifest = OciManifest {
+            schema_version: 2,
+            media_type: OCI_MANIFEST,
+            config: Descriptor {
+                media_type: OCI_CONFIG,
+                digest: self.config_digest.clone(),
+                size: self.config.len() as u64,
+            },
+            layers: self
+                .layers
+                .iter()
+                .map(|l| Descriptor {
+                    media_type: OCI_LAYER,
+                    digest: l.info.digest.clone(),
+                    size: l.info.size,
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&to_value(&manifest, "the OCI manifest")?)
+            .map_err(ClusterError::json("the OCI manifest"))
+    }
+
+    /// Writes the image to `out` as a docker-archive.
+    pub fn write_docker_archive(&self, out: impl Write) -> Result<ImageInfo, ClusterError> {
+        let config_hex = hex_of(&self.config_digest);
+        let manifest = vec![ArchiveManifest {
+            config: blob_path(config_hex),
+            repo_tags: self.tag.iter().cloned().collect(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| blob_path(hex_of(&l.info.digest)))
+                .collect(),
+        }];
+        let manifest_bytes = serde_json::to_vec(&to_value(&manifest, "manifest.json")?)
+            .map_err(ClusterError::json("manifest.json"))?;
+
+        let writing = || ClusterError::io("writing the image");
+        let mut archive = tar::Builder::new(out);
+        for dir in ["blobs/", "blobs/sha256/"] {
+            let mut header = fixed_header(tar::EntryType::Directory, 0o755, 0);
+            archive
+                .append_data(&mut header, dir, io::empty())
+                .map_err(writing())?;
+        }
+        let mut written = std::collections::BTreeSet::new();
+        for layer in &self.layers {
+            // The same layer twice (a base that is the slug) is one blob.
+            if !written.insert(layer.info.digest.clone()) {
+                continue;
+            }
+            let mut handle = layer
+                .open()
+                .map_err(ClusterError::io("reading a layer back"))?;
+            let mut header = fixed_header(tar::EntryType::Regular, 0o644, layer.info.size);
+            archive
+                .append_data(
+                    &mut header,
+                    blob_path(hex_of(&layer.info.digest)),
+                    &mut handle,
+                )
+                .map_err(writing())?;
+        }
+        let mut header = fixed_header(tar::EntryType::Regular, 0o644, self.config.len() as u64);
+        archive
+            .append_data(&mut header, blob_path(config_hex), self.config.as_slice())
+            .map_err(writing())?;
+        let mut header = fixed_header(tar::EntryType::Regular, 0o644, manifest_bytes.len() as u64);
+        archive
+            .append_data(&mut header, "manifest.json", manifest_bytes.as_slice())
+            .map_err(writing())?;
+        archive
+            .into_inner()
+            .and_then(|mut out| out.flush())
+            .map_err(writing())?;
+        Ok(self.info())
+    }
 }
 
 fn blob_path(hex: &str) -> String {

@@ -1,6 +1,6 @@
 //! What a release becomes on an engine of many machines: an image, Kubernetes
-//! objects, or a Docker Swarm stack file. Everything here is pure data in, bytes
-//! out; nothing talks to a cluster.
+//! objects, or a Docker Swarm stack file. Everything here but [`registry`] is
+//! pure data in, bytes out; nothing talks to a cluster.
 //!
 //! Theory of operation. crew keeps the truth about an app (its releases, config
 //! and formation) in its own store; an engine only realises it. A [`Release`] is
@@ -19,6 +19,9 @@
 //! - [`swarm`] builds a compose v3 stack file after research §4.3: a service per
 //!   process type whose task slot names the dyno (`web.3`), on the app's own
 //!   overlay network.
+//! - [`registry`] pushes an [`image`] to a registry over the OCI Distribution
+//!   API, as an OCI manifest over the same layers and config the archive
+//!   holds, so that a cluster's nodes can pull it.
 //!
 //! Every dyno, whatever the engine, starts the way crew's own dynos do: `/bin/sh
 //! -c` in `/app`, after sourcing the buildpacks' `.profile.d/*.sh` and the app's
@@ -39,6 +42,7 @@
 pub mod image;
 pub mod kubernetes;
 mod names;
+pub mod registry;
 pub mod render;
 pub mod swarm;
 

@@ -80,15 +80,34 @@ pub enum DynoBackend {
 }
 
 /// The Kubernetes placement of every app, with a client from the kubeconfig;
-/// says where, in words.
+/// says where, in words. With `--registry`, every release's image is built on
+/// `--stack-rootfs` and pushed there, so the rootfs is required with it.
 async fn kubernetes_placements(
     args: &ServerArgs,
 ) -> Result<(crew_platform::PlacementFactory, String)> {
+    let base_rootfs = match &args.registry {
+        Some(registry) => {
+            crew_cluster::registry::Registry::new(registry).context("--registry")?;
+            let rootfs = args.stack_rootfs.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--backend kubernetes --registry {registry} pushes every release's image \
+                     there and needs --stack-rootfs ROOTFS.tar: the stack (at least /bin/sh) \
+                     that the images are built on"
+                )
+            })?;
+            if !rootfs.is_file() {
+                anyhow::bail!("--stack-rootfs {}: no such file", rootfs.display());
+            }
+            Some(rootfs)
+        }
+        None => None,
+    };
     let client = crew_kubernetes::client_from_kubeconfig(args.kubeconfig.as_deref())
         .await
         .context("making a Kubernetes client from the kubeconfig")?;
     let config = crew_kubernetes::KubernetesConfig {
         registry: args.registry.clone(),
+        base_rootfs,
         ..crew_kubernetes::KubernetesConfig::default()
     };
     let factory: crew_platform::PlacementFactory = Arc::new(move |app, logs| {
@@ -99,11 +118,18 @@ async fn kubernetes_placements(
             ))),
         }
     });
-    let said = match &args.kubeconfig {
-        Some(path) => format!("kubernetes (kubeconfig {})", path.display()),
-        None => "kubernetes (the default kubeconfig)".to_string(),
+    let cluster = match &args.kubeconfig {
+        Some(path) => format!("kubeconfig {}", path.display()),
+        None => "the default kubeconfig".to_string(),
     };
-    Ok((factory, said))
+    let images = match &args.registry {
+        Some(registry) => format!(
+            "images pushed to {}",
+            crew_cluster::registry::reference_name(registry)
+        ),
+        None => "no --registry: the cluster must have every crew/APP:vN image".to_string(),
+    };
+    Ok((factory, format!("kubernetes ({cluster}, {images})")))
 }
 
 /// The Swarm placement of every app, after checking that the socket leads to

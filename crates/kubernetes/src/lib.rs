@@ -7,6 +7,13 @@
 //! §4.2), and reads the cluster back for `ps`, logs and the router. Nothing
 //! is cached that the cluster knows better: `ps` lists the pods each time.
 //!
+//! - **the image**: with a registry and a base root filesystem in its
+//!   config, an apply first builds the release's image (the slug at `/app`
+//!   over the base, as `crew_cluster::image` writes it) and pushes it to the
+//!   registry as `REGISTRY/crew/APP:vN` ([`crew_cluster::registry`]), once
+//!   per release: a registry that already has that manifest is left alone,
+//!   and blobs it has are not sent. Only then are the Deployments applied,
+//!   so no pod is made before its image can be pulled.
 //! - **apply** is server-side apply, with crew as the one field manager and
 //!   `force`, of the namespace `crew-APP`, the release's immutable Secret
 //!   `APP-config-vN`, a Deployment `APP-TYPE` per type and the Service
@@ -56,11 +63,13 @@ pub mod pods;
 mod secrets;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crew_cluster::image::{self, ImageSpec};
 use crew_cluster::kubernetes::{self as manifests, MANAGED_BY, PART_OF, PROCESS_TYPE};
+use crew_cluster::registry::{Registry, RegistryError, sha256_digest};
 use crew_cluster::{Process, Release, object_name, type_label, validate_app_name};
 use crew_engine::{
     Attachment, BoxFuture, DynoInfo, EngineError, Placement, ReleaseSpec, RunRequest, WebBackend,
@@ -99,8 +108,15 @@ const HOST_ONLY: &[&str] = &["HOME", "PATH", "PORT", "DYNO", "PS"];
 pub struct KubernetesConfig {
     /// The registry the release images are pulled from: a release's image is
     /// `REGISTRY/crew/APP:vN`, or `crew/APP:vN` (what `crew export image`
-    /// tags) without one. Pushing the image there is not this crate's job.
+    /// tags) without one. `HOST[:PORT][/PATH]`; an `http://` or `https://`
+    /// in front says how to push (see [`crew_cluster::registry`]) and is not
+    /// part of the image's name.
     pub registry: Option<String>,
+    /// The stack as a root filesystem tar (or tar.gz), laid under the slug in
+    /// every release's image. With a registry too, each release's image is
+    /// built and pushed there before its Deployments are applied; without
+    /// either, the images must reach the cluster some other way.
+    pub base_rootfs: Option<PathBuf>,
     /// An app's namespace is `PREFIX-APP`; `crew` by default, as `crew export
     /// kubernetes` writes.
     pub namespace_prefix: String,
@@ -120,6 +136,7 @@ impl Default for KubernetesConfig {
     fn default() -> KubernetesConfig {
         KubernetesConfig {
             registry: None,
+            base_rootfs: None,
             namespace_prefix: "crew".to_string(),
             poll_interval: Duration::from_secs(3),
             destroy_timeout: Duration::from_secs(120),
@@ -132,7 +149,11 @@ impl Default for KubernetesConfig {
 impl KubernetesConfig {
     /// The image of one release of `app`.
     pub fn image(&self, app: &str, version: u32) -> String {
-        match self.registry.as_deref().map(|r| r.trim_end_matches('/')) {
+        match self
+            .registry
+            .as_deref()
+            .map(crew_cluster::registry::reference_name)
+        {
             Some(registry) if !registry.is_empty() => format!("{registry}/crew/{app}:v{version}"),
             _ => format!("crew/{app}:v{version}"),
         }
@@ -154,6 +175,8 @@ pub enum KubernetesError {
     Infer(#[from] kube::config::InferConfigError),
     #[error("making a Kubernetes client: {0}")]
     Client(#[from] kube::Error),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// A client for the cluster that `path` (a kubeconfig file, its current
@@ -195,13 +218,22 @@ pub struct KubernetesPlacement {
     web: Arc<tokio::sync::Mutex<backends::Poller>>,
     follower: Mutex<Option<JoinHandle<()>>>,
     web_poller: Mutex<Option<JoinHandle<()>>>,
+    /// Where release images are pushed, when the config has a registry and a
+    /// base to build them on.
+    registry: Option<Registry>,
+    /// The releases (version and slug) whose images this placement has seen
+    /// in the registry, so that applying one again (a restart of the
+    /// formation's types, a rollback to it) neither rebuilds nor asks. The
+    /// lock is held through a push, so two applies never push one image
+    /// twice at once.
+    pushed: tokio::sync::Mutex<BTreeSet<(u32, PathBuf)>>,
 }
 
 impl KubernetesPlacement {
     /// A placement for `app` on the cluster `client` talks to. Nothing is
     /// asked of the cluster until the first call; the log and backend tasks
     /// start with the first apply. Fails only on a name the cluster would
-    /// refuse.
+    /// refuse, or a registry that is no registry's name.
     pub fn new(
         client: Client,
         app: &str,
@@ -218,6 +250,10 @@ impl KubernetesPlacement {
         if !label_ok || config.namespace_prefix.is_empty() {
             return Err(KubernetesError::Namespace(namespace));
         }
+        let registry = match (&config.registry, &config.base_rootfs) {
+            (Some(registry), Some(_)) => Some(Registry::new(registry)?),
+            _ => None,
+        };
         let (backends, _) = watch::channel(Arc::new(Vec::new()));
         let types = Arc::new(Mutex::new(Vec::new()));
         let web = backends::Poller::new(
@@ -240,6 +276,8 @@ impl KubernetesPlacement {
             web: Arc::new(tokio::sync::Mutex::new(web)),
             follower: Mutex::new(None),
             web_poller: Mutex::new(None),
+            registry,
+            pushed: tokio::sync::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -370,6 +408,8 @@ impl KubernetesPlacement {
     ) -> Result<(), EngineError> {
         let release = self.release(&spec, &formation);
         let mut objects = manifests::manifests(&release).map_err(cluster_error)?;
+        // Before anything on the cluster names the image.
+        self.push_image(&spec, &release.image).await?;
         objects.namespace.metadata.name = Some(self.namespace.clone());
         self.place(&mut objects.secret.metadata);
         for d in &mut objects.deployments {
@@ -459,6 +499,75 @@ impl KubernetesPlacement {
         self.collect_secrets(&secret).await;
         self.refresh_backends().await;
         self.start_tasks();
+        Ok(())
+    }
+
+    /// Builds the release's image and pushes it as `reference`, unless the
+    /// registry already has it: the same manifest digest under the tag. The
+    /// image is built to know that digest, since a tag alone could hold
+    /// another slug's image (a crew whose data was reset numbers its
+    /// releases from v1 again). Without a registry and a base, does nothing.
+    async fn push_image(&self, spec: &ReleaseSpec, reference: &str) -> Result<(), EngineError> {
+        let (Some(registry), Some(base)) = (&self.registry, &self.config.base_rootfs) else {
+            return Ok(());
+        };
+        let mut pushed = self.pushed.lock().await;
+        let key = (spec.version, spec.slug_archive.clone());
+        if pushed.contains(&key) {
+            return Ok(());
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            EngineError::Engine(format!("kubernetes: pushing the image {reference}: {e}"))
+        };
+        let slug = spec.slug_archive.clone();
+        let base = base.clone();
+        let image_spec = ImageSpec::new(&self.app, spec.version);
+        let built =
+            tokio::task::spawn_blocking(move || image::build(&slug, Some(&base), &image_spec))
+                .await
+                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(&e))?;
+        let manifest = built.oci_manifest().map_err(|e| failed(&e))?;
+        let digest = sha256_digest(&manifest);
+        let repository = registry.repository(&format!("crew/{}", self.app));
+        let tag = format!("v{}", spec.version);
+        let theirs = registry
+            .manifest_digest(&repository, &tag)
+            .await
+            .map_err(|e| failed(&e))?;
+        if theirs.as_deref() == Some(digest.as_str()) {
+            tracing::info!(app = self.app, image = reference, "already in the registry");
+        } else {
+            if let Some(theirs) = theirs {
+                tracing::warn!(
+                    app = self.app,
+                    image = reference,
+                    theirs,
+                    ours = digest,
+                    "the registry's image under this tag is another; replacing it"
+                );
+            }
+            let done = registry
+                .push(&repository, &tag, &built)
+                .await
+                .map_err(|e| failed(&e))?;
+            tracing::info!(
+                app = self.app,
+                image = reference,
+                digest = done.digest,
+                uploaded = done.uploaded.len(),
+                skipped = done.skipped.len(),
+                "pushed"
+            );
+            let source: Arc<str> = Arc::from("api");
+            // The platform's log, where the deploy's other lines are; a
+            // closed log (the app going) does not fail the apply.
+            let _ = self
+                .logs
+                .send(LogEvent::platform(&source, format!("Pushed {reference}")))
+                .await;
+        }
+        pushed.insert(key);
         Ok(())
     }
 

@@ -10,8 +10,12 @@
 //! finalisation) is not exercised here; the live test does that when a
 //! kubeconfig is given.
 
+#[path = "../../cluster/tests/support/registry.rs"]
+mod registry_support;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, RunRequest, WebBackend};
@@ -1304,5 +1308,235 @@ async fn another_namespace_prefix_moves_every_object() {
     assert!(
         error.contains("applying Deployment shop-web: etcd is unhappy"),
         "{error}"
+    );
+}
+
+fn tar_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, body: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o755);
+    header.set_size(body.len() as u64);
+    tar.append_data(&mut header, name, body)
+        .expect("adding a file");
+}
+
+/// A slug at `path`, a tar.gz holding `procfile`.
+fn slug_with(path: &Path, procfile: &str) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).expect("the slug"),
+        flate2::Compression::fast(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    tar_file(&mut tar, "Procfile", procfile.as_bytes());
+    tar.into_inner()
+        .and_then(|gz| gz.finish())
+        .and_then(|mut f| f.flush())
+        .expect("finishing the slug");
+}
+
+/// A slug and a stand-in base (a tar holding `bin/sh`) for the image an
+/// apply pushes.
+fn slug_and_base(dir: &Path) -> (PathBuf, PathBuf) {
+    let slug = dir.join("slug.tgz");
+    slug_with(&slug, "web: w\n");
+    let base = dir.join("base.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&base).expect("the base"));
+    tar_file(&mut tar, "bin/sh", b"not really a shell");
+    tar.into_inner()
+        .and_then(|mut f| f.flush())
+        .expect("finishing the base");
+    (slug, base)
+}
+
+/// Answers an apply of v3 with one `web` type, calling `first` when the
+/// first request (the namespace) arrives, and checks that the Deployment
+/// runs `image`.
+async fn script_web_apply(mock: &mut Mock, image: &str, first: impl FnOnce()) {
+    let (seen, send) = next(mock).await;
+    first();
+    seen.expect_apply(NS);
+    reply(send, 200, seen.body);
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(&format!("{NS}/secrets/shop-config-v3"));
+    reply(send, 200, seen.body);
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(&format!("{DEPLOYMENTS}/shop-web"));
+    assert_eq!(
+        seen.body["spec"]["template"]["spec"]["containers"][0]["image"],
+        image
+    );
+    reply(send, 200, seen.body);
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(&format!("{NS}/services/shop-web"));
+    reply(send, 200, seen.body);
+    let (seen, send) = next(mock).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("GET", DEPLOYMENTS)
+    );
+    reply(
+        send,
+        200,
+        json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {},
+               "items": [{"metadata": {"name": "shop-web"}}]}),
+    );
+    script_secrets(mock, &["shop-config-v3"]).await;
+    script_slices(mock, json!([])).await;
+}
+
+/// The platform lines an apply wrote, as `SOURCE: text`.
+fn platform_lines(logs: &mut mpsc::Receiver<LogEvent>) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(event) = logs.try_recv() {
+        if let LogEvent::Platform { dyno, text, .. } = event {
+            lines.push(format!("{dyno}: {text}"));
+        }
+    }
+    lines
+}
+
+/// With a registry and a base, an apply builds the release's image and
+/// pushes it to a real registry (Debian's `docker-registry`) before the
+/// cluster hears of the release: when the namespace's apply arrives, the
+/// registry already serves the manifest. Applying v3 again pushes nothing,
+/// and neither does another placement (a restarted server) that finds the
+/// same image under the tag.
+#[tokio::test]
+async fn an_apply_with_a_registry_pushes_the_image_before_it_applies_anything() {
+    let running = match registry_support::TestRegistry::start().expect("the registry starts") {
+        Ok(running) => running,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (slug, base) = slug_and_base(dir.path());
+    let config = KubernetesConfig {
+        registry: Some(running.name()),
+        base_rootfs: Some(base),
+        ..config()
+    };
+    let image = format!("{}/crew/shop:v3", running.name());
+    let release = || ReleaseSpec {
+        slug_archive: slug.clone(),
+        ..spec(3, &[("web", "w")])
+    };
+    let manifest_there = || {
+        let reply = registry_support::get(
+            running.addr,
+            "/v2/crew/shop/manifests/v3",
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        )
+        .expect("asking the registry");
+        reply.status == 200
+    };
+    assert!(!manifest_there(), "nothing pushed yet");
+
+    let (client, mut first_mock) = mock();
+    let (logs, mut lines) = mpsc::channel(16);
+    let placement =
+        KubernetesPlacement::new(client, "shop", config.clone(), logs).expect("a placement");
+    let mut pushed_first = false;
+    let script = script_web_apply(&mut first_mock, &image, || pushed_first = manifest_there());
+    let apply = placement.apply(release(), formation(&[("web", 1)]));
+    let ((), result) = tokio::join!(script, apply);
+    result.unwrap_or_else(|e| panic!("apply: {e}\n{}", running.log()));
+    assert!(
+        pushed_first,
+        "the image was in the registry before the namespace was applied"
+    );
+    assert_eq!(
+        platform_lines(&mut lines),
+        vec![format!("api: Pushed {image}")]
+    );
+
+    let script = script_web_apply(&mut first_mock, &image, || {});
+    let apply = placement.apply(release(), formation(&[("web", 1)]));
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("the same release again");
+    assert_eq!(
+        platform_lines(&mut lines),
+        Vec::<String>::new(),
+        "pushed once per release"
+    );
+
+    let (client, mut other_mock) = mock();
+    let (logs, mut lines) = mpsc::channel(16);
+    let restarted_config = config.clone();
+    let restarted = KubernetesPlacement::new(client, "shop", config, logs).expect("a placement");
+    let script = script_web_apply(&mut other_mock, &image, || {});
+    let apply = restarted.apply(release(), formation(&[("web", 1)]));
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("v3 from another server");
+    assert_eq!(
+        platform_lines(&mut lines),
+        Vec::<String>::new(),
+        "the registry already has this very image"
+    );
+
+    // Another slug numbered v3 (a crew whose data was reset) replaces the
+    // registry's v3 rather than running its old image.
+    let another_slug = dir.path().join("another.tgz");
+    slug_with(&another_slug, "web: w --again\n");
+    let (client, mut third_mock) = mock();
+    let (logs, mut lines) = mpsc::channel(16);
+    let reset =
+        KubernetesPlacement::new(client, "shop", restarted_config, logs).expect("a placement");
+    let script = script_web_apply(&mut third_mock, &image, || {});
+    let apply = reset.apply(
+        ReleaseSpec {
+            slug_archive: another_slug,
+            ..spec(3, &[("web", "w")])
+        },
+        formation(&[("web", 1)]),
+    );
+    let ((), result) = tokio::join!(script, apply);
+    result.expect("another v3");
+    assert_eq!(
+        platform_lines(&mut lines),
+        vec![format!("api: Pushed {image}")]
+    );
+}
+
+/// A push that fails fails the apply, in the registry's words, before
+/// anything is asked of the cluster.
+#[tokio::test]
+async fn a_failed_push_fails_the_apply_before_the_cluster_hears_of_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (slug, base) = slug_and_base(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (client, mut mock) = mock();
+    let placement = placement(
+        client,
+        KubernetesConfig {
+            registry: Some(format!("127.0.0.1:{port}")),
+            base_rootfs: Some(base),
+            ..config()
+        },
+    );
+    let release = ReleaseSpec {
+        slug_archive: slug,
+        ..spec(3, &[("web", "w")])
+    };
+    let error = placement
+        .apply(release, formation(&[("web", 1)]))
+        .await
+        .expect_err("nothing listens on the registry's port")
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "kubernetes: pushing the image 127.0.0.1:{port}/crew/shop:v3: registry 127.0.0.1:{port}: looking for manifest crew/shop:v3: "
+        )),
+        "{error}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), mock.next_request())
+            .await
+            .is_err(),
+        "the cluster was not asked anything"
     );
 }
