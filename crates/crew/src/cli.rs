@@ -266,7 +266,8 @@ pub struct ServerArgs {
     /// --backend kubernetes: the kubeconfig [default: KUBECONFIG, ~/.kube/config, in-cluster]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
-    /// --backend kubernetes: where release images are pulled from (REGISTRY/crew/APP:vN)
+    /// --backend kubernetes or swarm: where release images are pulled from
+    /// (REGISTRY/crew/APP:vN); the swarm backend pushes them there
     #[arg(long, value_name = "REGISTRY", env = "CREW_REGISTRY")]
     pub registry: Option<String>,
 }

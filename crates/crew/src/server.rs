@@ -145,6 +145,9 @@ async fn swarm_placements(args: &ServerArgs) -> Result<(crew_platform::Placement
     if !rootfs.is_file() {
         anyhow::bail!("--stack-rootfs {}: no such file", rootfs.display());
     }
+    if let Some(registry) = &args.registry {
+        crew_swarm::spec::check_registry(registry).context("--registry")?;
+    }
     let docker = Arc::new(crew_swarm::Docker::new(socket.clone()));
     let info = docker
         .info()
@@ -163,6 +166,7 @@ async fn swarm_placements(args: &ServerArgs) -> Result<(crew_platform::Placement
     }
     let config = crew_swarm::SwarmConfig {
         base_rootfs: Some(rootfs),
+        registry: args.registry.clone(),
         ..crew_swarm::SwarmConfig::default()
     };
     let factory: crew_platform::PlacementFactory = Arc::new(move |app, logs| {
@@ -173,7 +177,14 @@ async fn swarm_placements(args: &ServerArgs) -> Result<(crew_platform::Placement
             ))),
         }
     });
-    Ok((factory, format!("swarm (dockerd at {})", socket.display())))
+    let images = match &args.registry {
+        Some(registry) => format!("images pushed to {registry}"),
+        None => "no --registry: release images exist on the manager only".to_string(),
+    };
+    Ok((
+        factory,
+        format!("swarm (dockerd at {}, {images})", socket.display()),
+    ))
 }
 
 /// `--isolation`: whether dynos are isolated.

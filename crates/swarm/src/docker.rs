@@ -54,6 +54,10 @@ pub enum DockerError {
         status: u16,
         message: String,
     },
+    /// A streamed operation (load, push) that the daemon accepted and then
+    /// reported failed, in its (or the registry's) words.
+    #[error("{what} failed: {message}")]
+    Failed { what: String, message: String },
     #[error("dockerd answered {what} with something unexpected: {detail}")]
     Decode { what: String, detail: String },
     #[error("{what}: {source}")]
@@ -122,6 +126,9 @@ pub struct Node {
     #[serde(rename = "ID")]
     pub id: String,
     pub status: NodeStatus,
+    /// Only on managers.
+    #[serde(default)]
+    pub manager_status: Option<ManagerStatus>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,8 +136,36 @@ pub struct Node {
 pub struct NodeStatus {
     /// `ready`, `down`, `unknown`, `disconnected`.
     pub state: String,
+    /// The address the node is reached at, without a port.
     #[serde(default)]
     pub addr: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManagerStatus {
+    /// The manager's Raft address, `IP:PORT`.
+    #[serde(default)]
+    pub addr: String,
+}
+
+impl Node {
+    /// The IP other machines reach this node at. A manager can report
+    /// `0.0.0.0` as its status address (when it listens on every
+    /// interface); its Raft address names the real one then.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        let status = self
+            .status
+            .addr
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .filter(|ip| !ip.is_unspecified());
+        status.or_else(|| {
+            let raft = self.manager_status.as_ref()?.addr.as_str();
+            let ip = raft.parse::<std::net::SocketAddr>().ok()?.ip();
+            (!ip.is_unspecified()).then_some(ip)
+        })
+    }
 }
 
 /// A service as inspected: its id, the version an update must name, and its
@@ -294,6 +329,22 @@ struct WaitResult {
     status_code: i64,
 }
 
+/// `X-Registry-Auth` without credentials: `{}` in base64url.
+const NO_AUTH: &str = "e30=";
+
+/// The first `error` of a streamed progress answer (one JSON object a line),
+/// in the daemon's (or the registry's) words.
+fn progress_error(answer: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(answer).lines().find_map(|line| {
+        let v = serde_json::from_str::<Value>(line).ok()?;
+        let error = v.get("error")?;
+        Some(match error.as_str() {
+            Some(text) => text.to_string(),
+            None => error.to_string(),
+        })
+    })
+}
+
 /// Label filters as the API takes them: `{"label": ["k=v"]}`.
 pub fn label_filter(key: &str, value: &str) -> Value {
     json!({ "label": [format!("{key}={value}")] })
@@ -352,7 +403,7 @@ impl Docker {
         method: Method,
         path: &str,
         body: Body,
-        content_type: Option<&str>,
+        headers: &[(header::HeaderName, &str)],
         upgrade: bool,
     ) -> Result<Response<Incoming>, DockerError> {
         let socket = || self.socket.display().to_string();
@@ -378,8 +429,8 @@ impl Docker {
             .method(method.clone())
             .uri(format!("/v{API_VERSION}{path}"))
             .header(header::HOST, "docker");
-        if let Some(ct) = content_type {
-            request = request.header(header::CONTENT_TYPE, ct);
+        for (name, value) in headers {
+            request = request.header(name, *value);
         }
         if upgrade {
             request = request
@@ -427,11 +478,16 @@ impl Docker {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Bytes, DockerError> {
-        let (body, ct) = match body {
-            Some(v) => (json_body(v), Some("application/json")),
-            None => (empty(), None),
+        let (body, headers) = match body {
+            Some(v) => (
+                json_body(v),
+                &[(header::CONTENT_TYPE, "application/json")][..],
+            ),
+            None => (empty(), &[][..]),
         };
-        let response = self.send(method.clone(), path, body, ct, false).await?;
+        let response = self
+            .send(method.clone(), path, body, headers, false)
+            .await?;
         response
             .into_body()
             .collect()
@@ -529,10 +585,17 @@ impl Docker {
                 Method::POST,
                 "/images/load?quiet=1",
                 body,
-                Some("application/x-tar"),
+                &[(header::CONTENT_TYPE, "application/x-tar")],
                 false,
             )
             .await?;
+        self.progress(response, "loading an image").await
+    }
+
+    /// Reads a streamed progress answer (load, push) to its end. Those
+    /// report a failure inside a 200, as a JSON line with `error`, so a 200
+    /// alone means nothing.
+    async fn progress(&self, response: Response<Incoming>, what: &str) -> Result<(), DockerError> {
         let bytes = response
             .into_body()
             .collect()
@@ -542,19 +605,41 @@ impl Docker {
                 socket: self.socket.display().to_string(),
                 source,
             })?;
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines() {
-            if let Ok(v) = serde_json::from_str::<Value>(line)
-                && let Some(err) = v.get("error").and_then(Value::as_str)
-            {
-                return Err(DockerError::Api {
-                    what: "POST /images/load".to_string(),
-                    status: 200,
-                    message: err.to_string(),
-                });
-            }
+        match progress_error(&bytes) {
+            Some(message) => Err(DockerError::Failed {
+                what: what.to_string(),
+                message,
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// Tags `source` (a name or an id) as `repo:tag` too.
+    pub async fn image_tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), DockerError> {
+        let path = format!(
+            "/images/{source}/tag{}",
+            query(&[("repo", repo.to_string()), ("tag", tag.to_string())])
+        );
+        self.call(Method::POST, &path, None).await?;
         Ok(())
+    }
+
+    /// Pushes `repo:tag` to the registry its name starts with, and waits
+    /// until the push is done. No credentials: the registry header carries
+    /// an empty auth config, which the API wants present.
+    pub async fn image_push(&self, repo: &str, tag: &str) -> Result<(), DockerError> {
+        let path = format!("/images/{repo}/push{}", query(&[("tag", tag.to_string())]));
+        let response = self
+            .send(
+                Method::POST,
+                &path,
+                empty(),
+                &[(header::HeaderName::from_static("x-registry-auth"), NO_AUTH)],
+                false,
+            )
+            .await?;
+        self.progress(response, &format!("pushing {repo}:{tag}"))
+            .await
     }
 
     /// Whether an image of this name or id exists here.
@@ -680,7 +765,7 @@ impl Docker {
                 ("since", format!("{since:.9}")),
             ])
         );
-        let response = self.send(Method::GET, &path, empty(), None, false).await?;
+        let response = self.send(Method::GET, &path, empty(), &[], false).await?;
         Ok(LogStream {
             body: response.into_body(),
             demux: Demux::new(),
@@ -701,7 +786,7 @@ impl Docker {
     /// Made before the start, so that no early output is lost.
     pub async fn container_attach(&self, id: &str) -> Result<Upgraded, DockerError> {
         let path = format!("/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1");
-        let response = self.send(Method::POST, &path, empty(), None, true).await?;
+        let response = self.send(Method::POST, &path, empty(), &[], true).await?;
         let upgraded = hyper::upgrade::on(response)
             .await
             .map_err(|source| DockerError::Http {
@@ -822,5 +907,45 @@ mod tests {
             ]),
             "?filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D&x=1"
         );
+    }
+
+    #[test]
+    fn progress_errors_are_found_in_a_200() {
+        let pushed =
+            b"{\"status\":\"The push refers to repository [10.0.0.1:5000/crew/shop]\"}\r\n\
+            {\"status\":\"Pushed\",\"progressDetail\":{},\"id\":\"abc\"}\r\n\
+            {\"status\":\"v1: digest: sha256:00 size: 528\"}\r\n";
+        assert_eq!(progress_error(pushed), None);
+        let refused = b"{\"status\":\"The push refers to repository [10.0.0.1:5000/crew/shop]\"}\n\
+            {\"errorDetail\":{\"message\":\"Get \\\"https://10.0.0.1:5000/v2/\\\": connection refused\"},\
+            \"error\":\"Get \\\"https://10.0.0.1:5000/v2/\\\": connection refused\"}\n";
+        assert_eq!(
+            progress_error(refused).as_deref(),
+            Some("Get \"https://10.0.0.1:5000/v2/\": connection refused")
+        );
+        assert_eq!(progress_error(b"not json\n"), None);
+    }
+
+    #[test]
+    fn a_node_s_address_falls_back_to_its_raft_address() {
+        let node = |status: &str, raft: Option<&str>| -> Node {
+            let mut v = json!({ "ID": "n", "Status": { "State": "ready", "Addr": status } });
+            if let Some(raft) = raft {
+                v["ManagerStatus"] = json!({ "Leader": true, "Addr": raft });
+            }
+            serde_json::from_value(v).expect("a node")
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("an ip");
+        assert_eq!(node("10.0.0.2", None).ip(), Some(ip("10.0.0.2")));
+        assert_eq!(
+            node("0.0.0.0", Some("10.0.0.1:2377")).ip(),
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            node("0.0.0.0", Some("[fd00::1]:2377")).ip(),
+            Some(ip("fd00::1"))
+        );
+        assert_eq!(node("0.0.0.0", Some("0.0.0.0:2377")).ip(), None);
+        assert_eq!(node("", None).ip(), None);
     }
 }

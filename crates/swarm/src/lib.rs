@@ -8,8 +8,12 @@
 //! (crew-cluster supplies the names, the dyno's command line and the image):
 //!
 //! - **Release → image.** The slug over a base root filesystem becomes a
-//!   docker-archive, loaded as `crew/APP:vN` into every daemon that lacks it
-//!   (the manager, and [`SwarmConfig::image_nodes`]: there is no registry).
+//!   docker-archive, loaded as `crew/APP:vN`. With a
+//!   [`SwarmConfig::registry`] it is loaded into the manager's daemon only,
+//!   tagged `REGISTRY/crew/APP:vN` and pushed, and the services name that,
+//!   so each node pulls it when a task lands there. Without one it is loaded
+//!   into every daemon that lacks it (the manager, and
+//!   [`SwarmConfig::image_nodes`]).
 //! - **Process type → service** `APP-TYPE`, labelled `heroku.app`,
 //!   `heroku.type` and `heroku.release`: replicas = quantity, restart on any
 //!   exit after [`SwarmConfig::restart_delay`], 30 s stop grace, web updated
@@ -37,20 +41,26 @@
 //!   cannot attach to a task), attached over a hijacked connection before it
 //!   starts, with a terminal resized through the API, removed when it ends.
 //! - **Web backends**: each web task publishes `PORT` in host mode on a port
-//!   the daemon picks. The router gets one backend per running web task on
-//!   this node, `127.0.0.1:port`. The ingress mesh would give one port that
-//!   spreads over every node, but needs IPVS in the kernel; web tasks on
-//!   other nodes are not reached until the router joins the overlay network.
-//!   Host-mode ports listen on every interface of the node.
+//!   the daemon picks; host-mode ports listen on every interface of their
+//!   node. The router gets one backend per running web task, on any node:
+//!   `127.0.0.1:port` on this node (the one behind the socket), and
+//!   `NODE-ADDRESS:port` on another, with the address the swarm reports
+//!   for that node (`/nodes`, cached). The ingress mesh would give one port
+//!   that spreads over every node, but needs IPVS in the kernel.
 //! - **destroy** removes the services, waits for their containers, removes
 //!   the network and the app's images. **shutdown** stops only crew's own
 //!   readers: the swarm keeps the formation, and a new placement for the app
 //!   adopts its services.
 //!
-//! What Swarm does not give: a health check before a start-first update
-//! counts a web task as running (a task is `up` once its container runs, not
-//! once its port answers); restart backoff (a fixed delay instead); per-type
-//! sizes (ignored).
+//! - **Health**: a web task has a health check that passes once a socket
+//!   listens on `PORT` (read from the container's `/proc/net/tcp*` with
+//!   shell builtins, as the stack only promises `/bin/sh`). Swarm counts
+//!   the task as running only then, so it is `up`, a backend, and the point
+//!   where a start-first update stops the old task, only once it listens.
+//!   One that does not listen within [`SwarmConfig::boot_timeout`] is
+//!   stopped and replaced, and logged as Heroku's R10.
+//!
+//! What Swarm does not give: restart backoff (a fixed delay instead).
 
 pub mod docker;
 mod logline;

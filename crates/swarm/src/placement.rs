@@ -1,7 +1,8 @@
 //! [`SwarmPlacement`]: one app's formation as Swarm services.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufWriter;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +35,16 @@ pub struct SwarmConfig {
     /// `/bin/sh` and whatever the slug's programs need. Without it an image
     /// holds the slug alone, which no dyno can start from.
     pub base_rootfs: Option<PathBuf>,
-    /// Other nodes' daemons that get every release image loaded too. With no
-    /// registry, a node can only run an image it holds; a registry would
-    /// replace this.
+    /// Other nodes' daemons that get every release image loaded too, when
+    /// there is no [`registry`](Self::registry): a node can only run an
+    /// image it holds then.
     pub image_nodes: Vec<Arc<Docker>>,
+    /// A registry (`HOST[:PORT][/PATH]`) every node can pull from: each
+    /// release image is pushed there as `REGISTRY/crew/APP:vN` from the
+    /// manager's daemon, and the services name it, so a node pulls it when
+    /// a task lands there. Every daemon must trust the registry (TLS, or
+    /// `--insecure-registry`).
+    pub registry: Option<String>,
     /// How often the tasks are read for `ps`, lifecycle lines and backends.
     pub poll_interval: Duration,
     /// SIGTERM to SIGKILL: 30 s, as on Heroku.
@@ -45,6 +52,14 @@ pub struct SwarmConfig {
     /// How long Swarm waits before replacing a task that exited. Swarm has
     /// no backoff: this is the whole restart policy.
     pub restart_delay: Duration,
+    /// How often a web task's health check looks for a listener on `PORT`.
+    /// A new web task is up (and a start-first update moves on) at the
+    /// first check that finds one, so this bounds how late that is seen;
+    /// each check is an exec in the container, so it is not free either.
+    pub health_interval: Duration,
+    /// How long a web task may take to listen on `PORT` before it counts as
+    /// crashed (Heroku's R10): 60 s, as on Heroku.
+    pub boot_timeout: Duration,
 }
 
 impl Default for SwarmConfig {
@@ -52,9 +67,12 @@ impl Default for SwarmConfig {
         SwarmConfig {
             base_rootfs: None,
             image_nodes: Vec::new(),
+            registry: None,
             poll_interval: Duration::from_secs(1),
             stop_grace: Duration::from_secs(u64::from(crew_cluster::STOP_GRACE_SECONDS)),
             restart_delay: Duration::from_secs(5),
+            health_interval: Duration::from_secs(2),
+            boot_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -115,11 +133,16 @@ struct Shared {
     run_numbers: AtomicU32,
     /// Types stopped with `stop TYPE`, and the quantity `restart` gives back.
     stopped: Mutex<BTreeMap<String, u32>>,
+    /// Images pushed to the registry by this placement; a release's image is
+    /// pushed once per process, not at every apply.
+    pushed: Mutex<BTreeSet<String>>,
     /// Log followers by service id.
     followers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// The poller and the one-offs' watchers.
     background: Mutex<Vec<JoinHandle<()>>>,
     local_node: tokio::sync::OnceCell<String>,
+    /// Other nodes' addresses, for their web tasks' backends.
+    node_addrs: Mutex<NodeAddrs>,
     /// Log lines older than this are not replayed (a server that restarts
     /// adopts running services without repeating their history).
     since: SystemTime,
@@ -129,6 +152,21 @@ struct Applied {
     release: ReleaseSpec,
     formation: Formation,
 }
+
+/// Node id to the IP the node is reached at, as `/nodes` said when last
+/// read. Addresses change rarely (a node that rejoins gets a new id), so the
+/// list is read again only when a task runs on a node not in it, or once it
+/// is older than [`NODE_ADDRS_MAX_AGE`].
+#[derive(Default)]
+struct NodeAddrs {
+    addrs: HashMap<String, IpAddr>,
+    /// Nodes listed without a usable address: known, so that they do not
+    /// make every poll read the list again.
+    without: BTreeSet<String>,
+    read_at: Option<tokio::time::Instant>,
+}
+
+const NODE_ADDRS_MAX_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct View {
@@ -213,6 +251,9 @@ impl SwarmPlacement {
         logs: mpsc::Sender<LogEvent>,
     ) -> Result<SwarmPlacement, SwarmError> {
         validate_app_name(app)?;
+        if let Some(registry) = &config.registry {
+            spec::check_registry(registry)?;
+        }
         let (backends, _) = watch::channel(Arc::new(Vec::new()));
         let shared = Arc::new(Shared {
             docker,
@@ -225,9 +266,11 @@ impl SwarmPlacement {
             backends,
             run_numbers: AtomicU32::new(0),
             stopped: Mutex::new(BTreeMap::new()),
+            pushed: Mutex::new(BTreeSet::new()),
             followers: Mutex::new(HashMap::new()),
             background: Mutex::new(Vec::new()),
             local_node: tokio::sync::OnceCell::new(),
+            node_addrs: Mutex::new(NodeAddrs::default()),
             since: SystemTime::now(),
         });
         let poller = tokio::spawn(poll(shared.clone()));
@@ -275,6 +318,8 @@ impl Shared {
         Timings {
             stop_grace: self.config.stop_grace,
             restart_delay: self.config.restart_delay,
+            health_interval: self.config.health_interval,
+            boot_timeout: self.config.boot_timeout,
         }
     }
 
@@ -292,6 +337,53 @@ impl Shared {
             .get_or_try_init(|| async { Ok(self.docker.info().await?.swarm.node_id) })
             .await
             .cloned()
+    }
+
+    /// The addresses of `nodes` (ids), from the cache, or from `/nodes` when
+    /// one is missing or the cache is old. A node without a usable address
+    /// is left out; so are all of them if the swarm cannot be read and
+    /// nothing was cached.
+    async fn node_addresses(&self, nodes: &BTreeSet<&str>) -> HashMap<String, IpAddr> {
+        {
+            let cache = lock(&self.node_addrs);
+            let fresh = cache
+                .read_at
+                .is_some_and(|at| at.elapsed() < NODE_ADDRS_MAX_AGE);
+            let known = |n: &str| cache.addrs.contains_key(n) || cache.without.contains(n);
+            if fresh && nodes.iter().all(|n| known(n)) {
+                return cache.addrs.clone();
+            }
+        }
+        match self.docker.nodes().await {
+            Ok(list) => {
+                let mut addrs = HashMap::new();
+                let mut without = BTreeSet::new();
+                for node in &list {
+                    match node.ip() {
+                        Some(ip) => {
+                            addrs.insert(node.id.clone(), ip);
+                        }
+                        None => {
+                            without.insert(node.id.clone());
+                            tracing::warn!(
+                                "node {} reports no usable address ({:?}); its web tasks get no traffic",
+                                short_id(&node.id),
+                                node.status.addr
+                            );
+                        }
+                    }
+                }
+                let mut cache = lock(&self.node_addrs);
+                cache.addrs = addrs;
+                cache.without = without;
+                cache.read_at = Some(tokio::time::Instant::now());
+                cache.addrs.clone()
+            }
+            Err(e) => {
+                tracing::debug!("reading the swarm's nodes: {e}");
+                lock(&self.node_addrs).addrs.clone()
+            }
+        }
     }
 
     async fn platform(&self, dyno: &str, text: impl Into<String>) {
@@ -340,7 +432,8 @@ impl Shared {
         };
 
         let mut dynos = Vec::new();
-        let mut backends = Vec::new();
+        // (dyno, node id, published port) of every running web task.
+        let mut web_tasks: Vec<(Arc<str>, &str, u16)> = Vec::new();
         let mut task_dynos = HashMap::new();
         let mut names_by_task: HashMap<&str, (Arc<str>, bool, String)> = HashMap::new();
         for service in &services {
@@ -390,21 +483,18 @@ impl Shared {
                             && matches!(t.status.state.as_str(), "failed" | "rejected" | "complete")
                     })
                     .count();
-                // Every running web task here is a backend, not only the
-                // slot's newest: during a start-first update the old task
-                // serves until the new one runs, and then Swarm stops it.
+                // Every running web task is a backend, not only the slot's
+                // newest: during a start-first update the old task serves
+                // until the new one runs, and then Swarm stops it.
                 if process_type == "web" {
-                    for task in history.iter().filter(|t| {
-                        t.status.state == "running"
-                            && t.desired_state == "running"
-                            && t.node_id.as_deref() == Some(local.as_str())
-                    }) {
-                        if let Some(port) = task.published_port(PORT) {
-                            backends.push(WebBackend {
-                                name: name.to_string(),
-                                addr: (std::net::Ipv4Addr::LOCALHOST, port).into(),
-                                state: DynoState::Up,
-                            });
+                    for task in history
+                        .iter()
+                        .filter(|t| t.status.state == "running" && t.desired_state == "running")
+                    {
+                        if let (Some(port), Some(node)) =
+                            (task.published_port(PORT), task.node_id.as_deref())
+                        {
+                            web_tasks.push((name.clone(), node, port));
                         }
                     }
                 }
@@ -431,6 +521,36 @@ impl Shared {
         dynos.sort_by(|a, b| {
             (&a.info.process_type, a.info.number).cmp(&(&b.info.process_type, b.info.number))
         });
+        // Host-mode ports listen on every interface of their node. This
+        // node is the one behind the socket, so on this machine: loopback
+        // reaches it whatever its advertised address, and needs no route.
+        // Other nodes are reached at the address the swarm knows them by.
+        let remote: BTreeSet<&str> = web_tasks
+            .iter()
+            .map(|(_, node, _)| *node)
+            .filter(|node| *node != local.as_str())
+            .collect();
+        let addrs = if remote.is_empty() {
+            HashMap::new()
+        } else {
+            self.node_addresses(&remote).await
+        };
+        let mut backends = Vec::new();
+        for (name, node, port) in &web_tasks {
+            let ip = if *node == local.as_str() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                match addrs.get(*node) {
+                    Some(ip) => *ip,
+                    None => continue,
+                }
+            };
+            backends.push(WebBackend {
+                name: name.to_string(),
+                addr: SocketAddr::new(ip, *port),
+                state: DynoState::Up,
+            });
+        }
         backends.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
 
         // Lifecycle lines, in Heroku's words, for formation dynos; one-offs'
@@ -464,11 +584,37 @@ impl Shared {
                         lines.push((name.clone(), "State changed from starting to up".into()));
                     }
                     "failed" | "complete" => {
+                        // Swarm stops a task whose health check never
+                        // passed once the boot time is over: a web dyno
+                        // that never bound its PORT.
+                        let booting = before.as_deref() != Some("running");
+                        let unhealthy = task
+                            .status
+                            .err
+                            .as_deref()
+                            .is_some_and(|e| e.contains("unhealthy"));
+                        if booting && unhealthy {
+                            lines.push((
+                                name.clone(),
+                                format!(
+                                    "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {} seconds of launch",
+                                    self.config.boot_timeout.as_secs()
+                                ),
+                            ));
+                        }
                         lines.push((
                             name.clone(),
                             format!("Process exited with status {}", exit_code(task)),
                         ));
-                        lines.push((name.clone(), "State changed from up to crashed".into()));
+                        let from = if booting && unhealthy {
+                            "starting"
+                        } else {
+                            "up"
+                        };
+                        lines.push((
+                            name.clone(),
+                            format!("State changed from {from} to crashed"),
+                        ));
                     }
                     "rejected" => {
                         let why = task.status.err.clone().unwrap_or_default();
@@ -560,9 +706,45 @@ impl Shared {
             .await;
     }
 
-    /// Writes the release's image and loads it into every daemon that lacks
-    /// it.
+    /// The image the release's dynos run (see [`spec::image_reference`]).
+    fn image(&self, release: &ReleaseSpec) -> String {
+        spec::image_reference(release, self.config.registry.as_deref())
+    }
+
+    /// Makes the release's image available to every node: pushed to the
+    /// registry, or without one loaded into every daemon that lacks it.
     async fn ensure_image(&self, release: &ReleaseSpec) -> Result<(), SwarmError> {
+        match self.config.registry.as_deref() {
+            Some(registry) => self.push_image(release, registry).await,
+            None => self.load_image(release).await,
+        }
+    }
+
+    /// Loads the image into this daemon if it has neither name of it, tags
+    /// it for the registry and pushes it (the daemon pushes only the layers
+    /// the registry lacks).
+    async fn push_image(&self, release: &ReleaseSpec, registry: &str) -> Result<(), SwarmError> {
+        let reference = self.image(release);
+        if lock(&self.pushed).contains(&reference) {
+            return Ok(());
+        }
+        let repo = spec::registry_repo(registry, &release.app);
+        let tag = spec::version_tag(release);
+        if !self.docker.image_exists(&reference).await? {
+            let loaded = spec::image_tag(release);
+            if !self.docker.image_exists(&loaded).await? {
+                let archive = Self::write_image(release, self.config.base_rootfs.clone()).await?;
+                self.docker.load_image(archive.path()).await?;
+            }
+            self.docker.image_tag(&loaded, &repo, &tag).await?;
+        }
+        self.docker.image_push(&repo, &tag).await?;
+        lock(&self.pushed).insert(reference);
+        Ok(())
+    }
+
+    /// Writes the image and loads it into every daemon that lacks it.
+    async fn load_image(&self, release: &ReleaseSpec) -> Result<(), SwarmError> {
         let tag = spec::image_tag(release);
         let mut daemons = vec![self.docker.clone()];
         daemons.extend(self.config.image_nodes.iter().cloned());
@@ -575,10 +757,22 @@ impl Shared {
         if missing.is_empty() {
             return Ok(());
         }
+        let archive = Self::write_image(release, self.config.base_rootfs.clone()).await?;
+        for docker in missing {
+            docker.load_image(archive.path()).await?;
+        }
+        Ok(())
+    }
+
+    /// The release's image as a docker-archive in a temporary file: the
+    /// slug over `base`.
+    async fn write_image(
+        release: &ReleaseSpec,
+        base: Option<PathBuf>,
+    ) -> Result<tempfile::NamedTempFile, SwarmError> {
         let slug = release.slug_archive.clone();
-        let base = self.config.base_rootfs.clone();
         let image = ImageSpec::new(&release.app, release.version);
-        let archive = tokio::task::spawn_blocking(move || -> Result<_, SwarmError> {
+        tokio::task::spawn_blocking(move || -> Result<_, SwarmError> {
             let file =
                 tempfile::NamedTempFile::new().map_err(SwarmError::io("a temporary file"))?;
             let out = BufWriter::new(file.as_file());
@@ -586,11 +780,7 @@ impl Shared {
             Ok(file)
         })
         .await
-        .map_err(|e| SwarmError::Invalid(format!("writing the image: {e}")))??;
-        for docker in missing {
-            docker.load_image(archive.path()).await?;
-        }
-        Ok(())
+        .map_err(|e| SwarmError::Invalid(format!("writing the image: {e}")))?
     }
 
     async fn ensure_network(&self) -> Result<(), SwarmError> {
@@ -640,6 +830,7 @@ impl Shared {
         }
         self.ensure_image(&release).await?;
         self.ensure_network().await?;
+        let image = self.image(&release);
         let existing: HashMap<String, Service> = self
             .services()
             .await?
@@ -658,6 +849,7 @@ impl Shared {
                         .unwrap_or(0);
                     let spec = spec::service_spec(
                         &release,
+                        &image,
                         &t.name,
                         &t.command,
                         replicas,
@@ -671,6 +863,7 @@ impl Shared {
                 None => {
                     let spec = spec::service_spec(
                         &release,
+                        &image,
                         &t.name,
                         &t.command,
                         replicas,
@@ -857,7 +1050,13 @@ impl Shared {
     async fn run_detached(self: &Arc<Self>, request: RunRequest) -> Result<DynoInfo, EngineError> {
         let release = self.current_release().await?;
         let number = self.next_run_number().await;
-        let spec = spec::job_spec(&release, number, &request.command, &request.env);
+        let spec = spec::job_spec(
+            &release,
+            &self.image(&release),
+            number,
+            &request.command,
+            &request.env,
+        );
         let id = self.docker.service_create(&spec).await.map_err(engine)?;
         let name: Arc<str> = Arc::from(format!("{RUN_TYPE}.{number}"));
         self.platform(
@@ -888,7 +1087,14 @@ impl Shared {
             DynoInput::Terminal { cols, rows } => Some((cols, rows)),
             _ => None,
         };
-        let config = spec::container_config(&release, number, &request.command, &request.env, tty);
+        let config = spec::container_config(
+            &release,
+            &self.image(&release),
+            number,
+            &request.command,
+            &request.env,
+            tty,
+        );
         let id = self
             .docker
             .container_create(&run_name(&self.app, number), &config)
@@ -1037,6 +1243,7 @@ impl Shared {
                 }
             }
         }
+        lock(&self.pushed).clear();
         *self.applied.lock().await = None;
         self.backends.send_replace(Arc::new(Vec::new()));
     }

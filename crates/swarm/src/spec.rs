@@ -32,6 +32,34 @@ pub const RUN_TYPE: &str = "run";
 pub struct Timings {
     pub stop_grace: Duration,
     pub restart_delay: Duration,
+    /// Between a web task's health checks.
+    pub health_interval: Duration,
+    /// How long a web task may take to listen before failed checks count.
+    pub boot_timeout: Duration,
+}
+
+/// Failed checks in a row, after the boot time, that make a web task
+/// unhealthy; Swarm then stops it and starts another.
+const HEALTH_RETRIES: u32 = 3;
+/// How long one check may take: it reads two small files, but an exec on a
+/// loaded machine can be slow, and a slow check must not kill a dyno.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A web task's health check: passes once a socket listens on `PORT` in the
+/// task's own network namespace. The stack is only promised `/bin/sh` (no
+/// `nc`, no bash `/dev/tcp`), so it reads the kernel's socket tables,
+/// `/proc/net/tcp` and `tcp6` (local `ADDR:PORT` in hex, state `0A` for
+/// LISTEN), with shell builtins alone. A listening socket is one that
+/// accepts connections: the kernel completes the handshake itself.
+pub fn port_check_script(port: u16) -> String {
+    format!(
+        "for f in /proc/net/tcp /proc/net/tcp6; do \
+         [ -r \"$f\" ] || continue; \
+         while read -r sl local remote state rest; do \
+         case \"$local $state\" in *':{port:04X} 0A') exit 0;; esac; \
+         done < \"$f\"; \
+         done; exit 1"
+    )
 }
 
 /// `crew-APP`, the app's attachable overlay network.
@@ -44,8 +72,67 @@ pub fn run_name(app: &str, number: u32) -> String {
     format!("{app}-{RUN_TYPE}-{number}")
 }
 
+/// `crew/APP:vN`: what a release's docker-archive is tagged, and loaded as.
 pub fn image_tag(release: &ReleaseSpec) -> String {
     crew_cluster::image::default_tag(&release.app, release.version)
+}
+
+/// `vN`.
+pub fn version_tag(release: &ReleaseSpec) -> String {
+    format!("v{}", release.version)
+}
+
+/// `REGISTRY/crew/APP`: where an app's release images are pushed, and every
+/// node pulls them from (the same names as the Kubernetes placement's).
+pub fn registry_repo(registry: &str, app: &str) -> String {
+    format!("{}/crew/{app}", registry.trim_end_matches('/'))
+}
+
+/// The image a release's dynos run: `REGISTRY/crew/APP:vN` once pushed to a
+/// registry, else `crew/APP:vN` as loaded into the daemons.
+pub fn image_reference(release: &ReleaseSpec, registry: Option<&str>) -> String {
+    match registry {
+        Some(registry) => format!(
+            "{}:{}",
+            registry_repo(registry, &release.app),
+            version_tag(release)
+        ),
+        None => image_tag(release),
+    }
+}
+
+/// Checks a registry as image references name one: `HOST[:PORT][/PATH]`,
+/// without a scheme. The host must look like one (a dot, a port, or
+/// `localhost`): Docker reads a bare first word as a Docker Hub account,
+/// and would push there.
+pub fn check_registry(registry: &str) -> Result<(), SwarmError> {
+    let bad = |why: &str| Err(SwarmError::Invalid(format!("registry `{registry}`: {why}")));
+    let trimmed = registry.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return bad("empty");
+    }
+    if trimmed.contains("://") {
+        return bad("give HOST[:PORT][/PATH], without a scheme");
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".-_:/[]".contains(*c)))
+    {
+        return bad(&format!("`{c}` cannot be part of an image name"));
+    }
+    let (host, path) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    if host.is_empty() || (!path.is_empty() && path.split('/').any(str::is_empty)) {
+        return bad("an empty name component");
+    }
+    if !(host.contains('.') || host.contains(':') || host == "localhost") {
+        return bad(
+            "Docker would read the first part as a Docker Hub account; name the host with a dot or a port (`registry.local`, `HOST:5000`)",
+        );
+    }
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return bad("a repository path is lowercase");
+    }
+    Ok(())
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -89,11 +176,12 @@ fn labels(app: &str, process_type: &str, release: u32) -> BTreeMap<String, Strin
 /// The service `APP-TYPE` for one process type of `release`.
 ///
 /// Web tasks publish `PORT` in host mode on a port the daemon picks, one per
-/// task: crew's router reaches each web dyno on this node at
-/// `127.0.0.1:that-port`. (The ingress mesh would give one port for all, but
-/// it needs IPVS in the kernel, which not every host has.)
+/// task: crew's router reaches each web dyno at its node's address and
+/// that port. (The ingress mesh would give one port for all, but it needs
+/// IPVS in the kernel, which not every host has.)
 pub fn service_spec(
     release: &ReleaseSpec,
+    image: &str,
     process_type: &str,
     command: &str,
     replicas: u32,
@@ -115,7 +203,7 @@ pub fn service_spec(
         "Labels": labels,
         "TaskTemplate": {
             "ContainerSpec": {
-                "Image": image_tag(release),
+                "Image": image,
                 "Command": dyno_command(command),
                 "Env": environment(&release.env, &[], &slot, true),
                 "Dir": "/app",
@@ -123,6 +211,25 @@ pub fn service_spec(
                 "Hostname": format!("{}.{{{{.Task.Slot}}}}", type_label(process_type)?),
                 "Labels": labels,
                 "StopGracePeriod": nanos(timings.stop_grace),
+                "Healthcheck": if web {
+                    // Swarm counts a task as running only once it is
+                    // healthy, so a start-first update keeps the old web
+                    // task until the new one listens, and the router never
+                    // gets a backend that refuses connections. Failures in
+                    // the boot time do not count; after it, a dyno that
+                    // does not listen is stopped and replaced, as Heroku's
+                    // R10 crashes it.
+                    json!({
+                        "Test": ["CMD-SHELL", port_check_script(PORT)],
+                        "Interval": nanos(timings.health_interval),
+                        "Timeout": nanos(HEALTH_TIMEOUT),
+                        "StartPeriod": nanos(timings.boot_timeout),
+                        "Retries": HEALTH_RETRIES,
+                    })
+                } else {
+                    // No check, not even one the stack's image declares.
+                    json!({ "Test": ["NONE"] })
+                },
             },
             // `any`: a dyno that exits, even with 0, comes back, as on Heroku.
             // Swarm has no backoff of its own; the delay is the whole policy.
@@ -159,6 +266,7 @@ pub fn service_spec(
 /// restarted, so its task's status carries the exit code.
 pub fn job_spec(
     release: &ReleaseSpec,
+    image: &str,
     number: u32,
     command: &str,
     extra_env: &[(String, String)],
@@ -171,7 +279,7 @@ pub fn job_spec(
         "Labels": labels,
         "TaskTemplate": {
             "ContainerSpec": {
-                "Image": image_tag(release),
+                "Image": image,
                 "Command": dyno_command(command),
                 "Env": environment(&release.env, extra_env, &dyno, true),
                 "Dir": "/app",
@@ -190,6 +298,7 @@ pub fn job_spec(
 /// task), on the app's network, with a terminal when the client has one.
 pub fn container_config(
     release: &ReleaseSpec,
+    image: &str,
     number: u32,
     command: &str,
     extra_env: &[(String, String)],
@@ -200,7 +309,7 @@ pub fn container_config(
     labels.insert(LABEL_DYNO.to_string(), dyno.clone());
     let network = network_name(&release.app);
     let mut config = json!({
-        "Image": image_tag(release),
+        "Image": image,
         // As Entrypoint, so nothing of a base image's slips in front.
         "Entrypoint": dyno_command(command),
         "Cmd": [],
@@ -250,10 +359,24 @@ mod tests {
         let timings = Timings {
             stop_grace: Duration::from_secs(30),
             restart_delay: Duration::from_secs(5),
+            health_interval: Duration::from_secs(2),
+            boot_timeout: Duration::from_secs(60),
         };
-        let spec =
-            service_spec(&release(), "web", "python3 web.py", 2, 0, timings).expect("a valid spec");
+        let spec = service_spec(
+            &release(),
+            "crew/shop:v3",
+            "web",
+            "python3 web.py",
+            2,
+            0,
+            timings,
+        )
+        .expect("a valid spec");
         assert_eq!(spec["Name"], "shop-web");
+        assert_eq!(
+            spec["TaskTemplate"]["ContainerSpec"]["Image"],
+            "crew/shop:v3"
+        );
         assert_eq!(spec["Mode"]["Replicated"]["Replicas"], 2);
         assert_eq!(spec["UpdateConfig"]["Order"], "start-first");
         assert_eq!(spec["EndpointSpec"]["Ports"][0]["PublishMode"], "host");
@@ -272,19 +395,111 @@ mod tests {
         assert!(env.contains(&"DYNO=web.{{.Task.Slot}}"));
         assert!(env.contains(&"PORT=5000"), "the platform's PORT wins");
         assert!(env.contains(&"GREETING=a{{\"{{\"}}b}}"));
-        let worker = service_spec(&release(), "worker", "w", 1, 0, timings).expect("spec");
+        let health = &task["ContainerSpec"]["Healthcheck"];
+        assert_eq!(health["Test"][0], "CMD-SHELL");
+        assert_eq!(health["Test"][1], port_check_script(5000));
+        assert_eq!(health["StartPeriod"], 60_000_000_000u64);
+        let worker =
+            service_spec(&release(), "crew/shop:v3", "worker", "w", 1, 0, timings).expect("spec");
         assert_eq!(worker["UpdateConfig"]["Order"], "stop-first");
+        assert_eq!(
+            worker["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Test"][0],
+            "NONE"
+        );
         assert!(worker.get("EndpointSpec").is_none());
-        assert!(service_spec(&release(), "run", "x", 1, 0, timings).is_err());
+        assert!(service_spec(&release(), "crew/shop:v3", "run", "x", 1, 0, timings).is_err());
+    }
+
+    /// The check itself, run by this machine's shells against a listener of
+    /// the test's own (the socket tables are the test's network
+    /// namespace's, as a container's check reads its own).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_port_check_sees_a_listener_with_shell_builtins_alone() {
+        let shells: Vec<Vec<&str>> = [
+            vec!["/bin/sh"],
+            vec!["/bin/busybox", "sh"],
+            vec!["/bin/dash"],
+        ]
+        .into_iter()
+        .filter(|s| std::path::Path::new(s[0]).exists())
+        .collect();
+        let run = |shell: &[&str], port: u16| -> Option<i32> {
+            std::process::Command::new(shell[0])
+                .args(&shell[1..])
+                .arg("-c")
+                .arg(port_check_script(port))
+                // Builtins alone: nothing on the PATH.
+                .env_clear()
+                .output()
+                .expect("a shell")
+                .status
+                .code()
+        };
+        for loopback in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = std::net::TcpListener::bind(loopback) else {
+                continue;
+            };
+            let port = listener.local_addr().expect("an address").port();
+            for shell in &shells {
+                assert_eq!(run(shell, port), Some(0), "{shell:?} on {loopback}");
+            }
+            drop(listener);
+            for shell in &shells {
+                assert_eq!(run(shell, port), Some(1), "{shell:?}, nothing on {port}");
+            }
+        }
+        // A connected socket on the port is no listener.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = listener.local_addr().expect("an address").port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("a connection");
+        let _accepted = listener.accept().expect("accepted");
+        drop(listener);
+        for shell in &shells {
+            assert_eq!(run(shell, port), Some(1), "{shell:?}, only a connection");
+        }
+        drop(client);
+    }
+
+    #[test]
+    fn pushed_images_are_named_after_the_registry() {
+        assert_eq!(image_reference(&release(), None), "crew/shop:v3");
+        assert_eq!(
+            image_reference(&release(), Some("10.0.0.1:5000/")),
+            "10.0.0.1:5000/crew/shop:v3"
+        );
+        assert_eq!(
+            registry_repo("registry.example/team", "shop"),
+            "registry.example/team/crew/shop"
+        );
+        for good in [
+            "10.0.0.1:5000",
+            "registry.example/team/",
+            "localhost",
+            "[fd00::1]:5000",
+        ] {
+            assert!(check_registry(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/",
+            "http://r.example",
+            "registry",
+            "r.example/Team",
+            "r.example//x",
+            "a b.c",
+        ] {
+            assert!(check_registry(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn one_offs_are_jobs_or_containers() {
-        let job = job_spec(&release(), 4, "exit 3", &[]);
+        let job = job_spec(&release(), "crew/shop:v3", 4, "exit 3", &[]);
         assert_eq!(job["Name"], "shop-run-4");
         assert_eq!(job["Mode"]["ReplicatedJob"]["MaxConcurrent"], 1);
         assert_eq!(job["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
-        let container = container_config(&release(), 5, "sh", &[], Some((80, 24)));
+        let container = container_config(&release(), "crew/shop:v3", 5, "sh", &[], Some((80, 24)));
         assert_eq!(container["Tty"], true);
         assert_eq!(container["HostConfig"]["ConsoleSize"], json!([24, 80]));
         let env = container["Env"].as_array().expect("env");

@@ -1,8 +1,16 @@
 //! Two nodes, for real: a Swarm of two dockerds, one on the host (the
 //! manager) and one in a network namespace the test makes (the worker),
-//! joined over a veth pair in a private /30. Dynos are placed on both; then
-//! the worker's daemon is killed, as a machine dies, and every dyno must be
-//! back on the manager within 90 s.
+//! joined over a veth pair in a private /30. Worker and web dynos are placed
+//! on both; every web dyno, on either node, must be a web backend at its
+//! node's address and answer HTTP there. Then the worker's daemon is
+//! killed, as a machine dies, and every dyno must be back on the manager
+//! within 90 s, the web ones serving from there.
+//!
+//! A second test gives the placement a registry (Debian's `docker-registry`
+//! on the host's end of the veth) and no daemon to load images into: the
+//! worker can only run its dynos by pulling the pushed release image.
+//! The tests take turns: each makes a whole cluster, and their network
+//! names come from the pid.
 //!
 //! All traffic stays inside what the test made: the veth pair, the
 //! namespace, the daemons' own bridges and overlay. The worker's daemon is
@@ -11,23 +19,29 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crew_engine::{DynoState, ReleaseSpec, ReleaseType};
+use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, WebBackend};
 use crew_procfile::Formation;
 use crew_swarm::{SwarmConfig, SwarmDyno, SwarmPlacement};
-use support::{Dockerd, Logs, wait_for};
+use support::{Dockerd, Logs, http_get, wait_for};
 use tokio::sync::mpsc;
 
 const WORKER: &str =
     "echo \"boot $DYNO $RELEASE_NAME\"; while true; do echo \"tick $DYNO\"; sleep 1; done";
+/// Serves its own dyno name over HTTP on PORT, with busybox's httpd.
+const WEB: &str = "echo \"boot $DYNO $RELEASE_NAME\"; echo \"$DYNO\" > /tmp/index.html; exec busybox httpd -f -p \"$PORT\" -h /tmp";
+/// Of each type: with two nodes, Swarm's spread puts some of each on both.
 const DYNOS: u32 = 4;
 /// The issue's bound for a dead node's dynos to be running elsewhere.
 const FAILOVER: Duration = Duration::from_secs(90);
+
+/// One cluster at a time (see the module's notes).
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Why this test cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
@@ -227,30 +241,129 @@ fn free_port(addr: Ipv4Addr) -> u16 {
         .expect("a free port")
 }
 
+/// A registry of the test's own: Debian's `docker-registry` (the CNCF
+/// distribution) serving plain HTTP on `addr`, storing in its temp dir.
+/// Stopped by pid when dropped.
+struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Registry {
+    /// Starts it on a free port of `ip` and waits until it answers.
+    async fn start(ip: Ipv4Addr) -> Result<Registry, String> {
+        let program = support::which("docker-registry").ok_or("no docker-registry")?;
+        let dir = tempfile::Builder::new()
+            .prefix("crew-registry-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let addr = SocketAddr::new(IpAddr::V4(ip), free_port(ip));
+        let config = dir.path().join("config.yml");
+        let text = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))
+            .map_err(|e| format!("registry.log: {e}"))?;
+        let child = Command::new(program)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting docker-registry: {e}"))?;
+        // From here on, the drop stops it.
+        let mut registry = Registry { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_get(addr, "/v2/").await.is_ok() {
+                return Ok(registry);
+            }
+            if let Ok(Some(status)) = registry.child.try_wait() {
+                return Err(format!(
+                    "docker-registry exited with {status}: {}",
+                    registry.log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "docker-registry did not answer on {addr}: {}",
+                    registry.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The daemons and their network, in the order they are torn down (fields
 /// drop in order): the worker, the manager (each leaves the swarm if it
-/// still runs and is stopped by pid), then the namespace and the veth pair.
+/// still runs and is stopped by pid), the registry if any, then the
+/// namespace and the veth pair.
 struct Cluster {
     worker: Dockerd,
     manager: Dockerd,
+    registry: Option<Registry>,
     manager_node: String,
     worker_node: String,
     net: Net,
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    /// Two nodes; with `with_registry`, a registry on the host's end of the
+    /// veth too, which both daemons trust over plain HTTP.
+    async fn start(with_registry: bool) -> Cluster {
         let net = Net::create().expect("the namespace and veth pair");
         eprintln!(
             "netns {}, veth {} {} <-> {} {}",
             net.ns, net.host_link, net.host_ip, net.ns_link, net.ns_ip
         );
+        let registry = if with_registry {
+            let registry = Registry::start(net.host_ip).await.expect("the registry");
+            eprintln!("registry on {}", registry.addr);
+            Some(registry)
+        } else {
+            None
+        };
+        let insecure: Vec<String> = registry
+            .iter()
+            .map(|r| format!("--insecure-registry={}", r.addr))
+            .collect();
+        let worker_flags: Vec<&str> = insecure.iter().map(String::as_str).collect();
         // Without iptables the host daemon leaves no rules behind (dockerd
         // does not remove its own when it stops), and the test needs none:
         // its traffic is between the nodes, over the veth and the overlay.
-        let manager =
-            Dockerd::start_with(None, &["--iptables=false"]).expect("the manager's dockerd");
-        let worker = Dockerd::start(Some(&net.ns)).expect("the worker's dockerd");
+        let mut manager_flags = vec!["--iptables=false"];
+        manager_flags.extend(&worker_flags);
+        let manager = Dockerd::start_with(None, &manager_flags).expect("the manager's dockerd");
+        let worker =
+            Dockerd::start_with(Some(&net.ns), &worker_flags).expect("the worker's dockerd");
         // The manager advertises its veth end, the only address of it the
         // worker can reach.
         let manager_addr = format!("{}:{}", net.host_ip, free_port(net.host_ip));
@@ -291,6 +404,7 @@ impl Cluster {
         Cluster {
             worker,
             manager,
+            registry,
             manager_node,
             worker_node,
             net,
@@ -299,11 +413,13 @@ impl Cluster {
 
     /// What must be gone once the cluster is dropped.
     fn traces(&self) -> Traces {
+        let mut dirs = vec![
+            self.manager.dir.path().to_path_buf(),
+            self.worker.dir.path().to_path_buf(),
+        ];
+        dirs.extend(self.registry.iter().map(|r| r.dir.path().to_path_buf()));
         Traces {
-            dirs: vec![
-                self.manager.dir.path().to_path_buf(),
-                self.worker.dir.path().to_path_buf(),
-            ],
+            dirs,
             ns: self.net.ns.clone(),
             links: vec![self.net.host_link.clone(), self.net.ns_link.clone()],
         }
@@ -369,11 +485,18 @@ fn release(slug: &(PathBuf, PathBuf)) -> ReleaseSpec {
     ReleaseSpec {
         app: "pair".into(),
         version: 1,
-        types: vec![ReleaseType {
-            name: "worker".into(),
-            command: WORKER.into(),
-            size: None,
-        }],
+        types: vec![
+            ReleaseType {
+                name: "web".into(),
+                command: WEB.into(),
+                size: None,
+            },
+            ReleaseType {
+                name: "worker".into(),
+                command: WORKER.into(),
+                size: None,
+            },
+        ],
         env: vec![
             ("RELEASE_NAME".into(), "v1".into()),
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
@@ -385,7 +508,60 @@ fn release(slug: &(PathBuf, PathBuf)) -> ReleaseSpec {
 }
 
 fn all_dynos() -> BTreeSet<String> {
-    (1..=DYNOS).map(|n| format!("worker.{n}")).collect()
+    (1..=DYNOS)
+        .flat_map(|n| [format!("web.{n}"), format!("worker.{n}")])
+        .collect()
+}
+
+/// Waits until the web backends are exactly `want` (dyno to the IP it must
+/// be reached at), then until every one answers `GET /` with its own name.
+async fn check_backends(placement: &SwarmPlacement, want: &BTreeMap<String, IpAddr>) {
+    let mut receiver = placement.web_backends();
+    let describe = |b: &[WebBackend]| -> String {
+        b.iter()
+            .map(|b| format!("{} at {} {:?}", b.name, b.addr, b.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let backends = loop {
+        let backends = receiver.borrow_and_update().clone();
+        let got: BTreeMap<String, IpAddr> = backends
+            .iter()
+            .filter(|b| b.state == DynoState::Up)
+            .map(|b| (b.name.clone(), b.addr.ip()))
+            .collect();
+        if &got == want && backends.len() == want.len() {
+            eprintln!("web backends: {}", describe(&backends));
+            break backends;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 30 s the web backends are {}, not {want:?}",
+            describe(&backends)
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(500), receiver.changed()).await;
+    };
+    // A task runs once its container has started; its httpd may take a
+    // moment more to listen.
+    for backend in backends.iter() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match http_get(backend.addr, "/").await {
+                Ok(body) if body.trim() == backend.name => {
+                    eprintln!("GET http://{}/ answered {:?}", backend.addr, body.trim());
+                    break;
+                }
+                outcome => assert!(
+                    Instant::now() < deadline,
+                    "GET http://{}/ ({}) after 20 s: {outcome:?}",
+                    backend.addr,
+                    backend.name
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 /// `worker.1 up on manager, …`, for failure messages.
@@ -411,8 +587,9 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
         eprintln!("skipped: the two-node Swarm test needs root and real daemons: {why}");
         return;
     }
+    let _one = ONE_CLUSTER.lock().await;
     let started = Instant::now();
-    let mut cluster = Cluster::start().await;
+    let mut cluster = Cluster::start(false).await;
     let traces = cluster.traces();
     eprintln!("two nodes ready: {:?}", started.elapsed());
 
@@ -423,27 +600,30 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
         base_rootfs: Some(support::busybox_rootfs(dir.path())),
         // No registry: the worker can only run what is loaded into it.
         image_nodes: vec![cluster.worker.docker.clone()],
+        registry: None,
         poll_interval: Duration::from_millis(500),
         stop_grace: Duration::from_secs(2),
         restart_delay: Duration::from_secs(1),
+        ..SwarmConfig::default()
     };
     // Declared after the cluster, so dropped before it also on a panic:
     // crew's readers go before the daemons they read.
     let placement = SwarmPlacement::new(cluster.manager.docker.clone(), "pair", config, tx)
         .expect("a placement");
     let slug = support::slug(dir.path());
-    crew_engine::Placement::apply(
-        &placement,
-        release(&slug),
-        Formation::new(["worker".to_string()], DYNOS),
-    )
-    .await
-    .expect("apply v1");
+    placement
+        .apply(
+            release(&slug),
+            Formation::new(["web".to_string(), "worker".to_string()], DYNOS),
+        )
+        .await
+        .expect("apply v1");
 
-    // Swarm spreads a service's tasks over the nodes; both must have some.
+    // Swarm spreads a service's tasks over the nodes; both must have some
+    // of each type.
     let placed = Instant::now();
-    let deadline = placed + Duration::from_secs(40);
-    let on_worker: Vec<String> = loop {
+    let deadline = placed + Duration::from_secs(60);
+    let (on_worker, web_nodes) = loop {
         let dynos = placement.dynos().await;
         let names: BTreeSet<String> = dynos.iter().map(|d| d.info.name.clone()).collect();
         let up = dynos.iter().all(|d| d.info.state == DynoState::Up);
@@ -455,20 +635,45 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
                 .collect()
         };
         let (on_manager, on_worker) = (on(&cluster.manager_node), on(&cluster.worker_node));
-        if names == all_dynos() && up && !on_manager.is_empty() && !on_worker.is_empty() {
+        let both = ["web.", "worker."].iter().all(|t| {
+            on_manager.iter().any(|n| n.starts_with(t))
+                && on_worker.iter().any(|n| n.starts_with(t))
+        });
+        if names == all_dynos() && up && both {
             eprintln!(
                 "placed in {:?}: {on_manager:?} on the manager, {on_worker:?} on the worker",
                 placed.elapsed()
             );
-            break on_worker;
+            let web_nodes: BTreeMap<String, String> = dynos
+                .iter()
+                .filter(|d| d.info.process_type == "web")
+                .filter_map(|d| Some((d.info.name.clone(), d.node.clone()?)))
+                .collect();
+            break (on_worker, web_nodes);
         }
         assert!(
             Instant::now() < deadline,
-            "after 40 s the dynos are not up on both nodes: {}",
+            "after 60 s the dynos are not up on both nodes: {}",
             describe(&dynos, &cluster)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // Every web dyno is a backend: loopback on the manager (the node behind
+    // the socket), the worker's address on the worker; and each answers
+    // there, from the test's own connection.
+    let want: BTreeMap<String, IpAddr> = web_nodes
+        .iter()
+        .map(|(name, node)| {
+            let ip = if *node == cluster.manager_node {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V4(cluster.net.ns_ip)
+            };
+            (name.clone(), ip)
+        })
+        .collect();
+    check_backends(&placement, &want).await;
+
     // The worker's dynos really run: their output reaches crew.
     wait_for(
         "output from the worker node's dynos",
@@ -477,6 +682,7 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
             let lines = logs.lines();
             on_worker
                 .iter()
+                .filter(|n| n.starts_with("worker."))
                 .all(|n| {
                     lines
                         .iter()
@@ -514,6 +720,11 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The web dynos all serve from the manager now.
+    let home: BTreeMap<String, IpAddr> = (1..=DYNOS)
+        .map(|n| (format!("web.{n}"), IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        .collect();
+    check_backends(&placement, &home).await;
     // The moved dynos booted again, on the manager, under their names.
     wait_for(
         "the moved dynos' boot lines",
@@ -540,6 +751,206 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
     assert!(left.is_empty(), "left behind: {left:#?}");
     eprintln!(
         "torn down in {:?}; two-node test: {:?}",
+        teardown.elapsed(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_pull_release_images_from_a_registry() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: the two-node registry test needs root and real daemons: {why}");
+        return;
+    }
+    if support::which("docker-registry").is_none() {
+        eprintln!(
+            "skipped: the two-node registry test needs a registry to push to, and \
+             `docker-registry` is not installed (apt-get install docker-registry)"
+        );
+        return;
+    }
+    let _one = ONE_CLUSTER.lock().await;
+    let started = Instant::now();
+    let cluster = Cluster::start(true).await;
+    let traces = cluster.traces();
+    let registry = cluster.registry.as_ref().expect("a registry").addr;
+    eprintln!("two nodes and a registry ready: {:?}", started.elapsed());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (tx, rx) = mpsc::channel(1024);
+    let logs = Logs::collect(rx);
+    let config = SwarmConfig {
+        base_rootfs: Some(support::busybox_rootfs(dir.path())),
+        // Nothing is loaded into the worker: it must pull.
+        image_nodes: Vec::new(),
+        registry: Some(registry.to_string()),
+        poll_interval: Duration::from_millis(500),
+        stop_grace: Duration::from_secs(2),
+        restart_delay: Duration::from_secs(1),
+        ..SwarmConfig::default()
+    };
+    let placement = SwarmPlacement::new(cluster.manager.docker.clone(), "pair", config.clone(), tx)
+        .expect("a placement");
+    let slug = support::slug(dir.path());
+    let pushed = format!("{registry}/crew/pair:v1");
+    placement
+        .apply(
+            release(&slug),
+            Formation::new(["web".to_string(), "worker".to_string()], 2),
+        )
+        .await
+        .expect("apply v1 with a registry");
+    // The registry holds the release, under the name the services use.
+    let tags = http_get(registry, "/v2/crew/pair/tags/list")
+        .await
+        .expect("the registry's tags");
+    assert!(tags.contains("\"v1\""), "the registry has {tags}");
+    let service = cluster
+        .manager
+        .docker
+        .service_inspect("pair-worker")
+        .await
+        .expect("the worker service");
+    assert_eq!(
+        service.spec["TaskTemplate"]["ContainerSpec"]["Image"], pushed,
+        "the service names the pushed image"
+    );
+
+    // Every dyno runs, some on the worker node, which could only pull.
+    let want = (1..=2)
+        .flat_map(|n| [format!("web.{n}"), format!("worker.{n}")])
+        .collect::<BTreeSet<String>>();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let dynos = loop {
+        let dynos = placement.dynos().await;
+        let names: BTreeSet<String> = dynos.iter().map(|d| d.info.name.clone()).collect();
+        let up = dynos.iter().all(|d| d.info.state == DynoState::Up);
+        let on_worker = dynos
+            .iter()
+            .any(|d| d.node.as_deref() == Some(cluster.worker_node.as_str()));
+        if names == want && up && on_worker {
+            eprintln!(
+                "placed from the registry in {:?}: {}",
+                started.elapsed(),
+                describe(&dynos, &cluster)
+            );
+            break dynos;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 90 s the dynos are not up on both nodes: {}",
+            describe(&dynos, &cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        cluster
+            .worker
+            .docker
+            .image_exists(&pushed)
+            .await
+            .expect("the worker's images"),
+        "the worker pulled {pushed}"
+    );
+    assert!(
+        !cluster
+            .worker
+            .docker
+            .image_exists("crew/pair:v1")
+            .await
+            .expect("the worker's images"),
+        "nothing was loaded into the worker"
+    );
+    // The pulled image runs: the worker node's dynos boot and serve.
+    let on_worker: Vec<String> = dynos
+        .iter()
+        .filter(|d| d.node.as_deref() == Some(cluster.worker_node.as_str()))
+        .map(|d| d.info.name.clone())
+        .collect();
+    wait_for(
+        "boot lines from the worker node's dynos",
+        Duration::from_secs(20),
+        || async {
+            let lines = logs.lines();
+            on_worker
+                .iter()
+                .all(|n| {
+                    lines
+                        .iter()
+                        .any(|(d, l, p)| d == n && *l == format!("boot {n} v1") && !p)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let web: BTreeMap<String, IpAddr> = dynos
+        .iter()
+        .filter(|d| d.info.process_type == "web")
+        .map(|d| {
+            let ip = if d.node.as_deref() == Some(cluster.manager_node.as_str()) {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V4(cluster.net.ns_ip)
+            };
+            (d.info.name.clone(), ip)
+        })
+        .collect();
+    check_backends(&placement, &web).await;
+
+    // A registry that cannot be reached fails the deploy, in the daemon's
+    // words, before any service is made.
+    let (tx, _rx) = mpsc::channel(1024);
+    let nowhere = SocketAddr::new(
+        IpAddr::V4(cluster.net.host_ip),
+        free_port(cluster.net.host_ip),
+    );
+    let unreachable = SwarmPlacement::new(
+        cluster.manager.docker.clone(),
+        "lost",
+        SwarmConfig {
+            registry: Some(nowhere.to_string()),
+            ..config
+        },
+        tx,
+    )
+    .expect("a placement");
+    let mut lost = release(&slug);
+    lost.app = "lost".into();
+    let failed = Instant::now();
+    let err = unreachable
+        .apply(
+            lost,
+            Formation::new(["web".to_string(), "worker".to_string()], 1),
+        )
+        .await
+        .expect_err("a push to nowhere fails");
+    eprintln!(
+        "the push to nowhere failed in {:?}: {err}",
+        failed.elapsed()
+    );
+    let err = err.to_string();
+    assert!(
+        err.contains(&nowhere.to_string()) && err.contains("refused"),
+        "the error names the registry and why: {err}"
+    );
+    assert!(
+        matches!(
+            cluster.manager.docker.service_inspect("lost-web").await,
+            Err(e) if e.is_not_found()
+        ),
+        "no service for a release whose image was not pushed"
+    );
+    unreachable.destroy().await;
+
+    let teardown = Instant::now();
+    drop(placement);
+    drop(unreachable);
+    drop(cluster);
+    drop(dir);
+    let left = traces.left();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    eprintln!(
+        "torn down in {:?}; registry test: {:?}",
         teardown.elapsed(),
         started.elapsed()
     );

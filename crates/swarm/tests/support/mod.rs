@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crew_logs::LogEvent;
 use crew_swarm::Docker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Why the Swarm tests cannot run here, if they cannot.
@@ -35,7 +37,7 @@ pub fn swarm_unavailable() -> Option<String> {
     None
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -488,6 +490,36 @@ pub fn free_port() -> u16 {
 
 pub fn bytes(s: &str) -> Bytes {
     Bytes::from(s.to_string())
+}
+
+/// `GET path` from `addr`, over a connection of the test's own: the body of
+/// a 200, or why not.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("not HTTP: {answer:?}"))?;
+        match head.split_whitespace().nth(1) {
+            Some("200") => Ok(body.to_string()),
+            _ => Err(format!("answered {head:?}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
 }
 
 /// Polls `check` until it gives `Some`, or fails the test with `what`.
