@@ -17,17 +17,20 @@
 //! started with `nsenter --net` rather than `ip netns exec`, which would
 //! remount /sys and hide the cgroup mounts dockerd needs (research §3).
 
+#[path = "../../cluster/tests/support/registry.rs"]
+mod registry;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, WebBackend};
 use crew_procfile::Formation;
 use crew_swarm::{SwarmConfig, SwarmDyno, SwarmPlacement};
+use registry::TestRegistry;
 use support::{Dockerd, Logs, http_get, wait_for};
 use tokio::sync::mpsc;
 
@@ -241,87 +244,6 @@ fn free_port(addr: Ipv4Addr) -> u16 {
         .expect("a free port")
 }
 
-/// A registry of the test's own: Debian's `docker-registry` (the CNCF
-/// distribution) serving plain HTTP on `addr`, storing in its temp dir.
-/// Stopped by pid when dropped.
-struct Registry {
-    child: Child,
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-}
-
-impl Registry {
-    /// Starts it on a free port of `ip` and waits until it answers.
-    async fn start(ip: Ipv4Addr) -> Result<Registry, String> {
-        let program = support::which("docker-registry").ok_or("no docker-registry")?;
-        let dir = tempfile::Builder::new()
-            .prefix("crew-registry-")
-            .tempdir_in("/tmp")
-            .map_err(|e| format!("temp dir: {e}"))?;
-        let addr = SocketAddr::new(IpAddr::V4(ip), free_port(ip));
-        let config = dir.path().join("config.yml");
-        let text = format!(
-            "version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))
-            .map_err(|e| format!("registry.log: {e}"))?;
-        let child = Command::new(program)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting docker-registry: {e}"))?;
-        // From here on, the drop stops it.
-        let mut registry = Registry { child, dir, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if http_get(addr, "/v2/").await.is_ok() {
-                return Ok(registry);
-            }
-            if let Ok(Some(status)) = registry.child.try_wait() {
-                return Err(format!(
-                    "docker-registry exited with {status}: {}",
-                    registry.log()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "docker-registry did not answer on {addr}: {}",
-                    registry.log()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The daemons and their network, in the order they are torn down (fields
 /// drop in order): the worker, the manager (each leaves the swarm if it
 /// still runs and is stopped by pid), the registry if any, then the
@@ -329,7 +251,7 @@ impl Drop for Registry {
 struct Cluster {
     worker: Dockerd,
     manager: Dockerd,
-    registry: Option<Registry>,
+    registry: Option<TestRegistry>,
     manager_node: String,
     worker_node: String,
     net: Net,
@@ -345,7 +267,9 @@ impl Cluster {
             net.ns, net.host_link, net.host_ip, net.ns_link, net.ns_ip
         );
         let registry = if with_registry {
-            let registry = Registry::start(net.host_ip).await.expect("the registry");
+            let registry = TestRegistry::start_on(net.host_ip.into(), "")
+                .expect("the registry")
+                .expect("docker-registry is installed");
             eprintln!("registry on {}", registry.addr);
             Some(registry)
         } else {

@@ -5,7 +5,8 @@
 //! HTTP/1.0 over a `TcpStream`, so the response is never chunked and ends
 //! when the connection does.
 //!
-//! Shared with crates/kubernetes's tests, which include this file by path.
+//! Shared with crates/kubernetes's and crates/swarm's tests, which include
+//! this file by path.
 
 #![allow(dead_code)]
 
@@ -34,6 +35,16 @@ impl TestRegistry {
     /// [`TestRegistry::start`] with `storage` lines added to its config
     /// (indented two spaces, as they go under `storage:`).
     pub fn start_with(storage: &str) -> Result<Result<TestRegistry, String>, String> {
+        TestRegistry::start_on(std::net::Ipv4Addr::LOCALHOST.into(), storage)
+    }
+
+    /// [`TestRegistry::start_with`] on a free port of `ip` rather than of
+    /// loopback: the address a Swarm worker in another network namespace
+    /// can reach.
+    pub fn start_on(
+        ip: std::net::IpAddr,
+        storage: &str,
+    ) -> Result<Result<TestRegistry, String>, String> {
         if !Path::new(BINARY).is_file() {
             return Ok(Err(format!(
                 "{BINARY} is missing (apt-get install docker-registry)"
@@ -45,7 +56,7 @@ impl TestRegistry {
             .map_err(|e| format!("a temp dir: {e}"))?;
         // A port the kernel just handed out and took back: another process
         // could take it in between, which the readiness wait would report.
-        let addr = TcpListener::bind("127.0.0.1:0")
+        let addr = TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("a free port: {e}"))?;
         let config = dir.path().join("config.yml");
