@@ -10,8 +10,8 @@ mod platform;
 mod swarm_support;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{CREW, poll_until};
@@ -25,15 +25,30 @@ fn get(port: u16, host: &str) -> (u16, String) {
     http_get(port, host, "/", &[])
 }
 
-#[test]
-fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
+/// A `crew server --backend swarm` on a dockerd of the test's own, a swarm
+/// manager. The server goes first, then the daemon, then the turn.
+struct SwarmServer {
+    server: Server,
+    daemon: swarm_support::Dockerd,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// One daemon at a time: two in the host's network namespace would fight
+/// over `docker0` and its iptables rules.
+static ONE_DAEMON: Mutex<()> = Mutex::new(());
+
+/// The server, or `None` (the test is skipped, and says why) where no real
+/// dockerd can run.
+fn swarm_server() -> Option<SwarmServer> {
     if !have_git() {
-        return;
+        return None;
     }
     if let Some(why) = swarm_support::swarm_unavailable() {
         eprintln!("skipped: the Swarm backend test needs a real dockerd: {why}");
-        return;
+        return None;
     }
+    // A test that failed holding the turn has cleaned up after itself.
+    let turn = ONE_DAEMON.lock().unwrap_or_else(|p| p.into_inner());
     let daemon = swarm_support::Dockerd::start(None).expect("dockerd");
     swarm_support::block_on(daemon.docker.swarm_init(
         "127.0.0.1",
@@ -56,10 +71,22 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
         "{}",
         server.output()
     );
+    Some(SwarmServer {
+        server,
+        daemon,
+        _turn: turn,
+    })
+}
 
-    let app = repo(&server, PROCFILE);
+#[test]
+fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
+    let Some(swarm) = swarm_server() else {
+        return;
+    };
+    let (server, daemon) = (&swarm.server, &swarm.daemon);
+    let app = repo(server, PROCFILE);
     app.write("public/index.html", "hello v1\n");
-    commit_all(&server, app.path(), "page");
+    commit_all(server, app.path(), "page");
     let dir = app.path();
     server.ok(dir, &["apps:create", "docked"]);
     let (ok, text) = server.git(dir, &["push", "crew", "main"]);
@@ -127,7 +154,7 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     };
     assert!(poll_until(DEPLOY, || answered.load(Ordering::Relaxed) >= 20));
     app.write("public/index.html", "hello v2\n");
-    commit_all(&server, dir, "v2");
+    commit_all(server, dir, "v2");
     let (ok, text) = server.git(dir, &["push", "crew", "main"]);
     assert!(ok, "{text}");
     let rolled = poll_until(DEPLOY, || get(router, "docked.localhost").1 == "hello v2\n");
@@ -160,5 +187,120 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     assert!(
         services.as_ref().is_ok_and(|s| s.is_empty()),
         "{services:?}"
+    );
+}
+
+/// A release command that shows where it runs: the release's page (its
+/// slug), a config var, and how many users its `/etc/passwd` has, counted
+/// with shell builtins; then it writes into `/app`.
+const RELEASING: &str = "web: /bin/busybox httpd -f -p $PORT -h /app/public\n\
+     release: n=0; while read -r line; do n=$((n + 1)); done < /etc/passwd; \
+     echo \"$DYNO serves $(cat /app/public/index.html) and says $GREETING, among $n users\"; \
+     echo made > /app/release-made\n";
+
+/// The same web, and a release command that fails after saying which page
+/// its release has.
+const FAILING: &str = "web: /bin/busybox httpd -f -p $PORT -h /app/public\n\
+     release: echo \"failing on $(cat /app/public/index.html)\"; exit 3\n";
+
+/// The release command's containers of `app` that the daemon still has.
+fn release_containers(daemon: &swarm_support::Dockerd, app: &str) -> usize {
+    let filters = serde_json::json!({
+        "label": [format!("heroku.app={app}"), "heroku.type=release".to_string()],
+    });
+    swarm_support::block_on(daemon.docker.containers(&filters))
+        .expect("listing containers")
+        .len()
+}
+
+/// Heroku's release phase on the swarm: the release command runs as a
+/// container of the new release (its image, its config), not on the server,
+/// its output reaches the pusher, and a failing one fails the push while
+/// the release before it keeps serving.
+#[test]
+fn the_release_command_runs_in_a_container_of_the_new_release() {
+    let Some(swarm) = swarm_server() else {
+        return;
+    };
+    let (server, daemon) = (&swarm.server, &swarm.daemon);
+    let app = repo(server, RELEASING);
+    app.write("public/index.html", "hello v1\n");
+    commit_all(server, app.path(), "page");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "phased"]);
+    server.ok(dir, &["config:set", "-a", "phased", "GREETING=bonjour"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("release.1 serves hello v1 and says bonjour,"),
+        "the release command's output, with its release's slug and config, reaches the pusher:\n{text}"
+    );
+    assert!(
+        text.contains("among 2 users"),
+        "it ran on the stack's root filesystem (root and nobody), not on the server's, which has more:\n{text}"
+    );
+    assert!(text.contains("Released v3"), "{text}");
+    let slugs = server.data().join("apps").join("phased").join("slugs");
+    for entry in std::fs::read_dir(&slugs)
+        .expect("the slug directory")
+        .flatten()
+    {
+        assert!(
+            !entry.path().join("release-made").exists(),
+            "what it wrote in /app stayed in its container, not in {}",
+            entry.path().display()
+        );
+    }
+    assert_eq!(
+        release_containers(daemon, "phased"),
+        0,
+        "its container went"
+    );
+
+    server.ok(dir, &["scale", "-a", "phased", "web=1"]);
+    server.wait_up(dir, "phased", 1);
+    let router = server.router;
+    let served = poll_until(DEPLOY, || get(router, "phased.localhost").1 == "hello v1\n");
+    assert!(served, "{:?}", get(router, "phased.localhost"));
+
+    // A failing release command: the push is refused, the release fails,
+    // and v3 keeps serving.
+    app.write("public/index.html", "hello v2\n");
+    app.write("Procfile", FAILING);
+    commit_all(server, dir, "a release that fails");
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(!ok, "a failed release command was accepted:\n{text}");
+    assert!(
+        text.contains("failing on hello v2"),
+        "it ran the new release's slug:\n{text}"
+    );
+    assert!(
+        text.contains("Release command failed; the current release keeps running."),
+        "{text}"
+    );
+    assert!(!text.contains("Released v4"), "{text}");
+    let releases = server.ok(dir, &["releases", "-a", "phased"]);
+    let current = releases
+        .lines()
+        .find(|l| l.contains("(current)"))
+        .unwrap_or_default();
+    assert!(current.starts_with("v3"), "{releases}");
+    for _ in 0..5 {
+        assert_eq!(
+            get(router, "phased.localhost"),
+            (200, "hello v1\n".to_string()),
+            "the release before keeps serving"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        release_containers(daemon, "phased"),
+        0,
+        "its container went"
+    );
+
+    server.ok(
+        dir,
+        &["apps:destroy", "-a", "phased", "--confirm", "phased"],
     );
 }

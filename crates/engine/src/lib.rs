@@ -33,7 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use placement::{
-    BoxFuture, FailedPlacement, LocalConfig, LocalPlacement, Placement, ReleaseSpec, ReleaseType,
+    BoxFuture, FailedPlacement, LocalConfig, LocalPlacement, Placement, RELEASE_DYNO,
+    ReleaseCommand, ReleaseSpec, ReleaseType,
 };
 pub use ports::PortPool;
 

@@ -10,10 +10,11 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange};
-use crew_runtime::{DynoSize, Runtime, Signal};
+use crew_runtime::{DynoSize, ExitStatus, Runtime, Signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -48,6 +49,25 @@ pub struct ReleaseType {
     pub size: Option<DynoSize>,
 }
 
+/// The dyno a release command runs as, on every engine. Heroku numbers them
+/// (`release.1234`); crew runs one release command at a time per release,
+/// so the number says nothing and stays 1.
+pub const RELEASE_DYNO: &str = "release.1";
+
+/// A release's `release` command (Heroku's release phase): run once, as a
+/// one-off of the release it belongs to, before that release becomes current.
+#[derive(Debug, Clone)]
+pub struct ReleaseCommand {
+    /// The Procfile's `release:` line, run like any dyno's command.
+    pub command: String,
+    /// How long it may run (an hour on Heroku); past that it is stopped and
+    /// the release fails.
+    pub timeout: Duration,
+    /// Each line of its output, stdout and stderr alike, without the line
+    /// end, as it comes: the platform shows them to the pusher.
+    pub output: mpsc::UnboundedSender<String>,
+}
+
 /// One app's dynos, wherever they run. Errors use the engine's words.
 pub trait Placement: Send + Sync + 'static {
     /// Runs `release` with `formation`: the first time, starts it; later, rolls
@@ -77,6 +97,19 @@ pub trait Placement: Send + Sync + 'static {
     fn destroy(&self) -> BoxFuture<'_, ()>;
     /// Asks every dyno to stop without waiting (the server is going down).
     fn shutdown(&self);
+    /// Runs `release`'s release command where this placement runs dynos, with
+    /// the release's image and config, and gives its exit status. `Ok(None)`
+    /// means the placement leaves it to the platform, which runs it on its
+    /// own machine: the default, right for an engine on this machine. `release`
+    /// is not applied: its dynos start only when the platform applies it.
+    fn release_command(
+        &self,
+        release: ReleaseSpec,
+        command: ReleaseCommand,
+    ) -> BoxFuture<'_, Result<Option<ExitStatus>, EngineError>> {
+        let _ = (release, command);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// How the local placement runs dynos.
@@ -304,4 +337,15 @@ impl Placement for FailedPlacement {
     }
 
     fn shutdown(&self) {}
+
+    /// Refused like everything else: the app's dynos would run on an engine
+    /// that could not be reached, so its release command must not run on
+    /// this machine instead.
+    fn release_command(
+        &self,
+        _: ReleaseSpec,
+        _: ReleaseCommand,
+    ) -> BoxFuture<'_, Result<Option<ExitStatus>, EngineError>> {
+        Box::pin(async move { Err(self.error()) })
+    }
 }

@@ -121,7 +121,7 @@ pub(crate) fn start(session: Session) -> Attachment {
 type IoSender = oneshot::Sender<Result<(Output, Option<Console>), String>>;
 
 /// Where the pod got to while crew waited.
-enum Started {
+pub(crate) enum Started {
     Running(String),
     /// It ran and ended already.
     Ended(Box<Pod>),
@@ -129,7 +129,8 @@ enum Started {
 
 impl Session {
     async fn run(self, io: IoSender, exit: oneshot::Sender<ExitStatus>) {
-        let pod = match self.wait_running().await {
+        let started = wait_started(&self.pods, &self.job, self.timing.start, self.timing.poll);
+        let pod = match started.await {
             Ok(Started::Running(pod)) => pod,
             Ok(Started::Ended(pod)) => return self.replay(*pod, io, exit).await,
             Err(why) => {
@@ -228,49 +229,6 @@ impl Session {
         self.exited(code, exit).await;
     }
 
-    /// Polls the Job's pod until it runs, ends, is stuck, or the deadline.
-    async fn wait_running(&self) -> Result<Started, String> {
-        let deadline = Instant::now() + self.timing.start;
-        let selector = format!("{JOB_NAME}={}", self.job);
-        loop {
-            let list = self
-                .pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| format!("waiting for the one-off's pod: {e}"))?;
-            // A Job that is never retried has one pod; if the API shows
-            // more (an old one being deleted), the newest is the one.
-            let pod = list
-                .items
-                .into_iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-            if let Some(pod) = pod {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                if ended(&pod) {
-                    return Ok(Started::Ended(Box::new(pod)));
-                }
-                if phase == Some("Failed") {
-                    return Err(format!("pod {name} failed: {}", why_failed(&pod)));
-                }
-                if phase == Some("Running") {
-                    return Ok(Started::Running(name));
-                }
-                if let Some(stuck) = pods::stuck(&pod) {
-                    return Err(format!("pod {name} cannot start: {stuck}"));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "the one-off's pod did not run within {}s",
-                    self.timing.start.as_secs()
-                ));
-            }
-            tokio::time::sleep(self.timing.poll).await;
-        }
-    }
-
     /// A pod that ended before crew attached: its log, and its exit code.
     async fn replay(&self, pod: Pod, io: IoSender, exit: oneshot::Sender<ExitStatus>) {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -336,6 +294,54 @@ impl Session {
     }
 }
 
+/// Polls the pod of the Job `job` (one that is never retried) until it runs,
+/// ends, is stuck, or `start` is over, looking every `poll`.
+pub(crate) async fn wait_started(
+    pods: &Api<Pod>,
+    job: &str,
+    start: Duration,
+    poll: Duration,
+) -> Result<Started, String> {
+    let deadline = Instant::now() + start;
+    let selector = format!("{JOB_NAME}={job}");
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| format!("waiting for the one-off's pod: {e}"))?;
+        // A Job that is never retried has one pod; if the API shows
+        // more (an old one being deleted), the newest is the one.
+        let pod = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        if let Some(pod) = pod {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if ended(&pod) {
+                return Ok(Started::Ended(Box::new(pod)));
+            }
+            if phase == Some("Failed") {
+                return Err(format!("pod {name} failed: {}", why_failed(&pod)));
+            }
+            if phase == Some("Running") {
+                return Ok(Started::Running(name));
+            }
+            if let Some(stuck) = pods::stuck(&pod) {
+                return Err(format!("pod {name} cannot start: {stuck}"));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the one-off's pod did not run within {}s",
+                start.as_secs()
+            ));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 fn size(cols: u16, rows: u16) -> TerminalSize {
     TerminalSize {
         width: cols,
@@ -350,7 +356,7 @@ fn ended(pod: &Pod) -> bool {
 }
 
 /// The one-off container's exit code, once it terminated.
-fn terminated(pod: &Pod) -> Option<i32> {
+pub(crate) fn terminated(pod: &Pod) -> Option<i32> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -363,7 +369,7 @@ fn terminated(pod: &Pod) -> Option<i32> {
 
 /// What the pod's status says about a failure without a container exit
 /// (a deadline, an eviction).
-fn why_failed(pod: &Pod) -> String {
+pub(crate) fn why_failed(pod: &Pod) -> String {
     let status = pod.status.as_ref();
     let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or("Failed");
     match status.and_then(|s| s.message.as_deref()) {

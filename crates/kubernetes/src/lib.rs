@@ -45,6 +45,13 @@
 //!   `pods/attach` ([`attach`]): the client's bytes go both ways, resizes
 //!   reach the pod's terminal, the exit code comes from the pod, and a
 //!   hang-up deletes the Job.
+//! - **release command** (Heroku's release phase): before the platform
+//!   applies a release, the image is pushed and the namespace and the
+//!   release's Secret applied, as an apply starts; then a Job like a detached
+//!   one-off's, labelled `release` / `release.1`, runs the command. Its pod's
+//!   log is followed to the platform, the exit code comes from the
+//!   container's terminated state, and the Job is deleted ([`release_phase`]).
+//!   No Deployment is touched.
 //! - **logs**: a task per app, started by the first apply, polls the pods and
 //!   follows each one's `pods/log` into the app's log ([`logs`]).
 //! - **web backends**: every apply reads the EndpointSlices of the Service
@@ -60,6 +67,7 @@ mod attach;
 mod backends;
 mod logs;
 pub mod pods;
+mod release_phase;
 mod secrets;
 
 use std::collections::BTreeSet;
@@ -72,11 +80,12 @@ use crew_cluster::kubernetes::{self as manifests, MANAGED_BY, PART_OF, PROCESS_T
 use crew_cluster::registry::{Registry, RegistryError, sha256_digest};
 use crew_cluster::{Process, Release, object_name, type_label, validate_app_name};
 use crew_engine::{
-    Attachment, BoxFuture, DynoInfo, EngineError, Placement, ReleaseSpec, RunRequest, WebBackend,
+    Attachment, BoxFuture, DynoInfo, EngineError, Placement, RELEASE_DYNO, ReleaseCommand,
+    ReleaseSpec, RunRequest, WebBackend,
 };
 use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange};
-use crew_runtime::DynoInput;
+use crew_runtime::{DynoInput, ExitStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, Namespace, Pod, Secret, Service};
@@ -401,15 +410,20 @@ impl KubernetesPlacement {
         }
     }
 
-    async fn apply_release(
+    /// Makes ready what any pod of `spec` needs before one is made: its
+    /// image in the registry (when crew pushes images), the app's namespace
+    /// and the release's Secret of config vars. Returns the release and its
+    /// objects, moved into the namespace. An apply and a release command
+    /// both start here.
+    async fn stage(
         &self,
-        spec: ReleaseSpec,
-        formation: Formation,
-    ) -> Result<(), EngineError> {
-        let release = self.release(&spec, &formation);
+        spec: &ReleaseSpec,
+        formation: &Formation,
+    ) -> Result<(Release, manifests::Manifests), EngineError> {
+        let release = self.release(spec, formation);
         let mut objects = manifests::manifests(&release).map_err(cluster_error)?;
         // Before anything on the cluster names the image.
-        self.push_image(&spec, &release.image).await?;
+        self.push_image(spec, &release.image).await?;
         objects.namespace.metadata.name = Some(self.namespace.clone());
         self.place(&mut objects.secret.metadata);
         for d in &mut objects.deployments {
@@ -430,6 +444,17 @@ impl KubernetesPlacement {
             .patch(&secret, &ssa, &Patch::Apply(&objects.secret))
             .await
             .map_err(|e| kube_error(&format!("applying Secret {secret}"), e))?;
+        Ok((release, objects))
+    }
+
+    async fn apply_release(
+        &self,
+        spec: ReleaseSpec,
+        formation: Formation,
+    ) -> Result<(), EngineError> {
+        let (release, objects) = self.stage(&spec, &formation).await?;
+        let secret = manifests::secret_name(&release);
+        let ssa = PatchParams::apply(FIELD_MANAGER).force();
         let deployments = self.deployments();
         let mut keep = BTreeSet::new();
         for deployment in &objects.deployments {
@@ -790,6 +815,64 @@ impl KubernetesPlacement {
         Ok((info, Some(attachment)))
     }
 
+    /// A release's release command: a Job of the release (its image, its
+    /// Secret), never retried, whose pod's log is followed into
+    /// `command.output` and whose container's exit code is the answer. The
+    /// Job goes afterwards, however it ended. The release's Deployments are
+    /// not touched: the platform applies the release only if this succeeds.
+    async fn release_phase(
+        &self,
+        spec: ReleaseSpec,
+        command: ReleaseCommand,
+    ) -> Result<ExitStatus, EngineError> {
+        // The Deployments' replicas are all a formation would change, and
+        // no Deployment is applied here.
+        let formation = Formation::new(spec.types.iter().map(|t| t.name.clone()), 0);
+        let (release, _) = self.stage(&spec, &formation).await?;
+        let options = manifests::RunOptions {
+            deadline_seconds: u32::try_from(command.timeout.as_secs()).unwrap_or(u32::MAX),
+            ..manifests::RunOptions::default()
+        };
+        let mut job =
+            manifests::run_job(&release, &command.command, &options).map_err(cluster_error)?;
+        self.place(&mut job.metadata);
+        label_one_off(
+            &mut job,
+            RELEASE_DYNO,
+            &RunRequest {
+                command: command.command.clone(),
+                ..RunRequest::default()
+            },
+        );
+        release_phase::label(&mut job, &self.app);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let made = jobs
+            .create(&manager_post(), &job)
+            .await
+            .map_err(|e| kube_error("creating the release command's Job", e))?;
+        let name = made.metadata.name.ok_or_else(|| {
+            EngineError::Engine(
+                "kubernetes: the release command's Job came back without a name".into(),
+            )
+        })?;
+        tracing::debug!(job = name, "release command started");
+        let job = release_phase::JobRemoval::new(jobs, name);
+        let ran = release_phase::follow(
+            &Api::namespaced(self.client.clone(), &self.namespace),
+            job.name(),
+            release_phase::Timing {
+                start: self.config.attach_timeout,
+                poll: self.config.attach_poll,
+                limit: command.timeout,
+            },
+            &command.output,
+        )
+        .await;
+        job.delete().await;
+        ran.map(ExitStatus::Code)
+            .map_err(|why| EngineError::Engine(format!("kubernetes: {why}")))
+    }
+
     async fn destroy_namespace(&self) -> Result<(), EngineError> {
         self.stop_tasks();
         self.web.lock().await.publish(Vec::new());
@@ -963,6 +1046,14 @@ impl Placement for KubernetesPlacement {
                 tracing::warn!(app = self.app, %error, "destroying on Kubernetes");
             }
         })
+    }
+
+    fn release_command(
+        &self,
+        release: ReleaseSpec,
+        command: ReleaseCommand,
+    ) -> BoxFuture<'_, Result<Option<ExitStatus>, EngineError>> {
+        Box::pin(async move { self.release_phase(release, command).await.map(Some) })
     }
 
     /// The dynos are the cluster's and outlive this server: only the log and

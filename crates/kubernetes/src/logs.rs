@@ -146,6 +146,37 @@ async fn read(
     last: Arc<Mutex<Option<Timestamp>>>,
     logs: mpsc::Sender<LogEvent>,
 ) {
+    read_log(&pods, &pod, follow, &last, |at, mut line| {
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        let event = LogEvent::Output {
+            dyno: dyno.clone(),
+            at: SystemTime::from(at),
+            lines: Bytes::from(line),
+        };
+        let logs = logs.clone();
+        async move { logs.send(event).await.is_ok() }
+    })
+    .await;
+}
+
+/// Reads one pod's log (its only container's, or a Job's) with timestamps,
+/// following it while the container runs if `follow`, and hands each line
+/// newer than `last` to `line` with its time, `last` moved on first. The
+/// read ends with the stream (the container ended, or the connection did),
+/// or when `line` answers false. Read again with the same `last`, a log
+/// neither loses nor repeats a line.
+pub(crate) async fn read_log<F, Fut>(
+    pods: &Api<Pod>,
+    pod: &str,
+    follow: bool,
+    last: &Mutex<Option<Timestamp>>,
+    mut line: F,
+) where
+    F: FnMut(Timestamp, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     // kube sends sinceTime rounded to the nearest second, which can round
     // up past lines not yet passed on; floored here, the rounding changes
     // nothing, and the lines of that second already passed on are dropped
@@ -160,7 +191,7 @@ async fn read(
         since_time: since,
         ..LogParams::default()
     };
-    let stream = match pods.log_stream(&pod, &params).await {
+    let stream = match pods.log_stream(pod, &params).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%error, pod, "reading a pod's log");
@@ -189,16 +220,7 @@ async fn read(
             }
             *last = Some(at);
         }
-        let mut line = text.to_vec();
-        if line.last() != Some(&b'\n') {
-            line.push(b'\n');
-        }
-        let event = LogEvent::Output {
-            dyno: dyno.clone(),
-            at: SystemTime::from(at),
-            lines: Bytes::from(line),
-        };
-        if logs.send(event).await.is_err() {
+        if !line(at, text.to_vec()).await {
             return;
         }
     }

@@ -931,6 +931,209 @@ async fn run_detached_creates_a_job_never_retried_and_named_after_the_last_one_o
     assert_eq!(info.state, DynoState::Starting);
 }
 
+const JOBS: &str = "/apis/batch/v1/namespaces/crew-shop/jobs";
+
+/// Answers what a release command of v4 asks before its pod: the namespace,
+/// the release's Secret and the Job, which the cluster names
+/// `shop-release-r7x2q`; checks that the Job runs `command` as `release.1`
+/// with v4's image and config, never retried, within the hour.
+async fn script_release_job(mock: &mut Mock, command: &str) {
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(NS);
+    reply(send, 200, seen.body);
+    let (seen, send) = next(mock).await;
+    seen.expect_apply(&format!("{NS}/secrets/shop-config-v4"));
+    assert_eq!(
+        seen.body["stringData"],
+        json!({"LANG": "C.UTF-8", "SECRET": "s3cr$t {{x}}"}),
+    );
+    reply(send, 200, seen.body);
+    let (seen, send) = next(mock).await;
+    seen.expect("POST", JOBS, &[("fieldManager", "crew")]);
+    let body = &seen.body;
+    assert_eq!(body["kind"], "Job");
+    assert_eq!(body["metadata"]["generateName"], "shop-release-");
+    assert_eq!(body["metadata"]["labels"]["crew/process-type"], "release");
+    assert_eq!(body["metadata"]["labels"]["crew/dyno"], "release.1");
+    assert_eq!(body["spec"]["backoffLimit"], 0);
+    assert_eq!(body["spec"]["activeDeadlineSeconds"], 3600);
+    let template = &body["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["labels"]["crew/process-type"],
+        "release"
+    );
+    assert_eq!(template["metadata"]["labels"]["crew/dyno"], "release.1");
+    assert_eq!(template["metadata"]["annotations"]["crew/command"], command);
+    assert_eq!(template["spec"]["restartPolicy"], "Never");
+    let container = &template["spec"]["containers"][0];
+    assert_eq!(container["name"], "run");
+    assert_eq!(container["image"], "registry.example:5000/crew/shop:v4");
+    assert_eq!(
+        container["envFrom"][0]["secretRef"]["name"],
+        "shop-config-v4"
+    );
+    let argv = container["command"].to_string() + &container["args"].to_string();
+    assert!(argv.contains(command), "{argv}");
+    let env: BTreeMap<&str, &Value> = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap_or(""), &v["value"]))
+        .collect();
+    assert_eq!(env["DYNO"], "release.1");
+    assert_eq!(env["PS"], "release.1");
+    let mut made = body.clone();
+    made["metadata"]["name"] = json!("shop-release-r7x2q");
+    reply(send, 201, made);
+}
+
+/// Answers the list of the release Job's pods with one pod in `status`.
+async fn script_release_pod(mock: &mut Mock, status: Value) {
+    let (seen, send) = next(mock).await;
+    seen.expect(
+        "GET",
+        &format!("{NS}/pods"),
+        &[(
+            "labelSelector",
+            "batch.kubernetes.io/job-name=shop-release-r7x2q",
+        )],
+    );
+    let mut pod = pod(
+        "shop-release-r7x2q-k4j9z",
+        "release",
+        "2026-01-01T00:00:01Z",
+        status,
+    );
+    pod["spec"]["containers"][0]["name"] = json!("run");
+    reply(
+        send,
+        200,
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [pod]}),
+    );
+}
+
+/// Expects the release Job's deletion, with its pod (background).
+async fn script_release_job_deleted(mock: &mut Mock) {
+    let (seen, send) = next(mock).await;
+    seen.expect("DELETE", &format!("{JOBS}/shop-release-r7x2q"), &[]);
+    assert_eq!(seen.body["propagationPolicy"], "Background");
+    success(send);
+}
+
+fn release_command(
+    command: &str,
+) -> (crew_engine::ReleaseCommand, mpsc::UnboundedReceiver<String>) {
+    let (output, lines) = mpsc::unbounded_channel();
+    let command = crew_engine::ReleaseCommand {
+        command: command.to_string(),
+        timeout: Duration::from_secs(3600),
+        output,
+    };
+    (command, lines)
+}
+
+/// The release phase: before v4 is applied, its release command runs as a
+/// Job of v4 (v4's Secret made first), its pod's log is followed into the
+/// output, the exit code is the container's terminated state's, and the Job
+/// goes afterwards. No Deployment is applied: that is the platform's apply,
+/// once the command succeeded.
+#[tokio::test]
+async fn a_release_command_is_a_job_of_the_new_release_and_applies_no_deployment() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let pod = "shop-release-r7x2q-k4j9z";
+    let script = async {
+        script_release_job(&mut mock, "rake db:migrate").await;
+        script_release_pod(
+            &mut mock,
+            json!({"phase": "Running", "containerStatuses": [{
+                "name": "run", "image": "i", "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {}}}]}),
+        )
+        .await;
+        let (seen, send) = next(&mut mock).await;
+        seen.expect(
+            "GET",
+            &format!("{NS}/pods/{pod}/log"),
+            &[("follow", "true"), ("timestamps", "true")],
+        );
+        send.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(
+                    b"2026-01-01T00:00:02Z migrating\n2026-01-01T00:00:03Z it \xff broke\r\n"
+                        .to_vec(),
+                ))
+                .expect("a response"),
+        );
+        let (seen, send) = next(&mut mock).await;
+        seen.expect("GET", &format!("{NS}/pods/{pod}"), &[]);
+        let mut ended = json!({"phase": "Failed", "containerStatuses": [{
+            "name": "run", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 3, "finishedAt": "2026-01-01T00:00:04Z"}}}]});
+        ended = pod_with_status(pod, ended);
+        reply(send, 200, ended);
+        script_release_job_deleted(&mut mock).await;
+    };
+    let (command, mut lines) = release_command("rake db:migrate");
+    let run = placement.release_command(
+        spec(
+            4,
+            &[("web", "python3 web.py"), ("worker", "python3 worker.py")],
+        ),
+        command,
+    );
+    let ((), result) = tokio::join!(script, run);
+    let status = result.expect("the release command ran");
+    assert_eq!(status, Some(crew_runtime::ExitStatus::Code(3)));
+    let mut said = Vec::new();
+    while let Ok(line) = lines.try_recv() {
+        said.push(line);
+    }
+    assert_eq!(said, ["migrating", "it \u{fffd} broke"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), mock.next_request())
+            .await
+            .is_err(),
+        "nothing else was asked: no Deployment, no Service"
+    );
+}
+
+/// A release command whose pod cannot start fails with the kubelet's reason,
+/// and its Job still goes.
+#[tokio::test]
+async fn a_release_command_that_cannot_start_says_why_and_its_job_goes() {
+    let (client, mut mock) = mock();
+    let placement = placement(client, config());
+    let script = async {
+        script_release_job(&mut mock, "true").await;
+        script_release_pod(
+            &mut mock,
+            json!({"phase": "Pending", "containerStatuses": [{
+                "name": "run", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff",
+                                      "message": "no such image"}}}]}),
+        )
+        .await;
+        script_release_job_deleted(&mut mock).await;
+    };
+    let (command, _lines) = release_command("true");
+    let run = placement.release_command(spec(4, &[("web", "w")]), command);
+    let ((), result) = tokio::join!(script, run);
+    let error = result.expect_err("the pod never ran").to_string();
+    assert!(
+        error.contains("cannot start: ImagePullBackOff: no such image"),
+        "{error}"
+    );
+}
+
+fn pod_with_status(name: &str, status: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "crew-shop"},
+           "spec": {"containers": [{"name": "run"}]},
+           "status": status})
+}
+
 #[tokio::test]
 async fn run_before_any_apply_has_no_release() {
     let (client, _mock) = mock();

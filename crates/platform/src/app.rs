@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use crew_engine::{
     DynoInfo, EngineConfig, EngineError, InFlight, LocalConfig, LocalPlacement, Placement,
-    PortPool, ReleaseSpec, ReleaseType,
+    PortPool, RELEASE_DYNO, ReleaseCommand, ReleaseSpec, ReleaseType,
 };
 use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
 use crew_procfile::{Formation, FormationChange, Quantity};
 use crew_runtime::{DynoProcess, DynoSize, DynoSpec, Runtime, ServerRuntime, Signal};
-use crew_store::FormationRow;
+use crew_store::{FormationRow, Release, Slug};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
@@ -31,6 +31,9 @@ const STACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The release command's limit, as on Heroku.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long past [`RELEASE_TIMEOUT`] an engine may take to stop a release
+/// command and say so.
+const RELEASE_GRACE: Duration = Duration::from_secs(120);
 
 type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
 
@@ -94,10 +97,29 @@ impl AppRuntime {
             return Ok(());
         };
         let slug = platform.store.slug(slug_id)?;
+        let rows = platform.store.formation(&self.name)?;
+        let spec = self.release_spec(platform, &release, &slug, &rows)?;
+        let formation = formation_of(&spec.types, &rows)?;
+        self.placement
+            .apply(spec, formation)
+            .await
+            .map_err(engine_error)
+    }
+
+    /// `release` as a placement takes it, its slug extracted on this machine:
+    /// its process types with the sizes the formation `rows` give them, and
+    /// the dynos' environment. What `boot` applies and what a release command
+    /// runs with are made here alike.
+    pub(crate) fn release_spec(
+        &self,
+        platform: &Platform,
+        release: &Release,
+        slug: &Slug,
+        rows: &[FormationRow],
+    ) -> Result<ReleaseSpec, PlatformError> {
         let archive = PathBuf::from(&slug.path);
         let dir = slug::extract(&archive, platform.slug_owner())
             .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
-        let rows = platform.store.formation(&self.name)?;
         let types: Vec<ReleaseType> = slug
             .process_types
             .iter()
@@ -111,8 +133,7 @@ impl AppRuntime {
                     .and_then(|r| DynoSize::parse(&r.size).ok()),
             })
             .collect();
-        let formation = formation_of(&types, &rows)?;
-        let spec = ReleaseSpec {
+        Ok(ReleaseSpec {
             app: self.name.clone(),
             version: release.version,
             types,
@@ -120,11 +141,52 @@ impl AppRuntime {
             slug_archive: archive,
             slug_dir: dir,
             command_prefix: Some(PROFILE.to_string()),
+        })
+    }
+
+    /// Runs `release`'s release command `command` and says whether it
+    /// succeeded: where the app's dynos run, if its placement runs it (a
+    /// cluster's one-off of the new release), else on this machine. Each
+    /// line of its output goes to `say`. An engine that could not run it is
+    /// an error in the engine's words.
+    pub(crate) async fn release_command(
+        &self,
+        platform: &Platform,
+        release: ReleaseSpec,
+        command: &str,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<bool, PlatformError> {
+        let (output, mut lines) = mpsc::unbounded_channel();
+        let request = ReleaseCommand {
+            command: command.to_string(),
+            timeout: RELEASE_TIMEOUT,
+            output,
         };
-        self.placement
-            .apply(spec, formation)
-            .await
-            .map_err(engine_error)
+        let run = self.placement.release_command(release.clone(), request);
+        // The placement enforces the limit on the command itself; this
+        // deadline only guards against an engine that never answers.
+        let run = tokio::time::timeout(RELEASE_TIMEOUT + RELEASE_GRACE, run);
+        tokio::pin!(run);
+        let ran = loop {
+            tokio::select! {
+                ran = &mut run => break ran,
+                Some(line) = lines.recv() => say(format!("       {line}")),
+            }
+        };
+        while let Ok(line) = lines.try_recv() {
+            say(format!("       {line}"));
+        }
+        match ran {
+            Ok(Ok(Some(status))) => Ok(status.success()),
+            Ok(Ok(None)) => {
+                Ok(run_release_command(&platform.runtime, &release, command, say).await)
+            }
+            Ok(Err(e)) => Err(engine_error(e)),
+            Err(_) => Err(PlatformError::Invalid(format!(
+                "the engine did not report how the release command ended within {} s",
+                (RELEASE_TIMEOUT + RELEASE_GRACE).as_secs()
+            ))),
+        }
     }
 
     pub(crate) async fn scale(&self, rows: &[FormationRow]) -> Result<(), PlatformError> {
@@ -288,19 +350,22 @@ pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<(
     Ok(())
 }
 
-/// Runs a release's `release` command in its slug and says whether it succeeded.
+/// Runs a release's `release` command on this machine, in its slug, and says
+/// whether it succeeded.
 pub(crate) async fn run_release_command(
     runtime: &ServerRuntime,
-    dir: &Path,
+    release: &ReleaseSpec,
     command: &str,
-    config: &BTreeMap<String, String>,
     say: &(dyn Fn(String) + Sync),
 ) -> bool {
     let spec = DynoSpec {
-        name: "release.1".into(),
-        command: format!("{PROFILE}{command}"),
-        env: dyno_env(runtime, dir, config),
-        cwd: dir.to_path_buf(),
+        name: RELEASE_DYNO.into(),
+        command: format!(
+            "{}{command}",
+            release.command_prefix.as_deref().unwrap_or_default()
+        ),
+        env: release.env.clone(),
+        cwd: release.slug_dir.clone(),
         ..DynoSpec::default()
     };
     let mut process = match runtime.spawn(&spec) {

@@ -404,8 +404,9 @@ impl Platform {
             None => None,
         };
         if let Some(slug) = &slug {
-            let dir = slug::extract(&PathBuf::from(&slug.path), self.slug_owner())
-                .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
+            // Extracted before the release can become current, also without
+            // a release command: a slug that cannot be unpacked fails here.
+            let spec = runtime.release_spec(self, &release, slug, &self.store.formation(app)?)?;
             if let Some(command) = &slug.release_command {
                 let say = |line: String| {
                     if let Some(out) = out {
@@ -419,10 +420,10 @@ impl Platform {
                         format!("Running release v{} commands", release.version),
                     )
                     .await;
-                let ok =
-                    app::run_release_command(&self.runtime, &dir, command, &release.config, &say)
-                        .await;
-                if !ok {
+                // Where the app's dynos run: the placement's engine, or this
+                // machine when the placement leaves it here.
+                let ran = runtime.release_command(self, spec, command, &say).await;
+                if !matches!(ran, Ok(true)) {
                     self.store
                         .set_release_status(app, release.version, ReleaseStatus::Failed)?;
                     runtime
@@ -431,12 +432,19 @@ impl Platform {
                             format!("Release v{} command failed", release.version),
                         )
                         .await;
+                    let why = match ran {
+                        Err(e) => {
+                            say(format!(" !     {e}"));
+                            format!(": {e}")
+                        }
+                        Ok(_) => String::new(),
+                    };
                     say(
                         " !     Release command failed; the current release keeps running."
                             .to_string(),
                     );
                     return Err(PlatformError::Build(format!(
-                        "release command `{command}` failed"
+                        "release command `{command}` failed{why}"
                     )));
                 }
             }

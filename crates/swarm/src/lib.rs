@@ -40,6 +40,12 @@
 //!   ([`SwarmPlacement::run_attached`]): a container on this node (Swarm
 //!   cannot attach to a task), attached over a hijacked connection before it
 //!   starts, with a terminal resized through the API, removed when it ends.
+//! - **release command** (Heroku's release phase): before the platform
+//!   applies a release, its image is made available as for an apply, and a
+//!   container `APP-release-vN` of it runs on this node as an attached
+//!   one-off does (`DYNO=release.1`, stdin closed), its output going to the
+//!   platform line by line; its exit code is the answer, it is killed at
+//!   the time limit, and it is removed however it ends.
 //! - **Web backends**: each web task publishes `PORT` in host mode on a port
 //!   the daemon picks; host-mode ports listen on every interface of their
 //!   node. The router gets one backend per running web task, on any node:

@@ -72,6 +72,12 @@ pub fn run_name(app: &str, number: u32) -> String {
     format!("{app}-{RUN_TYPE}-{number}")
 }
 
+/// `APP-release-vN`, the container of a release's release command: one per
+/// release, so that two releases' commands never take each other's name.
+pub fn release_name(release: &ReleaseSpec) -> String {
+    format!("{}-release-v{}", release.app, release.version)
+}
+
 /// `crew/APP:vN`: what a release's docker-archive is tagged, and loaded as.
 pub fn image_tag(release: &ReleaseSpec) -> String {
     crew_cluster::image::default_tag(&release.app, release.version)
@@ -294,26 +300,28 @@ pub fn job_spec(
     })
 }
 
-/// An attached one-off: a container on this node (Swarm cannot attach to a
-/// task), on the app's network, with a terminal when the client has one.
+/// An attached one-off, `dyno` (`run.3`, or a release command's
+/// [`crew_engine::RELEASE_DYNO`]): a container on this node (Swarm cannot
+/// attach to a task), on the app's network, with a terminal when the client
+/// has one. Its type label is the dyno's type.
 pub fn container_config(
     release: &ReleaseSpec,
     image: &str,
-    number: u32,
+    dyno: &str,
     command: &str,
     extra_env: &[(String, String)],
     tty: Option<(u16, u16)>,
 ) -> Value {
-    let dyno = format!("{RUN_TYPE}.{number}");
-    let mut labels = labels(&release.app, RUN_TYPE, release.version);
-    labels.insert(LABEL_DYNO.to_string(), dyno.clone());
+    let process_type = dyno.split('.').next().unwrap_or(RUN_TYPE);
+    let mut labels = labels(&release.app, process_type, release.version);
+    labels.insert(LABEL_DYNO.to_string(), dyno.to_string());
     let network = network_name(&release.app);
     let mut config = json!({
         "Image": image,
         // As Entrypoint, so nothing of a base image's slips in front.
         "Entrypoint": dyno_command(command),
         "Cmd": [],
-        "Env": environment(&release.env, extra_env, &dyno, false),
+        "Env": environment(&release.env, extra_env, dyno, false),
         "WorkingDir": "/app",
         "User": format!("{DYNO_UID}:{DYNO_UID}"),
         "Hostname": dyno,
@@ -337,6 +345,7 @@ pub fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crew_engine::RELEASE_DYNO;
     use std::path::PathBuf;
 
     fn release() -> ReleaseSpec {
@@ -499,11 +508,25 @@ mod tests {
         assert_eq!(job["Name"], "shop-run-4");
         assert_eq!(job["Mode"]["ReplicatedJob"]["MaxConcurrent"], 1);
         assert_eq!(job["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
-        let container = container_config(&release(), "crew/shop:v3", 5, "sh", &[], Some((80, 24)));
+        let container = container_config(
+            &release(),
+            "crew/shop:v3",
+            "run.5",
+            "sh",
+            &[],
+            Some((80, 24)),
+        );
         assert_eq!(container["Tty"], true);
         assert_eq!(container["HostConfig"]["ConsoleSize"], json!([24, 80]));
         let env = container["Env"].as_array().expect("env");
         assert!(env.contains(&json!("GREETING=a{{b}}")), "no templates here");
         assert!(env.contains(&json!("DYNO=run.5")));
+        assert_eq!(container["Labels"][LABEL_TYPE], "run");
+        let release_phase =
+            container_config(&release(), "crew/shop:v3", RELEASE_DYNO, "x", &[], None);
+        assert_eq!(release_phase["Hostname"], "release.1");
+        assert_eq!(release_phase["Labels"][LABEL_TYPE], "release");
+        assert_eq!(release_phase["Labels"][LABEL_DYNO], "release.1");
+        assert_eq!(release_name(&release()), "shop-release-v3");
     }
 }
