@@ -346,3 +346,33 @@ fn crlf_procfile_commands_run_without_a_stray_cr() {
         out.report()
     );
 }
+
+/// A crew started with signals ignored (`nohup`, or `crew start &` from a
+/// script, which ignores SIGINT and SIGQUIT) starts its processes with every
+/// signal at its default: ignored signals survive exec, and a process that
+/// ignored SIGHUP or SIGINT would not stop the way crew stops it.
+#[test]
+fn processes_start_with_no_signal_ignored_or_blocked() {
+    let app = App::with_procfile(
+        "web: grep -E '^Sig(Ign|Blk)' /proc/self/status | tr '\\t' ' '; exec sleep 100\n",
+    );
+    let mut command = app.shell("trap '' HUP INT QUIT; exec \"$CREW\" start --no-timestamp");
+    command.env("CREW", CREW);
+    let mut crew = Crew::spawn(command);
+    crew.wait_for("web.1  | SigBlk: 0000000000000000\n", SOON);
+    crew.wait_for("web.1  | SigIgn: ", SOON);
+    crew.signal(Signal::TERM);
+    crew.wait_code(SOON);
+    let stdout = crew.stdout();
+    let ignored = stdout
+        .lines()
+        .find_map(|l| l.split_once("SigIgn: "))
+        .and_then(|(_, mask)| u64::from_str_radix(mask.trim(), 16).ok())
+        .expect("the SigIgn line");
+    // Signals 1 to 31; glibc keeps the real-time ones above for itself.
+    assert_eq!(
+        ignored & 0x7fff_ffff,
+        0,
+        "signals ignored: {ignored:#x}\n{stdout}"
+    );
+}

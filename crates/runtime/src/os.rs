@@ -46,6 +46,33 @@ pub fn die_with_parent(command: &mut std::process::Command) {
     }
 }
 
+/// Starts the child with every signal at its default action and none blocked,
+/// as an isolated dyno starts. Ignored signals survive exec: under `nohup`, or
+/// `crew server &` from a script (which ignores SIGINT and SIGQUIT), a dyno
+/// would otherwise ignore the SIGHUP of a closed `crew run` or the signals
+/// crew stops it with.
+pub fn default_signals(command: &mut std::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only calls
+    // sigaction(2) and sigprocmask(2), both async-signal-safe, on this
+    // process's own signal state, with a zeroed (SIG_DFL) action and an empty
+    // set that live on its stack.
+    unsafe {
+        command.pre_exec(|| {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            for signal in 1..libc::SIGRTMAX() {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::sigaction(signal, &default, std::ptr::null_mut());
+                }
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
 /// Makes the child the leader of a new session whose controlling terminal is its
 /// stdin, so the terminal's Ctrl-C, window changes and hang-up reach it. Used
 /// instead of a new process group: a group leader cannot start a session.

@@ -197,6 +197,7 @@ impl Runtime for PlainRuntime {
         } else {
             command.process_group(0);
         }
+        os::default_signals(&mut command);
         os::die_with_parent(&mut command);
         let mut command = tokio::process::Command::from(command);
         command.kill_on_drop(false);
