@@ -1262,7 +1262,17 @@ impl Shared {
         daemons.extend(self.config.image_nodes.iter().cloned());
         for docker in &daemons {
             loop {
-                let left = docker.containers(&app).await.unwrap_or_default();
+                // The containers of tasks that have ended (the history Swarm
+                // keeps too) would go only when Swarm's reaper gets to them:
+                // they are removed now, and only running ones waited for.
+                let mut left = Vec::new();
+                for c in docker.containers(&app).await.unwrap_or_default() {
+                    if matches!(c.state.as_str(), "exited" | "dead" | "created") {
+                        let _ = docker.container_remove(&c.id).await;
+                    } else {
+                        left.push(c);
+                    }
+                }
                 if left.is_empty() {
                     break;
                 }
