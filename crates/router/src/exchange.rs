@@ -107,6 +107,8 @@ enum SendError {
     BadResponse,
     /// The client went away, or sent a body that is not valid.
     Client,
+    /// The client stopped sending its request's body (H28).
+    ClientIdle,
 }
 
 /// A dyno picked for a request, and its connection.
@@ -128,7 +130,9 @@ impl<R: Routes> Router<R> {
             });
             match parsed {
                 Ok(Some(prepared)) => break prepared,
-                Ok(None) => match read_more(&mut client.stream, &mut client.buf).await {
+                // A kept connection with nothing to say, or a head that
+                // stopped halfway, is closed once idle for too long.
+                Ok(None) => match self.read_within(&mut client.stream, &mut client.buf).await {
                     Ok(0) | Err(_) => return After::Close,
                     Ok(_) => {}
                 },
@@ -294,6 +298,10 @@ impl<R: Routes> Router<R> {
         let response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(SendError::Client)) => return After::Close,
+            Ok(Err(SendError::ClientIdle)) => {
+                line.error("H28", "Client Connection Idle", &backend.name, started, 499);
+                return After::Close;
+            }
             Ok(Err(SendError::Dyno)) => {
                 let desc = "Connection closed without response";
                 line.error("H13", desc, &backend.name, started, 503);
@@ -328,8 +336,15 @@ impl<R: Routes> Router<R> {
         }
 
         let close = !keep_alive || response.framing == Framing::UntilClose;
-        let (bytes, complete) = relay_response(client, &mut dyno, &response, close).await;
-        line.info(&backend.name, connect, started, response.status, bytes);
+        let (bytes, relayed) = self
+            .relay_response(client, &mut dyno, &response, close)
+            .await;
+        let complete = relayed == Relayed::Complete;
+        if relayed == Relayed::DynoIdle {
+            line.error("H15", "Idle connection", &backend.name, started, 503);
+        } else {
+            line.info(&backend.name, connect, started, response.status, bytes);
+        }
         // A connection is only kept after a response read to its end, with
         // nothing after it.
         if complete && response.reusable && http11 && !upgrade && dyno.buf.is_empty() {
@@ -396,9 +411,13 @@ impl<R: Routes> Router<R> {
             }
             while !request_body.is_done() {
                 if client.buf.is_empty() {
-                    match read_more(&mut client.stream, &mut client.buf).await {
-                        Ok(0) | Err(_) => return Err(SendError::Client),
+                    match self.read_within(&mut client.stream, &mut client.buf).await {
+                        Ok(0) => return Err(SendError::Client),
                         Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            return Err(SendError::ClientIdle);
+                        }
+                        Err(_) => return Err(SendError::Client),
                     }
                 }
                 let n = request_body
@@ -474,18 +493,51 @@ impl<R: Routes> Router<R> {
     }
 }
 
-/// Passes the response on: its head (without hop-by-hop headers, and saying
-/// `Connection: close` when `close`), then its body as it comes. Gives the
-/// body's bytes, and whether it was passed on to its end.
+/// How far a response got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relayed {
+    Complete,
+    /// Either side broke off, or the dyno's framing was wrong.
+    Broken,
+    /// The dyno went silent in the middle of the body (H15).
+    DynoIdle,
+}
+
+impl<R: Routes> Router<R> {
+    /// Passes the response on: its head (without hop-by-hop headers, and
+    /// saying `Connection: close` when `close`), then its body as it comes.
+    /// Gives the body's bytes, and how far it got.
+    async fn relay_response(
+        &self,
+        client: &mut Client,
+        dyno: &mut DynoConnection,
+        response: &ResponseHead,
+        close: bool,
+    ) -> (u64, Relayed) {
+        relay_response(client, dyno, response, close, self.config.idle_timeout).await
+    }
+
+    /// Reads more of a connection, failing with `TimedOut` once it has been
+    /// silent for the idle timeout.
+    async fn read_within(
+        &self,
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+    ) -> std::io::Result<usize> {
+        read_within(stream, buf, self.config.idle_timeout).await
+    }
+}
+
 async fn relay_response(
     client: &mut Client,
     dyno: &mut DynoConnection,
     response: &ResponseHead,
     close: bool,
-) -> (u64, bool) {
+    idle: Duration,
+) -> (u64, Relayed) {
     let mut body = Remaining::of(response.framing);
     let Ok(first) = body.take(&dyno.buf[response.len..]) else {
-        return (0, false);
+        return (0, Relayed::Broken);
     };
     let end = response.len + first;
     let written = if response.hop_by_hop || close {
@@ -499,26 +551,30 @@ async fn relay_response(
     };
     dyno.buf.advance(end);
     if written.is_err() {
-        return (0, false);
+        return (0, Relayed::Broken);
     }
     let mut bytes = first as u64;
     while !body.is_done() {
-        match read_more(&mut dyno.stream, &mut dyno.buf).await {
+        match read_within(&mut dyno.stream, &mut dyno.buf, idle).await {
             // A body that ends with the connection has ended.
             Ok(0) if matches!(body, Remaining::UntilClose) => break,
-            Ok(0) | Err(_) => return (bytes, false),
+            Ok(0) => return (bytes, Relayed::Broken),
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return (bytes, Relayed::DynoIdle);
+            }
+            Err(_) => return (bytes, Relayed::Broken),
         }
         let Ok(n) = body.take(&dyno.buf) else {
-            return (bytes, false);
+            return (bytes, Relayed::Broken);
         };
         if client.stream.write_all(&dyno.buf[..n]).await.is_err() {
-            return (bytes, false);
+            return (bytes, Relayed::Broken);
         }
         dyno.buf.advance(n);
         bytes += n as u64;
     }
-    (bytes, true)
+    (bytes, Relayed::Complete)
 }
 
 /// The 503 page for a request no dyno answered.
@@ -551,6 +607,18 @@ async fn refuse(client: &mut Client, status: u16, reason: &str, text: &str) -> A
     http1::page(&mut client.out, status, reason, reason, text, false, true);
     let _ = client.stream.write_all(&client.out).await;
     After::Close
+}
+
+/// [`read_more`], failing with `TimedOut` after `idle` of silence.
+async fn read_within(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> std::io::Result<usize> {
+    match tokio::time::timeout(idle, read_more(stream, buf)).await {
+        Ok(read) => read,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Reads what the peer has sent into `buf`, making room first when needed.

@@ -9,7 +9,9 @@
 //! When no dyno can take a request the router answers with a 503 page and a
 //! Heroku error code in the app's log: `H14` with no web dynos, `H10` when they
 //! have all crashed, `H20` when none came up within 75 s while booting, `H12`
-//! for a request over 30 s, and `H19` when no dyno could be reached.
+//! for a request over 30 s, and `H19` when no dyno could be reached. A dyno
+//! silent for 55 s in the middle of a response is `H15`, a client silent as
+//! long in the middle of a request `H28`.
 //!
 //! The router counts its requests in flight per dyno ([`InFlight`]). The engine
 //! stops routing to a web dyno before it stops it, and waits until that count is
@@ -69,6 +71,10 @@ pub struct RouterConfig {
     pub boot_wait: Duration,
     /// To connect to a dyno (H19).
     pub connect_timeout: Duration,
+    /// How long a connection may stay silent: a dyno in the middle of a
+    /// response (H15), a client in the middle of a request (H28), and a kept
+    /// client connection between requests (closed without a word).
+    pub idle_timeout: Duration,
 }
 
 impl Default for RouterConfig {
@@ -77,6 +83,7 @@ impl Default for RouterConfig {
             request_timeout: Duration::from_secs(30),
             boot_wait: Duration::from_secs(75),
             connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(55),
         }
     }
 }

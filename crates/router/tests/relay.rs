@@ -55,6 +55,18 @@ where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let config = RouterConfig {
+        request_timeout: Duration::from_secs(5),
+        ..RouterConfig::default()
+    };
+    setup_with(config, serve).await
+}
+
+async fn setup_with<F, Fut>(config: RouterConfig, serve: F) -> Setup
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let dyno = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dyno_addr = dyno.local_addr().unwrap();
     let dyno_task = tokio::spawn(async move {
@@ -75,10 +87,7 @@ where
             backends: rx,
             lines: lines.clone(),
         },
-        RouterConfig {
-            request_timeout: Duration::from_secs(5),
-            ..RouterConfig::default()
-        },
+        config,
         Arc::new(InFlight::default()),
         router_addr.port(),
     ));
@@ -476,4 +485,72 @@ async fn requests_that_are_not_http_get_a_400_and_huge_heads_a_431() {
         "{:?}",
         String::from_utf8_lossy(&got)
     );
+}
+
+/// A router like [`setup`]'s whose idle timeout is short.
+async fn setup_idle<F, Fut>(idle: Duration, serve: F) -> Setup
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    setup_with(
+        RouterConfig {
+            request_timeout: Duration::from_secs(5),
+            idle_timeout: idle,
+            ..RouterConfig::default()
+        },
+        serve,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_dynos_and_clients_are_cut_off_with_h15_and_h28() {
+    let idle = Duration::from_millis(300);
+    // Half a body, then nothing; or a request whose body never comes.
+    let setup = setup_idle(idle, |mut stream| async move {
+        let mut buf = Vec::new();
+        if let Some(head) = read_head(&mut stream, &mut buf).await
+            && head.starts_with("GET /stall")
+        {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+                .await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+    .await;
+
+    let mut client = connect(&setup).await;
+    client
+        .write_all(b"GET /stall HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_end(&mut client).await;
+    assert!(all.ends_with("\r\n\r\nhalf"), "{all}");
+    let lines = access_lines(&setup, 1).await;
+    assert!(
+        lines[0].starts_with("at=error code=H15 desc=\"Idle connection\"")
+            && lines[0].contains("path=\"/stall\""),
+        "{lines:?}"
+    );
+
+    let mut client = connect(&setup).await;
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    read_to_end(&mut client).await;
+    let lines = access_lines(&setup, 2).await;
+    assert!(
+        lines[1].starts_with("at=error code=H28 desc=\"Client Connection Idle\""),
+        "{lines:?}"
+    );
+
+    // A kept connection with no next request is closed, without a line.
+    let mut client = connect(&setup).await;
+    let started = std::time::Instant::now();
+    assert_eq!(read_to_end(&mut client).await, "");
+    assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
+    assert_eq!(setup.lines.lock().unwrap().len(), 2);
 }
