@@ -152,7 +152,7 @@ fn forwards(signal: Signal, name: &str) {
     let app = App::new();
     let script =
         format!("trap 'echo got {name}; exit 7' {name}; echo ready; while :; do sleep 0.1; done");
-    let mut crew = app.spawn(&["run", script.as_str()]);
+    let mut crew = Crew::spawn(app.command_with_default_signals(&["run", script.as_str()]));
     crew.wait_for("ready\n", SOON);
     crew.signal(signal);
     let code = crew.wait_code(SOON);

@@ -117,6 +117,27 @@ impl App {
         command
     }
 
+    /// `crew ARGS…` with SIGHUP, SIGINT and SIGQUIT at their defaults, by a
+    /// python3 wrapper that then execs crew (same pid). Ignored signals
+    /// survive exec, and a suite run under `nohup` or in the background of a
+    /// script ignores them; a command that `crew run` execs could not trap
+    /// them then, however crew behaves.
+    pub fn command_with_default_signals<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new("python3");
+        command
+            .arg("-c")
+            .arg(
+                "import os, signal, sys\n\
+                 for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):\n    \
+                 signal.signal(s, signal.SIG_DFL)\n\
+                 os.execv(sys.argv[1], sys.argv[1:])",
+            )
+            .arg(CREW)
+            .args(args);
+        self.prepare(&mut command);
+        command
+    }
+
     /// A `sh -c SCRIPT` run in the app root, where `$CREW` is the crew binary.
     pub fn shell(&self, script: &str) -> Command {
         let mut command = Command::new("sh");
