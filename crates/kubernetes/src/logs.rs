@@ -10,9 +10,10 @@
 //! not newer than that are dropped, so a restart neither loses nor repeats
 //! lines. A pod that ran and ended between two polls (a short one-off, a quick
 //! crash) is read once, without follow.
-//! An attached one-off's pod gets its state lines but not its output, which
-//! is the attached client's, as crew's own attached one-offs keep theirs out
-//! of the log.
+//! A one-off that ended says `Process exited with status N` once its log has
+//! been read. An attached one-off's pod gets its state lines but not its
+//! output, which is the attached client's, as crew's own attached one-offs
+//! keep theirs out of the log.
 //!
 //! What is lost: output the kubelet no longer keeps (it keeps the current and
 //! the previous container's), and lines written while crew's server was down.
@@ -43,6 +44,8 @@ struct Seen {
     follower: Option<Follower>,
     /// The restart count whose ended container was read, so it is read once.
     read_ended: Option<u32>,
+    /// A one-off's `Process exited with status N` was written.
+    exit_said: bool,
 }
 
 /// A follower task, aborted when dropped: aborting the poller drops what it
@@ -122,7 +125,24 @@ pub(crate) fn spawn(source: Source) -> JoinHandle<()> {
                         entry.read_ended = Some(restarts);
                         false
                     }
-                    _ => continue,
+                    _ => {
+                        // Its log read to the end, a one-off says how it ended,
+                        // after its output, as crew's own one-offs do (an
+                        // attached one's session says it itself).
+                        if let (Some(_), Some(code), false) =
+                            (&dyno.job, dyno.exit_code, entry.exit_said)
+                        {
+                            entry.exit_said = true;
+                            let event = LogEvent::platform(
+                                &name,
+                                format!("Process exited with status {code}"),
+                            );
+                            if source.logs.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                 };
                 entry.follower = Some(Follower(tokio::spawn(read(
                     source.pods.clone(),

@@ -69,6 +69,8 @@ pub struct Dyno {
     pub logs: LogState,
     /// An attached one-off, whose output is not the log's.
     pub attached: bool,
+    /// A one-off's exit code, once its container ended.
+    pub exit_code: Option<i32>,
 }
 
 /// Whether a pod's log can be read, and whether more will come.
@@ -223,6 +225,10 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
             .as_ref()
             .and_then(|a| a.get(ATTACHED))
             .is_some_and(|v| v == "true"),
+        // A one-off's pod has one container, and never restarts it.
+        exit_code: container_statuses(pod)
+            .iter()
+            .find_map(|s| Some(s.state.as_ref()?.terminated.as_ref()?.exit_code)),
     }
 }
 

@@ -1474,6 +1474,94 @@ async fn logs_follow_each_running_pod_and_never_repeat_a_line() {
 }
 
 #[tokio::test]
+async fn a_detached_one_off_says_how_it_ended_after_its_output() {
+    let (client, mut mock) = mock();
+    let (logs, mut events) = mpsc::channel(64);
+    let placement = KubernetesPlacement::new(
+        client,
+        "shop",
+        KubernetesConfig {
+            poll_interval: Duration::from_millis(20),
+            ..config()
+        },
+        logs,
+    )
+    .expect("a placement");
+    applied(&mut mock, &placement).await;
+
+    let server = tokio::spawn(async move {
+        loop {
+            let (seen, send) = next(&mut mock).await;
+            if seen.path == format!("{NS}/pods") {
+                let mut one_off = pod(
+                    "shop-run-x7k2p-abcde",
+                    "run",
+                    "2026-01-01T00:00:04Z",
+                    json!({"phase": "Failed", "containerStatuses": [container(
+                        json!({"terminated": {"exitCode": 3,
+                                              "finishedAt": "2026-01-01T00:00:09Z"}}),
+                        0, false)]}),
+                );
+                one_off["metadata"]["labels"]["batch.kubernetes.io/job-name"] =
+                    json!("shop-run-x7k2p");
+                reply(
+                    send,
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                           "items": [one_off]}),
+                );
+            } else if seen.path == SLICES {
+                reply(
+                    send,
+                    200,
+                    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                           "metadata": {}, "items": []}),
+                );
+            } else if seen.path == format!("{NS}/pods/shop-run-x7k2p-abcde/log") {
+                send.send_response(
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(b"2026-01-01T00:00:08Z out\n".to_vec()))
+                        .expect("a response"),
+                );
+            } else {
+                panic!("unexpected {} {}", seen.method, seen.path);
+            }
+        }
+    });
+
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|l: &String| l.contains("Process exited")) {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("log events within 10s")
+            .expect("the channel is open");
+        match event {
+            LogEvent::Output { dyno, lines, .. } => {
+                seen.push(format!("{dyno}: {}", String::from_utf8_lossy(&lines)));
+            }
+            LogEvent::Platform { dyno, text, .. } => seen.push(format!("{dyno}: {text}")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        ["run.1: out\n", "run.1: Process exited with status 3"]
+    );
+    // Once only, however many polls follow.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(&event, LogEvent::Platform { text, .. } if text.contains("Process exited")),
+            "{event:?}"
+        );
+    }
+    server.abort();
+    drop(placement);
+}
+
+#[tokio::test]
 async fn another_namespace_prefix_moves_every_object() {
     let (client, mut mock) = mock();
     let placement = placement(
