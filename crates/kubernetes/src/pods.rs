@@ -225,10 +225,7 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
             .as_ref()
             .and_then(|a| a.get(ATTACHED))
             .is_some_and(|v| v == "true"),
-        // A one-off's pod has one container, and never restarts it.
-        exit_code: container_statuses(pod)
-            .iter()
-            .find_map(|s| Some(s.state.as_ref()?.terminated.as_ref()?.exit_code)),
+        exit_code: crate::attach::terminated(pod),
     }
 }
 

@@ -1504,6 +1504,8 @@ async fn a_detached_one_off_says_how_it_ended_after_its_output() {
                 );
                 one_off["metadata"]["labels"]["batch.kubernetes.io/job-name"] =
                     json!("shop-run-x7k2p");
+                // A one-off's container, as crew's Jobs name it.
+                one_off["status"]["containerStatuses"][0]["name"] = json!("run");
                 reply(
                     send,
                     200,

@@ -132,7 +132,13 @@ impl<R: Routes> Router<R> {
                 Ok(Some(prepared)) => break prepared,
                 // A kept connection with nothing to say, or a head that
                 // stopped halfway, is closed once idle for too long.
-                Ok(None) => match self.read_within(&mut client.stream, &mut client.buf).await {
+                Ok(None) => match read_within(
+                    &mut client.stream,
+                    &mut client.buf,
+                    self.config.idle_timeout,
+                )
+                .await
+                {
                     Ok(0) | Err(_) => return After::Close,
                     Ok(_) => {}
                 },
@@ -336,9 +342,8 @@ impl<R: Routes> Router<R> {
         }
 
         let close = !keep_alive || response.framing == Framing::UntilClose;
-        let (bytes, relayed) = self
-            .relay_response(client, &mut dyno, &response, close)
-            .await;
+        let idle = self.config.idle_timeout;
+        let (bytes, relayed) = relay_response(client, &mut dyno, &response, close, idle).await;
         let complete = relayed == Relayed::Complete;
         if relayed == Relayed::DynoIdle {
             line.error("H15", "Idle connection", &backend.name, started, 503);
@@ -411,7 +416,13 @@ impl<R: Routes> Router<R> {
             }
             while !request_body.is_done() {
                 if client.buf.is_empty() {
-                    match self.read_within(&mut client.stream, &mut client.buf).await {
+                    match read_within(
+                        &mut client.stream,
+                        &mut client.buf,
+                        self.config.idle_timeout,
+                    )
+                    .await
+                    {
                         Ok(0) => return Err(SendError::Client),
                         Ok(_) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -503,31 +514,9 @@ enum Relayed {
     DynoIdle,
 }
 
-impl<R: Routes> Router<R> {
-    /// Passes the response on: its head (without hop-by-hop headers, and
-    /// saying `Connection: close` when `close`), then its body as it comes.
-    /// Gives the body's bytes, and how far it got.
-    async fn relay_response(
-        &self,
-        client: &mut Client,
-        dyno: &mut DynoConnection,
-        response: &ResponseHead,
-        close: bool,
-    ) -> (u64, Relayed) {
-        relay_response(client, dyno, response, close, self.config.idle_timeout).await
-    }
-
-    /// Reads more of a connection, failing with `TimedOut` once it has been
-    /// silent for the idle timeout.
-    async fn read_within(
-        &self,
-        stream: &mut TcpStream,
-        buf: &mut BytesMut,
-    ) -> std::io::Result<usize> {
-        read_within(stream, buf, self.config.idle_timeout).await
-    }
-}
-
+/// Passes the response on: its head (without hop-by-hop headers, and saying
+/// `Connection: close` when `close`), then its body as it comes, giving up on
+/// a dyno silent for `idle`. Gives the body's bytes, and how far it got.
 async fn relay_response(
     client: &mut Client,
     dyno: &mut DynoConnection,
@@ -609,7 +598,8 @@ async fn refuse(client: &mut Client, status: u16, reason: &str, text: &str) -> A
     After::Close
 }
 
-/// [`read_more`], failing with `TimedOut` after `idle` of silence.
+/// [`read_more`], failing with `TimedOut` once the peer has been silent for
+/// `idle`.
 async fn read_within(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
