@@ -164,14 +164,8 @@ pub(crate) fn parse_request<T>(
 ) -> Result<Option<T>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(HeadError::TooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 request")),
+    let Some(len) = head_len(request.parse(buf), buf, "not an HTTP/1 request")? else {
+        return Ok(None);
     };
     if len > MAX_HEAD {
         return Err(HeadError::TooLarge);
@@ -256,6 +250,23 @@ pub(crate) fn parse_request<T>(
     Ok(Some(with(&head)))
 }
 
+/// The length of the head httparse found at the start of `buf`, `None` while
+/// it is not all there; a head that outgrows [`MAX_HEAD`] or has too many
+/// headers is too large, anything else it refused is `malformed`.
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+    malformed: &'static str,
+) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed(malformed)),
+    }
+}
+
 /// What a proxy needs of a response head.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResponseHead {
@@ -276,14 +287,8 @@ pub(crate) fn parse_response(
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(HeadError::TooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response")),
+    let Some(len) = head_len(response.parse(buf), buf, "not an HTTP/1 response")? else {
+        return Ok(None);
     };
     let (Some(status), Some(minor)) = (response.code, response.version) else {
         return Err(HeadError::Malformed("not an HTTP/1 response"));
