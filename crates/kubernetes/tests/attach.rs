@@ -13,6 +13,8 @@
 //! the status says, how the container's stdin closes) is only as faithful as
 //! that reading; no cluster runs in CI.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -134,41 +136,7 @@ async fn stand_in(script: Script) -> Stand {
 }
 
 fn query(request: &Request<Incoming>) -> BTreeMap<String, String> {
-    request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
-                out.push(u8::from_str_radix(hex, 16).expect("hex"));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
+    common::query_pairs(request.uri().query())
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {

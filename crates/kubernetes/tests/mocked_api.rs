@@ -10,6 +10,7 @@
 //! finalisation) is not exercised here; the live test does that when a
 //! kubeconfig is given.
 
+mod common;
 #[path = "../../cluster/tests/support/registry.rs"]
 mod registry_support;
 
@@ -87,30 +88,6 @@ fn placement(client: Client, config: KubernetesConfig) -> KubernetesPlacement {
     KubernetesPlacement::new(client, "shop", config, logs).expect("a placement")
 }
 
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("hex");
-                out.push(u8::from_str_radix(hex, 16).expect("hex"));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).expect("utf-8")
-}
-
 async fn next(mock: &mut Mock) -> (Seen, SendResponse<Response<Body>>) {
     let (request, send) = tokio::time::timeout(Duration::from_secs(10), mock.next_request())
         .await
@@ -118,17 +95,7 @@ async fn next(mock: &mut Mock) -> (Seen, SendResponse<Response<Body>>) {
         .expect("the client is still there");
     let (parts, body) = request.into_parts();
     let bytes = body.collect_bytes().await.expect("the body");
-    let query = parts
-        .uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
+    let query = common::query_pairs(parts.uri.query());
     let seen = Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
