@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 use crew_cluster::kubernetes::{MANAGED_BY, PART_OF, RELEASE};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 
 /// Where the collector looks, in one namespace.
@@ -114,37 +114,29 @@ fn is_release_secret(app: &str, name: &str) -> bool {
 /// Every Secret a pod spec names: in its containers' `envFrom` and `env`,
 /// its volumes (plain and projected), and its image pull secrets.
 pub(crate) fn secret_refs(spec: &PodSpec, out: &mut BTreeSet<String>) {
-    let containers: Vec<&Container> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    for container in containers {
+    let containers = || {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+    };
+    for container in containers() {
         for from in container.env_from.iter().flatten() {
             if let Some(secret) = &from.secret_ref {
                 out.insert(secret.name.clone());
             }
         }
-        for var in container.env.iter().flatten() {
-            if let Some(key) = var
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-            {
-                out.insert(key.name.clone());
-            }
-        }
     }
     // Ephemeral containers (debugging) cannot use envFrom, but can env.
-    for container in spec.ephemeral_containers.iter().flatten() {
-        for var in container.env.iter().flatten() {
-            if let Some(key) = var
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-            {
-                out.insert(key.name.clone());
-            }
+    let envs = containers()
+        .map(|c| &c.env)
+        .chain(spec.ephemeral_containers.iter().flatten().map(|c| &c.env));
+    for var in envs.flatten().flatten() {
+        if let Some(key) = var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
+            out.insert(key.name.clone());
         }
     }
     for volume in spec.volumes.iter().flatten() {
