@@ -27,9 +27,14 @@
 //! a [`Console`] instead: a pipe to its stdin, or a new pseudo-terminal that is
 //! its stdin, stdout and stderr and its controlling terminal.
 //!
+//! A [`NetworkNamespace`] makes sockets in another process's network
+//! namespace, so that a router can reach dynos on a network this machine is
+//! not on (a Swarm overlay, through a container that is).
+//!
 //! All `unsafe` code of crew lives in [`os`].
 
 pub mod isolated;
+mod network_namespace;
 pub mod os;
 mod plain;
 mod server_runtime;
@@ -46,6 +51,7 @@ use std::path::PathBuf;
 pub use isolated::{
     IsolatedConfig, IsolatedGroup, IsolatedProcess, IsolatedRuntime, IsolationUnavailable,
 };
+pub use network_namespace::NetworkNamespace;
 pub use plain::{PlainGroup, PlainProcess, PlainRuntime};
 pub use server_runtime::{ServerGroup, ServerProcess, ServerRuntime};
 pub use signal::{ExitStatus, Signal};

@@ -831,3 +831,42 @@ pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
             .map_err(io::Error::from)
     }
 }
+
+/// Opens a process's network namespace, `/proc/PID/ns/net`.
+pub(crate) fn open_network_namespace(pid: u32) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        format!("/proc/{pid}/ns/net"),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Moves the calling thread, and only it, into the network namespace `ns`.
+/// Needs `CAP_SYS_ADMIN` over the namespace.
+pub(crate) fn enter_network_namespace(ns: &OwnedFd) -> io::Result<()> {
+    rustix::thread::move_into_link_name_space(
+        ns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(io::Error::from)
+}
+
+/// A new, unconnected, non-blocking TCP socket, in the calling thread's
+/// network namespace.
+pub(crate) fn tcp_socket(ipv6: bool) -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if ipv6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(io::Error::from)
+}
