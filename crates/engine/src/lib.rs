@@ -144,6 +144,9 @@ pub struct WebBackend {
     /// address for one an engine placed elsewhere.
     pub addr: std::net::SocketAddr,
     pub state: DynoState,
+    /// The network namespace `addr` is reached from, when it is not this
+    /// process's own: a container's on the overlay network the dyno is on.
+    pub namespace: Option<std::sync::Arc<crew_runtime::NetworkNamespace>>,
 }
 
 /// The lifecycle states, named as Heroku names them.

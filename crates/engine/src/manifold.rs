@@ -417,6 +417,7 @@ impl<R: Runtime> Engine<R> {
                     // ever connected to, and they always have one.
                     addr: (std::net::Ipv4Addr::LOCALHOST, s.port.unwrap_or(0)).into(),
                     state,
+                    namespace: None,
                 })
             })
             .collect();

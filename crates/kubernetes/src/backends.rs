@@ -128,6 +128,8 @@ impl Poller {
                 },
                 addr: e.addr,
                 state: e.state,
+                // The router runs where pod addresses are routed.
+                namespace: None,
             })
             .collect();
         list.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));

@@ -1173,6 +1173,7 @@ fn backend(name: &str, addr: &str, state: DynoState) -> WebBackend {
         name: name.to_string(),
         addr: addr.parse().expect("an address"),
         state,
+        namespace: None,
     }
 }
 

@@ -353,7 +353,7 @@ impl<R: Routes> Router<R> {
         // A connection is only kept after a response read to its end, with
         // nothing after it.
         if complete && response.reusable && http11 && !upgrade && dyno.buf.is_empty() {
-            pool::give(backend.addr, dyno);
+            pool::give(backend, dyno);
         }
         if complete && !close {
             After::KeepAlive
@@ -383,7 +383,7 @@ impl<R: Routes> Router<R> {
             {
                 Err(SendError::Dyno) if retry => {
                     retry = false;
-                    *dyno = pool::connect(backend.addr, self.config.connect_timeout)
+                    *dyno = pool::connect(backend, self.config.connect_timeout)
                         .await
                         .map_err(|_| SendError::Dyno)?;
                 }

@@ -204,11 +204,11 @@ impl<R: Routes> Router<R> {
             let backend = &list[index];
             // A kept-alive connection costs no connect, hence 0 ms. An upgrade
             // gets a connection of its own, which it never gives back.
-            if !upgrade && let Some(connection) = pool::take(backend.addr) {
+            if !upgrade && let Some(connection) = pool::take(backend) {
                 return Ok((connection, index, Duration::ZERO, true));
             }
             let began = Instant::now();
-            match pool::connect(backend.addr, self.config.connect_timeout).await {
+            match pool::connect(backend, self.config.connect_timeout).await {
                 Ok(connection) => return Ok((connection, index, began.elapsed(), false)),
                 Err(_) => tried.push(backend.name.as_str()),
             }

@@ -1,4 +1,5 @@
-//! Kept-alive connections to dynos, per address and per thread.
+//! Kept-alive connections to dynos, per address (and the network namespace
+//! it is reached from) and per thread.
 //!
 //! Each router thread keeps its own idle connections, as each nginx worker
 //! does: a request and the dyno connection it borrows are driven by the same
@@ -12,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use crew_engine::WebBackend;
 use tokio::net::TcpStream;
 
 /// Idle connections kept per dyno and thread; more than this are closed when
@@ -24,17 +26,30 @@ pub(crate) struct DynoConnection {
     pub(crate) buf: BytesMut,
 }
 
-thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<DynoConnection>>> = RefCell::new(HashMap::new());
+/// Where a connection goes: the dyno's address, and the namespace it is
+/// reached from (0 for this process's own). An overlay's addresses can be
+/// another network's too.
+type Destination = (SocketAddr, u64);
+
+fn destination(backend: &WebBackend) -> Destination {
+    (
+        backend.addr,
+        backend.namespace.as_ref().map_or(0, |ns| ns.id()),
+    )
 }
 
-/// An idle connection to `addr` that the dyno has not closed.
-pub(crate) fn take(addr: SocketAddr) -> Option<DynoConnection> {
+thread_local! {
+    static IDLE: RefCell<HashMap<Destination, Vec<DynoConnection>>> = RefCell::new(HashMap::new());
+}
+
+/// An idle connection to `backend` that the dyno has not closed.
+pub(crate) fn take(backend: &WebBackend) -> Option<DynoConnection> {
+    let to = destination(backend);
     loop {
         // `try_with`: a thread being torn down has no pool left, which only
         // means a new connection.
         let mut connection = IDLE
-            .try_with(|idle| idle.borrow_mut().get_mut(&addr)?.pop())
+            .try_with(|idle| idle.borrow_mut().get_mut(&to)?.pop())
             .ok()
             .flatten()?;
         if !closed_by_dyno(&mut connection.stream) {
@@ -59,10 +74,10 @@ fn closed_by_dyno(stream: &mut TcpStream) -> bool {
 }
 
 /// Keeps a connection whose last response was read to its end.
-pub(crate) fn give(addr: SocketAddr, connection: DynoConnection) {
+pub(crate) fn give(backend: &WebBackend, connection: DynoConnection) {
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let connections = idle.entry(addr).or_default();
+        let connections = idle.entry(destination(backend)).or_default();
         // Connections to a dyno that has gone are dropped as they come up
         // again in `take`; this bound keeps them few until then.
         if connections.len() < IDLE_PER_DYNO {
@@ -71,12 +86,19 @@ pub(crate) fn give(addr: SocketAddr, connection: DynoConnection) {
     });
 }
 
-/// A new connection to a dyno.
+/// A new connection to a dyno, made in the backend's namespace if it has one.
 pub(crate) async fn connect(
-    addr: SocketAddr,
+    backend: &WebBackend,
     timeout: Duration,
 ) -> std::io::Result<DynoConnection> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let addr = backend.addr;
+    let connecting = async {
+        match &backend.namespace {
+            Some(namespace) => namespace.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    let stream = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);

@@ -78,6 +78,7 @@ where
         name: "web.1".to_string(),
         addr: dyno_addr,
         state: DynoState::Up,
+        namespace: None,
     }]));
     let lines = Arc::new(Mutex::new(Vec::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
