@@ -99,6 +99,12 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     let router = server.router;
     let served = poll_until(DEPLOY, || get(router, "docked.localhost").1 == "hello v1\n");
     assert!(served, "{:?}", get(router, "docked.localhost"));
+    // The router's place on the app's network.
+    let gateway = swarm_support::block_on(daemon.docker.container_inspect("crew-docked-router"));
+    assert!(
+        gateway.as_ref().is_ok_and(|g| g.state.running),
+        "the router's gateway runs: {gateway:?}"
+    );
     let logged = poll_until(DEPLOY, || {
         let logs = server.ok(dir, &["logs", "-a", "docked", "-n", "200"]);
         logs.contains("app[worker.1]: tick worker.1")
@@ -187,6 +193,11 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     assert!(
         services.as_ref().is_ok_and(|s| s.is_empty()),
         "{services:?}"
+    );
+    let gateway = swarm_support::block_on(daemon.docker.container_inspect("crew-docked-router"));
+    assert!(
+        gateway.as_ref().is_err_and(|e| e.is_not_found()),
+        "the gateway goes with the app: {gateway:?}"
     );
 }
 

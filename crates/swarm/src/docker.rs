@@ -223,6 +223,30 @@ pub struct Task {
     #[serde(default)]
     pub created_at: String,
     pub version: ObjectVersion,
+    /// The networks the task is on, with its addresses there.
+    #[serde(default)]
+    pub networks_attachments: Vec<NetworkAttachment>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkAttachment {
+    pub network: AttachedNetwork,
+    /// CIDR notation: `10.0.1.3/24`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetwork {
+    pub spec: AttachedNetworkSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetworkSpec {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +317,33 @@ impl Task {
     pub fn exit_code(&self) -> Option<i64> {
         self.status.container_status.as_ref()?.exit_code
     }
+
+    /// The task's address on the network named `network`.
+    pub fn address_on(&self, network: &str) -> Option<std::net::IpAddr> {
+        self.networks_attachments
+            .iter()
+            .filter(|a| a.network.spec.name == network)
+            .flat_map(|a| &a.addresses)
+            .find_map(|cidr| cidr.split('/').next()?.parse().ok())
+    }
+}
+
+/// What `GET /containers/ID/json` says, in the part crew reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    pub id: String,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerState {
+    #[serde(default)]
+    pub running: bool,
+    /// The container's first process on this machine; 0 when not running.
+    #[serde(default)]
+    pub pid: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -847,6 +898,11 @@ impl Docker {
         );
         self.call(Method::POST, &path, None).await?;
         Ok(())
+    }
+
+    pub async fn container_inspect(&self, id: &str) -> Result<ContainerInspect, DockerError> {
+        self.get_json(Method::GET, &format!("/containers/{id}/json"), None)
+            .await
     }
 
     pub async fn container_remove(&self, id: &str) -> Result<(), DockerError> {

@@ -46,17 +46,22 @@
 //!   one-off does (`DYNO=release.1`, stdin closed), its output going to the
 //!   platform line by line; its exit code is the answer, it is killed at
 //!   the time limit, and it is removed however it ends.
-//! - **Web backends**: each web task publishes `PORT` in host mode on a port
-//!   the daemon picks; host-mode ports listen on every interface of their
-//!   node. The router gets one backend per running web task, on any node:
-//!   `127.0.0.1:port` on this node (the one behind the socket), and
-//!   `NODE-ADDRESS:port` on another, with the address the swarm reports
-//!   for that node (`/nodes`, cached). The ingress mesh would give one port
-//!   that spreads over every node, but needs IPVS in the kernel.
-//! - **destroy** removes the services, waits for their containers, removes
-//!   the network and the app's images. **shutdown** stops only crew's own
-//!   readers: the swarm keeps the formation, and a new placement for the app
-//!   adopts its services.
+//! - **Web backends**: the router joins the app's network through a
+//!   gateway container `crew-APP-router` on this node (`gateway.rs`):
+//!   crew makes the router's sockets in its network namespace, and each
+//!   running web task, on any node, is a backend at its address on the
+//!   overlay and `PORT`. Where the router cannot join (not root, or
+//!   [`SwarmConfig::join_network`] off), each web task's published port is
+//!   used instead: web tasks publish `PORT` in host mode on a port the
+//!   daemon picks, reached at `127.0.0.1:port` on this node (the one behind
+//!   the socket) and at `NODE-ADDRESS:port` on another, with the address
+//!   the swarm reports for that node (`/nodes`, cached). The ingress mesh
+//!   would give one port that spreads over every node, but needs IPVS in
+//!   the kernel.
+//! - **destroy** removes the gateway and the services, waits for their
+//!   containers, removes the network and the app's images. **shutdown**
+//!   stops only crew's own readers: the swarm keeps the formation (and the
+//!   gateway), and a new placement for the app adopts its services.
 //!
 //! - **Health**: a web task has a health check that passes once a socket
 //!   listens on `PORT` (read from the container's `/proc/net/tcp*` with
@@ -69,6 +74,7 @@
 //! What Swarm does not give: restart backoff (a fixed delay instead).
 
 pub mod docker;
+mod gateway;
 mod logline;
 pub mod mux;
 mod placement;

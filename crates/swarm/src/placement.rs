@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::docker::{Docker, DockerError, LogStream, Service, Task, Upgraded, label_filter};
+use crate::gateway::Gateway;
 use crate::spec::{
     self, LABEL_APP, LABEL_DYNO, LABEL_TYPE, RUN_TYPE, Timings, network_name, run_name,
 };
@@ -60,6 +61,11 @@ pub struct SwarmConfig {
     /// How long a web task may take to listen on `PORT` before it counts as
     /// crashed (Heroku's R10): 60 s, as on Heroku.
     pub boot_timeout: Duration,
+    /// Whether the router joins the app's overlay network (through a
+    /// gateway container on this node, which needs root) and reaches web
+    /// tasks at their addresses there. Off, or where it cannot, it reaches
+    /// them at the ports they publish in host mode on their nodes.
+    pub join_network: bool,
 }
 
 impl Default for SwarmConfig {
@@ -73,6 +79,7 @@ impl Default for SwarmConfig {
             restart_delay: Duration::from_secs(5),
             health_interval: Duration::from_secs(2),
             boot_timeout: Duration::from_secs(60),
+            join_network: true,
         }
     }
 }
@@ -143,6 +150,8 @@ struct Shared {
     local_node: tokio::sync::OnceCell<String>,
     /// Other nodes' addresses, for their web tasks' backends.
     node_addrs: Mutex<NodeAddrs>,
+    /// The router's way onto the app's network.
+    gateway: Gateway,
     /// Log lines older than this are not replayed (a server that restarts
     /// adopts running services without repeating their history).
     since: SystemTime,
@@ -255,6 +264,7 @@ impl SwarmPlacement {
             spec::check_registry(registry)?;
         }
         let (backends, _) = watch::channel(Arc::new(Vec::new()));
+        let gateway = Gateway::new(app, config.join_network);
         let shared = Arc::new(Shared {
             docker,
             app: app.to_string(),
@@ -271,6 +281,7 @@ impl SwarmPlacement {
             background: Mutex::new(Vec::new()),
             local_node: tokio::sync::OnceCell::new(),
             node_addrs: Mutex::new(NodeAddrs::default()),
+            gateway,
             since: SystemTime::now(),
         });
         let poller = tokio::spawn(poll(shared.clone()));
@@ -386,6 +397,72 @@ impl Shared {
         }
     }
 
+    /// The router's backends for the running web tasks: each task's address
+    /// on the app's network, reached from the gateway's namespace; or, where
+    /// the router is not on the network, the port the task publishes in host
+    /// mode on its node.
+    async fn web_backends(&self, web_tasks: &[(Arc<str>, &Task)], local: &str) -> Vec<WebBackend> {
+        if web_tasks.is_empty() {
+            return Vec::new();
+        }
+        // Held while a release is applied (which makes the gateway itself)
+        // or scaled; the next poll makes it then, if it is still missing.
+        let image = match self.applied.try_lock() {
+            Ok(applied) => applied.as_ref().map(|a| self.image(&a.release)),
+            Err(_) => None,
+        };
+        let namespace = self.gateway.namespace(&self.docker, image.as_deref()).await;
+        let network = network_name(&self.app);
+        // Host-mode ports listen on every interface of their node. This
+        // node is the one behind the socket, so on this machine: loopback
+        // reaches it whatever its advertised address, and needs no route.
+        // Other nodes are reached at the address the swarm knows them by.
+        let remote: BTreeSet<&str> = web_tasks
+            .iter()
+            .filter(|(_, task)| namespace.is_none() || task.address_on(&network).is_none())
+            .filter_map(|(_, task)| task.node_id.as_deref())
+            .filter(|node| *node != local)
+            .collect();
+        let addrs = if remote.is_empty() {
+            HashMap::new()
+        } else {
+            self.node_addresses(&remote).await
+        };
+        let mut backends = Vec::new();
+        for (name, task) in web_tasks {
+            let on_network = namespace
+                .as_ref()
+                .and_then(|ns| Some((task.address_on(&network)?, ns.clone())));
+            let (addr, namespace) = match on_network {
+                Some((ip, namespace)) => (SocketAddr::new(ip, PORT), Some(namespace)),
+                None => {
+                    let (Some(port), Some(node)) =
+                        (task.published_port(PORT), task.node_id.as_deref())
+                    else {
+                        continue;
+                    };
+                    let ip = if node == local {
+                        IpAddr::V4(Ipv4Addr::LOCALHOST)
+                    } else {
+                        match addrs.get(node) {
+                            Some(ip) => *ip,
+                            None => continue,
+                        }
+                    };
+                    (SocketAddr::new(ip, port), None)
+                }
+            };
+            backends.push(WebBackend {
+                name: name.to_string(),
+                addr,
+                state: DynoState::Up,
+                namespace,
+            });
+        }
+        backends.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
+        backends
+    }
+
     async fn platform(&self, dyno: &str, text: impl Into<String>) {
         let _ = self
             .logs
@@ -432,8 +509,8 @@ impl Shared {
         };
 
         let mut dynos = Vec::new();
-        // (dyno, node id, published port) of every running web task.
-        let mut web_tasks: Vec<(Arc<str>, &str, u16)> = Vec::new();
+        // Every running web task, with its dyno's name.
+        let mut web_tasks: Vec<(Arc<str>, &Task)> = Vec::new();
         let mut task_dynos = HashMap::new();
         let mut names_by_task: HashMap<&str, (Arc<str>, bool, String)> = HashMap::new();
         for service in &services {
@@ -491,11 +568,7 @@ impl Shared {
                         .iter()
                         .filter(|t| t.status.state == "running" && t.desired_state == "running")
                     {
-                        if let (Some(port), Some(node)) =
-                            (task.published_port(PORT), task.node_id.as_deref())
-                        {
-                            web_tasks.push((name.clone(), node, port));
-                        }
+                        web_tasks.push((name.clone(), task));
                     }
                 }
                 dynos.push(SwarmDyno {
@@ -521,37 +594,7 @@ impl Shared {
         dynos.sort_by(|a, b| {
             (&a.info.process_type, a.info.number).cmp(&(&b.info.process_type, b.info.number))
         });
-        // Host-mode ports listen on every interface of their node. This
-        // node is the one behind the socket, so on this machine: loopback
-        // reaches it whatever its advertised address, and needs no route.
-        // Other nodes are reached at the address the swarm knows them by.
-        let remote: BTreeSet<&str> = web_tasks
-            .iter()
-            .map(|(_, node, _)| *node)
-            .filter(|node| *node != local.as_str())
-            .collect();
-        let addrs = if remote.is_empty() {
-            HashMap::new()
-        } else {
-            self.node_addresses(&remote).await
-        };
-        let mut backends = Vec::new();
-        for (name, node, port) in &web_tasks {
-            let ip = if *node == local.as_str() {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            } else {
-                match addrs.get(*node) {
-                    Some(ip) => *ip,
-                    None => continue,
-                }
-            };
-            backends.push(WebBackend {
-                name: name.to_string(),
-                addr: SocketAddr::new(ip, *port),
-                state: DynoState::Up,
-            });
-        }
-        backends.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
+        let backends = self.web_backends(&web_tasks, &local).await;
 
         // Lifecycle lines, in Heroku's words, for formation dynos; one-offs'
         // watchers write their own.
@@ -831,6 +874,12 @@ impl Shared {
         self.ensure_image(&release).await?;
         self.ensure_network().await?;
         let image = self.image(&release);
+        if release.types.iter().any(|t| t.name == "web")
+            && let Err(e) = self.gateway.ensure(&self.docker, &image).await
+        {
+            // Web tasks are still reached at their published ports.
+            tracing::warn!("making {}'s router gateway: {e}", self.app);
+        }
         let existing: HashMap<String, Service> = self
             .services()
             .await?
@@ -1248,6 +1297,8 @@ impl Shared {
 
     async fn destroy(&self) {
         self.stop_background();
+        // Before the containers are waited for: it never ends by itself.
+        self.gateway.remove(&self.docker).await;
         let app = label_filter(LABEL_APP, &self.app);
         if let Ok(services) = self.docker.services(&app).await {
             for s in services {

@@ -23,6 +23,10 @@ pub const LABEL_TYPE: &str = "heroku.type";
 pub const LABEL_RELEASE: &str = "heroku.release";
 /// A one-off's dyno name, `run.3`.
 pub const LABEL_DYNO: &str = "heroku.dyno";
+/// What a container that is not a dyno is for.
+pub const LABEL_ROLE: &str = "crew.role";
+/// [`LABEL_ROLE`] of the router's gateway onto the app's network.
+pub const ROLE_GATEWAY: &str = "router-gateway";
 
 /// What one-off dynos are called, on every engine.
 pub const RUN_TYPE: &str = "run";
@@ -65,6 +69,40 @@ pub fn port_check_script(port: u16) -> String {
 /// `crew-APP`, the app's attachable overlay network.
 pub fn network_name(app: &str) -> String {
     format!("crew-{app}")
+}
+
+/// `crew-APP-router`, the container that holds the router's place on the
+/// app's network.
+pub fn gateway_name(app: &str) -> String {
+    format!("{}-router", network_name(app))
+}
+
+/// The gateway: a container on the app's network, on this node, that runs
+/// nothing but a shell blocked reading a stdin that stays open (the stack
+/// only promises `/bin/sh`, so no `sleep`). It exists for its network
+/// namespace, where crew makes the router's sockets to the web tasks. It
+/// runs as the dynos' user, with no capabilities and a read-only root, and
+/// comes back with the daemon.
+pub fn gateway_config(app: &str, image: &str) -> Value {
+    let network = network_name(app);
+    json!({
+        "Image": image,
+        "Entrypoint": ["/bin/sh", "-c", "read -r _"],
+        "Cmd": [],
+        "User": format!("{DYNO_UID}:{DYNO_UID}"),
+        "Labels": { LABEL_APP: app, LABEL_ROLE: ROLE_GATEWAY },
+        "OpenStdin": true,
+        "StdinOnce": false,
+        "HostConfig": {
+            "NetworkMode": network,
+            "RestartPolicy": { "Name": "unless-stopped" },
+            "CapDrop": ["ALL"],
+            "ReadonlyRootfs": true,
+            "Memory": 16 * 1024 * 1024,
+            "PidsLimit": 4,
+        },
+        "NetworkingConfig": { "EndpointsConfig": { network.clone(): {} } },
+    })
 }
 
 /// `APP-run-N`, a one-off's service or container.

@@ -24,7 +24,7 @@ use crew_engine::{
 use crew_runtime::PlainRuntime;
 use crew_swarm::{SwarmConfig, SwarmPlacement};
 use suite::{Subject, formation, release, suite};
-use support::{Dockerd, Logs, http_get, wait_for};
+use support::{Dockerd, Logs, backend_get, wait_for};
 use tokio::sync::mpsc;
 
 // --- crew's own manifold -----------------------------------------------
@@ -151,7 +151,7 @@ async fn check_web_health(
                 had_one |= !now.is_empty();
                 for b in now.iter().filter(|b| known.insert(b.addr)) {
                     // At once: a backend must answer the moment it is one.
-                    let answer = http_get(b.addr, "/").await;
+                    let answer = backend_get(b, "/").await;
                     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                     seen.answers.push((b.name.clone(), b.addr, answer));
                 }
@@ -249,7 +249,12 @@ async fn check_web_health(
     );
     let backends = placement.web_backends().borrow().clone();
     assert_eq!(backends.len(), 1, "v2's web dyno only: {backends:?}");
-    let answer = http_get(backends[0].addr, "/").await;
+    // The tests run as root, so the router joins the app's network.
+    assert!(
+        backends[0].namespace.is_some(),
+        "reached on the app's network: {backends:?}"
+    );
+    let answer = backend_get(&backends[0], "/").await;
     assert_eq!(
         answer.as_deref().map(str::trim),
         Ok("web.1 v2"),

@@ -2,13 +2,16 @@
 //! manager) and one in a network namespace the test makes (the worker),
 //! joined over a veth pair in a private /30. Worker and web dynos are placed
 //! on both; every web dyno, on either node, must be a web backend at its
-//! node's address and answer HTTP there. Then the worker's daemon is
+//! address on the app's overlay network, and answer HTTP there to a
+//! connection made from the router's gateway. Then the worker's daemon is
 //! killed, as a machine dies, and every dyno must be back on the manager
 //! within 90 s, the web ones serving from there.
 //!
 //! A second test gives the placement a registry (Debian's `docker-registry`
 //! on the host's end of the veth) and no daemon to load images into: the
-//! worker can only run its dynos by pulling the pushed release image.
+//! worker can only run its dynos by pulling the pushed release image. It
+//! also keeps the router off the app's network, so web dynos must be
+//! reached at the ports they publish on their nodes.
 //! The tests take turns: each makes a whole cluster, and their network
 //! names come from the pid.
 //!
@@ -31,7 +34,7 @@ use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, WebBackend};
 use crew_procfile::Formation;
 use crew_swarm::{SwarmConfig, SwarmDyno, SwarmPlacement};
 use registry::TestRegistry;
-use support::{Dockerd, Logs, http_get, wait_for};
+use support::{Dockerd, Logs, backend_get, http_get, wait_for};
 use tokio::sync::mpsc;
 
 const WORKER: &str =
@@ -437,23 +440,40 @@ fn all_dynos() -> BTreeSet<String> {
         .collect()
 }
 
-/// Waits until the web backends are exactly `want` (dyno to the IP it must
-/// be reached at), then until every one answers `GET /` with its own name.
-async fn check_backends(placement: &SwarmPlacement, want: &BTreeMap<String, IpAddr>) {
+/// How the router must reach a web dyno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// At its address on the app's overlay network, from the gateway's
+    /// namespace, wherever it runs.
+    Network,
+    /// At the port it publishes in host mode, on this IP.
+    Published(IpAddr),
+}
+
+fn reach(backend: &WebBackend) -> Reach {
+    match backend.namespace {
+        Some(_) => Reach::Network,
+        None => Reach::Published(backend.addr.ip()),
+    }
+}
+
+/// Waits until the web backends are exactly `want` (dyno to how it must be
+/// reached), then until every one answers `GET /` with its own name.
+async fn check_backends(placement: &SwarmPlacement, want: &BTreeMap<String, Reach>) {
     let mut receiver = placement.web_backends();
     let describe = |b: &[WebBackend]| -> String {
         b.iter()
-            .map(|b| format!("{} at {} {:?}", b.name, b.addr, b.state))
+            .map(|b| format!("{} at {} {:?} {:?}", b.name, b.addr, reach(b), b.state))
             .collect::<Vec<_>>()
             .join(", ")
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let backends = loop {
         let backends = receiver.borrow_and_update().clone();
-        let got: BTreeMap<String, IpAddr> = backends
+        let got: BTreeMap<String, Reach> = backends
             .iter()
             .filter(|b| b.state == DynoState::Up)
-            .map(|b| (b.name.clone(), b.addr.ip()))
+            .map(|b| (b.name.clone(), reach(b)))
             .collect();
         if &got == want && backends.len() == want.len() {
             eprintln!("web backends: {}", describe(&backends));
@@ -471,7 +491,7 @@ async fn check_backends(placement: &SwarmPlacement, want: &BTreeMap<String, IpAd
     for backend in backends.iter() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match http_get(backend.addr, "/").await {
+            match backend_get(backend, "/").await {
                 Ok(body) if body.trim() == backend.name => {
                     eprintln!("GET http://{}/ answered {:?}", backend.addr, body.trim());
                     break;
@@ -582,19 +602,12 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    // Every web dyno is a backend: loopback on the manager (the node behind
-    // the socket), the worker's address on the worker; and each answers
-    // there, from the test's own connection.
-    let want: BTreeMap<String, IpAddr> = web_nodes
-        .iter()
-        .map(|(name, node)| {
-            let ip = if *node == cluster.manager_node {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            } else {
-                IpAddr::V4(cluster.net.ns_ip)
-            };
-            (name.clone(), ip)
-        })
+    // Every web dyno is a backend on the app's overlay network, on either
+    // node, and each answers there, over a connection the test makes from
+    // the router's gateway (across the nodes' VXLAN for the worker's).
+    let want: BTreeMap<String, Reach> = web_nodes
+        .keys()
+        .map(|name| (name.clone(), Reach::Network))
         .collect();
     check_backends(&placement, &want).await;
 
@@ -645,8 +658,8 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The web dynos all serve from the manager now.
-    let home: BTreeMap<String, IpAddr> = (1..=DYNOS)
-        .map(|n| (format!("web.{n}"), IpAddr::V4(Ipv4Addr::LOCALHOST)))
+    let home: BTreeMap<String, Reach> = (1..=DYNOS)
+        .map(|n| (format!("web.{n}"), Reach::Network))
         .collect();
     check_backends(&placement, &home).await;
     // The moved dynos booted again, on the manager, under their names.
@@ -711,6 +724,9 @@ async fn two_nodes_pull_release_images_from_a_registry() {
         poll_interval: Duration::from_millis(500),
         stop_grace: Duration::from_secs(2),
         restart_delay: Duration::from_secs(1),
+        // The other test reaches web dynos on the app's network; this one
+        // proves the way a server that may not join it takes.
+        join_network: false,
         ..SwarmConfig::default()
     };
     let placement = SwarmPlacement::new(cluster.manager.docker.clone(), "pair", config.clone(), tx)
@@ -807,7 +823,10 @@ async fn two_nodes_pull_release_images_from_a_registry() {
         },
     )
     .await;
-    let web: BTreeMap<String, IpAddr> = dynos
+    // Off the app's network, web dynos are reached at their published
+    // ports: loopback on the manager (the node behind the socket), the
+    // worker's address on the worker.
+    let web: BTreeMap<String, Reach> = dynos
         .iter()
         .filter(|d| d.info.process_type == "web")
         .map(|d| {
@@ -816,7 +835,7 @@ async fn two_nodes_pull_release_images_from_a_registry() {
             } else {
                 IpAddr::V4(cluster.net.ns_ip)
             };
-            (d.info.name.clone(), ip)
+            (d.info.name.clone(), Reach::Published(ip))
         })
         .collect();
     check_backends(&placement, &web).await;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crew_engine::WebBackend;
 use crew_swarm::Docker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -380,10 +381,25 @@ pub fn bytes(s: &str) -> Bytes {
 /// `GET path` from `addr`, over a connection of the test's own: the body of
 /// a 200, or why not.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    get_over(tokio::net::TcpStream::connect(addr), addr, path).await
+}
+
+/// `GET path` from a web backend, as the router reaches it: from the
+/// namespace it names (the app's network) if it names one.
+pub async fn backend_get(backend: &WebBackend, path: &str) -> Result<String, String> {
+    match &backend.namespace {
+        Some(namespace) => get_over(namespace.connect(backend.addr), backend.addr, path).await,
+        None => http_get(backend.addr, path).await,
+    }
+}
+
+async fn get_over(
+    connecting: impl std::future::Future<Output = std::io::Result<tokio::net::TcpStream>>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<String, String> {
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let mut stream = connecting.await.map_err(|e| format!("connect: {e}"))?;
         stream
             .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
             .await
