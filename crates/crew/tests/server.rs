@@ -314,6 +314,75 @@ fn the_release_command_gates_the_release() {
     assert!(current.starts_with("v2"), "{releases}");
 }
 
+/// A config change made while a deploy's release command runs waits for
+/// that release, then starts from it: neither the pushed code nor the new
+/// var is lost.
+#[test]
+fn a_config_change_during_a_release_command_keeps_both() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    // The release command waits until something listens on this port: the
+    // network is what a release command shares with the test (its /tmp is
+    // its own when dynos are isolated).
+    let gate = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let app = repo(
+        &server,
+        "worker: while true; do echo \"tick one ${FOO:-unset}\"; sleep 0.2; done\n",
+    );
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "queued"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    server.ok(dir, &["scale", "worker=1"]);
+    std::fs::write(
+        app.join("Procfile"),
+        format!(
+            "release: until python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {}))' \
+             2>/dev/null; do sleep 0.1; done; echo released\n\
+             worker: while true; do echo \"tick two ${{FOO:-unset}}\"; sleep 0.2; done\n",
+            gate.port()
+        ),
+    )
+    .expect("write Procfile");
+    commit_all(&server, dir, "two");
+    std::thread::scope(|scope| {
+        let push = scope.spawn(|| server.git(dir, &["push", "crew", "main"]));
+        let releasing = poll_until(DEPLOY, || {
+            server
+                .ok(dir, &["logs", "-n", "50"])
+                .contains("Running release v3 commands")
+        });
+        assert!(releasing, "{}", server.ok(dir, &["logs", "-n", "50"]));
+        let set = scope.spawn(|| server.ok(dir, &["config:set", "FOO=bar"]));
+        let waited = !poll_until(Duration::from_secs(1), || set.is_finished());
+        // Opened before any assertion, so that a failing test does not
+        // leave the push waiting.
+        let _open = std::net::TcpListener::bind(gate).expect("open the gate");
+        let (ok, text) = push.join().expect("the push");
+        assert!(
+            waited,
+            "the config change did not wait for the release in progress"
+        );
+        assert!(ok && text.contains("Released v3"), "{text}");
+        let out = set.join().expect("config:set");
+        assert!(out.contains("done, v4"), "{out}");
+    });
+    let both = poll_until(DEPLOY, || {
+        server
+            .ok(dir, &["logs", "--ps", "worker", "-n", "5"])
+            .contains("tick two bar")
+    });
+    assert!(
+        both,
+        "the running release lost the push or the var: {}",
+        server.ok(dir, &["logs", "-n", "40"])
+    );
+}
+
 #[test]
 fn one_offs_run_attached_and_detached() {
     if !have_git() {

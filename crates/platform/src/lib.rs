@@ -110,8 +110,22 @@ pub struct Platform {
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
     domains: std::sync::RwLock<HashMap<String, String>>,
-    /// One deploy at a time per app.
-    deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per app: one build at a time, and one release at a time.
+    locks: Mutex<HashMap<String, Arc<AppLocks>>>,
+}
+
+/// What serialises an app's changes.
+#[derive(Default)]
+struct AppLocks {
+    /// Held through a whole deploy, so pushes build one after another.
+    build: tokio::sync::Mutex<()>,
+    /// Held from making a release until its dynos run it (release command
+    /// included): by a deploy once built, a config change and a rollback.
+    /// Each starts from the release before it, so two at once would lose
+    /// one's change: a config var set during a deploy's release command
+    /// would be missing from the deploy's release, or the deploy's slug
+    /// from the config change's.
+    release: tokio::sync::Mutex<()>,
 }
 
 impl Platform {
@@ -142,7 +156,7 @@ impl Platform {
             isolation: config.isolation,
             apps: Mutex::new(HashMap::new()),
             domains: std::sync::RwLock::new(HashMap::new()),
-            deploys: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
         });
         for app in platform.store.apps()? {
             for domain in platform.store.domains(&app.name)? {
@@ -286,8 +300,8 @@ impl Platform {
         Ok(())
     }
 
-    fn deploy_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.deploys
+    fn locks(&self, app: &str) -> Arc<AppLocks> {
+        self.locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(app.to_string())
@@ -305,8 +319,8 @@ impl Platform {
         out: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Release, PlatformError> {
         self.store.app(app)?;
-        let lock = self.deploy_lock(app);
-        let _held = lock.lock().await;
+        let locks = self.locks(app);
+        let _building = locks.build.lock().await;
         let runtime = self.app_runtime(app);
         let short = commit.chars().take(7).collect::<String>();
         runtime
@@ -373,6 +387,7 @@ impl Platform {
             Some(&slug.id),
         )?;
         let _ = out.send("-----> Launching...".to_string());
+        let _releasing = locks.release.lock().await;
         let mut config = self.store.config(app)?;
         for (key, value) in &output.config_vars {
             config.entry(key.clone()).or_insert_with(|| value.clone());
@@ -470,6 +485,8 @@ impl Platform {
         set: &BTreeMap<String, String>,
         unset: &[String],
     ) -> Result<Release, PlatformError> {
+        let locks = self.locks(app);
+        let _releasing = locks.release.lock().await;
         let release = self.store.update_config(app, set, unset, None)?;
         self.app_runtime(app)
             .event("api", release.description.clone())
@@ -478,6 +495,8 @@ impl Platform {
     }
 
     pub async fn rollback(&self, app: &str, version: u32) -> Result<Release, PlatformError> {
+        let locks = self.locks(app);
+        let _releasing = locks.release.lock().await;
         let release = self.store.rollback(app, version)?;
         self.app_runtime(app)
             .event("api", release.description.clone())
