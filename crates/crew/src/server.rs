@@ -245,8 +245,6 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         .local_addr()
         .context("reading the router's address")?
         .port();
-    let in_flight = Arc::new(crew_router::InFlight::default());
-    let counted = in_flight.clone();
 
     let exe = std::env::current_exe().context("finding the crew binary")?;
     let watchdog = Watchdog::start(&exe)
@@ -276,9 +274,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             data: data.clone(),
             exe,
             ports: args.dyno_ports.0..=args.dyno_ports.1,
-            in_flight: Some(crew_engine::InFlight(Arc::new(move |addr| {
-                counted.count(addr)
-            }))),
+            drain_requests: true,
             isolation,
             placements,
         },
@@ -294,7 +290,6 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             boot_wait: std::time::Duration::from_secs(args.boot_wait),
             ..crew_router::RouterConfig::default()
         },
-        in_flight,
         router_port,
     ));
     let router_task = tokio::spawn(router.serve(router_listener));

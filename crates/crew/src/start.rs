@@ -55,7 +55,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
         stop_timeout: Duration::from_secs(args.timeout),
         keep_alive: args.keep_alive,
         boot_timeout: Duration::from_secs(args.boot_timeout),
-        in_flight: None,
+        drain_requests: false,
     };
     let format = Format {
         timestamp: !args.no_timestamp,

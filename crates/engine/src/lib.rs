@@ -120,24 +120,44 @@ pub struct EngineConfig {
     pub keep_alive: bool,
     /// How long a web dyno may take to accept connections on PORT.
     pub boot_timeout: Duration,
-    /// Requests a router has in flight to a dyno: a web dyno being stopped gets
-    /// no new requests and its signal waits until this reaches zero.
-    pub in_flight: Option<InFlight>,
+    /// Whether a router sends requests to the web dynos: then a web dyno
+    /// being stopped gets no new requests, and its signal waits until the
+    /// ones under way (its [`WebBackend::requests`]) are done.
+    pub drain_requests: bool,
 }
 
-/// Counts a router's requests in flight to a dyno's address.
-#[derive(Clone)]
-pub struct InFlight(pub Arc<dyn Fn(std::net::SocketAddr) -> usize + Send + Sync>);
+/// Requests a router has under way to one web dyno: the router counts them,
+/// and the engine, stopping the dyno, waits for none. One per dyno, shared
+/// by every router thread, so counting is an atomic add and no lookup.
+#[derive(Debug, Default)]
+pub struct RequestCount(std::sync::atomic::AtomicUsize);
 
-impl std::fmt::Debug for InFlight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InFlight")
+impl RequestCount {
+    /// Counts one request until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> RequestGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One request counted by a [`RequestCount`].
+pub struct RequestGuard(Arc<RequestCount>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        (self.0)
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// A web dyno as a router sees it: where it listens and whether it may get
 /// requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WebBackend {
     pub name: String,
     /// Where it listens: loopback for a dyno on this machine, the node's
@@ -147,7 +167,20 @@ pub struct WebBackend {
     /// The network namespace `addr` is reached from, when it is not this
     /// process's own: a container's on the overlay network the dyno is on.
     pub namespace: Option<std::sync::Arc<crew_runtime::NetworkNamespace>>,
+    /// The requests under way to it, counted by the router.
+    pub requests: Arc<RequestCount>,
 }
+
+/// Backends are the same when they are the same dyno at the same place in
+/// the same state; their counts of requests are not compared.
+impl PartialEq for WebBackend {
+    fn eq(&self, other: &WebBackend) -> bool {
+        (&self.name, self.addr, self.state, &self.namespace)
+            == (&other.name, other.addr, other.state, &other.namespace)
+    }
+}
+
+impl Eq for WebBackend {}
 
 /// The lifecycle states, named as Heroku names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

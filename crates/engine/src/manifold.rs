@@ -14,7 +14,8 @@ use crate::dyno::{self, AttachEnds, Control, Event, Launch};
 use crate::restart::Backoff;
 use crate::{
     AppSpec, Attachment, DynoInfo, DynoState, EngineConfig, EngineError, Hangup, OneOff, Outcome,
-    Ports, ProcessTypeSpec, Request, RestartPolicy, RunRequest, ShutdownReason, WebBackend,
+    Ports, ProcessTypeSpec, Request, RequestCount, RestartPolicy, RunRequest, ShutdownReason,
+    WebBackend,
 };
 
 /// How often a one-off started elsewhere is checked for life.
@@ -60,6 +61,8 @@ struct Slot {
     /// A web dyno on its way out: no new requests, its stop waits for the ones
     /// it has.
     draining: bool,
+    /// The router's requests under way to it.
+    requests: Arc<RequestCount>,
 }
 
 /// A one-off: either started here (`run` is its task) or a `crew run` that
@@ -336,7 +339,7 @@ impl<R: Runtime> Engine<R> {
     /// Asks a slot's run to stop; `next` says what happens after. A web dyno
     /// first leaves the router and finishes its requests.
     fn stop_slot(&mut self, key: Key, next: Next) {
-        let in_flight = self.config.in_flight.clone();
+        let drain = self.config.drain_requests;
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
@@ -348,17 +351,17 @@ impl<R: Runtime> Engine<R> {
         if slot.draining {
             return;
         }
-        match (in_flight, slot.port, slot.spec.name == "web") {
-            (Some(in_flight), Some(port), true) => {
+        match (drain, slot.port, slot.spec.name == "web") {
+            (true, Some(_), true) => {
                 slot.draining = true;
                 let messages = self.messages_tx.clone();
+                let requests = slot.requests.clone();
                 tokio::spawn(async move {
                     let deadline = Instant::now() + DRAIN_LIMIT;
                     // The router may still be picking this dyno for a request
                     // that started before it saw the change.
                     tokio::time::sleep(DRAIN_POLL).await;
-                    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
-                    while (in_flight.0)(addr) > 0 && Instant::now() < deadline {
+                    while requests.get() > 0 && Instant::now() < deadline {
                         tokio::time::sleep(DRAIN_POLL).await;
                     }
                     let _ = messages.send(Message::Drained(key, run_id));
@@ -418,6 +421,7 @@ impl<R: Runtime> Engine<R> {
                     addr: (std::net::Ipv4Addr::LOCALHOST, s.port.unwrap_or(0)).into(),
                     state,
                     namespace: None,
+                    requests: s.requests.clone(),
                 })
             })
             .collect();
@@ -493,6 +497,7 @@ impl<R: Runtime> Engine<R> {
                 restarts: 0,
                 restart_at: None,
                 draining: false,
+                requests: Arc::default(),
             },
         );
         self.launch(key);

@@ -204,7 +204,7 @@ fn start(app: AppSpec, formation: &str, keep_alive: bool) -> Harness {
             stop_timeout: Duration::from_secs(5),
             keep_alive,
             boot_timeout: Duration::from_secs(60),
-            in_flight: None,
+            drain_requests: false,
         },
         logs,
     );

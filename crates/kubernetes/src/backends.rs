@@ -130,6 +130,7 @@ impl Poller {
                 state: e.state,
                 // The router runs where pod addresses are routed.
                 namespace: None,
+                requests: Default::default(),
             })
             .collect();
         list.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));

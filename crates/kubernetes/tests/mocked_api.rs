@@ -1174,6 +1174,7 @@ fn backend(name: &str, addr: &str, state: DynoState) -> WebBackend {
         addr: addr.parse().expect("an address"),
         state,
         namespace: None,
+        requests: Default::default(),
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crew_engine::{
-    DynoInfo, EngineConfig, EngineError, InFlight, LocalConfig, LocalPlacement, Placement,
-    PortPool, RELEASE_DYNO, ReleaseCommand, ReleaseSpec, ReleaseType,
+    DynoInfo, EngineConfig, EngineError, LocalConfig, LocalPlacement, Placement, PortPool,
+    RELEASE_DYNO, ReleaseCommand, ReleaseSpec, ReleaseType,
 };
 use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
 use crew_procfile::{Formation, FormationChange, Quantity};
@@ -243,7 +243,7 @@ impl AppRuntime {
 pub(crate) fn local_placements(
     runtime: ServerRuntime,
     ports: Arc<PortPool>,
-    in_flight: Option<InFlight>,
+    drain_requests: bool,
 ) -> PlacementFactory {
     Arc::new(move |_app, logs| {
         let config = LocalConfig {
@@ -251,7 +251,7 @@ pub(crate) fn local_placements(
                 stop_timeout: STOP_TIMEOUT,
                 keep_alive: true,
                 boot_timeout: Duration::from_secs(60),
-                in_flight: in_flight.clone(),
+                drain_requests,
             },
             ports: ports.clone(),
         };

@@ -81,8 +81,9 @@ pub struct PlatformConfig {
     /// The crew binary, for git hooks and the watchdog.
     pub exe: PathBuf,
     pub ports: std::ops::RangeInclusive<u16>,
-    /// The router's requests in flight, so web dynos drain before they stop.
-    pub in_flight: Option<crew_engine::InFlight>,
+    /// Whether a router sends requests to the web dynos, which then drain
+    /// before they stop.
+    pub drain_requests: bool,
     /// How dynos are isolated, in words, for `apps:info`: `on (…)`, or `off: why`.
     pub isolation: String,
     /// Where apps' dynos run; `None` is this machine, through the runtime.
@@ -141,10 +142,14 @@ impl Platform {
         let store = Store::open(&config.data.join("crew.db"))?;
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
             .map_err(|e| PlatformError::Build(e.to_string()))?;
-        let in_flight = config.in_flight;
+        let drain_requests = config.drain_requests;
         let ports = config.ports;
         let placements = config.placements.unwrap_or_else(|| {
-            app::local_placements(runtime.clone(), Arc::new(PortPool::new(ports)), in_flight)
+            app::local_placements(
+                runtime.clone(),
+                Arc::new(PortPool::new(ports)),
+                drain_requests,
+            )
         });
         let platform = Arc::new(Platform {
             data: config.data,

@@ -286,7 +286,7 @@ impl<R: Routes> Router<R> {
             pooled,
         } = picked;
         let backend = &list[index];
-        let _in_flight = self.in_flight.enter(backend.addr);
+        let _counted = backend.requests.enter();
 
         let sent = tokio::time::timeout(
             self.config.request_timeout,

@@ -13,7 +13,8 @@
 //! silent for 55 s in the middle of a response is `H15`, a client silent as
 //! long in the middle of a request `H28`.
 //!
-//! The router counts its requests in flight per dyno ([`InFlight`]). The engine
+//! The router counts its requests under way to each dyno in the dyno's own
+//! counter ([`crew_engine::RequestCount`], one atomic per dyno). The engine
 //! stops routing to a web dyno before it stops it, and waits until that count is
 //! zero before sending the signal, so deploys, restarts and scaling drop nothing.
 //!
@@ -34,11 +35,10 @@ mod http1;
 mod pool;
 mod workers;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crew_engine::{DynoState, WebBackend};
@@ -88,52 +88,9 @@ impl Default for RouterConfig {
     }
 }
 
-/// Requests in flight per dyno address.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    counts: Mutex<HashMap<SocketAddr, usize>>,
-}
-
-impl InFlight {
-    pub fn count(&self, addr: SocketAddr) -> usize {
-        self.lock().get(&addr).copied().unwrap_or(0)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, usize>> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn enter(self: &Arc<Self>, addr: SocketAddr) -> InFlightGuard {
-        *self.lock().entry(addr).or_insert(0) += 1;
-        InFlightGuard {
-            table: self.clone(),
-            addr,
-        }
-    }
-}
-
-/// Counts one request until dropped.
-struct InFlightGuard {
-    table: Arc<InFlight>,
-    addr: SocketAddr,
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        let mut counts = self.table.lock();
-        if let Some(n) = counts.get_mut(&self.addr) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.addr);
-            }
-        }
-    }
-}
-
 pub struct Router<R: Routes> {
     routes: R,
     config: RouterConfig,
-    in_flight: Arc<InFlight>,
     next: AtomicUsize,
     /// The port clients connect to, as `X-Forwarded-Port` sends it; made once,
     /// since every request carries the same.
@@ -141,11 +98,10 @@ pub struct Router<R: Routes> {
 }
 
 impl<R: Routes> Router<R> {
-    pub fn new(routes: R, config: RouterConfig, in_flight: Arc<InFlight>, port: u16) -> Router<R> {
+    pub fn new(routes: R, config: RouterConfig, port: u16) -> Router<R> {
         Router {
             routes,
             config,
-            in_flight,
             next: AtomicUsize::new(0),
             forwarded_port: port.to_string(),
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crew_engine::{DynoState, WebBackend};
-use crew_router::{AppRoute, InFlight, Router, RouterConfig, Routes};
+use crew_router::{AppRoute, Router, RouterConfig, Routes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -79,6 +79,7 @@ where
         addr: dyno_addr,
         state: DynoState::Up,
         namespace: None,
+        requests: Default::default(),
     }]));
     let lines = Arc::new(Mutex::new(Vec::new()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -89,7 +90,6 @@ where
             lines: lines.clone(),
         },
         config,
-        Arc::new(InFlight::default()),
         router_addr.port(),
     ));
     let router_task = tokio::spawn(router.serve(listener));

@@ -457,6 +457,7 @@ impl Shared {
                 addr,
                 state: DynoState::Up,
                 namespace,
+                requests: Default::default(),
             });
         }
         backends.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));

@@ -70,7 +70,7 @@ async fn conformance_local() {
             stop_timeout: Duration::from_secs(2),
             keep_alive: true,
             boot_timeout: Duration::from_secs(20),
-            in_flight: None,
+            drain_requests: false,
         },
         ports: Arc::new(PortPool::new(41000..=41999)),
     };
