@@ -40,8 +40,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+
+use common::{empty_list, json_response, upgrade_websocket};
 
 const NS: &str = "/api/v1/namespaces/crew-shop";
 const JOBS: &str = "/apis/batch/v1/namespaces/crew-shop/jobs";
@@ -139,20 +139,6 @@ fn query(request: &Request<Incoming>) -> BTreeMap<String, String> {
     common::query_pairs(request.uri().query())
 }
 
-fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(body).expect("json"),
-        )))
-        .expect("a response")
-}
-
-fn empty_list() -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []})
-}
-
 async fn handle(
     mut request: Request<Incoming>,
     script: Arc<Script>,
@@ -236,46 +222,21 @@ fn upgrade(
     script: Arc<Script>,
     seen: Arc<Mutex<Seen>>,
 ) -> Response<Full<Bytes>> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let key = header("sec-websocket-key");
-    let offer = header("sec-websocket-protocol");
     let stderr = query.get("stderr").is_some_and(|v| v == "true");
     {
         let mut seen = seen.lock().expect("record");
         seen.attach_query = query;
-        seen.protocol_offer = offer.clone();
+        seen.protocol_offer = request
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
     }
-    if !offer.split(',').any(|p| p.trim() == script.protocol) {
-        return json_response(
-            400,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                   "message": format!("no supported subprotocol in {offer:?}"), "code": 400}),
-        );
-    }
-    let on_upgrade = hyper::upgrade::on(request);
     let protocol = script.protocol;
-    tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    upgrade_websocket(request, protocol, move |ws| async move {
         session(ws, &script, &seen, stderr).await;
-    });
-    Response::builder()
-        .status(101)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-        .header("sec-websocket-protocol", protocol)
-        .body(Full::new(Bytes::new()))
-        .expect("a response")
+    })
 }
 
 fn channel(number: u8, payload: &[u8]) -> Message {

@@ -1,6 +1,85 @@
 //! What the stand-ins of the API server in several test files share.
 
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
+use std::future::Future;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// The connection a stand-in's WebSocket session runs on.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+pub fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("json"),
+        )))
+        .expect("a response")
+}
+
+pub fn empty_list() -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []})
+}
+
+/// Answers a WebSocket upgrade (`pods/attach`, `pods/portforward`) whose
+/// client offers `protocol`, and runs `session` on the connection once hyper
+/// hands it over; a 400 `Status` when the offer lacks it, as an API server
+/// refuses a subprotocol it does not speak.
+pub fn upgrade_websocket<F, Fut>(
+    request: &mut Request<Incoming>,
+    protocol: &'static str,
+    session: F,
+) -> Response<Full<Bytes>>
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let key = header("sec-websocket-key");
+    let offer = header("sec-websocket-protocol");
+    if !offer.split(',').any(|p| p.trim() == protocol) {
+        return json_response(
+            400,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": format!("no supported subprotocol in {offer:?}"), "code": 400}),
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        session(ws).await;
+    });
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .header("sec-websocket-protocol", protocol)
+        .body(Full::new(Bytes::new()))
+        .expect("a response")
+}
 
 /// A request's query string (`a=1&b=x%2Fy`) as decoded pairs.
 pub fn query_pairs(query: Option<&str>) -> BTreeMap<String, String> {
