@@ -266,6 +266,10 @@ pub struct ServerArgs {
     /// --backend kubernetes: the kubeconfig [default: KUBECONFIG, ~/.kube/config, in-cluster]
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// --backend kubernetes: reach web pods through the API server's
+    /// port-forward, for a server outside the cluster's network
+    #[arg(long)]
+    pub port_forward: bool,
     /// --backend kubernetes or swarm: where release images are pulled from
     /// (REGISTRY/crew/APP:vN); the swarm backend pushes them there
     #[arg(long, value_name = "REGISTRY", env = "CREW_REGISTRY")]

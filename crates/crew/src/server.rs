@@ -108,6 +108,7 @@ async fn kubernetes_placements(
     let config = crew_kubernetes::KubernetesConfig {
         registry: args.registry.clone(),
         base_rootfs,
+        port_forward: args.port_forward,
         ..crew_kubernetes::KubernetesConfig::default()
     };
     let factory: crew_platform::PlacementFactory = Arc::new(move |app, logs| {
@@ -129,7 +130,12 @@ async fn kubernetes_placements(
         ),
         None => "no --registry: the cluster must have every crew/APP:vN image".to_string(),
     };
-    Ok((factory, format!("kubernetes ({cluster}, {images})")))
+    let web = if args.port_forward {
+        "web pods through the API server's port-forward"
+    } else {
+        "web pods at their IPs"
+    };
+    Ok((factory, format!("kubernetes ({cluster}, {images}, {web})")))
 }
 
 /// The Swarm placement of every app, after checking that the socket leads to
@@ -224,6 +230,12 @@ pub fn server(args: ServerArgs) -> Result<u8> {
 }
 
 async fn serve(args: ServerArgs) -> Result<u8> {
+    if args.port_forward && args.backend != DynoBackend::Kubernetes {
+        anyhow::bail!(
+            "--port-forward goes with --backend kubernetes: it is how the router reaches \
+             pods from outside a cluster"
+        );
+    }
     let data = args.data.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let data = data

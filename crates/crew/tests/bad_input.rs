@@ -179,3 +179,20 @@ fn run_without_a_command_is_an_error() {
     let app = app();
     app.run(&["run"]).assert_clean_error(&[]);
 }
+
+#[test]
+fn port_forward_without_kubernetes_is_an_error() {
+    let app = app();
+    let data = app.join("data").display().to_string();
+    app.run(&[
+        "server",
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--router",
+        "127.0.0.1:0",
+        "--port-forward",
+    ])
+    .assert_clean_error(&["--port-forward", "--backend kubernetes"]);
+}

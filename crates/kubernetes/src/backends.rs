@@ -18,10 +18,12 @@
 //! `targetRef`; the pods are listed again only when the set of endpoints or
 //! their terminating state changed, since that is what moves the numbers.
 //!
-//! Pod IPs are only reachable from inside the cluster's network: this is for
-//! a crew server that runs in the cluster or on a node. Elsewhere the
-//! addresses are published all the same, and the router's connections to
-//! them fail.
+//! Pod IPs are only reachable from inside the cluster's network: they are
+//! for a crew server that runs in the cluster or on a node. A server
+//! elsewhere sets [`crate::KubernetesConfig::port_forward`]: each backend is
+//! then a loopback address whose connections go to the pod through the API
+//! server ([`crate::port_forward`]), and an endpoint without a pod to
+//! forward to is left out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::pods::{self, TypeInfo};
+use crate::port_forward::Forwards;
 
 /// The label the EndpointSlice controller puts on a Service's slices.
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -63,6 +66,8 @@ pub(crate) struct Poller {
     pub pod_selector: String,
     pub types: Arc<Mutex<Vec<(String, TypeInfo)>>>,
     pub backends: watch::Sender<Arc<Vec<WebBackend>>>,
+    /// Where pods are reached through the API server instead of at their IPs.
+    forwards: Option<Forwards>,
     /// Pod name → dyno name, as of the last pod list.
     names: HashMap<String, String>,
     /// The endpoints (pod, terminating) that list was for.
@@ -77,6 +82,7 @@ impl Poller {
         pod_selector: String,
         types: Arc<Mutex<Vec<(String, TypeInfo)>>>,
         backends: watch::Sender<Arc<Vec<WebBackend>>>,
+        forwards: Option<Forwards>,
     ) -> Poller {
         Poller {
             slices,
@@ -85,6 +91,7 @@ impl Poller {
             pod_selector,
             types,
             backends,
+            forwards,
             names: HashMap::new(),
             named_for: BTreeSet::new(),
         }
@@ -117,22 +124,40 @@ impl Poller {
             }
             self.named_for = key;
         }
-        let mut list: Vec<WebBackend> = endpoints
-            .into_iter()
-            .map(|e| WebBackend {
+        let mut list: Vec<WebBackend> = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let addr = match (&mut self.forwards, &e.pod) {
+                (None, _) => e.addr,
+                (Some(forwards), Some(pod)) => {
+                    match forwards.local_addr(pod, e.addr.port()).await {
+                        Ok(addr) => addr,
+                        Err(error) => {
+                            tracing::warn!("a loopback port to forward to pod {pod}: {error}");
+                            continue;
+                        }
+                    }
+                }
+                (Some(_), None) => continue,
+            };
+            list.push(WebBackend {
                 // A pod crew does not know yet (made after the list) shows
                 // under its own name until the next list.
                 name: match &e.pod {
                     Some(pod) => self.names.get(pod).cloned().unwrap_or_else(|| pod.clone()),
                     None => e.addr.to_string(),
                 },
-                addr: e.addr,
+                addr,
                 state: e.state,
-                // The router runs where pod addresses are routed.
+                // The router runs where pod addresses are routed, or reaches
+                // them through loopback.
                 namespace: None,
                 requests: Default::default(),
-            })
-            .collect();
+            });
+        }
+        if let Some(forwards) = &mut self.forwards {
+            let live = &self.named_for;
+            forwards.retain(|pod| live.iter().any(|(p, _)| p == pod));
+        }
         list.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
         self.publish(list);
         Ok(())

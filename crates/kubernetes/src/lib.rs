@@ -58,8 +58,11 @@
 //!   `APP-web`, and a task reads them again every poll: each endpoint is a
 //!   backend at its pod's IP and `PORT`, up when ready, named as `ps` names
 //!   its pod ([`backends`]). crew's router connects to those addresses
-//!   directly, so this serves requests only where pod IPs are routable: a
-//!   crew server in the cluster, or on one of its nodes.
+//!   directly, which works where pod IPs are routable: a crew server in the
+//!   cluster, or on one of its nodes. Elsewhere, with
+//!   [`KubernetesConfig::port_forward`], each backend is a loopback listener
+//!   whose connections reach the pod through the API server's
+//!   `pods/portforward` ([`port_forward`]).
 //! - **destroy** deletes the namespace, which takes everything in it along,
 //!   and waits until it is gone.
 
@@ -67,6 +70,7 @@ mod attach;
 mod backends;
 mod logs;
 pub mod pods;
+mod port_forward;
 mod release_phase;
 mod secrets;
 
@@ -139,6 +143,10 @@ pub struct KubernetesConfig {
     /// How often an attached one-off's pod is looked at while crew waits for
     /// it to run and, after the session, for its exit code.
     pub attach_poll: Duration,
+    /// Reach web pods through the API server's `pods/portforward` from
+    /// loopback listeners, instead of at their IPs: for a crew server
+    /// outside the cluster's network (see the `port_forward` module).
+    pub port_forward: bool,
 }
 
 impl Default for KubernetesConfig {
@@ -151,6 +159,7 @@ impl Default for KubernetesConfig {
             destroy_timeout: Duration::from_secs(120),
             attach_timeout: Duration::from_secs(300),
             attach_poll: Duration::from_millis(500),
+            port_forward: false,
         }
     }
 }
@@ -272,6 +281,9 @@ impl KubernetesPlacement {
             format!("{PART_OF}={app}"),
             Arc::clone(&types),
             backends.clone(),
+            config
+                .port_forward
+                .then(|| port_forward::Forwards::new(Api::namespaced(client.clone(), &namespace))),
         );
         Ok(KubernetesPlacement {
             client,
