@@ -19,15 +19,16 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True
 import harness  # noqa: E402  (same directory)
-from harness import Stopped, become_subreaper, kill_everything, on_signal  # noqa: E402
-from live import OtherWork, Server, busy_note, check, median, run, say, verdict  # noqa: E402
+from harness import Stopped, kill_everything  # noqa: E402
+from live import (  # noqa: E402
+    OtherWork, Server, busy_note, check, median, recording_options, run, say, verdict,
+)
 
 # The slug every runtime starts from, shaped like the one of
 # the isolation research note (shared/research/isolation.md): 5,000 files of 10 KiB in 50 directories, and a Procfile.
@@ -129,7 +130,7 @@ def cmd_run(a):
     server = Server(a, work)
     summary = dict(part="run", summary=True, runs=a.runs)
     other = OtherWork()
-    try:
+    with server.scenario(summary, "dyno       crew run:"):
         server.start()
         summary["command"] = " ".join(["crew"] + server.cmd[1:]).replace(work, "TMP")
         isolation = re.search(r"dyno isolation: (.*)", server.output())
@@ -151,20 +152,7 @@ def cmd_run(a):
         record(a, part="run", tool="crew-run", ms=ms)
         say(f"dyno       crew run -a {app} true: median {median(ms):.1f} ms, "
             f"p90 {p90(ms):.1f} ms ({len(ms)} runs)")
-        summary["stop_s"], summary["leftover"] = server.stop()
-        summary["status"] = "complete"
-    except Stopped:
-        raise
-    except Exception as e:  # noqa: BLE001  (recorded as the part's status)
-        summary["status"] = f"failed: {e}"
-        if server.proc is not None:
-            summary["stop_s"], summary["leftover"] = server.stop()
-        say(f"dyno       crew run: {summary['status']}")
-    finally:
-        server.close()
-        kill_everything()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        server.stopped(summary, "dyno       crew     ")
     summary["other_cores"] = other.cores()
     record(a, **summary)
 
@@ -301,11 +289,7 @@ def cmd_report(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
-    rec = argparse.ArgumentParser(add_help=False)
-    rec.add_argument("--results", required=True)
-    rec.add_argument("--version", default="")
-    rec.add_argument("--deadline", type=float, default=60, help="seconds for each wait")
-    rec.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    rec = recording_options()
 
     sp = sub.add_parser("start", parents=[rec])
     sp.add_argument("--example", required=True, help="target/release/examples/dyno_start")
@@ -324,14 +308,7 @@ def main():
     sp.add_argument("--results", required=True)
     a = p.parse_args()
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    become_subreaper()
-    try:
-        globals()["cmd_" + a.what](a)
-    except Stopped as e:
-        kill_everything()
-        sys.exit(f"dynos: stopped by {e}")
+    harness.dispatch(a, globals(), "dynos")
 
 
 if __name__ == "__main__":

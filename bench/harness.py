@@ -152,15 +152,24 @@ def signal_group(pgid, sig):
         pass
 
 
-def stop(proc):
-    """SIGTERM the manager's group, SIGKILL it after STOP_GRACE, then kill and
-    count whatever it left behind. Returns the leftovers' names."""
-    signal_group(proc.pid, signal.SIGTERM)
+def stop_and_count(proc, sig=signal.SIGTERM, group=False, grace=STOP_GRACE):
+    """Stop proc with sig (to its pid, or its group), SIGKILL its group after
+    `grace` seconds; then name every descendant still alive 2 s later, and kill
+    them. Returns (seconds to exit, leftover names)."""
+    start = time.monotonic()
+    if group:
+        signal_group(proc.pid, sig)
+    else:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
     try:
-        proc.wait(STOP_GRACE)
+        proc.wait(grace)
     except subprocess.TimeoutExpired:
         signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
+    seconds = time.monotonic() - start
     # Give dying children a moment; a manager may exit just before they do.
     deadline = time.monotonic() + 2.0
     while True:
@@ -172,7 +181,7 @@ def stop(proc):
     table = proc_table()
     names = sorted(table[p][2] for p in left if p in table)
     kill_everything(proc)
-    return names
+    return seconds, names
 
 
 def kill_everything(proc=None):
@@ -320,7 +329,7 @@ def cmd_throughput(a):
             seconds = last - start
             rss = vm_hwm_kb(proc.pid)
             cpu = manager_cpu()
-            leftover = stop(proc)
+            _, leftover = stop_and_count(proc, group=True)
         with open(out, "rb") as f:
             received, lost, torn = count_lines(f.read(whole), a.writers, a.lines)
     finally:
@@ -356,7 +365,7 @@ def cmd_startup(a):
             seconds = now - start
             rss = vm_hwm_kb(proc.pid)
             cpu = manager_cpu()
-            leftover = stop(proc)
+            _, leftover = stop_and_count(proc, group=True)
     finally:
         kill_everything(proc)
     if not a.keep:
@@ -584,6 +593,20 @@ def report_target(a, tp, st, base, rate):
 # ---------------------------------------------------------------- main
 
 
+def dispatch(a, commands, name):
+    """Runs `cmd_<a.what>` from `commands` (a module's globals) as the subreaper
+    of everything it starts; a signal ends it through Stopped, with all of that
+    killed, and exits with `name: stopped by SIGNAL`."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    become_subreaper()
+    try:
+        commands["cmd_" + a.what](a)
+    except Stopped as e:
+        kill_everything()
+        sys.exit(f"{name}: stopped by {e}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -616,14 +639,7 @@ def main():
     if a.what in ("baseline", "throughput", "startup"):
         a.scenario = "startup" if a.what == "startup" else "throughput"
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    become_subreaper()
-    try:
-        globals()["cmd_" + a.what](a)
-    except Stopped as e:
-        kill_everything()
-        sys.exit(f"harness: stopped by {e}")
+    dispatch(a, globals(), "harness")
 
 
 if __name__ == "__main__":

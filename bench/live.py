@@ -16,6 +16,7 @@ every wait has a deadline. SIGINT/SIGTERM/SIGHUP stop whatever was started.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -31,8 +32,7 @@ import time
 sys.dont_write_bytecode = True
 import harness  # noqa: E402  (same directory)
 from harness import (  # noqa: E402
-    Stopped, alive_descendants, become_subreaper, kill_everything, on_signal, proc_table,
-    reap, signal_group, vm_hwm_kb,
+    Stopped, kill_everything, proc_table, signal_group, vm_hwm_kb,
 )
 
 POLL = 0.01  # seconds between polls of the API
@@ -143,34 +143,8 @@ def launch(cmd, cwd, out, env=None):
 
 
 def stop_and_count(proc, sig=signal.SIGTERM, group=False):
-    """Stop proc with sig (to its pid, or its group), SIGKILL its group after
-    STOP_GRACE; then name every descendant still alive 2 s later, and kill them.
-    Returns (seconds to exit, leftover names)."""
-    start = time.monotonic()
-    if group:
-        signal_group(proc.pid, sig)
-    else:
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
-    seconds = time.monotonic() - start
-    deadline = time.monotonic() + 2.0
-    while True:
-        reap()
-        left = alive_descendants()
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    table = proc_table()
-    names = sorted(table[p][2] for p in left if p in table)
-    kill_everything(proc)
-    return seconds, names
+    """harness.stop_and_count with crew's longer grace."""
+    return harness.stop_and_count(proc, sig, group, grace=STOP_GRACE)
 
 
 def stop_only(proc, sig):
@@ -531,6 +505,36 @@ class Server:
             self.log.close()
             self.proc = None
 
+    def stopped(self, summary, label):
+        """Stops the server at the end of a scenario that went through: how
+        long SIGTERM took, what it left and its peak memory go in `summary`."""
+        summary["stop_s"], summary["leftover"] = self.stop()
+        summary["server_hwm_kb"] = self.hwm_kb
+        summary["status"] = "complete"
+        say(f"{label} server stopped by SIGTERM in {summary['stop_s'] * 1000:.0f} ms, "
+            f"leftover={summary['leftover'] or 0}")
+
+    @contextlib.contextmanager
+    def scenario(self, summary, label):
+        """The body of a scenario against this server. A failure (but not a
+        stop by signal) becomes `summary`'s status, and the server is stopped
+        to see what it leaves; whatever happens, the server, everything
+        started and (without --keep) the scenario's directory are gone after."""
+        try:
+            yield
+        except Stopped:
+            raise
+        except Exception as e:  # noqa: BLE001  (recorded as the scenario's status)
+            summary["status"] = f"failed: {e or repr(e)}"
+            if self.proc is not None:
+                summary["stop_s"], summary["leftover"] = self.stop()
+            say(f"{label} {summary['status']}")
+        finally:
+            self.close()
+            kill_everything()
+            if not self.a.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
+
 
 # ---------------------------------------------------------------- push
 
@@ -559,10 +563,13 @@ def cmd_push(a):
     server = Server(a, work)
     summary = dict(pushes=a.pushes)
     other = OtherWork()
-    try:
+    with server.scenario(summary, "push       crew     "):
         server.start()
         summary["command"] = " ".join(["crew"] + server.cmd[1:]).replace(work, "TMP")
-        repo = server.new_app(app, {"Procfile": f"web: exec {a.fakeproc} --listen\n"})
+        # The router scenario's nginx dyno: a server that runs isolated dynos
+        # (as root) shows them the stack's /usr, and not the bench's own
+        # target/release/fakeproc.
+        repo = server.new_app(app, {"Procfile": BACKEND_PROCFILE, "nginx.tmpl": BACKEND})
         bare = f"{work}/bare.git"
         check(run(["git", "init", "-q", "--bare", "-b", "main", bare], 30, env=server.env),
               "git init --bare")
@@ -598,23 +605,7 @@ def cmd_push(a):
                 f"`git push` began (push itself {push_s * 1000:.0f} ms, "
                 f"{released.group(1) if released else 'no release line'}); "
                 f"git alone {git_s * 1000:.0f} ms; crew's share {share * 1000:.0f} ms")
-        summary["stop_s"], summary["leftover"] = server.stop()
-        summary["server_hwm_kb"] = server.hwm_kb
-        summary["status"] = "complete"
-        say(f"push       crew      server stopped by SIGTERM in {summary['stop_s'] * 1000:.0f} ms, "
-            f"leftover={summary['leftover'] or 0}")
-    except Stopped:
-        raise
-    except Exception as e:  # noqa: BLE001  (recorded as the run's status)
-        summary["status"] = f"failed: {e}"
-        if server.proc is not None:
-            summary["stop_s"], summary["leftover"] = server.stop()
-        say(f"push       crew      {summary['status']}")
-    finally:
-        server.close()
-        kill_everything()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        server.stopped(summary, "push       crew     ")
     a.run = None
     summary["other_cores"] = other.cores()
     record(a, summary=True, **summary)
@@ -706,7 +697,8 @@ def cmd_router(a):
     proxy = None
     summary = {}
     other = OtherWork()
-    try:
+    # The proxy nginx is among what the scenario's end kills.
+    with server.scenario(summary, "router     crew     "):
         server.start()
         summary["command"] = " ".join(["crew"] + server.cmd[1:]).replace(work, "TMP")
         repo = server.new_app(app, {"Procfile": BACKEND_PROCFILE, "nginx.tmpl": BACKEND})
@@ -793,26 +785,7 @@ def cmd_router(a):
             raise RuntimeError(f"crew's router stopped answering: {status} {body[:80]!r}")
         stop_only(proxy, signal.SIGQUIT)  # nginx's graceful stop
         plog.close()
-        proxy = None
-        summary["stop_s"], summary["leftover"] = server.stop()
-        summary["server_hwm_kb"] = server.hwm_kb
-        summary["status"] = "complete"
-        say(f"router     crew      server stopped by SIGTERM in {summary['stop_s'] * 1000:.0f} ms, "
-            f"leftover={summary['leftover'] or 0}")
-    except Stopped:
-        raise
-    except Exception as e:  # noqa: BLE001  (recorded as the run's status)
-        summary["status"] = f"failed: {e or repr(e)}"
-        if server.proc is not None:
-            summary["stop_s"], summary["leftover"] = server.stop()
-        say(f"router     crew      {summary['status']}")
-    finally:
-        if proxy is not None:
-            kill_everything(proxy)
-        server.close()
-        kill_everything()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        server.stopped(summary, "router     crew     ")
     a.tool, a.run = "crew", None
     summary["other_cores"] = other.cores()
     record(a, summary=True, **summary)
@@ -855,11 +828,20 @@ def fmt_left(names):
     return harness.fmt_left(names or [])
 
 
-def report_scale(rows, a):
-    print("## Live scale\n")
+def section(title, rows):
+    """Prints a scenario's heading; its rows split into (the summary, the rest),
+    or None when the scenario was skipped, which is then said."""
+    print(f"## {title}\n")
     skipped = next((r for r in rows if "skipped" in r), None)
     if skipped:
         print(f"Skipped: {skipped['skipped']}\n")
+        return None
+    summary = next((r for r in rows if r.get("summary")), {})
+    return summary, [r for r in rows if not r.get("summary")]
+
+
+def report_scale(rows, a):
+    if section("Live scale", rows) is None:
         return
     n = rows[0]["processes"]
     ok = [r for r in rows if r["status"] == "complete"]
@@ -938,17 +920,16 @@ def report_scale(rows, a):
 
 
 def report_push(rows, a):
-    print("## Push to up\n")
-    skipped = next((r for r in rows if "skipped" in r), None)
-    if skipped:
-        print(f"Skipped: {skipped['skipped']}\n")
+    split = section("Push to up", rows)
+    if split is None:
         return
-    summary = next((r for r in rows if r.get("summary")), {})
-    pushes = [r for r in rows if not r.get("summary")]
+    summary, pushes = split
     print(f"`{summary.get('command', 'crew server …')}` (TMP a fresh temp dir), "
           "`CREW_API_URL`/`CREW_API_KEY` from its output and `TMP/data/api-token`, and a "
-          "fresh git repo holding only a Procfile, `web: exec …/target/release/fakeproc "
-          "--listen`; `crew apps:create pushbench` in it adds the `crew` remote. Then "
+          "fresh git repo holding a Procfile and an nginx config template, whose web dyno "
+          "is the router scenario's nginx (below: `fakeproc` from the bench's own target "
+          "directory is not in the stack an isolated dyno sees); `crew apps:create "
+          "pushbench` in it adds the `crew` remote. Then "
           f"{len(pushes)} pushes, each of a new commit, of `git push crew main`.\n")
     print("- *total*: from launching `git push crew main` until `GET /apps/pushbench/dynos` "
           "(what `crew ps -a pushbench --json` shows, polled every 5 ms) lists `web.1` "
@@ -993,13 +974,10 @@ def report_push(rows, a):
 
 
 def report_router(rows, a):
-    print("## Router\n")
-    skipped = next((r for r in rows if "skipped" in r), None)
-    if skipped:
-        print(f"Skipped: {skipped['skipped']}\n")
+    split = section("Router", rows)
+    if split is None:
         return
-    summary = next((r for r in rows if r.get("summary")), {})
-    runs = [r for r in rows if not r.get("summary")]
+    summary, runs = split
     print(f"`{summary.get('command', 'crew server …')}` with one app, `routerbench`, "
           "deployed by `git push`, whose one web dyno is nginx answering `200 ok` to "
           "everything (`worker_processes 1`, keep-alive, no access log), started by its "
@@ -1120,14 +1098,20 @@ def cmd_skip(a):
 # ---------------------------------------------------------------- main
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="what", required=True)
+def recording_options():
+    """The options of every command that records results here and in dynos.py."""
     rec = argparse.ArgumentParser(add_help=False)
     rec.add_argument("--results", required=True)
     rec.add_argument("--version", default="")
     rec.add_argument("--deadline", type=float, default=60, help="seconds for each wait")
     rec.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    return rec
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    rec = recording_options()
     tools = argparse.ArgumentParser(add_help=False)
     tools.add_argument("--crew", required=True)
     tools.add_argument("--fakeproc", required=True)
@@ -1159,14 +1143,7 @@ def main():
         a.scenario = a.what
         a.tool = "crew"
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    become_subreaper()
-    try:
-        globals()["cmd_" + a.what](a)
-    except Stopped as e:
-        kill_everything()
-        sys.exit(f"live: stopped by {e}")
+    harness.dispatch(a, globals(), "live")
 
 
 if __name__ == "__main__":
