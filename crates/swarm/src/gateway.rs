@@ -50,7 +50,7 @@ impl Gateway {
     /// Makes the gateway from `image` if it is not there, and starts it if
     /// it is not running.
     pub(crate) async fn ensure(&self, docker: &Docker, image: &str) -> Result<(), SwarmError> {
-        if !self.enabled {
+        if !self.enabled || matches!(*lock(&self.joined), Joined::Refused) {
             return Ok(());
         }
         let name = gateway_name(&self.app);
@@ -88,7 +88,9 @@ impl Gateway {
             Joined::Yes {
                 container,
                 namespace,
-            } if runs_in(namespace.pid(), container) => return Some(namespace.clone()),
+            } if owner(namespace.pid(), container) == Owner::Container => {
+                return Some(namespace.clone());
+            }
             _ => {}
         }
         let name = gateway_name(&self.app);
@@ -112,12 +114,18 @@ impl Gateway {
             }
         };
         let pid = found.state.pid;
-        if !runs_in(pid, &found.id) {
-            self.refuse(&format!(
-                "process {pid} on this machine is not the gateway container's \
-                 (is the daemon on another machine, or in another pid namespace?)"
-            ));
-            return None;
+        match owner(pid, &found.id) {
+            Owner::Container => {}
+            // It ended since the daemon said; the next poll looks again.
+            Owner::Gone => return None,
+            Owner::Other => {
+                let why = format!(
+                    "process {pid} on this machine is not the gateway container's \
+                     (is the daemon on another machine, or in another pid namespace?)"
+                );
+                self.refuse(docker, &why).await;
+                return None;
+            }
         }
         match NetworkNamespace::of_process(pid) {
             Ok(namespace) => {
@@ -129,7 +137,8 @@ impl Gateway {
                 Some(namespace)
             }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                self.refuse(&format!("entering its network namespace: {e} (needs root)"));
+                let why = format!("entering its network namespace: {e} (needs root)");
+                self.refuse(docker, &why).await;
                 None
             }
             Err(e) => {
@@ -139,7 +148,9 @@ impl Gateway {
         }
     }
 
-    fn refuse(&self, why: &str) {
+    /// Gives up on the network for good, and removes the gateway, which is
+    /// of no use then.
+    async fn refuse(&self, docker: &Docker, why: &str) {
         tracing::warn!(
             "the router cannot join {}'s network {}: {why}; it reaches web dynos at \
              their nodes' published ports instead",
@@ -147,6 +158,7 @@ impl Gateway {
             spec::network_name(&self.app)
         );
         *lock(&self.joined) = Joined::Refused;
+        let _ = docker.container_remove(&gateway_name(&self.app)).await;
     }
 
     /// Removes the gateway, whatever its state.
@@ -159,13 +171,52 @@ impl Gateway {
     }
 }
 
-/// Whether process `pid` is in the container `id`: its cgroup path names
-/// the container, whichever cgroup driver the daemon uses.
-fn runs_in(pid: u32, id: &str) -> bool {
-    !id.is_empty()
-        && std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id))
+/// Whose process `pid` is, on this machine.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    /// The container's: its cgroup path names the container, whichever
+    /// cgroup driver the daemon uses.
+    Container,
+    /// Something else's.
+    Other,
+    /// No process has that pid.
+    Gone,
+}
+
+fn owner(pid: u32, container: &str) -> Owner {
+    match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+        Ok(cgroups) if !container.is_empty() && cgroups.contains(container) => Owner::Container,
+        Ok(_) => Owner::Other,
+        Err(_) => Owner::Gone,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_is_the_container_s_only_when_its_cgroup_names_it() {
+        let me = std::process::id();
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").expect("our cgroups");
+        // The last part of our own cgroup path stands in for a container id.
+        let named = cgroups
+            .lines()
+            .filter_map(|l| l.rsplit('/').next())
+            .find(|part| !part.is_empty());
+        if let Some(named) = named {
+            assert_eq!(owner(me, named), Owner::Container);
+        }
+        assert_eq!(
+            owner(me, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            Owner::Other
+        );
+        assert_eq!(owner(me, ""), Owner::Other, "an empty id names nothing");
+        // Pids are at most 2^22 on Linux.
+        assert_eq!(owner(u32::MAX - 1, "abc"), Owner::Gone);
+    }
 }
