@@ -212,7 +212,10 @@ mod tests {
             assert_eq!(owner(me, named), Owner::Container);
         }
         assert_eq!(
-            owner(me, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            owner(
+                me,
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            ),
             Owner::Other
         );
         assert_eq!(owner(me, ""), Owner::Other, "an empty id names nothing");
