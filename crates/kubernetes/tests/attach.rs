@@ -16,7 +16,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,20 +27,18 @@ use crew_logs::LogEvent;
 use crew_procfile::Formation;
 use crew_runtime::{DynoInput, ExitStatus};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{empty_list, json_response, upgrade_websocket};
+use common::{
+    channel, empty_list, json_body, json_response, method_not_allowed, upgrade_websocket,
+};
 
 const NS: &str = "/api/v1/namespaces/crew-shop";
 const JOBS: &str = "/apis/batch/v1/namespaces/crew-shop/jobs";
@@ -110,28 +107,13 @@ impl Stand {
 }
 
 async fn stand_in(script: Script) -> Stand {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let url = format!("http://{}", listener.local_addr().expect("its address"));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let state = (Arc::new(script), seen.clone(), Arc::new(Mutex::new(0usize)));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let state = state.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let (script, seen, lists) = state.clone();
-                    async move { Ok::<_, Infallible>(handle(request, script, seen, lists).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
+    let url = common::serve(move |request| {
+        let (script, seen, lists) = state.clone();
+        handle(request, script, seen, lists)
+    })
+    .await;
     Stand { url, seen }
 }
 
@@ -155,13 +137,7 @@ async fn handle(
     if path == format!("{NS}/pods/{POD}/attach") {
         return upgrade(&mut request, query, script, seen);
     }
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = json_body(request).await;
     match (method.as_str(), path.as_str()) {
         // The apply: server-side apply answers with the object.
         ("PATCH", _) => json_response(200, &body),
@@ -206,11 +182,7 @@ async fn handle(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
             )
         }
-        _ => json_response(
-            405,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                   "reason": "MethodNotAllowed", "code": 405}),
-        ),
+        _ => method_not_allowed(),
     }
 }
 
@@ -237,12 +209,6 @@ fn upgrade(
     upgrade_websocket(request, protocol, move |ws| async move {
         session(ws, &script, &seen, stderr).await;
     })
-}
-
-fn channel(number: u8, payload: &[u8]) -> Message {
-    let mut frame = vec![number];
-    frame.extend_from_slice(payload);
-    Message::binary(frame)
 }
 
 /// The attached container, as the stand-in plays it: stdin echoed to stdout

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,19 +25,18 @@ use crew_engine::{Placement, ReleaseSpec, ReleaseType, WebBackend};
 use crew_kubernetes::{KubernetesConfig, KubernetesPlacement};
 use crew_procfile::Formation;
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{Socket, empty_list, json_response, upgrade_websocket};
+use common::{
+    Socket, channel, empty_list, json_body, json_response, method_not_allowed, upgrade_websocket,
+};
 
 const NS: &str = "/api/v1/namespaces/crew-shop";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/crew-shop/endpointslices";
@@ -62,31 +60,12 @@ struct Stand {
 
 /// The stand-in API server, forwarding to `pod` (the pod's `PORT`).
 async fn stand_in(pod: SocketAddr) -> (String, Arc<Stand>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let url = format!("http://{}", listener.local_addr().expect("its address"));
     let stand = Arc::new(Stand {
         endpoint: AtomicBool::new(true),
         ..Stand::default()
     });
     let shared = stand.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let stand = shared.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let stand = stand.clone();
-                    async move { Ok::<_, Infallible>(handle(request, stand, pod).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
+    let url = common::serve(move |request| handle(request, shared.clone(), pod)).await;
     (url, stand)
 }
 
@@ -108,13 +87,7 @@ async fn handle(
             forward(ws, pod)
         });
     }
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = json_body(request).await;
     match (method.as_str(), path.as_str()) {
         // The apply: server-side apply answers with the object.
         ("PATCH", _) => json_response(200, &body),
@@ -144,18 +117,8 @@ async fn handle(
             )
         }
         ("GET", _) => json_response(200, &empty_list()),
-        _ => json_response(
-            405,
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                   "reason": "MethodNotAllowed", "code": 405}),
-        ),
+        _ => method_not_allowed(),
     }
-}
-
-fn channel(number: u8, payload: &[u8]) -> Message {
-    let mut frame = vec![number];
-    frame.extend_from_slice(payload);
-    Message::binary(frame)
 }
 
 /// One forwarded connection, as the stand-in plays the kubelet: both

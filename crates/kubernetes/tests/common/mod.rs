@@ -6,15 +6,78 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// A stand-in API server on a fresh loopback port: HTTP/1.1, upgrades
+/// allowed, every request answered by `handle`. Gives its URL.
+pub async fn serve<H, Fut>(handle: H) -> String
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let answer = handle(request);
+                    async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// A request's body as JSON; null when it has none, or none that parses.
+pub async fn json_body(request: Request<Incoming>) -> Value {
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
+}
+
+/// The `Status` an API server answers a verb it does not take with.
+pub fn method_not_allowed() -> Response<Full<Bytes>> {
+    json_response(
+        405,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "reason": "MethodNotAllowed", "code": 405}),
+    )
+}
+
+/// A binary message on a channel of the Kubernetes channel protocols
+/// (attach, port-forward): the channel's number, then the payload.
+pub fn channel(number: u8, payload: &[u8]) -> Message {
+    let mut frame = vec![number];
+    frame.extend_from_slice(payload);
+    Message::binary(frame)
+}
 
 /// The connection a stand-in's WebSocket session runs on.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
