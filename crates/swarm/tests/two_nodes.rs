@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crew_engine::{DynoState, Placement, ReleaseSpec, ReleaseType, WebBackend};
+use crew_engine::{DynoState, Placement, ReleaseSpec, WebBackend};
 use crew_procfile::Formation;
 use crew_swarm::{SwarmConfig, SwarmDyno, SwarmPlacement};
 use registry::TestRegistry;
@@ -409,29 +409,7 @@ impl Traces {
 }
 
 fn release(slug: &(PathBuf, PathBuf)) -> ReleaseSpec {
-    ReleaseSpec {
-        app: "pair".into(),
-        version: 1,
-        types: vec![
-            ReleaseType {
-                name: "web".into(),
-                command: WEB.into(),
-                size: None,
-            },
-            ReleaseType {
-                name: "worker".into(),
-                command: WORKER.into(),
-                size: None,
-            },
-        ],
-        env: vec![
-            ("RELEASE_NAME".into(), "v1".into()),
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ],
-        slug_archive: slug.1.clone(),
-        slug_dir: slug.0.clone(),
-        command_prefix: None,
-    }
+    support::web_and_worker_release("pair", 1, WEB, WORKER, slug)
 }
 
 fn all_dynos() -> BTreeSet<String> {

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crew_engine::{Attachment, DynoState, Placement, ReleaseSpec, ReleaseType, RunRequest};
+use crew_engine::{Attachment, DynoState, Placement, ReleaseSpec, RunRequest};
 use crew_procfile::{Formation, FormationChange, Quantity};
 use crew_runtime::{Console, DynoInput, ExitStatus, Output};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::support::{Logs, wait_for};
+use crate::support::{Logs, wait_for, web_and_worker_release};
 
 /// Prints its boot line with the release, then serves HTTP on PORT forever.
 pub const WEB: &str = "echo \"boot $DYNO $RELEASE_NAME\"; while true; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\n%s %s\\n' \"$DYNO\" \"$RELEASE_NAME\" | busybox nc -l -p \"$PORT\" >/dev/null 2>&1; done";
@@ -98,29 +98,7 @@ pub fn release(
     version: u32,
     slug: &(std::path::PathBuf, std::path::PathBuf),
 ) -> ReleaseSpec {
-    ReleaseSpec {
-        app: app.to_string(),
-        version,
-        types: vec![
-            ReleaseType {
-                name: "web".into(),
-                command: WEB.into(),
-                size: None,
-            },
-            ReleaseType {
-                name: "worker".into(),
-                command: WORKER.into(),
-                size: None,
-            },
-        ],
-        env: vec![
-            ("RELEASE_NAME".into(), format!("v{version}")),
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ],
-        slug_archive: slug.1.clone(),
-        slug_dir: slug.0.clone(),
-        command_prefix: None,
-    }
+    web_and_worker_release(app, version, WEB, WORKER, slug)
 }
 
 pub fn formation(web: u32, worker: u32) -> Formation {

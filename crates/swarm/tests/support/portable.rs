@@ -4,8 +4,8 @@
 //! The Swarm tests have it through `support/mod.rs`; crew-kubernetes'
 //! conformance test includes this file by path (as `mod support`), since
 //! its crate cannot depend on this one's test code and has no dockerd to
-//! start. So it uses only what both crates have: crew-logs, tokio, tar and
-//! flate2.
+//! start. So it uses only what both crates have: crew-engine, crew-logs,
+//! tokio, tar and flate2.
 
 #![allow(dead_code)]
 
@@ -14,8 +14,38 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crew_engine::{ReleaseSpec, ReleaseType};
 use crew_logs::LogEvent;
 use tokio::sync::mpsc;
+
+/// Release `version` of `app` from `slug` (its directory and archive): a
+/// `web` and a `worker` type running the given commands, with
+/// `RELEASE_NAME=vN` and the stack's `PATH`.
+pub fn web_and_worker_release(
+    app: &str,
+    version: u32,
+    web: &str,
+    worker: &str,
+    slug: &(PathBuf, PathBuf),
+) -> ReleaseSpec {
+    let process = |name: &str, command: &str| ReleaseType {
+        name: name.into(),
+        command: command.into(),
+        size: None,
+    };
+    ReleaseSpec {
+        app: app.to_string(),
+        version,
+        types: vec![process("web", web), process("worker", worker)],
+        env: vec![
+            ("RELEASE_NAME".into(), format!("v{version}")),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ],
+        slug_archive: slug.1.clone(),
+        slug_dir: slug.0.clone(),
+        command_prefix: None,
+    }
+}
 
 /// The busybox binary to put in images; it must be busybox-static's, since
 /// the images have no libc.
