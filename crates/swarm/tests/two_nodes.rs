@@ -486,6 +486,28 @@ async fn check_backends(placement: &SwarmPlacement, want: &BTreeMap<String, Reac
     }
 }
 
+/// Waits until each of `dynos` has printed `line(dyno)` (its own output, not
+/// a platform line) in the log events from index `from` on.
+async fn wait_printed(
+    logs: &Logs,
+    from: usize,
+    dynos: &[String],
+    what: &str,
+    line: impl Fn(&str) -> String,
+) {
+    wait_for(what, Duration::from_secs(20), || async {
+        let lines = logs.lines_since(from);
+        dynos
+            .iter()
+            .all(|n| {
+                let want = line(n);
+                lines.iter().any(|(d, l, p)| d == n && *l == want && !p)
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 /// `worker.1 up on manager, …`, for failure messages.
 fn describe(dynos: &[SwarmDyno], cluster: &Cluster) -> String {
     dynos
@@ -590,21 +612,17 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
     check_backends(&placement, &want).await;
 
     // The worker's dynos really run: their output reaches crew.
-    wait_for(
+    let workers: Vec<String> = on_worker
+        .iter()
+        .filter(|n| n.starts_with("worker."))
+        .cloned()
+        .collect();
+    wait_printed(
+        &logs,
+        0,
+        &workers,
         "output from the worker node's dynos",
-        Duration::from_secs(20),
-        || async {
-            let lines = logs.lines();
-            on_worker
-                .iter()
-                .filter(|n| n.starts_with("worker."))
-                .all(|n| {
-                    lines
-                        .iter()
-                        .any(|(d, l, p)| d == n && *l == format!("tick {n}") && !p)
-                })
-                .then_some(())
-        },
+        |n| format!("tick {n}"),
     )
     .await;
 
@@ -641,20 +659,12 @@ async fn two_nodes_a_dead_node_s_dynos_come_back_on_the_other() {
         .collect();
     check_backends(&placement, &home).await;
     // The moved dynos booted again, on the manager, under their names.
-    wait_for(
+    wait_printed(
+        &logs,
+        from,
+        &on_worker,
         "the moved dynos' boot lines",
-        Duration::from_secs(20),
-        || async {
-            let lines = logs.lines_since(from);
-            on_worker
-                .iter()
-                .all(|n| {
-                    lines
-                        .iter()
-                        .any(|(d, l, p)| d == n && *l == format!("boot {n} v1") && !p)
-                })
-                .then_some(())
-        },
+        |n| format!("boot {n} v1"),
     )
     .await;
 
@@ -785,20 +795,12 @@ async fn two_nodes_pull_release_images_from_a_registry() {
         .filter(|d| d.node.as_deref() == Some(cluster.worker_node.as_str()))
         .map(|d| d.info.name.clone())
         .collect();
-    wait_for(
+    wait_printed(
+        &logs,
+        0,
+        &on_worker,
         "boot lines from the worker node's dynos",
-        Duration::from_secs(20),
-        || async {
-            let lines = logs.lines();
-            on_worker
-                .iter()
-                .all(|n| {
-                    lines
-                        .iter()
-                        .any(|(d, l, p)| d == n && *l == format!("boot {n} v1") && !p)
-                })
-                .then_some(())
-        },
+        |n| format!("boot {n} v1"),
     )
     .await;
     // Off the app's network, web dynos are reached at their published
