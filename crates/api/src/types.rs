@@ -329,6 +329,21 @@ pub struct SourceBlob {
     pub version: Option<String>,
 }
 
+/// `POST /sources`: where to upload a tarball of source code, and the URL
+/// that names it in a build's `source_blob.url`, in the shape of Heroku's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub source_blob: SourceUrls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUrls {
+    /// What a build names as its `source_blob.url`.
+    pub get_url: String,
+    /// Where the tarball (`.tar` or `.tar.gz`) is `PUT`, with the API token.
+    pub put_url: String,
+}
+
 /// `POST /apps/{app}/builds`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildCreate {

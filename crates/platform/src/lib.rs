@@ -14,7 +14,9 @@
 //! (`crew[api]: Release v3 created`).
 
 mod app;
+mod private;
 mod slug;
+mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use crew_runtime::{DynoSize, ServerRuntime};
 use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
 
 pub use crate::app::{AppRuntime, PlacementFactory};
+pub use crate::source::{MAX_SOURCE_BYTES, SourceId};
 
 /// A one-off dyno as a user asks for it.
 #[derive(Debug, Clone, Default)]
@@ -139,7 +142,15 @@ impl Platform {
             "creating {}",
             config.data.display()
         )))?;
-        let store = Store::open(&config.data.join("crew.db"))?;
+        // Before anything is written there: nobody else reads the data dir.
+        private::make_private(&config.data).map_err(PlatformError::io(format!(
+            "making {} private",
+            config.data.display()
+        )))?;
+        let db = config.data.join("crew.db");
+        private::create_private_file(&db)
+            .map_err(PlatformError::io(format!("creating {}", db.display())))?;
+        let store = Store::open(&db)?;
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
             .map_err(|e| PlatformError::Build(e.to_string()))?;
         let drain_requests = config.drain_requests;
@@ -163,7 +174,22 @@ impl Platform {
             domains: std::sync::RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         });
+        platform.clean_up_cut_off_builds()?;
+        // Again, now that the directories made above exist.
+        private::make_private(&platform.data).map_err(PlatformError::io(format!(
+            "making {} private",
+            platform.data.display()
+        )))?;
         for app in platform.store.apps()? {
+            let repo = platform.repos().join(format!("{}.git", app.name));
+            if repo.join("config").is_file()
+                && let Err(e) = app::configure_repo(&repo)
+            {
+                eprintln!(
+                    "crew: warning: configuring the git repository {}: {e}",
+                    repo.display()
+                );
+            }
             for domain in platform.store.domains(&app.name)? {
                 platform.remember_domain(&domain.hostname, Some(&app.name));
             }
@@ -171,6 +197,44 @@ impl Platform {
             runtime.boot(&platform).await?;
         }
         Ok(platform)
+    }
+
+    /// A server killed during a build left it `pending` and its scratch dir on
+    /// disk; no build runs yet, so every pending one is failed and every
+    /// scratch dir and source crew left there is removed. Only names crew
+    /// makes are removed, and only in its own directories.
+    fn clean_up_cut_off_builds(&self) -> Result<(), PlatformError> {
+        for build in self.store.fail_unfinished_builds()? {
+            eprintln!(
+                "crew: build {} of {} was cut off by a stopped server: marked failed",
+                build.id, build.app
+            );
+        }
+        source::remove_leftovers(&self.scratch_dir(), &self.sources_dir());
+        Ok(())
+    }
+
+    /// Where builds unpack their source: `DATA/tmp`.
+    fn scratch_dir(&self) -> PathBuf {
+        self.data.join("tmp")
+    }
+
+    /// Where uploaded sources wait for their build: `DATA/sources`.
+    fn sources_dir(&self) -> PathBuf {
+        self.data.join("sources")
+    }
+
+    /// Makes an empty source, private to crew, for a tarball to be uploaded to.
+    pub fn create_source(&self) -> Result<SourceId, PlatformError> {
+        source::create(&self.sources_dir())
+            .map_err(PlatformError::io("making a place for the source"))
+    }
+
+    /// The file to write source `id`'s tarball to, emptied: it must have been
+    /// made by [`Platform::create_source`] and not built yet. The caller stops
+    /// at [`MAX_SOURCE_BYTES`].
+    pub fn source_upload(&self, id: &SourceId) -> Result<std::fs::File, PlatformError> {
+        source::open_for_upload(&self.sources_dir(), id)
     }
 
     fn remember_domain(&self, hostname: &str, app: Option<&str>) {
@@ -300,6 +364,8 @@ impl Platform {
             runtime.stop().await;
         }
         self.store.destroy_app(name)?;
+        // The name passed the store's app-name rule (`^[a-z][a-z0-9-]{1,29}$`)
+        // when the app was found, so both paths are crew's own, under DATA.
         let _ = std::fs::remove_dir_all(self.app_dir(name));
         let _ = std::fs::remove_dir_all(self.repos().join(format!("{name}.git")));
         Ok(())
@@ -314,12 +380,14 @@ impl Platform {
             .clone()
     }
 
-    /// Builds `source` into a slug and releases it. `out` gets every line the
-    /// pusher should see. A failed build leaves the running release alone.
+    /// Builds the uploaded `source` into a slug and releases it. `out` gets
+    /// every line the pusher should see. A failed build leaves the running
+    /// release alone. The source is used up: its tarball and the directory it
+    /// is unpacked into (`DATA/tmp/build-ID`) are removed either way.
     pub async fn deploy(
         self: &Arc<Self>,
         app: &str,
-        source: PathBuf,
+        source: SourceId,
         commit: String,
         out: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Release, PlatformError> {
@@ -331,7 +399,11 @@ impl Platform {
         runtime
             .event("api", format!("Build started for {short}"))
             .await;
+        let tarball = source::path(&self.sources_dir(), &source)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let build = self.store.create_build(app, &commit)?;
+        let scratch = source::scratch_dir(&self.scratch_dir(), &build.id)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let config = self.store.config(app)?;
         let dir = self.app_dir(app);
         let slugs = dir.join("slugs");
@@ -346,9 +418,15 @@ impl Platform {
         let slug_for_build = slug_path.clone();
         let build_out = out.clone();
         let built = tokio::task::spawn_blocking(move || {
+            let unpacked = source::unpack(&tarball, &scratch);
+            let _ = std::fs::remove_file(&tarball);
+            if let Err(e) = unpacked {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
             let request = BuildRequest {
                 app: &app_name,
-                source: &source,
+                source: &scratch,
                 cache: &cache,
                 config: &config,
                 slug_path: &slug_for_build,
@@ -358,11 +436,24 @@ impl Platform {
                 let _ = build_out.send(line.to_string());
             };
             let result = platform.buildpacks.build(&request, &mut send);
-            let _ = std::fs::remove_dir_all(&source);
-            result
+            // Made above by crew, under DATA/tmp, named for the build's id.
+            let _ = std::fs::remove_dir_all(&scratch);
+            Ok(result)
         })
         .await
         .map_err(|e| PlatformError::Build(format!("the build stopped: {e}")))?;
+        let built = match built {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = out.send(format!(" !     The source could not be unpacked: {e}"));
+                self.store
+                    .finish_build(&build.id, crew_store::BuildStatus::Failed, None)?;
+                runtime.event("api", "Build failed").await;
+                return Err(PlatformError::Build(format!(
+                    "the source could not be unpacked: {e}"
+                )));
+            }
+        };
         let output = match built {
             Ok(output) => output,
             Err(e) => {
