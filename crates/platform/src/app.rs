@@ -329,7 +329,7 @@ fn dyno_env(
 /// Makes the app's bare repository and its pre-receive hook, which hands the
 /// pushed commit to this server for building.
 pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(repo)?;
+    crate::private::create_dirs(repo)?;
     let status = std::process::Command::new("git")
         .args(["init", "--bare", "--quiet", "--shared=0600"])
         .arg(repo)

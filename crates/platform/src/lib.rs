@@ -406,6 +406,7 @@ impl Platform {
             .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let config = self.store.config(app)?;
         let dir = self.app_dir(app);
+        private::create_dirs(&dir).map_err(PlatformError::io("creating the app's directory"))?;
         let slugs = dir.join("slugs");
         std::fs::create_dir_all(&slugs)
             .map_err(PlatformError::io("creating the slug directory"))?;

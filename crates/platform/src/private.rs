@@ -16,7 +16,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Directories directly under the data dir that are left alone.
@@ -96,6 +96,14 @@ fn walk(dir: &Path, me: u32, depth: Depth) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes `dir` and its missing parents with mode 0700.
+pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Makes `path` as an empty file with mode 0600 if it does not exist, so what
