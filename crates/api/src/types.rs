@@ -320,8 +320,8 @@ pub struct ReleaseCreate {
     pub release: String,
 }
 
-/// Where a build's source is: locally a `file://` path the pushed tree was
-/// exported to, and the commit.
+/// Where a build's source is, and the commit. `url` is a `get_url` from
+/// `POST /sources`: a server never builds from a path on its own disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceBlob {
     pub url: String,

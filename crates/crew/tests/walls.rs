@@ -324,6 +324,48 @@ fn app_repositories_check_pushed_objects_also_when_made_by_an_older_crew() {
 }
 
 #[test]
+fn a_push_of_a_malformed_tree_is_refused_before_anything_reads_it() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "off"]);
+    let app = repo(&server, "worker: sleep 1000\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "demo"]);
+    // A tree with a working Procfile and a file named `.git`, which git's
+    // fsck refuses and a checkout would trip over.
+    let git_out = |args: &[&str], input: &str| {
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("writing to git");
+        let out = child.wait_with_output().expect("git");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let blob = git_out(&["hash-object", "-w", "--stdin"], "worker: sleep 1000\n");
+    let tree = git_out(
+        &["mktree"],
+        &format!("100644 blob {blob}\t.git\n100644 blob {blob}\tProcfile\n"),
+    );
+    let commit = git_out(&["commit-tree", &tree, "-m", "malformed"], "");
+    let (ok, text) = server.git(dir, &["push", "crew", &format!("{commit}:refs/heads/main")]);
+    assert!(!ok, "a malformed tree was accepted:\n{text}");
+    assert!(!text.contains("Released"), "{text}");
+    let releases = server.ok(dir, &["releases", "-a", "demo"]);
+    assert!(!releases.contains("Deploy"), "{releases}");
+}
+
+#[test]
 fn the_data_dir_is_private_also_when_made_by_an_older_crew() {
     if !have_git() {
         return;
