@@ -113,8 +113,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<Vec<FormationEntry>>> + Send;
     fn logs(&self, app: &str, query: LogQuery) -> impl Future<Output = Reply<LogStream>> + Send;
 
-    /// The app's id, which outlives no `apps:destroy`: a new app of the same
-    /// name has another. A local formation has one app, known by its name.
+    /// The app's id. Unlike its name it is never reused: an app destroyed and
+    /// made again under the same name has another. A server must answer
+    /// this; a local formation has one app, known by its name.
     fn app_id(&self, app: &str) -> impl Future<Output = Reply<String>> + Send {
         let id = app.to_string();
         async move { Ok(id) }
