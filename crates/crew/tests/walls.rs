@@ -487,3 +487,49 @@ fn a_build_cut_off_by_a_killed_server_is_failed_and_its_scratch_dir_removed_at_s
         names_in(&data.join("tmp"))
     );
 }
+
+#[test]
+fn sources_need_the_token_and_only_take_ids_crew_made() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "off"]);
+    let auth = bearer(&server);
+    let (status, body) = request(&server, "POST", "/sources", &[], "{}");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = request(
+        &server,
+        "POST",
+        "/sources",
+        &[("Authorization", &auth)],
+        "{}",
+    );
+    assert_eq!(status, 201, "{body}");
+    let source: serde_json::Value = serde_json::from_str(&body).expect("a source");
+    let put_url = source["source_blob"]["put_url"].as_str().expect("put_url");
+    let path = put_url
+        .strip_prefix(&server.url)
+        .expect("the server's own URL");
+    let (status, body) = request(&server, "PUT", path, &[], "tarball");
+    assert_eq!(status, 401, "a PUT without the token: {body}");
+
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("target");
+    std::fs::write(&target, "host").expect("write");
+    let escaped = target.display().to_string().replace('/', "%2F");
+    for id in [
+        format!("..%2F..%2F..%2F..%2F..%2F..%2F{escaped}"),
+        "0123456789abcdef0123456789abcdef".to_string(),
+        "not-a-source".to_string(),
+    ] {
+        let (status, body) = request(
+            &server,
+            "PUT",
+            &format!("/sources/{id}"),
+            &[("Authorization", &auth)],
+            "overwritten",
+        );
+        assert!(status == 404 || status == 422, "{id}: {status} {body}");
+    }
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), "host");
+}
