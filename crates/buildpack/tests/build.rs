@@ -96,6 +96,7 @@ impl Fixture {
             config: &config,
             slug_path: &slug,
             timeout,
+            source_version: Some("0123456789abcdef"),
         };
         let mut lines = Vec::new();
         let result = self
