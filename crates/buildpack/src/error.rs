@@ -186,7 +186,9 @@ impl BuildError {
             ],
             BuildError::NotARegularFile { name, what } => vec![
                 format!("{name} is {what}."),
-                format!("crew reads {name} only as a regular file of the app, never through a link."),
+                format!(
+                    "crew reads {name} only as a regular file of the app, never through a link."
+                ),
             ],
             BuildError::InvalidConfigVar(name) => {
                 vec![format!(

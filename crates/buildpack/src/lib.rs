@@ -136,10 +136,9 @@ pub enum BuildIsolation {
 impl fmt::Debug for BuildIsolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildIsolation::Host { warning } => f
-                .debug_struct("Host")
-                .field("warning", warning)
-                .finish(),
+            BuildIsolation::Host { warning } => {
+                f.debug_struct("Host").field("warning", warning).finish()
+            }
             BuildIsolation::Sandboxed(sandbox) => f
                 .debug_struct("Sandboxed")
                 .field("uid", &sandbox.uid)
@@ -554,9 +553,7 @@ impl Buildpacks {
             deadline,
             timeout: req.timeout,
         };
-        slug::copy_tree(req.source, &build_dir, owner, deadline, &|| {
-            ctx.timed_out()
-        })?;
+        slug::copy_tree(req.source, &build_dir, owner, deadline, &|| ctx.timed_out())?;
         write_env_dir(&env_dir, req.config, owner)?;
 
         let chosen = self.choose(&ctx, &selection, scratch.path(), out)?;

@@ -172,7 +172,10 @@ pub(crate) fn run(
 type Pipe = Box<dyn Read + Send>;
 
 /// Starts `cmd` as the leader of a new process group, with its output on pipes.
-fn start_on_host(mut cmd: Command, output: Output) -> io::Result<(HostProgram, Pipe, Option<Pipe>)> {
+fn start_on_host(
+    mut cmd: Command,
+    output: Output,
+) -> io::Result<(HostProgram, Pipe, Option<Pipe>)> {
     let (stdout_read, stdout_write) = io::pipe()?;
     let stderr_read = match output {
         Output::Merged => {

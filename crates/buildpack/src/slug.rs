@@ -138,7 +138,9 @@ fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
         .mode(0o600)
         .open(dst)?;
     io::copy(&mut from, &mut to)?;
-    to.set_permissions(fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))
+    to.set_permissions(fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))
 }
 
 /// Packs `build_dir` into a gzipped tar at `slug_path` and returns its size.

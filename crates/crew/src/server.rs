@@ -92,9 +92,9 @@ fn build_settings(args: &ServerArgs) -> Result<crew_platform::BuildSettings> {
             continue;
         }
         if let Some(value) = std::env::var_os(&name) {
-            let value = value.into_string().map_err(|_| {
-                anyhow::anyhow!("--build-env {name}: its value is not UTF-8")
-            })?;
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("--build-env {name}: its value is not UTF-8"))?;
             env.push((name, value));
         }
     }

@@ -72,7 +72,12 @@ fn processes_with(needle: &str) -> Vec<String> {
         return found;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
@@ -259,7 +264,9 @@ fn a_killed_server_takes_its_running_build_with_it() {
     let slow = buildpack(
         buildpacks.path(),
         "slow",
-        &format!("setsid sh -c 'sleep {daemon}' </dev/null >/dev/null 2>&1 &\necho started\nsleep {daemon}"),
+        &format!(
+            "setsid sh -c 'sleep {daemon}' </dev/null >/dev/null 2>&1 &\necho started\nsleep {daemon}"
+        ),
     );
     let app = repo(&server, "web: sleep 1000\n");
     app.write(".buildpacks", format!("{slow}\n"));
@@ -368,6 +375,9 @@ fn a_symlinked_procfile_is_refused_not_followed() {
     commit_all(&server, app.path(), "a linked .buildpacks");
     let (ok, output) = push(&server, &app, "linked-list");
     assert!(!ok, "{output}");
-    assert!(output.contains(".buildpacks is a symbolic link"), "{output}");
+    assert!(
+        output.contains(".buildpacks is a symbolic link"),
+        "{output}"
+    );
     assert!(!output.contains("host-secret-7f3a"), "{output}");
 }
