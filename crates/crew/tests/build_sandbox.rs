@@ -285,6 +285,14 @@ fn a_killed_server_takes_its_running_build_with_it() {
         processes_with(&format!("sleep {daemon}")).len() >= 2
     });
     assert!(started, "the build never started");
+    // The running step is limited by a cgroup of its own.
+    let prefix = format!("{}-", server.pid().expect("the server runs"));
+    let limits = build_cgroup_limits(&prefix);
+    assert_eq!(
+        limits,
+        Some((4 * 1024 * 1024 * 1024, 4096)),
+        "the build's cgroup limits"
+    );
     server.kill(common::Signal::KILL);
     let gone = poll_until(Duration::from_secs(10), || {
         processes_with(&format!("sleep {daemon}")).is_empty()
@@ -296,6 +304,29 @@ fn a_killed_server_takes_its_running_build_with_it() {
         "the build outlived the server: {:?}",
         processes_with(&format!("sleep {daemon}"))
     );
+}
+
+/// The memory and pids limits of the running build step of the server whose
+/// cgroups start with `prefix`, on cgroup v2 or v1.
+fn build_cgroup_limits(prefix: &str) -> Option<(u64, u64)> {
+    let find = |parent: &str| -> Option<std::path::PathBuf> {
+        std::fs::read_dir(parent).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with(prefix) && name.ends_with("-build")).then(|| e.path())
+        })
+    };
+    let read = |path: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    if let Some(dir) = find("/sys/fs/cgroup/crew") {
+        return Some((read(dir.join("memory.max"))?, read(dir.join("pids.max"))?));
+    }
+    let memory = find("/sys/fs/cgroup/memory/crew")?;
+    let pids = find("/sys/fs/cgroup/pids/crew")?;
+    Some((
+        read(memory.join("memory.limit_in_bytes"))?,
+        read(pids.join("pids.max"))?,
+    ))
 }
 
 #[test]

@@ -150,7 +150,7 @@ fn build_isolation(
         ServerRuntime::Plain(_) => BuildIsolation::Host {
             warning: Some(format!(
                 "this build is not isolated: it runs on the server as crew's own user and \
-                 sees the machine (dyno isolation {dyno_isolation})"
+                 sees all of the machine, because dyno isolation is {dyno_isolation}"
             )),
         },
     }
@@ -326,9 +326,11 @@ impl Platform {
                     format!(", passing on {}", names.join(" "))
                 }
             ),
-            BuildIsolation::Host { warning } => {
-                format!("off: {}", warning.as_deref().unwrap_or("builds run on the host"))
-            }
+            BuildIsolation::Host { .. } => format!(
+                "off: builds run on this machine as crew's own user and see all of it, \
+                 because dyno isolation is {}",
+                self.isolation
+            ),
         }
     }
 
