@@ -477,23 +477,20 @@ impl Buildpacks {
                 explicit: true,
             });
         }
-        match read_tree_file(source, ".buildpacks")? {
-            Some(text) => {
-                let sources = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(BuildpackSource::parse)
-                    .collect::<Result<Vec<_>, _>>()?;
-                // An empty file asks for nothing in particular.
-                if !sources.is_empty() {
-                    return Ok(Selection {
-                        sources,
-                        explicit: true,
-                    });
-                }
+        if let Some(text) = read_tree_file(source, ".buildpacks")? {
+            let sources = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(BuildpackSource::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            // An empty file asks for nothing in particular.
+            if !sources.is_empty() {
+                return Ok(Selection {
+                    sources,
+                    explicit: true,
+                });
             }
-            None => {}
         }
         Ok(Selection {
             sources: BUILTIN_NAMES
