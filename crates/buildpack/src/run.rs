@@ -155,7 +155,7 @@ pub(crate) fn run(
         }
         Job::Sandboxed(runtime, mut spec) => {
             spec.separate_stderr = output == Output::Separate;
-            let mut sandboxed = runtime.sandbox(&spec).map_err(io::Error::other)?;
+            let mut sandboxed = runtime.sandbox(&spec).map_err(start_error)?;
             let stdout = sandboxed
                 .take_stdout()
                 .map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>)
@@ -170,6 +170,18 @@ pub(crate) fn run(
 }
 
 type Pipe = Box<dyn Read + Send>;
+
+/// A sandbox that did not start, with the kind of what went wrong kept (a
+/// program that is not executable is the buildpack's fault, not crew's).
+fn start_error(error: crew_runtime::RuntimeError) -> io::Error {
+    use crew_runtime::RuntimeError;
+    let kind = match &error {
+        RuntimeError::Spawn { source, .. }
+        | RuntimeError::Pipe { source, .. }
+        | RuntimeError::Wait { source, .. } => source.kind(),
+    };
+    io::Error::new(kind, error.to_string())
+}
 
 /// Starts `cmd` as the leader of a new process group, with its output on pipes.
 fn start_on_host(

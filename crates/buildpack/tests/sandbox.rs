@@ -64,11 +64,15 @@ fn write(path: &Path, text: &str, executable: bool) {
 
 /// A git repository holding a buildpack whose compile runs `compile`.
 fn git_buildpack(dir: &Path, compile: &str) -> PathBuf {
+    git_buildpack_with(dir, compile, true)
+}
+
+fn git_buildpack_with(dir: &Path, compile: &str, executable: bool) -> PathBuf {
     write(&dir.join("bin/detect"), "#!/bin/sh\necho Gitpack\n", true);
     write(
         &dir.join("bin/compile"),
         &format!("#!/bin/sh\n{compile}\n"),
-        true,
+        executable,
     );
     for args in [
         &["init", "-q", "-b", "main"][..],
@@ -203,4 +207,21 @@ fn a_git_buildpack_is_cloned_and_run_in_the_sandbox_and_nothing_outlives_a_build
     );
     let left = processes_with("sleep 31341.25");
     assert!(left.is_empty(), "the build left {left:?}");
+
+    // A compile that cannot be executed is the buildpack's fault, said so.
+    let repo = git_buildpack_with(&repos.join("noexec"), "true", false);
+    let url = format!("file://{}", repo.display());
+    let run = build(
+        &buildpacks,
+        root.path(),
+        "noexec",
+        &url,
+        Duration::from_secs(120),
+    );
+    match &run.result {
+        Err(BuildError::InvalidBuildpack { reason, .. }) => {
+            assert!(reason.contains("is not executable"), "{reason}");
+        }
+        other => panic!("{other:?}\n{}", run.lines.join("\n")),
+    }
 }
