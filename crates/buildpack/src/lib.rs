@@ -105,6 +105,10 @@ pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// The largest `Procfile` or `.buildpacks` crew reads.
 const MAX_TREE_FILE: u64 = 1024 * 1024;
 
+/// How much of `bin/release`'s YAML crew keeps, and of `bin/detect`'s lines.
+const MAX_RELEASE_YAML: usize = 1024 * 1024;
+const DETECT_LINES: usize = 16;
+
 /// Where a sandboxed program sees each directory of the build.
 mod inside {
     pub const BUILD: &str = "/app";
@@ -741,7 +745,9 @@ fn detect(
         Output::Separate,
         &source.to_string(),
         &mut |stream, line| {
-            if stream == Stream::Stdout {
+            // The name is the first line; a detect that prints on and on
+            // must not make crew keep it all.
+            if stream == Stream::Stdout && stdout.len() < DETECT_LINES {
                 stdout.push(line.to_owned());
             }
         },
@@ -787,14 +793,19 @@ fn release(
     }
     let job = ctx.buildpack_job(&buildpack.dir, "release", &[Place::Build]);
     let mut yaml = String::new();
+    let mut too_long = false;
     let status = ctx.run(
         job,
         Output::Separate,
         &buildpack.name,
         &mut |stream, line| match stream {
             Stream::Stdout => {
-                yaml.push_str(line);
-                yaml.push('\n');
+                if yaml.len() + line.len() < MAX_RELEASE_YAML {
+                    yaml.push_str(line);
+                    yaml.push('\n');
+                } else {
+                    too_long = true;
+                }
             }
             Stream::Stderr => out(line),
         },
@@ -803,6 +814,15 @@ fn release(
         return Err(BuildError::ReleaseFailed {
             name: buildpack.name.clone(),
             status: status.to_string(),
+        });
+    }
+    if too_long {
+        return Err(BuildError::ReleaseFailed {
+            name: buildpack.name.clone(),
+            status: format!(
+                "it printed over {} of YAML",
+                human_size(MAX_RELEASE_YAML as u64)
+            ),
         });
     }
     parse_release(&yaml).map_err(|error| BuildError::ReleaseYaml {

@@ -997,3 +997,22 @@ fn buildpacks_see_the_commit_as_source_version() {
         built.lines
     );
 }
+
+#[test]
+fn a_release_that_prints_without_end_is_cut_off_not_kept() {
+    let fx = fixture();
+    let bp = fx.buildpack(
+        "bp-flood",
+        Some("echo Flood"),
+        "true",
+        "head -c 3000000 /dev/zero | tr '\\0' 'a'",
+    );
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    let built = fx.build(&src, &[("BUILDPACK_URL", &bp.to_string_lossy())], MINUTE);
+    match built.error() {
+        BuildError::ReleaseFailed { status, .. } => {
+            assert!(status.contains("over 1.0M"), "{status}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
