@@ -214,6 +214,14 @@ fn a_package_that_pip_builds_runs_sandboxed_too() {
     let Some(server) = sandboxed_server(buildpacks.path()) else {
         return;
     };
+    let venv = std::process::Command::new("python3")
+        .args(["-c", "import ensurepip, venv"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !venv {
+        eprintln!("skipped: python3 with venv is not installed (.ci/run installs python3-venv)");
+        return;
+    }
     let daemon = "31338.25";
     let token = server.data().join("api-token").display().to_string();
     let app = repo(&server, "web: python3 -m http.server $PORT\n");
