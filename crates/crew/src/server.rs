@@ -68,6 +68,52 @@ fn choose_runtime(
     }
 }
 
+/// The proxy variables every build gets when the server has them.
+const BUILD_PROXY_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// How builds run, from the flags: the build user, the variables passed on
+/// (the proxies and every `--build-env` the server has a value for), and
+/// where path buildpacks may live.
+fn build_settings(args: &ServerArgs) -> Result<crew_platform::BuildSettings> {
+    let mut env = Vec::new();
+    let names = BUILD_PROXY_VARIABLES
+        .iter()
+        .map(|n| n.to_string())
+        .chain(args.build_env.iter().cloned());
+    for name in names {
+        if env.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(&name) {
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("--build-env {name}: its value is not UTF-8"))?;
+            env.push((name, value));
+        }
+    }
+    let path_buildpacks = match &args.buildpack_dir {
+        Some(dir) => crew_platform::PathBuildpacks::Under(
+            dir.canonicalize()
+                .with_context(|| format!("--buildpack-dir {}", dir.display()))?,
+        ),
+        None => crew_platform::PathBuildpacks::Nowhere,
+    };
+    Ok(crew_platform::BuildSettings {
+        uid: args.build_user.0,
+        gid: args.build_user.1,
+        env,
+        path_buildpacks,
+        ..crew_platform::BuildSettings::default()
+    })
+}
+
 /// `--backend`: where apps' dynos run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DynoBackend {
@@ -281,6 +327,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         }
     };
     println!("dyno isolation: {isolation}");
+    let builds = build_settings(&args)?;
     let platform = Platform::open(
         PlatformConfig {
             data: data.clone(),
@@ -289,11 +336,13 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             drain_requests: true,
             isolation,
             placements,
+            builds,
         },
         runtime,
     )
     .await
     .context("opening the platform")?;
+    println!("build isolation: {}", platform.build_isolation());
 
     let router = Arc::new(crew_router::Router::new(
         PlatformRoutes(platform.clone()),

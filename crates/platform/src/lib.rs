@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crew_buildpack::{BuildRequest, Buildpacks};
+use crew_buildpack::{BuildIsolation, BuildRequest, BuildSandbox, Buildpacks};
 use crew_engine::{DynoInfo, PortPool};
 use crew_logs::LogRing;
 use crew_procfile::{FormationChange, FormationError};
@@ -32,6 +32,7 @@ use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
 
 pub use crate::app::{AppRuntime, PlacementFactory};
 pub use crate::source::{MAX_SOURCE_BYTES, SourceId};
+pub use crew_buildpack::PathBuildpacks;
 
 /// A one-off dyno as a user asks for it.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +51,46 @@ fn size_named(name: &str) -> Result<DynoSize, PlatformError> {
 
 /// How long a build may take, as on Heroku.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// What each program of a sandboxed build may use. 4 GiB holds what real
+/// builds need at their peak (compiling a C extension or bundling a large
+/// front end with webpack takes 1.5 to 3 GiB) while a runaway build cannot
+/// take a server's memory from its dynos; 4,096 processes and threads are
+/// ten times what `npm` with `node-gyp` or `make -j` start, and an eighth of
+/// the default `pid_max`, so a fork bomb stops long before the host does.
+pub fn build_limits() -> DynoSize {
+    DynoSize {
+        name: "build".to_string(),
+        memory_bytes: 4 * 1024 * 1024 * 1024,
+        pids: 4096,
+    }
+}
+
+/// How the server's builds run, besides its runtime.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// The user and group sandboxed build programs run as.
+    pub uid: u32,
+    pub gid: u32,
+    /// Variables of the server's environment every build gets (proxies, CA
+    /// settings), with their values.
+    pub env: Vec<(String, String)>,
+    /// Which directories of this machine BUILDPACK_URL and `.buildpacks` may name.
+    pub path_buildpacks: PathBuildpacks,
+    pub limits: DynoSize,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            uid: 65533,
+            gid: 65533,
+            env: Vec::new(),
+            path_buildpacks: PathBuildpacks::Nowhere,
+            limits: build_limits(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -91,6 +132,31 @@ pub struct PlatformConfig {
     pub isolation: String,
     /// Where apps' dynos run; `None` is this machine, through the runtime.
     pub placements: Option<PlacementFactory>,
+    pub builds: BuildSettings,
+}
+
+/// Builds run behind the dynos' walls when dynos are isolated here; otherwise
+/// on the host, and every build says so.
+fn build_isolation(
+    runtime: &ServerRuntime,
+    settings: &BuildSettings,
+    dyno_isolation: &str,
+) -> BuildIsolation {
+    match runtime {
+        ServerRuntime::Isolated(runtime) => BuildIsolation::Sandboxed(BuildSandbox {
+            runtime: runtime.clone(),
+            uid: settings.uid,
+            gid: settings.gid,
+            limits: settings.limits.clone(),
+            env: settings.env.clone(),
+        }),
+        ServerRuntime::Plain(_) => BuildIsolation::Host {
+            warning: Some(format!(
+                "this build is not isolated: it runs on the server as crew's own user and \
+                 sees all of the machine, because dyno isolation is {dyno_isolation}"
+            )),
+        },
+    }
 }
 
 /// Where a host's requests go: the app and its live web dynos.
@@ -152,7 +218,9 @@ impl Platform {
             .map_err(PlatformError::io(format!("creating {}", db.display())))?;
         let store = Store::open(&db)?;
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
-            .map_err(|e| PlatformError::Build(e.to_string()))?;
+            .map_err(|e| PlatformError::Build(e.to_string()))?
+            .with_path_buildpacks(config.builds.path_buildpacks.clone())
+            .with_isolation(build_isolation(&runtime, &config.builds, &config.isolation));
         let drain_requests = config.drain_requests;
         let ports = config.ports;
         let placements = config.placements.unwrap_or_else(|| {
@@ -306,6 +374,30 @@ impl Platform {
         &self.isolation
     }
 
+    /// How builds run here, in words: `sandboxed (…)`, or `off: why`.
+    pub fn build_isolation(&self) -> String {
+        match self.buildpacks.isolation() {
+            BuildIsolation::Sandboxed(sandbox) => format!(
+                "sandboxed (namespaces and cgroup as for dynos, uid {}, {} of memory and {} \
+                 processes per build step{})",
+                sandbox.uid,
+                crew_buildpack::human_size(sandbox.limits.memory_bytes),
+                sandbox.limits.pids,
+                if sandbox.env.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = sandbox.env.iter().map(|(k, _)| k.as_str()).collect();
+                    format!(", passing on {}", names.join(" "))
+                }
+            ),
+            BuildIsolation::Host { .. } => format!(
+                "off: builds run on this machine as crew's own user and see all of it, \
+                 because dyno isolation is {}",
+                self.isolation
+            ),
+        }
+    }
+
     /// Who owns extracted slugs: the isolated dynos' user, so an app may change
     /// its `/app`; plain dynos run as crew and use the files as they are.
     fn slug_owner(&self) -> Option<(u32, u32)> {
@@ -418,6 +510,7 @@ impl Platform {
         let app_name = app.to_string();
         let slug_for_build = slug_path.clone();
         let build_out = out.clone();
+        let commit_for_build = commit.clone();
         let built = tokio::task::spawn_blocking(move || {
             let unpacked = source::unpack(&tarball, &scratch);
             let _ = std::fs::remove_file(&tarball);
@@ -432,6 +525,7 @@ impl Platform {
                 config: &config,
                 slug_path: &slug_for_build,
                 timeout: BUILD_TIMEOUT,
+                source_version: Some(&commit_for_build),
             };
             let mut send = |line: &str| {
                 let _ = build_out.send(line.to_string());

@@ -27,6 +27,7 @@ mod launch;
 pub(crate) mod memory;
 mod output;
 pub(crate) mod plan;
+mod sandbox;
 pub(crate) mod sys;
 
 use std::collections::HashMap;
@@ -44,7 +45,9 @@ use self::cgroup::{Cgroups, DynoCgroup};
 use self::launch::{ChildIo, ChildPlan, Launched, launch};
 use self::memory::MemoryWatch;
 use self::output::DynoOutput;
+pub use self::plan::SandboxBind;
 use self::plan::{DEVICES, Entry, Layout};
+pub use self::sandbox::{SandboxSpec, Sandboxed};
 use crate::os::{self, ExecImage};
 use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{
@@ -382,6 +385,7 @@ impl IsolatedRuntime {
             let io = ChildIo {
                 stdin: stdio.stdin,
                 output: stdio.stdout,
+                errors: None,
             };
             drop(stdio.stderr);
             let plan = Arc::new(ChildPlan { steps, image });

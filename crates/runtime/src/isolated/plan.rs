@@ -203,8 +203,41 @@ fn c(path: impl AsRef<Path>) -> Result<CString, NulError> {
     CString::new(path.as_ref().as_os_str().as_bytes())
 }
 
+/// A host directory a sandboxed program sees at a fixed place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxBind {
+    /// The directory on the host, bound as it is: no part of this path may be
+    /// something the sandboxed program could have changed.
+    pub host: PathBuf,
+    /// Where the program sees it: an absolute path such as `/app`.
+    pub inside: PathBuf,
+    /// Read-write (still `nosuid,nodev`), or read-only.
+    pub writable: bool,
+}
+
+/// What a process sees at `/app` (and beside it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Workspace<'a> {
+    /// A dyno: `/app` is an overlay over the slug, and writes vanish at exit.
+    Slug(&'a Path),
+    /// A sandboxed program (a build step): host directories bound at fixed
+    /// places, in this order. A bind at `/tmp` takes the place of the fresh
+    /// tmpfs; without a bind at `/app`, `/app` is an empty read-only directory.
+    Binds(&'a [SandboxBind]),
+}
+
 /// Every step of a dyno's setup, from the first syscall to `chdir /app`.
 pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<Step>, NulError> {
+    build_for(layout, hostname, Workspace::Slug(slug))
+}
+
+/// Every step of the setup of a dyno or of a sandboxed program: the same walls
+/// (namespaces, stack, /proc, /dev, user), only what is at `/app` differs.
+pub(crate) fn build_for(
+    layout: &Layout,
+    hostname: &str,
+    workspace: Workspace<'_>,
+) -> Result<Vec<Step>, NulError> {
     let root = &layout.root;
     let at = |p: &str| c(root.join(p.trim_start_matches('/')));
     let mut steps = vec![
@@ -213,18 +246,20 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
         Step::NewCgroupNamespace,
         Step::Name(CString::new(INIT_NAME)?),
         Step::PrivateMounts,
-        Step::OpenDir {
+    ];
+    if let Workspace::Slug(slug) = workspace {
+        steps.push(Step::OpenDir {
             path: c(slug)?,
             fd: fd::SLUG,
-        },
-        Step::Mount {
-            source: c("crew-root")?,
-            target: c(root)?,
-            fstype: c("tmpfs")?,
-            flags: ms::NOSUID | ms::NODEV,
-            data: c("mode=0755")?,
-        },
-    ];
+        });
+    }
+    steps.extend([Step::Mount {
+        source: c("crew-root")?,
+        target: c(root)?,
+        fstype: c("tmpfs")?,
+        flags: ms::NOSUID | ms::NODEV,
+        data: c("mode=0755")?,
+    }]);
 
     // The stack: the host's /usr, /etc ... read-only.
     let mut made: Vec<PathBuf> = Vec::new();
@@ -270,12 +305,19 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
         }
     }
 
+    let binds = match workspace {
+        Workspace::Slug(_) => &[][..],
+        Workspace::Binds(binds) => {
+            bound_dirs(&mut steps, root, binds)?;
+            binds
+        }
+    };
     // /app: an overlay over the slug, its writable layer on a tmpfs mounted at the
     // same place and hidden under it, so nothing of it is reachable but /app.
     let app = at(APP)?;
     let upper = at("/app/upper")?;
     let work = at("/app/work")?;
-    steps.extend([
+    let overlay = [
         Step::Mkdir {
             path: app.clone(),
             mode: 0o755,
@@ -313,10 +355,13 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
             ))?,
         },
         Step::Close(fd::SLUG),
-    ]);
+    ];
+    if let Workspace::Slug(_) = workspace {
+        steps.extend(overlay);
+    }
 
     // /tmp and /proc.
-    steps.extend([
+    let tmp = [
         Step::Mkdir {
             path: at("/tmp")?,
             mode: 0o755,
@@ -328,6 +373,11 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
             flags: ms::NOSUID | ms::NODEV,
             data: c("mode=1777")?,
         },
+    ];
+    if !binds.iter().any(|b| b.inside == Path::new("/tmp")) {
+        steps.extend(tmp);
+    }
+    steps.extend([
         Step::Mkdir {
             path: at("/proc")?,
             mode: 0o555,
@@ -427,6 +477,41 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
     Ok(steps)
 }
 
+/// A sandbox's directories, each bound at its place under `root` (parents made
+/// as needed): writable ones `nosuid,nodev`, the others read-only too. `/app`
+/// exists either way, since the program starts there.
+fn bound_dirs(steps: &mut Vec<Step>, root: &Path, binds: &[SandboxBind]) -> Result<(), NulError> {
+    let mut made: Vec<PathBuf> = Vec::new();
+    let mut mkdirs = |steps: &mut Vec<Step>, inside: &Path| -> Result<(), NulError> {
+        let mut dir = PathBuf::new();
+        for part in inside.strip_prefix("/").unwrap_or(inside).components() {
+            dir.push(part);
+            if !made.contains(&dir) {
+                steps.push(Step::Mkdir {
+                    path: c(root.join(&dir))?,
+                    mode: 0o755,
+                });
+                made.push(dir.clone());
+            }
+        }
+        Ok(())
+    };
+    for bind in binds {
+        mkdirs(steps, &bind.inside)?;
+        let target = c(root.join(bind.inside.strip_prefix("/").unwrap_or(&bind.inside)))?;
+        steps.push(Step::Bind {
+            source: c(&bind.host)?,
+            target: target.clone(),
+        });
+        let read_only = if bind.writable { 0 } else { ms::RDONLY };
+        steps.push(Step::Remount {
+            target,
+            flags: read_only | ms::NOSUID | ms::NODEV,
+        });
+    }
+    mkdirs(steps, Path::new(APP))
+}
+
 /// Overlay options are split at `,` and layer lists at `:`; a backslash escapes both.
 fn overlay_escape(path: &CString) -> String {
     let text = path.to_string_lossy();
@@ -500,6 +585,77 @@ mod tests {
         assert!(steps.contains(&Step::CreateFile(
             CString::new("/r/run/systemd/resolve/stub-resolv.conf").unwrap()
         )));
+    }
+
+    #[test]
+    fn a_sandbox_sees_its_binds_instead_of_a_slug() {
+        let layout = Layout {
+            root: "/r".into(),
+            stack: vec![],
+            extra: vec![],
+            devices: vec![],
+            uid: 7,
+            gid: 8,
+        };
+        let bind = |host: &str, inside: &str, writable| SandboxBind {
+            host: host.into(),
+            inside: inside.into(),
+            writable,
+        };
+        let binds = [
+            bind("/scratch/app", "/app", true),
+            bind("/data/buildpacks/python", "/buildpack", false),
+            bind("/scratch/tmp", "/tmp", true),
+        ];
+        let steps = build_for(&layout, "build", Workspace::Binds(&binds)).unwrap();
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        // No slug, no overlay, no tmpfs at /tmp: the binds, writable or not.
+        assert!(!steps.iter().any(|s| matches!(s, Step::OpenDir { .. })));
+        assert!(
+            !text.iter().any(|t| t.starts_with("mount overlay")),
+            "{text:?}"
+        );
+        assert!(
+            !text.iter().any(|t| t == "mount tmpfs on /r/tmp"),
+            "{text:?}"
+        );
+        let cs = |s: &str| CString::new(s).unwrap();
+        for (target, flags) in [
+            ("/r/app", ms::NOSUID | ms::NODEV),
+            ("/r/buildpack", ms::RDONLY | ms::NOSUID | ms::NODEV),
+            ("/r/tmp", ms::NOSUID | ms::NODEV),
+        ] {
+            let remount = Step::Remount {
+                target: cs(target),
+                flags,
+            };
+            assert!(steps.contains(&remount), "{target}: {text:?}");
+        }
+        assert!(steps.contains(&Step::Bind {
+            source: cs("/data/buildpacks/python"),
+            target: cs("/r/buildpack"),
+        }));
+        // The same walls as a dyno: its own /proc, the user drop, /app last.
+        assert!(
+            text.iter().any(|t| t == "mount proc on /r/proc"),
+            "{text:?}"
+        );
+        let tail: Vec<&Step> = steps.iter().rev().take(7).collect();
+        assert!(tail.contains(&&Step::SetUid(7)) && tail.contains(&&Step::SetGid(8)));
+        assert!(tail.contains(&&Step::NoNewPrivs));
+        assert_eq!(steps.last(), Some(&Step::Chdir(cs("/app"))));
+
+        // Without a bind there, /app is an empty directory and /tmp a tmpfs.
+        let steps = build_for(&layout, "build", Workspace::Binds(&binds[1..2])).unwrap();
+        assert!(steps.contains(&Step::Mkdir {
+            path: cs("/r/app"),
+            mode: 0o755
+        }));
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.to_string() == "mount tmpfs on /r/tmp")
+        );
     }
 
     #[test]
