@@ -261,7 +261,7 @@ fn app_names_follow_the_rule() {
     }
     assert_eq!(
         store.create_app("Foo").unwrap_err().to_string(),
-        "`Foo` is not a valid app name: use 2 to 30 characters, a lowercase letter first, then lowercase letters, digits and dashes"
+        "`Foo` is not a valid app name: use 2 to 30 characters, a lowercase letter first, then lowercase letters, digits and dashes, not ending with a dash"
     );
     assert_eq!(store.apps().unwrap().len(), 3);
 }
