@@ -584,6 +584,32 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         "{}",
         heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
     );
+    // A running one-off stops when asked, and ends complete.
+    let out = heroku.ok(dir, &["run:detached", "-a", "demo", "sleep 1000"]);
+    let sleeper = out
+        .split_whitespace()
+        .find(|w| w.starts_with("run."))
+        .map(|w| w.trim_end_matches(','))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        poll_until(DEPLOY, || state_of(&server, dir, "demo", &sleeper) == "up"),
+        "{}",
+        server.ok(dir, &["ps", "-a", "demo"])
+    );
+    let out = heroku.ok(dir, &["ps:stop", &sleeper, "-a", "demo"]);
+    assert!(out.contains(&format!("Stopping dyno {sleeper}")), "{out}");
+    assert!(
+        poll_until(DEPLOY, || state_of(&server, dir, "demo", &sleeper) != "up"),
+        "{}",
+        server.ok(dir, &["ps", "-a", "demo"])
+    );
+    let seen = poll_until(DEPLOY, || {
+        heroku
+            .ok(dir, &["logs", "--dyno", &sleeper, "-a", "demo"])
+            .contains(&format!("crew[{sleeper}]: State changed from up to complete"))
+    });
+    assert!(seen, "{}", heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"]));
     let (ok, out, err) = heroku.run(dir, &["run", "-a", "demo", "echo attached"]);
     assert!(!ok, "{out}{err}");
     assert_has(&err, &["Error ID: attach_unsupported", "rendezvous"]);

@@ -665,3 +665,33 @@ fn the_nearest_crew_start_wins_over_a_git_remote() {
         "{err}"
     );
 }
+
+/// A one-off whose environment the kernel refuses (one value over 128 KiB
+/// is E2BIG for `execve`) says so on its `crew[run.N]` line.
+#[test]
+fn a_dyno_that_cannot_start_says_why() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "toobig"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    let body = format!(
+        r#"{{"command": "true", "env": {{"BIG": "{}"}}}}"#,
+        "x".repeat(200 * 1024)
+    );
+    let (status, text) = api(&server, "POST", "/apps/toobig/dynos", &body);
+    assert_eq!(status, 201, "{text}");
+    let mut log = String::new();
+    let said = poll_until(DEPLOY, || {
+        log = server.ok(dir, &["logs", "-n", "50"]);
+        log.lines()
+            .any(|l| l.contains("crew[run.") && l.contains("Argument list too long"))
+            && log.contains("to complete")
+    });
+    assert!(said, "{log}");
+    assert!(!log.contains("not found"), "{log}");
+}

@@ -1141,16 +1141,17 @@ impl<R: Runtime> Engine<R> {
             }
             Event::Up => {}
             Event::SpawnFailed | Event::Exited { .. } => {
-                let code = match event {
-                    Event::Exited { status } => status.code(),
-                    // What a shell says when it cannot run a command.
-                    _ => 127,
+                // A dyno that could not start has said why already; its
+                // 127 is the shell's word for it, not a command not found.
+                let line = match event {
+                    Event::Exited { status } => exit_line(status.code()),
+                    _ => String::from("Process exited with status 127"),
                 };
                 let from = one_off.state.as_str();
                 one_off.pid = None;
                 one_off.state = DynoState::Complete;
                 one_off.since = SystemTime::now();
-                self.platform(&name, exit_line(code));
+                self.platform(&name, line);
                 self.platform(&name, format!("State changed from {from} to complete"));
             }
             Event::Gone => {
