@@ -980,7 +980,7 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
-        let number = self.next_one_off_number();
+        let number = self.next_local_one_off_number();
         let name: Arc<str> = Arc::from(format!("run.{number}"));
         let since = SystemTime::now();
         self.one_offs.insert(
@@ -1029,7 +1029,19 @@ impl<R: Runtime> Engine<R> {
         })
     }
 
-    /// A one-off's number as Heroku gives them (`run.4821`): four digits at
+    /// A registered `crew run`'s number under `crew start`: one more than
+    /// any given so far (`run.1`, `run.2` …), never one given before.
+    fn next_local_one_off_number(&mut self) -> u32 {
+        let number = self
+            .one_off_numbers
+            .iter()
+            .max()
+            .map_or(1, |m| m.saturating_add(1));
+        self.one_off_numbers.insert(number);
+        number
+    }
+
+    /// A server one-off's number as Heroku gives them (`run.4821`): four digits at
     /// random, never one this engine gave before; past 9000 one-offs, the
     /// numbers after the highest so far.
     fn next_one_off_number(&mut self) -> u32 {
