@@ -607,9 +607,15 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
     let seen = poll_until(DEPLOY, || {
         heroku
             .ok(dir, &["logs", "--dyno", &sleeper, "-a", "demo"])
-            .contains(&format!("crew[{sleeper}]: State changed from up to complete"))
+            .contains(&format!(
+                "crew[{sleeper}]: State changed from up to complete"
+            ))
     });
-    assert!(seen, "{}", heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"]));
+    assert!(
+        seen,
+        "{}",
+        heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
+    );
     let (ok, out, err) = heroku.run(dir, &["run", "-a", "demo", "echo attached"]);
     assert!(!ok, "{out}{err}");
     assert_has(&err, &["Error ID: attach_unsupported", "rendezvous"]);

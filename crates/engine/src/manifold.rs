@@ -111,9 +111,12 @@ pub(crate) struct Engine<R: Runtime> {
     /// Keyed by (type index, number): Procfile order, then number.
     slots: BTreeMap<Key, Slot>,
     one_offs: BTreeMap<u32, OneOffSlot>,
-    /// Every one-off number handed out so far: never given again, so that
-    /// `logs --ps run.4821` shows one run only.
+    /// The four-digit one-off numbers handed out so far (at most 9000): never
+    /// given again, so that `logs --ps run.4821` shows one run only.
     one_off_numbers: std::collections::HashSet<u32>,
+    /// The next number counted up: a registered `crew run`'s, or a server
+    /// one-off's once every four-digit one is used.
+    one_off_next: u32,
     messages_tx: mpsc::UnboundedSender<Message>,
     messages: mpsc::UnboundedReceiver<Message>,
     next_run: u64,
@@ -144,6 +147,7 @@ impl<R: Runtime> Engine<R> {
             slots: BTreeMap::new(),
             one_offs: BTreeMap::new(),
             one_off_numbers: std::collections::HashSet::new(),
+            one_off_next: 1,
             messages_tx,
             messages,
             next_run: 0,
@@ -1032,23 +1036,24 @@ impl<R: Runtime> Engine<R> {
     /// A registered `crew run`'s number under `crew start`: one more than
     /// any given so far (`run.1`, `run.2` …), never one given before.
     fn next_local_one_off_number(&mut self) -> u32 {
-        let number = self
-            .one_off_numbers
-            .iter()
-            .max()
-            .map_or(1, |m| m.saturating_add(1));
-        self.one_off_numbers.insert(number);
+        let number = self.one_off_next;
+        self.one_off_next = number.saturating_add(1);
         number
     }
 
     /// A server one-off's number as Heroku gives them (`run.4821`): four digits at
-    /// random, never one this engine gave before; past 9000 one-offs, the
-    /// numbers after the highest so far.
+    /// random, never one this engine gave before; past 9000 one-offs, 10000
+    /// and up, counted.
     fn next_one_off_number(&mut self) -> u32 {
         use std::hash::{BuildHasher, Hasher};
         const FIRST: u32 = 1000;
         const SPAN: u32 = 9000;
         let used = &self.one_off_numbers;
+        if used.len() >= SPAN as usize {
+            let number = self.one_off_next.max(FIRST + SPAN);
+            self.one_off_next = number.saturating_add(1);
+            return number;
+        }
         let number = if used.len() < (SPAN / 2) as usize {
             // Random draws while at most half are taken: a free one within a
             // few tries.
@@ -1061,8 +1066,8 @@ impl<R: Runtime> Engine<R> {
         } else {
             (FIRST..FIRST + SPAN).find(|n| !used.contains(n))
         };
-        let number =
-            number.unwrap_or_else(|| used.iter().max().map_or(FIRST, |m| m.saturating_add(1)));
+        // Fewer than SPAN are used, so the scan finds one.
+        let number = number.unwrap_or(FIRST + SPAN);
         self.one_off_numbers.insert(number);
         number
     }
