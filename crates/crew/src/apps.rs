@@ -8,7 +8,7 @@ use crew_api::types::{AppCreate, AppInfo, ReleaseCreate, ReleaseInfo};
 
 use crate::cli::{
     AppOnly, AppsCreateArgs, AppsDestroyArgs, ConfigGetArgs, ConfigSetArgs, ConfigUnsetArgs,
-    DomainArgs, ReleaseArgs, RunDetachedArgs,
+    DomainArgs, GitRemoteArgs, ReleaseArgs, RunDetachedArgs,
 };
 use crate::client::{Target, announce, block_on, server_credentials};
 
@@ -25,9 +25,11 @@ fn server_client() -> Result<crew_api::client::Client> {
 fn target(args: &AppOnly) -> Result<Target> {
     match &args.app {
         Some(app) => Target::server(app),
-        None => match Target::resolve(None) {
-            Ok(t) if matches!(t.client.endpoint(), crew_api::client::Endpoint::Tcp(_)) => Ok(t),
-            _ => bail!(
+        // Only the server has these commands: a `crew start` running here
+        // does not stand in for the remote.
+        None => match crate::client::crew_remote_app() {
+            Some(app) => Target::server(&app),
+            None => bail!(
                 "which app? pass -a APP (or run this in a git repository with a `crew` remote)"
             ),
         },
@@ -63,41 +65,81 @@ pub fn create(args: &AppsCreateArgs) -> Result<u8> {
                 },
             )
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(|e| {
+                let e = anyhow::Error::from(e);
+                if e.to_string().contains("already taken") {
+                    e.context(format!(
+                        "to push to an app that exists, add its remote with `crew git:remote -a {}`",
+                        args.name
+                    ))
+                } else {
+                    e
+                }
+            })
     })?;
     let git_url = format!("{url}/{}.git", app.name);
     crate::say(&format!("{} | {git_url}\n", app.web_url));
     // Inside a git repository, `git push crew main` should just work.
-    let inside_repo = std::process::Command::new("git")
+    if inside_repo() {
+        add_remote("crew", &url, key.as_deref(), &app.name)?;
+    }
+    Ok(0)
+}
+
+fn inside_repo() -> bool {
+    std::process::Command::new("git")
         .args(["rev-parse", "--git-dir"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if inside_repo {
-        let _ = std::process::Command::new("git")
-            .args(["remote", "remove", "crew"])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let status = std::process::Command::new("git")
-            .args(["remote", "add", "crew", &git_url])
-            .status()
-            .context("adding the `crew` git remote")?;
-        if status.success() {
-            crate::say(&format!("Git remote crew added: {git_url}\n"));
-        }
-        // git authenticates with the API token too; this repository keeps it in
-        // its own config so that `git push crew main` needs nothing else.
-        if let Some(key) = key {
-            let _ = std::process::Command::new("git")
-                .args([
-                    "config",
-                    &format!("http.{url}/.extraHeader"),
-                    &format!("Authorization: Bearer {key}"),
-                ])
-                .status();
-        }
+        .is_ok_and(|s| s.success())
+}
+
+/// Points the git remote `remote` at `app` on the server at `url`, replacing
+/// one of that name, and keeps the token for git in this repository.
+fn add_remote(remote: &str, url: &str, key: Option<&str>, app: &str) -> Result<()> {
+    let git_url = format!("{url}/{app}.git");
+    let _ = std::process::Command::new("git")
+        .args(["remote", "remove", remote])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let status = std::process::Command::new("git")
+        .args(["remote", "add", remote, &git_url])
+        .status()
+        .with_context(|| format!("adding the `{remote}` git remote"))?;
+    if !status.success() {
+        bail!("git could not add the `{remote}` remote ({status})");
     }
+    crate::say(&format!("Git remote {remote} added: {git_url}\n"));
+    // git authenticates with the API token too; this repository keeps it in
+    // its own config so that `git push crew main` needs nothing else.
+    if let Some(key) = key {
+        let _ = std::process::Command::new("git")
+            .args([
+                "config",
+                &format!("http.{url}/.extraHeader"),
+                &format!("Authorization: Bearer {key}"),
+            ])
+            .status();
+    }
+    Ok(())
+}
+
+/// `crew git:remote -a APP`: the remote (and token) `apps:create` would have
+/// added, for an app that exists already: Heroku's `git:remote`.
+pub fn git_remote(args: &GitRemoteArgs) -> Result<u8> {
+    if !inside_repo() {
+        bail!("not inside a git repository: run `git init` (or cd into the app's clone) first");
+    }
+    let client = server_client()?;
+    let (url, key) = server_credentials()?;
+    let app: AppInfo = block_on(async {
+        client
+            .get(&format!("/apps/{}", args.app))
+            .await
+            .with_context(|| format!("looking up the app `{}`", args.app))
+    })?;
+    add_remote(&args.remote, &url, key.as_deref(), &app.name)?;
     Ok(0)
 }
 
@@ -328,7 +370,7 @@ pub fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 
 pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
     let target = target(&args.app)?;
-    let command = args.command.join(" ");
+    let command = crate::run::server_command(&args.command)?;
     let request = crew_api::types::DynoCreate {
         command: command.clone(),
         attach: Some(false),

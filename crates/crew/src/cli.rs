@@ -40,6 +40,9 @@ pub enum Command {
     /// Create an app on the server (and a `crew` git remote here)
     #[command(name = "apps:create")]
     AppsCreate(AppsCreateArgs),
+    /// Add a git remote for an app that exists (made elsewhere, or a fresh clone)
+    #[command(name = "git:remote")]
+    GitRemote(GitRemoteArgs),
     /// Show an app
     #[command(name = "apps:info")]
     AppsInfo(AppOnly),
@@ -169,6 +172,21 @@ pub struct RunDetachedArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GitRemoteArgs {
+    /// The app on the server
+    #[arg(short = 'a', long = "app", value_name = "APP", required = true)]
+    pub app: String,
+    /// The remote's name
+    #[arg(
+        short = 'r',
+        long = "remote",
+        value_name = "NAME",
+        default_value = "crew"
+    )]
+    pub remote: String,
 }
 
 #[derive(Args, Debug)]

@@ -19,11 +19,19 @@ pub struct Target {
 }
 
 impl Target {
-    /// A server's app when `-a` names one (or the current git repo has a `crew`
-    /// remote), else the `crew start` running here.
+    /// A server's app when `-a` names one; else the closest context: a
+    /// `crew start` running in this directory or a parent, then the current
+    /// git repository's `crew` remote.
     pub fn resolve(app: Option<&str>) -> Result<Target> {
         if let Some(app) = app {
             return Target::server(app);
+        }
+        let running_here = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| control::find(&cwd))
+            .is_some_and(|socket| std::os::unix::net::UnixStream::connect(socket).is_ok());
+        if running_here {
+            return Target::find();
         }
         if let Some(app) = crew_remote_app() {
             return Target::server(&app);
@@ -47,7 +55,8 @@ impl Target {
         let cwd = std::env::current_dir().context("finding the current directory")?;
         let socket = control::find(&cwd).ok_or_else(|| {
             anyhow!(
-                "no running `crew start` found in {} or its parents (no {} file)",
+                "no running `crew start` found in {} or its parents (no {} file): \
+                 run `crew start` in the app's directory, or pass -a APP for an app on a crew server",
                 cwd.display(),
                 control::SOCKET_NAME
             )
@@ -124,7 +133,7 @@ fn netrc_password(host: &str) -> Option<String> {
 }
 
 /// The app a `crew` git remote in the current repository points at.
-fn crew_remote_app() -> Option<String> {
+pub fn crew_remote_app() -> Option<String> {
     let output = std::process::Command::new("git")
         .args(["config", "--get", "remote.crew.url"])
         .stderr(std::process::Stdio::null())

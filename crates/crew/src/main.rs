@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         cli::Command::RunDetached(args) => apps::run_detached(&args),
         cli::Command::Apps => apps::apps(),
         cli::Command::AppsCreate(args) => apps::create(&args),
+        cli::Command::GitRemote(args) => apps::git_remote(&args),
         cli::Command::AppsInfo(args) => apps::info(&args),
         cli::Command::AppsDestroy(args) => apps::destroy(&args),
         cli::Command::Config(args) => apps::config(&args),

@@ -124,9 +124,23 @@ fn run_on_server(app: &str, args: &RunArgs) -> Result<u8> {
     }
     crate::attach::run(crate::attach::AttachRequest {
         app: app.to_string(),
-        command: args.command.join(" "),
+        command: server_command(&args.command)?,
         env: crate::apps::env_map(&pairs)?,
         size: args.size.clone(),
         no_tty: args.no_tty,
     })
+}
+
+/// The API's `command` (one string, run by `sh -c` in the dyno, as on Heroku)
+/// for what was typed after `crew run -a APP`: one argument is a shell command
+/// line as it is; several are a program and its exact arguments, so each is
+/// quoted for the shell, the way the Heroku CLI builds it.
+pub fn server_command(args: &[String]) -> Result<String> {
+    match args {
+        [] => Err(anyhow!("no command given")),
+        [line] if line.trim().is_empty() => Err(anyhow!("the command is empty")),
+        [line] => Ok(line.clone()),
+        words => shlex::try_join(words.iter().map(String::as_str))
+            .map_err(|e| anyhow!("cannot pass these arguments to a shell: {e}")),
+    }
 }

@@ -34,6 +34,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
 
     let mut settings = settings::load(&location.root, &procfile)?;
     let app = AppSpec {
+        release: None,
         types: procfile
             .types()
             .iter()

@@ -561,17 +561,55 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
             "echo $GREETING from $DYNO",
         ],
     );
+    let run = out
+        .split_whitespace()
+        .find(|w| w.starts_with("run."))
+        .map(|w| w.trim_end_matches(','))
+        .unwrap_or_default()
+        .to_string();
     assert_has(
         &out,
         &[
-            "Running echo $GREETING from $DYNO on demo... done, run.1",
-            "Run heroku logs --app demo --dyno run.1 to view the output.",
+            &format!("Running echo $GREETING from $DYNO on demo... done, {run}"),
+            &format!("Run heroku logs --app demo --dyno {run} to view the output."),
         ],
     );
     let seen = poll_until(DEPLOY, || {
         heroku
-            .ok(dir, &["logs", "--dyno", "run.1", "-a", "demo"])
-            .contains("app[run.1]: hello from run.1")
+            .ok(dir, &["logs", "--dyno", &run, "-a", "demo"])
+            .contains(&format!("app[{run}]: hello from {run}"))
+    });
+    assert!(
+        seen,
+        "{}",
+        heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
+    );
+    // A running one-off stops when asked, and ends complete.
+    let out = heroku.ok(dir, &["run:detached", "-a", "demo", "sleep 1000"]);
+    let sleeper = out
+        .split_whitespace()
+        .find(|w| w.starts_with("run."))
+        .map(|w| w.trim_end_matches(','))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        poll_until(DEPLOY, || state_of(&server, dir, "demo", &sleeper) == "up"),
+        "{}",
+        server.ok(dir, &["ps", "-a", "demo"])
+    );
+    let out = heroku.ok(dir, &["ps:stop", &sleeper, "-a", "demo"]);
+    assert!(out.contains(&format!("Stopping dyno {sleeper}")), "{out}");
+    assert!(
+        poll_until(DEPLOY, || state_of(&server, dir, "demo", &sleeper) != "up"),
+        "{}",
+        server.ok(dir, &["ps", "-a", "demo"])
+    );
+    let seen = poll_until(DEPLOY, || {
+        heroku
+            .ok(dir, &["logs", "--dyno", &sleeper, "-a", "demo"])
+            .contains(&format!(
+                "crew[{sleeper}]: State changed from up to complete"
+            ))
     });
     assert!(
         seen,
@@ -585,4 +623,49 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         "ps, logs and run through the Heroku CLI took {:.0?}",
         started.elapsed()
     );
+}
+
+/// `heroku ps:type` and `heroku ps:resize` send a size without a quantity;
+/// a new size restarts that type's dynos and no other.
+#[test]
+fn the_heroku_cli_resizes_one_type_and_only_that_type_restarts() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::new(&server) else {
+        return;
+    };
+    let app = repo(
+        &server,
+        "web: python3 -m http.server $PORT\nworker: while true; do sleep 1; done\n",
+    );
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "resize"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    server.ok(dir, &["scale", "web=1", "worker=1"]);
+    server.wait_up(dir, "resize", 2);
+    let web = pid_of(&server, dir, "resize", "web.1").unwrap_or_default();
+    let worker = pid_of(&server, dir, "resize", "worker.1").unwrap_or_default();
+
+    heroku.ok(dir, &["ps:type", "web=standard-2x", "-a", "resize"]);
+    let web = wait_new_pid(&server, dir, "resize", "web.1", web);
+    server.wait_up(dir, "resize", 2);
+    assert_eq!(
+        pid_of(&server, dir, "resize", "worker.1"),
+        Some(worker),
+        "resizing web restarted the worker"
+    );
+
+    heroku.ok(dir, &["ps:resize", "worker=2X", "-a", "resize"]);
+    wait_new_pid(&server, dir, "resize", "worker.1", worker);
+    server.wait_up(dir, "resize", 2);
+    assert_eq!(
+        pid_of(&server, dir, "resize", "web.1"),
+        Some(web),
+        "resizing the worker restarted web"
+    );
+    let out = heroku.stdout(dir, &["ps:scale", "-a", "resize"]);
+    assert_eq!(out.trim(), "web=1:standard-2x worker=1:standard-2x");
 }

@@ -1854,3 +1854,22 @@ fn crew_run_from_a_subdirectory_also_shows_in_ps() {
     live.wait_ps("run.1 gone", |ps| ps.iter().all(|p| p.name != "run.1"));
     live.finish();
 }
+
+#[test]
+fn crew_stop_ends_a_registered_crew_run() {
+    let live = Live::start(App::with_procfile("worker: exec sleep 100\n"), 1, &[]);
+    let root = live.app.path().to_path_buf();
+    let mut run = one_off(&live, &root, "never");
+    run.wait_for("DYNO=run.1\n", SOON);
+    live.wait_up(&["run.1"]);
+    assert_eq!(live.ok(&["stop", "run.1"]), "Stopping run.1... done\n");
+    let status = run.wait_exit(SOON);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15),
+        "{}",
+        run.report()
+    );
+    live.wait_ps("run.1 gone", |ps| ps.iter().all(|p| p.name != "run.1"));
+    live.finish();
+}

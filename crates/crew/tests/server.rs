@@ -302,6 +302,10 @@ fn the_release_command_gates_the_release() {
     let (ok, text) = server.git(dir, &["push", "crew", "main"]);
     assert!(!ok, "a failed release command was accepted:\n{text}");
     assert!(text.contains("nope"), "{text}");
+    assert!(
+        text.contains("Release command failed: it exited with status 3"),
+        "the pusher is not told the exit code:\n{text}"
+    );
     let releases = server.ok(dir, &["releases"]);
     assert!(
         releases.contains("v2") && releases.contains("(current)"),
@@ -396,7 +400,7 @@ fn one_offs_run_attached_and_detached() {
     assert!(ok, "{text}");
     let (ok, out, err) = server.cli(dir, &["run", "-a", "oneoff", "echo hi from $DYNO; exit 7"]);
     assert!(!ok, "{out}{err}");
-    assert!(out.contains("hi from run.1"), "{out}{err}");
+    assert!(out.contains("hi from run."), "{out}{err}");
     let code = Command::new(CREW)
         .args(["run", "-a", "oneoff", "exit 7"])
         .env("HOME", server.home.path())
@@ -417,4 +421,277 @@ fn one_offs_run_attached_and_detached() {
             .contains("later")
     });
     assert!(seen, "{}", server.ok(dir, &["logs", "-n", "50"]));
+}
+
+/// One HTTP/1.1 request with the server's token: the status and the body.
+fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = server.url.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return (0, String::from("connect failed"));
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Accept: application/vnd.heroku+json; version=3\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.token(),
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::from("write failed"));
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn names_domains_and_one_off_requests_that_cannot_work_are_refused() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let dir = server.home.path();
+    // The app name is a DNS label in APP.localhost.
+    for bad in ["ok-name-", "a-"] {
+        let (ok, _, err) = server.cli(dir, &["apps:create", bad]);
+        assert!(!ok && err.contains("not a valid app name"), "{bad}: {err}");
+    }
+    server.ok(dir, &["apps:create", "strict"]);
+    for bad in ["shop.localhost", "localhost", "x.y.LOCALHOST"] {
+        let (ok, _, err) = server.cli(dir, &["domains:add", "-a", "strict", bad]);
+        assert!(!ok && err.contains("localhost"), "{bad}: {err}");
+    }
+    assert!(
+        !server
+            .ok(dir, &["domains", "-a", "strict"])
+            .contains("localhost")
+    );
+    // A one-off that could only fail to start is a 422 that says why (not
+    // the "no release yet" of a good request), and no dyno.
+    for (body, why) in [
+        (
+            r#"{"command": "true", "env": {"A=B": "x"}}"#,
+            "`A=B` is not a valid environment variable name",
+        ),
+        (
+            r#"{"command": "true", "env": {"": "x"}}"#,
+            "`` is not a valid environment variable name",
+        ),
+        (
+            r#"{"command": "true", "env": {"A": "x\u0000y"}}"#,
+            "`A` contains a NUL byte",
+        ),
+        (
+            r#"{"command": "echo a\u0000b"}"#,
+            "the command contains a NUL byte",
+        ),
+        (r#"{"command": ""}"#, "the command is empty"),
+        (r#"{"command": "   "}"#, "the command is empty"),
+    ] {
+        let (status, text) = api(&server, "POST", "/apps/strict/dynos", body);
+        assert!(status == 422 && text.contains(why), "{body}: {text}");
+    }
+    let (status, text) = api(
+        &server,
+        "POST",
+        "/apps/strict/dynos",
+        r#"{"command": "true"}"#,
+    );
+    assert!(status == 422 && text.contains("no release"), "{text}");
+    let (ok, _, err) = server.cli(dir, &["run:detached", "-a", "strict", ""]);
+    assert!(!ok && err.contains("empty"), "{err}");
+}
+
+#[test]
+fn a_rollback_to_a_release_without_a_slug_is_refused() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "backwards"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    // With one deploy, the previous release is v1, which has no code.
+    for args in [&["rollback"][..], &["rollback", "v1"]] {
+        let (ok, out, err) = server.cli(dir, args);
+        assert!(!ok, "{args:?} was accepted: {out}{err}");
+        assert!(err.contains("v1") && err.contains("no slug"), "{err}");
+    }
+    let (status, text) = api(
+        &server,
+        "POST",
+        "/apps/backwards/releases",
+        r#"{"release": "1"}"#,
+    );
+    assert_eq!(status, 422, "{text}");
+    let releases = server.ok(dir, &["releases"]);
+    let current = releases
+        .lines()
+        .find(|l| l.contains("(current)"))
+        .unwrap_or_default();
+    assert!(current.starts_with("v2"), "{releases}");
+    assert!(!releases.contains("Rollback"), "{releases}");
+}
+
+/// During a new release's restart, each old dyno is stopped once, and its
+/// lines end before its successor of the same name starts.
+#[test]
+fn a_restart_stops_each_dyno_once_and_old_lines_end_before_the_new_start() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(
+        &server,
+        "worker: trap 'echo \"bye $V\"; exit 0' TERM; while true; do echo \"tick ${V:-one}\"; sleep 0.1; done\n",
+    );
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "quiet"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    server.ok(dir, &["scale", "worker=2"]);
+    server.wait_up(dir, "quiet", 2);
+    server.ok(dir, &["config:set", "V=two"]);
+    for worker in ["worker.1", "worker.2"] {
+        let mut log = String::new();
+        let done = poll_until(DEPLOY, || {
+            log = server.ok(dir, &["logs", "--ps", worker, "-n", "1000"]);
+            log.contains(&format!("app[{worker}]: tick two"))
+        });
+        assert!(done, "{log}");
+        let stops = log
+            .lines()
+            .filter(|l| l.contains("Stopping all processes with"))
+            .count();
+        assert_eq!(stops, 1, "{log}");
+        let second_start = log
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("Starting process with command"))
+            .map(|(i, _)| i)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no second start:\n{log}"));
+        let old_after_new = log
+            .lines()
+            .skip(second_start)
+            .any(|l| l.contains("tick one") || l.contains("Process exited"));
+        assert!(
+            !old_after_new,
+            "the old {worker} spoke after the new one started:\n{log}"
+        );
+        assert!(
+            log.lines()
+                .take(second_start)
+                .any(|l| l.contains("Process exited with status 0")),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn git_remote_adds_the_remote_of_an_app_that_exists() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    // Made elsewhere (here: outside any repository).
+    server.ok(server.home.path(), &["apps:create", "elsewhere"]);
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    let (ok, _, err) = server.cli(dir, &["apps:create", "elsewhere"]);
+    assert!(!ok && err.contains("crew git:remote -a elsewhere"), "{err}");
+    let out = server.ok(dir, &["git:remote", "-a", "elsewhere"]);
+    assert!(
+        out.contains(&format!(
+            "Git remote crew added: {}/elsewhere.git",
+            server.url
+        )),
+        "{out}"
+    );
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok && text.contains("Released v2"), "{text}");
+    let (ok, _, err) = server.cli(dir, &["git:remote", "-a", "nowhere"]);
+    assert!(!ok && err.contains("nowhere"), "{err}");
+}
+
+/// Inside a running `crew start`, `crew ps` means it, even in a repository
+/// whose `crew` remote names a server; `-a` still means the server.
+#[test]
+fn the_nearest_crew_start_wins_over_a_git_remote() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "remote-app"]);
+    let local = app.spawn(&["start"]);
+    local.wait_for("worker.1", SOON);
+    let sub = app.join("sub");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    for place in [dir, sub.as_path()] {
+        let mut ps = String::new();
+        let found = poll_until(SOON, || {
+            let (_, out, _) = server.cli(place, &["ps"]);
+            ps = out;
+            ps.contains("worker.1")
+        });
+        assert!(
+            found,
+            "crew ps in {} did not show the local worker:\n{ps}",
+            place.display()
+        );
+    }
+    // -a is the server's app, which has no release yet.
+    let out = server.ok(dir, &["ps", "-a", "remote-app"]);
+    assert!(!out.contains("worker.1"), "{out}");
+    // Server-only commands still follow the remote.
+    assert!(server.ok(dir, &["releases"]).contains("v1"));
+    drop(local);
+    // Outside any app: what to do, both ways.
+    let (ok, _, err) = server.cli(server.home.path(), &["ps"]);
+    assert!(
+        !ok && err.contains("crew start") && err.contains("-a APP"),
+        "{err}"
+    );
+}
+
+/// A one-off whose environment the kernel refuses (one value over 128 KiB
+/// is E2BIG for `execve`) says so on its `crew[run.N]` line.
+#[test]
+fn a_dyno_that_cannot_start_says_why() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "toobig"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    let body = format!(
+        r#"{{"command": "true", "env": {{"BIG": "{}"}}}}"#,
+        "x".repeat(200 * 1024)
+    );
+    let (status, text) = api(&server, "POST", "/apps/toobig/dynos", &body);
+    assert_eq!(status, 201, "{text}");
+    let mut log = String::new();
+    let said = poll_until(DEPLOY, || {
+        log = server.ok(dir, &["logs", "-n", "50"]);
+        log.lines()
+            .any(|l| l.contains("crew[run.") && l.contains("Argument list too long"))
+            && log.contains("to complete")
+    });
+    assert!(said, "{log}");
+    assert!(!log.contains("not found"), "{log}");
 }

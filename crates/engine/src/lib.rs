@@ -39,7 +39,7 @@ pub use placement::{
 pub use ports::PortPool;
 
 /// A process type as the engine runs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessTypeSpec {
     pub name: String,
     pub command: String,
@@ -90,6 +90,9 @@ pub struct AppSpec {
     pub ports: Ports,
     /// Shell text run before every command, such as sourcing `.profile.d`.
     pub command_prefix: Option<String>,
+    /// The release these dynos run, on a server. Deploying the same release
+    /// again (a resize) restarts only the types whose spec changed.
+    pub release: Option<u32>,
 }
 
 /// Where dynos' PORTs come from.

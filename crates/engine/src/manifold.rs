@@ -61,6 +61,12 @@ struct Slot {
     /// A web dyno on its way out: no new requests, its stop waits for the ones
     /// it has.
     draining: bool,
+    /// The current run was told to stop: later asks (a deploy reconciles on
+    /// every event) only change `next`, so one stop is one signal and one line.
+    stopping: bool,
+    /// A new release's dyno waiting for the old dyno of the same name to be
+    /// gone before it starts, so that their lines never mix under one name.
+    waiting: bool,
     /// The router's requests under way to it.
     requests: Arc<RequestCount>,
 }
@@ -105,6 +111,12 @@ pub(crate) struct Engine<R: Runtime> {
     /// Keyed by (type index, number): Procfile order, then number.
     slots: BTreeMap<Key, Slot>,
     one_offs: BTreeMap<u32, OneOffSlot>,
+    /// The four-digit one-off numbers handed out so far (at most 9000): never
+    /// given again, so that `logs --ps run.4821` shows one run only.
+    one_off_numbers: std::collections::HashSet<u32>,
+    /// The next number counted up: a registered `crew run`'s, or a server
+    /// one-off's once every four-digit one is used.
+    one_off_next: u32,
     messages_tx: mpsc::UnboundedSender<Message>,
     messages: mpsc::UnboundedReceiver<Message>,
     next_run: u64,
@@ -134,6 +146,8 @@ impl<R: Runtime> Engine<R> {
             pending: Vec::new(),
             slots: BTreeMap::new(),
             one_offs: BTreeMap::new(),
+            one_off_numbers: std::collections::HashSet::new(),
+            one_off_next: 1,
             messages_tx,
             messages,
             next_run: 0,
@@ -348,7 +362,7 @@ impl<R: Runtime> Engine<R> {
         let Some(run_id) = slot.run.as_ref().map(|r| r.id) else {
             return;
         };
-        if slot.draining {
+        if slot.draining || slot.stopping {
             return;
         }
         match (drain, slot.port, slot.spec.name == "web") {
@@ -383,6 +397,13 @@ impl<R: Runtime> Engine<R> {
     }
 
     fn send_stop(&mut self, key: Key) {
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if slot.stopping {
+            return;
+        }
+        slot.stopping = slot.run.is_some();
         let Some(slot) = self.slots.get(&key) else {
             return;
         };
@@ -497,10 +518,52 @@ impl<R: Runtime> Engine<R> {
                 restarts: 0,
                 restart_at: None,
                 draining: false,
+                stopping: false,
+                waiting: false,
                 requests: Arc::default(),
             },
         );
-        self.launch(key);
+        if self.older_twin_running(key) {
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.waiting = true;
+            }
+        } else {
+            self.launch(key);
+        }
+    }
+
+    /// Whether an older release's dyno of the same name still runs, for a
+    /// dyno that is not web: as on Heroku, the old one stops before the new
+    /// one starts, so `crew logs --ps worker.2` shows one run after the other.
+    /// Web dynos overlap instead, so that requests always find one up.
+    fn older_twin_running(&self, key: Key) -> bool {
+        let Some(slot) = self.slots.get(&key) else {
+            return false;
+        };
+        slot.spec.name != "web"
+            && self
+                .slots
+                .iter()
+                .any(|((g, _, _), s)| *g < key.0 && s.name == slot.name && s.run.is_some())
+    }
+
+    /// Starts the dynos that waited for an older twin now gone.
+    fn launch_waiting(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let ready: Vec<Key> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                s.waiting && s.run.is_none() && matches!(s.next, Next::Decide | Next::Restart)
+            })
+            .map(|(k, _)| *k)
+            .filter(|k| !self.older_twin_running(*k))
+            .collect();
+        for key in ready {
+            self.launch(key);
+        }
     }
 
     fn set_state(&mut self, key: Key, state: DynoState) {
@@ -574,6 +637,8 @@ impl<R: Runtime> Engine<R> {
         slot.pid = None;
         slot.up_at = None;
         slot.draining = false;
+        slot.stopping = false;
+        slot.waiting = false;
         slot.next = Next::Decide;
         slot.restart_at = None;
         let name = slot.name.clone();
@@ -650,10 +715,7 @@ impl<R: Runtime> Engine<R> {
         let next = slot.next;
         let settings = slot.spec.settings.clone();
         if let Some(status) = status {
-            self.platform(
-                &name,
-                format!("Process exited with status {}", status.code()),
-            );
+            self.platform(&name, exit_line(status.code()));
         }
         if next != Next::Decide || self.shutdown.is_some() {
             return;
@@ -707,6 +769,7 @@ impl<R: Runtime> Engine<R> {
         match slot.next {
             Next::Remove => {
                 self.slots.remove(&key);
+                self.launch_waiting();
             }
             _ if shutting_down => {
                 if slot.state != DynoState::Crashed {
@@ -768,6 +831,10 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
+        // A one-off is not restarted, as on Heroku: restarting it ends it.
+        if let Some(stopped) = target.and_then(|t| self.stop_one_offs(t)) {
+            return Ok(stopped);
+        }
         let keys = self.targets(target)?;
         let mut names = Vec::new();
         for key in keys {
@@ -792,6 +859,9 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
+        if let Some(stopped) = self.stop_one_offs(target) {
+            return Ok(stopped);
+        }
         let keys = self.targets(Some(target))?;
         let mut names = Vec::new();
         for key in keys {
@@ -812,25 +882,109 @@ impl<R: Runtime> Engine<R> {
         Ok(names)
     }
 
+    /// Ends the one-offs `target` names (`run.4821`, or `run` for all of
+    /// them when no process type is called that): SIGTERM, then SIGKILL after
+    /// the stop timeout; each ends `complete`. `None` when it names none.
+    fn stop_one_offs(&mut self, target: &str) -> Option<Vec<String>> {
+        let all = target == "run" && !self.slots.values().any(|s| s.spec.name == "run");
+        let chosen: Vec<u32> = self
+            .one_offs
+            .iter()
+            .filter(|(_, o)| all || &*o.name == target)
+            .map(|(n, _)| *n)
+            .collect();
+        if chosen.is_empty() {
+            return None;
+        }
+        let mut names = Vec::new();
+        for number in chosen {
+            let Some(one_off) = self.one_offs.get(&number) else {
+                continue;
+            };
+            let name = one_off.name.clone();
+            names.push(name.to_string());
+            if one_off.state == DynoState::Complete {
+                continue;
+            }
+            let signal = Signal::Term;
+            match (&one_off.run, one_off.pid) {
+                (Some(run), _) => {
+                    let _ = run.control.send(Control::Stop {
+                        signal,
+                        timeout: self.config.stop_timeout,
+                    });
+                }
+                // A `crew run` that registered itself: its own process, not
+                // a child of this engine; it reports its end by going away.
+                (None, Some(pid)) => crew_runtime::os::signal_process(pid, signal),
+                (None, None) => continue,
+            }
+            self.platform(&name, format!("Stopping all processes with {signal}"));
+        }
+        Some(names)
+    }
+
     fn deploy(&mut self, app: AppSpec, formation: Formation) {
         if self.shutdown.is_some() {
             return;
         }
+        let same_release = app.release.is_some()
+            && app.release == self.app.release
+            && app.env == self.app.env
+            && app.cwd == self.app.cwd
+            && app.command_prefix == self.app.command_prefix;
+        let old = self.generation;
         self.generation += 1;
         self.types = app.types.iter().cloned().map(Arc::new).collect();
         self.app = app;
         self.formation = formation;
+        if same_release {
+            self.carry_over(old);
+        }
         // The new generation starts; every slot of the old one is retired.
         self.reconcile();
+    }
+
+    /// Moves the running dynos of generation `old` whose type is the same in
+    /// the new one into it, so that they keep running: applying the same
+    /// release with one type resized restarts that type only.
+    fn carry_over(&mut self, old: u32) {
+        let keys: Vec<Key> = self
+            .slots
+            .iter()
+            .filter(|((g, _, _), s)| {
+                *g == old && s.next == Next::Decide && !s.draining && !s.stopping && !s.waiting
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(slot) = self.slots.get(&key) else {
+                continue;
+            };
+            let Some((index, spec)) = self
+                .types
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.name == slot.spec.name)
+            else {
+                continue;
+            };
+            if **spec != *slot.spec {
+                continue;
+            }
+            let spec = spec.clone();
+            if let Some(mut slot) = self.slots.remove(&key) {
+                slot.spec = spec;
+                self.slots.insert((self.generation, index, key.2), slot);
+            }
+        }
     }
 
     fn add_one_off(&mut self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
-        let number = (1..)
-            .find(|n| !self.one_offs.contains_key(n))
-            .unwrap_or(u32::MAX);
+        let number = self.next_local_one_off_number();
         let name: Arc<str> = Arc::from(format!("run.{number}"));
         let since = SystemTime::now();
         self.one_offs.insert(
@@ -879,6 +1033,45 @@ impl<R: Runtime> Engine<R> {
         })
     }
 
+    /// A registered `crew run`'s number under `crew start`: one more than
+    /// any given so far (`run.1`, `run.2` …), never one given before.
+    fn next_local_one_off_number(&mut self) -> u32 {
+        let number = self.one_off_next;
+        self.one_off_next = number.saturating_add(1);
+        number
+    }
+
+    /// A server one-off's number as Heroku gives them (`run.4821`): four digits at
+    /// random, never one this engine gave before; past 9000 one-offs, 10000
+    /// and up, counted.
+    fn next_one_off_number(&mut self) -> u32 {
+        use std::hash::{BuildHasher, Hasher};
+        const FIRST: u32 = 1000;
+        const SPAN: u32 = 9000;
+        let used = &self.one_off_numbers;
+        if used.len() >= SPAN as usize {
+            let number = self.one_off_next.max(FIRST + SPAN);
+            self.one_off_next = number.saturating_add(1);
+            return number;
+        }
+        let number = if used.len() < (SPAN / 2) as usize {
+            // Random draws while at most half are taken: a free one within a
+            // few tries.
+            std::iter::repeat_with(|| {
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_usize(used.len());
+                FIRST + (hasher.finish() % u64::from(SPAN)) as u32
+            })
+            .find(|n| !used.contains(n))
+        } else {
+            (FIRST..FIRST + SPAN).find(|n| !used.contains(n))
+        };
+        // Fewer than SPAN are used, so the scan finds one.
+        let number = number.unwrap_or(FIRST + SPAN);
+        self.one_off_numbers.insert(number);
+        number
+    }
+
     /// Starts a one-off dyno from the current release, `run.N`. Detached, its
     /// output goes to the log like any dyno's; it ends as `complete`.
     fn run_one_off(
@@ -888,9 +1081,7 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
-        let number = (1..)
-            .find(|n| !self.one_offs.contains_key(n))
-            .unwrap_or(u32::MAX);
+        let number = self.next_one_off_number();
         let name: Arc<str> = Arc::from(format!("run.{number}"));
         let port = match &self.app.ports {
             Ports::Formula { base } => Some(*base),
@@ -967,16 +1158,17 @@ impl<R: Runtime> Engine<R> {
             }
             Event::Up => {}
             Event::SpawnFailed | Event::Exited { .. } => {
-                let code = match event {
-                    Event::Exited { status } => status.code(),
-                    // What a shell says when it cannot run a command.
-                    _ => 127,
+                // A dyno that could not start has said why already; its
+                // 127 is the shell's word for it, not a command not found.
+                let line = match event {
+                    Event::Exited { status } => exit_line(status.code()),
+                    _ => String::from("Process exited with status 127"),
                 };
                 let from = one_off.state.as_str();
                 one_off.pid = None;
                 one_off.state = DynoState::Complete;
                 one_off.since = SystemTime::now();
-                self.platform(&name, format!("Process exited with status {code}"));
+                self.platform(&name, line);
                 self.platform(&name, format!("State changed from {from} to complete"));
             }
             Event::Gone => {
@@ -1074,6 +1266,17 @@ fn dyno_env(
     env.push(("DYNO".into(), name.to_string()));
     env.push(("PS".into(), name.to_string()));
     env
+}
+
+/// Heroku's `Process exited with status N`, and what the shell's own codes
+/// mean, so that a dyno that could not start says why.
+fn exit_line(code: i32) -> String {
+    let why = match code {
+        127 => " (the command was not found)",
+        126 => " (the command could not be executed)",
+        _ => "",
+    };
+    format!("Process exited with status {code}{why}")
 }
 
 /// What `sh -c` runs for a command: the release's prefix, then the command,

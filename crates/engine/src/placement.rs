@@ -172,6 +172,7 @@ impl<R: Runtime + Clone> Placement for LocalPlacement<R> {
                 cwd: release.slug_dir,
                 ports: Ports::Pool(self.config.ports.clone()),
                 command_prefix: release.command_prefix,
+                release: Some(release.version),
             };
             let mut running = self.running.lock().await;
             match running.as_ref() {

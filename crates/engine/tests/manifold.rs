@@ -173,6 +173,7 @@ struct Harness {
 
 fn app(types: &[(&str, &str)]) -> AppSpec {
     AppSpec {
+        release: None,
         types: types
             .iter()
             .map(|(name, command)| ProcessTypeSpec {

@@ -155,7 +155,7 @@ impl AppRuntime {
         release: ReleaseSpec,
         command: &str,
         say: &(dyn Fn(String) + Sync),
-    ) -> Result<bool, PlatformError> {
+    ) -> Result<Result<(), String>, PlatformError> {
         let (output, mut lines) = mpsc::unbounded_channel();
         let request = ReleaseCommand {
             command: command.to_string(),
@@ -177,7 +177,8 @@ impl AppRuntime {
             say(format!("       {line}"));
         }
         match ran {
-            Ok(Ok(Some(status))) => Ok(status.success()),
+            Ok(Ok(Some(status))) if status.success() => Ok(Ok(())),
+            Ok(Ok(Some(status))) => Ok(Err(exit_reason(status))),
             Ok(Ok(None)) => {
                 Ok(run_release_command(&platform.runtime, &release, command, say).await)
             }
@@ -392,7 +393,7 @@ pub(crate) async fn run_release_command(
     release: &ReleaseSpec,
     command: &str,
     say: &(dyn Fn(String) + Sync),
-) -> bool {
+) -> Result<(), String> {
     let spec = DynoSpec {
         name: RELEASE_DYNO.into(),
         command: format!(
@@ -405,10 +406,7 @@ pub(crate) async fn run_release_command(
     };
     let mut process = match runtime.spawn(&spec) {
         Ok(p) => p,
-        Err(e) => {
-            say(format!(" !     {e}"));
-            return false;
-        }
+        Err(e) => return Err(e.to_string()),
     };
     let group = process.group();
     if let Some(mut output) = process.take_output() {
@@ -431,10 +429,23 @@ pub(crate) async fn run_release_command(
         }
     }
     match tokio::time::timeout(RELEASE_TIMEOUT, process.wait()).await {
-        Ok(Ok(status)) => status.success(),
-        _ => {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(exit_reason(status)),
+        Ok(Err(e)) => {
             crew_runtime::ProcessGroup::signal(&group, Signal::Kill);
-            false
+            Err(format!("it could not be waited for: {e}"))
+        }
+        Err(_) => {
+            crew_runtime::ProcessGroup::signal(&group, Signal::Kill);
+            Err(format!(
+                "it ran longer than {} s and was killed",
+                RELEASE_TIMEOUT.as_secs()
+            ))
         }
     }
+}
+
+/// Why a release command that ended failed, in words.
+fn exit_reason(status: crew_runtime::ExitStatus) -> String {
+    format!("it exited with status {}", status.code())
 }

@@ -44,6 +44,35 @@ pub struct OneOffRequest {
     pub input: crew_runtime::DynoInput,
 }
 
+/// What `execve` and `sh -c` can take, checked before a one-off is made: a
+/// command that is not empty and has no NUL, and variables whose names have
+/// no `=` or NUL and whose values have no NUL. Otherwise the dyno would only
+/// fail to start.
+fn check_one_off(request: &OneOffRequest) -> Result<(), PlatformError> {
+    if request.command.trim().is_empty() {
+        return Err(PlatformError::Invalid("the command is empty".into()));
+    }
+    if request.command.contains('\0') {
+        return Err(PlatformError::Invalid(
+            "the command contains a NUL byte".into(),
+        ));
+    }
+    for (name, value) in &request.env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(PlatformError::Invalid(format!(
+                "`{}` is not a valid environment variable name: it may not be empty or contain `=` or NUL",
+                name.escape_debug()
+            )));
+        }
+        if value.contains('\0') {
+            return Err(PlatformError::Invalid(format!(
+                "the value of environment variable `{name}` contains a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A documented dyno size by name, or an error listing the sizes.
 fn size_named(name: &str) -> Result<DynoSize, PlatformError> {
     DynoSize::parse(name).map_err(|e| PlatformError::Invalid(e.to_string()))
@@ -629,7 +658,7 @@ impl Platform {
                 // Where the app's dynos run: the placement's engine, or this
                 // machine when the placement leaves it here.
                 let ran = runtime.release_command(self, spec, command, &say).await;
-                if !matches!(ran, Ok(true)) {
+                if !matches!(ran, Ok(Ok(()))) {
                     self.store
                         .set_release_status(app, release.version, ReleaseStatus::Failed)?;
                     runtime
@@ -643,12 +672,12 @@ impl Platform {
                             say(format!(" !     {e}"));
                             format!(": {e}")
                         }
-                        Ok(_) => String::new(),
+                        Ok(Err(why)) => format!(": {why}"),
+                        Ok(Ok(())) => String::new(),
                     };
-                    say(
-                        " !     Release command failed; the current release keeps running."
-                            .to_string(),
-                    );
+                    say(format!(
+                        " !     Release command failed{why}; the current release keeps running."
+                    ));
                     return Err(PlatformError::Build(format!(
                         "release command `{command}` failed{why}"
                     )));
@@ -776,6 +805,7 @@ impl Platform {
         request: OneOffRequest,
     ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
         self.store.app(app)?;
+        check_one_off(&request)?;
         let size = request.size.as_deref().map(size_named).transpose()?;
         let runtime = self.app_runtime(app);
         runtime

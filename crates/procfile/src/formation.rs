@@ -120,11 +120,19 @@ pub struct FormationChange {
     /// Named `type` on the wire, as in Heroku's formation API.
     #[serde(rename = "type")]
     pub process_type: String,
+    /// Absent on the wire when only the size changes (`heroku ps:type
+    /// web=standard-2x`): the quantity stays.
+    #[serde(default = "unchanged")]
     pub quantity: Quantity,
     /// A dyno size such as `standard-2x`. Carried for the server; [`Formation`]
     /// itself only tracks counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+}
+
+/// The quantity of a change that gives none: what there is.
+fn unchanged() -> Quantity {
+    Quantity::Add(0)
 }
 
 impl fmt::Display for FormationChange {

@@ -25,7 +25,9 @@
 //! A server picks one of the two at startup as its [`ServerRuntime`]; without
 //! isolation, each of its dynos runs in a copy of its slug of its own.
 //!
-//! A dyno's stdin is normally a pipe nobody writes to. An attached one-off gets
+//! A dyno's stdin is normally nothing to read: on a server a `/dev/null` of its
+//! own (end of file at once, as on Heroku), under `crew start` a pipe nobody
+//! writes to. An attached one-off gets
 //! a [`Console`] instead: a pipe to its stdin, or a new pseudo-terminal that is
 //! its stdin, stdout and stderr and its controlling terminal.
 //!
@@ -80,8 +82,10 @@ pub struct DynoSpec {
 /// What a dyno's stdin is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DynoInput {
-    /// A pipe nobody writes to: open, never delivering data, so watchers that
-    /// exit on end-of-file keep running.
+    /// Nothing to read. A server's dyno gets a `/dev/null` of its own (end of
+    /// file at once, as on Heroku); under `crew start`, a pipe nobody writes
+    /// to, open and never delivering data, so watchers that exit on
+    /// end-of-file keep running.
     #[default]
     Idle,
     /// A pipe whose other end is the process's [`Console`] (`crew run --no-tty`).

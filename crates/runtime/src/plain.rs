@@ -20,6 +20,8 @@ pub struct PlainRuntime {
     shared: Arc<Shared>,
     /// Where each dyno gets its own copy of its slug, if it should.
     slug_copies: Option<PathBuf>,
+    /// Idle dynos read `/dev/null` rather than the shared idle pipe (a server's).
+    null_stdin: bool,
 }
 
 struct Shared {
@@ -55,16 +57,19 @@ impl PlainRuntime {
                 watchdog,
             }),
             slug_copies: None,
+            null_stdin: false,
         })
     }
 
     /// This runtime, but every dyno runs in its own copy of its directory, made
     /// under `dir` at start and removed when the dyno is gone, so what one dyno
-    /// writes no other dyno sees. A server without isolation runs dynos so.
+    /// writes no other dyno sees; and an idle dyno's stdin is a `/dev/null`
+    /// of its own, as on Heroku. A server without isolation runs dynos so.
     pub fn with_slug_copies(&self, dir: PathBuf) -> PlainRuntime {
         PlainRuntime {
             shared: self.shared.clone(),
             slug_copies: Some(dir),
+            null_stdin: true,
         }
     }
 
@@ -179,7 +184,8 @@ impl Runtime for PlainRuntime {
             Some(copy) => &copy.spec,
             None => spec,
         };
-        let stdio = DynoStdio::new(spec.input, &self.shared.idle_stdin).map_err(pipe_error)?;
+        let idle = (!self.null_stdin).then_some(&self.shared.idle_stdin);
+        let stdio = DynoStdio::new(spec.input, idle).map_err(pipe_error)?;
 
         let mut command = std::process::Command::new("/bin/sh");
         command

@@ -63,8 +63,11 @@ pub(crate) enum ConsoleFds {
 }
 
 impl DynoStdio {
-    /// Descriptors for `input`; `idle` is the shared never-written stdin.
-    pub(crate) fn new(input: DynoInput, idle: &OwnedFd) -> io::Result<DynoStdio> {
+    /// Descriptors for `input`. An idle dyno reads `idle`, a pipe nobody
+    /// writes to (`crew start`'s watchers that end at end of file keep
+    /// running); without one, a `/dev/null` opened for it alone: end of file
+    /// at once, as on Heroku, and no other dyno shares its open file.
+    pub(crate) fn new(input: DynoInput, idle: Option<&OwnedFd>) -> io::Result<DynoStdio> {
         match input {
             DynoInput::Idle | DynoInput::Pipe => {
                 let (output, write) = os::pipe()?;
@@ -72,7 +75,11 @@ impl DynoStdio {
                     let (read, input) = os::pipe()?;
                     (read, Some(ConsoleFds::Pipe { input }))
                 } else {
-                    (idle.try_clone()?, None)
+                    let stdin = match idle {
+                        Some(idle) => idle.try_clone()?,
+                        None => std::fs::File::open("/dev/null")?.into(),
+                    };
+                    (stdin, None)
                 };
                 Ok(DynoStdio {
                     stdin,

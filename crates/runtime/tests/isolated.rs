@@ -515,18 +515,20 @@ async fn exit_statuses_output_and_stdin() {
     assert_eq!(status, ExitStatus::Code(3));
     let (_, status) = run(&rt, &spec("run.2", slug.path(), "kill -TERM $$")).await;
     assert_eq!(status, ExitStatus::Signaled(15));
-    // stdout and stderr are one stream; stdin stays open and never delivers data.
+    // stdout and stderr are one stream; stdin is a /dev/null of its own: end
+    // of file at once, so a reader of stdin ends (it did not when every dyno
+    // shared one pipe nobody wrote to).
     let (out, status) = run(
         &rt,
         &spec(
             "run.3",
             slug.path(),
-            "echo out; echo err >&2; timeout 1 cat; echo rc=$?",
+            "echo out; echo err >&2; timeout 5 cat; echo rc=$?; readlink /proc/self/fd/0",
         ),
     )
     .await;
     assert!(status.success());
-    assert_eq!(out, "out\nerr\nrc=124\n");
+    assert_eq!(out, "out\nerr\nrc=0\n/dev/null\n");
 }
 
 #[tokio::test]

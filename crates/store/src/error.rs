@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "`{name}` is not a valid app name: use 2 to 30 characters, a lowercase letter first, then lowercase letters, digits and dashes"
+        "`{name}` is not a valid app name: use 2 to 30 characters, a lowercase letter first, then lowercase letters, digits and dashes, not ending with a dash"
     )]
     InvalidName { name: String },
 

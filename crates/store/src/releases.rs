@@ -295,6 +295,17 @@ impl Store {
                     }
                 )));
             }
+            // A release without a slug (v1, or config set before the first
+            // deploy) has no code to run: as on Heroku, it cannot be rolled
+            // back to.
+            if target.slug_id.is_none() {
+                return Err(StoreError::invalid(format!(
+                    "cannot roll back `{}` to v{version}: that release has no slug (no code \
+                     was deployed yet at v{version}); roll back to a release made by a deploy \
+                     or after one",
+                    app.name
+                )));
+            }
             let status = derived_status(tx, &app, target.slug_id.as_deref())?;
             let new = NewRelease {
                 slug_id: target.slug_id,

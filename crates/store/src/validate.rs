@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use crate::StoreError;
 
-/// `^[a-z][a-z0-9-]{1,29}$`
+/// `^[a-z][a-z0-9-]{0,28}[a-z0-9]$`: the name is a DNS label in
+/// `APP.localhost`, so it does not end with `-`.
 pub(crate) fn app_name(name: &str) -> Result<(), StoreError> {
     let bytes = name.as_bytes();
     let ok = (2..=30).contains(&bytes.len())
         && bytes[0].is_ascii_lowercase()
+        && !name.ends_with('-')
         && bytes[1..]
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -105,7 +107,14 @@ pub(crate) fn hostname(hostname: &str) -> Result<String, StoreError> {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
-    if lower.len() <= 253 && rest.split('.').all(label_ok) {
+    if rest == "localhost" || rest.ends_with(".localhost") {
+        // The router answers `APP.localhost` with the app of that name
+        // itself: a domain there would never reach the app it is added to.
+        Err(StoreError::invalid(format!(
+            "`{hostname}` cannot be a custom domain: names under localhost are the router's own \
+             (every app is served at APP.localhost already)"
+        )))
+    } else if lower.len() <= 253 && rest.split('.').all(label_ok) {
         Ok(lower)
     } else {
         Err(StoreError::invalid(format!(
@@ -120,7 +129,7 @@ mod tests {
 
     #[test]
     fn app_names() {
-        for good in ["ab", "a1", "a-", "demo", "my-app-2", &"a".repeat(30)] {
+        for good in ["ab", "a1", "a-b", "demo", "my-app-2", &"a".repeat(30)] {
             assert!(app_name(good).is_ok(), "{good}");
         }
         for bad in [
@@ -128,6 +137,8 @@ mod tests {
             "a",
             "1a",
             "-a",
+            "a-",
+            "ok-name-",
             "Ab",
             "aB",
             "a_b",
@@ -160,17 +171,15 @@ mod tests {
             hostname("WWW.Example.COM").ok().as_deref(),
             Some("www.example.com")
         );
-        for good in [
-            "localhost",
-            "a.b",
-            "*.example.com",
-            "x-1.y2.z",
-            &"a".repeat(63),
-        ] {
+        for good in ["a.b", "*.example.com", "x-1.y2.z", &"a".repeat(63)] {
             assert!(hostname(good).is_ok(), "{good}");
         }
         for bad in [
             "",
+            "localhost",
+            "shop.localhost",
+            "*.localhost",
+            "Other.LOCALHOST",
             ".",
             "a..b",
             "a.",

@@ -261,7 +261,7 @@ fn app_names_follow_the_rule() {
     }
     assert_eq!(
         store.create_app("Foo").unwrap_err().to_string(),
-        "`Foo` is not a valid app name: use 2 to 30 characters, a lowercase letter first, then lowercase letters, digits and dashes"
+        "`Foo` is not a valid app name: use 2 to 30 characters, a lowercase letter first, then lowercase letters, digits and dashes, not ending with a dash"
     );
     assert_eq!(store.apps().unwrap().len(), 3);
 }
@@ -662,10 +662,12 @@ fn rollback_copies_slug_and_config_into_a_new_release() {
     assert_eq!(r.status, ReleaseStatus::Succeeded);
     assert_eq!(store.current_release("demo").unwrap(), r);
 
-    // Back to the very first release: no code, no config.
-    let r = store.rollback("demo", 1).unwrap();
-    assert_eq!((r.version, r.slug_id, r.config.len()), (7, None, 0));
-    assert_eq!(r.description, "Rollback to v1");
+    // The very first release has no code to run: refused, as on Heroku,
+    // and no release is made.
+    let e = store.rollback("demo", 1).unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains("has no slug"), "{e}");
+    assert_eq!(store.current_release("demo").unwrap().version, 6);
 }
 
 #[test]

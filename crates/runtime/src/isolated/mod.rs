@@ -158,9 +158,6 @@ struct Shared {
     config: IsolatedConfig,
     layout: Layout,
     cgroups: Cgroups,
-    /// A stdin that stays open and never delivers data (as for plain dynos).
-    idle_stdin: OwnedFd,
-    _idle_stdin_writer: OwnedFd,
     next: AtomicU64,
 }
 
@@ -210,15 +207,11 @@ impl IsolatedRuntime {
             IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
         })?;
         let layout = layout(&config);
-        let (idle_stdin, writer) =
-            os::pipe().map_err(|e| IsolationUnavailable::Setup(e.to_string()))?;
         Ok(IsolatedRuntime {
             shared: Arc::new(Shared {
                 config,
                 layout,
                 cgroups,
-                idle_stdin,
-                _idle_stdin_writer: writer,
                 next: AtomicU64::new(1),
             }),
             sizes: Arc::new(Mutex::new(HashMap::new())),
@@ -381,7 +374,9 @@ impl IsolatedRuntime {
             source,
         };
         let result = (|| {
-            let stdio = DynoStdio::new(spec.input, &shared.idle_stdin).map_err(pipe_error)?;
+            // An idle dyno (formation, detached one-off) reads a /dev/null of
+            // its own, as on Heroku.
+            let stdio = DynoStdio::new(spec.input, None).map_err(pipe_error)?;
             let io = ChildIo {
                 stdin: stdio.stdin,
                 output: stdio.stdout,
