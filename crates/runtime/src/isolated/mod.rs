@@ -23,6 +23,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod child;
+pub(crate) mod kernel;
 mod launch;
 pub(crate) mod memory;
 mod output;
@@ -44,7 +45,7 @@ use self::cgroup::{Cgroups, DynoCgroup};
 use self::launch::{ChildIo, ChildPlan, Launched, launch};
 use self::memory::MemoryWatch;
 use self::output::DynoOutput;
-use self::plan::{DEVICES, Entry, Layout};
+use self::plan::{DEVICES, Entry, Layout, Setup, Walls};
 use crate::os::{self, ExecImage};
 use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{
@@ -58,9 +59,11 @@ const MEMORY_POLL: Duration = Duration::from_millis(500);
 /// How isolated dynos are made. `Default` is what a server should use.
 #[derive(Debug, Clone)]
 pub struct IsolatedConfig {
-    /// The user and group the app runs as (65534, `nobody`, by default). `/app`
-    /// belongs to them; the slug's own files keep their owners, so a slug meant
-    /// to be changed in place should be extracted owned by this user.
+    /// The user and group dynos run as unless a handle says otherwise (see
+    /// [`IsolatedRuntime::with_user`]; a server gives every app its own). The
+    /// top of `/app` belongs to them; the slug's own files keep their owners,
+    /// so a slug meant to be changed in place should be extracted writable by
+    /// this user or group.
     pub uid: u32,
     pub gid: u32,
     /// An empty directory the dyno's root is mounted on. Each dyno mounts over it
@@ -149,6 +152,9 @@ pub enum IsolationUnavailable {
 pub struct IsolatedRuntime {
     shared: Arc<Shared>,
     sizes: Arc<Mutex<HashMap<String, DynoSize>>>,
+    /// The user and group this handle's dynos run as; `None` refuses to start
+    /// any (an app whose uid could not be had).
+    user: Option<(u32, u32)>,
 }
 
 struct Shared {
@@ -206,7 +212,12 @@ impl IsolatedRuntime {
         std::fs::create_dir_all(&config.root_dir).map_err(|e| {
             IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
         })?;
-        let layout = layout(&config);
+        let mut layout = layout(&config);
+        layout.walls.seccomp = Arc::new(
+            kernel::seccomp_filters()
+                .map_err(|e| IsolationUnavailable::Setup(format!("seccomp filter: {e}")))?,
+        );
+        let user = Some((config.uid, config.gid));
         let (idle_stdin, writer) =
             os::pipe().map_err(|e| IsolationUnavailable::Setup(e.to_string()))?;
         Ok(IsolatedRuntime {
@@ -219,6 +230,7 @@ impl IsolatedRuntime {
                 next: AtomicU64::new(1),
             }),
             sizes: Arc::new(Mutex::new(HashMap::new())),
+            user,
         })
     }
 
@@ -264,7 +276,24 @@ impl IsolatedRuntime {
         IsolatedRuntime {
             shared: self.shared.clone(),
             sizes: Arc::new(Mutex::new(HashMap::new())),
+            user: self.user,
         }
+    }
+
+    /// The same handle (sizes shared), whose dynos run as `user` (uid, gid):
+    /// an app's own. `None` makes every start fail, for an app whose uid could
+    /// not be had: it must never borrow another's. Root (0) is refused at start.
+    pub fn with_user(&self, user: Option<(u32, u32)>) -> IsolatedRuntime {
+        IsolatedRuntime {
+            shared: self.shared.clone(),
+            sizes: self.sizes.clone(),
+            user,
+        }
+    }
+
+    /// The user and group this handle's dynos run as.
+    pub fn user(&self) -> Option<(u32, u32)> {
+        self.user
     }
 
     /// The size of dynos of `process_type` (`web`) started from now on through
@@ -364,7 +393,35 @@ impl IsolatedRuntime {
         };
         let slug = std::fs::canonicalize(&spec.cwd).map_err(slug_error)?;
         drop(os::open_dir_path(&slug).map_err(slug_error)?);
-        let steps = plan::build(&shared.layout, &spec.name, &slug).map_err(|_| {
+        let (uid, gid) = match self.user {
+            Some((uid, gid)) if uid != 0 && gid != 0 && uid != u32::MAX && gid != u32::MAX => {
+                (uid, gid)
+            }
+            Some(_) => {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "a dyno may not run as root or as uid -1",
+                )));
+            }
+            None => {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the app has no uid of its own to run its dynos as",
+                )));
+            }
+        };
+        let terminal = match spec.input {
+            DynoInput::Terminal { cols, rows } => Some((cols, rows)),
+            _ => None,
+        };
+        let setup = Setup {
+            hostname: &spec.name,
+            slug: &slug,
+            uid,
+            gid,
+            terminal,
+        };
+        let steps = plan::build(&shared.layout, &setup).map_err(|_| {
             fail(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the dyno name or slug path contains a NUL byte",
@@ -378,6 +435,34 @@ impl IsolatedRuntime {
             source,
         };
         let result = (|| {
+            if terminal.is_some() {
+                // The terminal comes from the dyno's own devpts instance: its
+                // init opens it and sends the controlling side back here.
+                let (ours, theirs) = os::socket_pair().map_err(pipe_error)?;
+                let io = ChildIo {
+                    output: theirs.try_clone().map_err(pipe_error)?,
+                    stdin: theirs,
+                };
+                let plan = Arc::new(ChildPlan { steps, image });
+                let launched =
+                    launch(plan, io, &cgroup, shared.config.setup_timeout).map_err(fail)?;
+                let received = os::receive_fd(&ours)
+                    .and_then(|controller| {
+                        os::set_nonblocking(&controller)?;
+                        Ok((controller.try_clone()?, controller))
+                    })
+                    .map_err(pipe_error);
+                return match received {
+                    Ok((output, controller)) => {
+                        Ok((launched, output, Some(ConsoleFds::Terminal { controller })))
+                    }
+                    Err(e) => {
+                        os::pidfd_signal(&launched.pidfd, Signal::Kill);
+                        let _ = os::pidfd_reap(&launched.pidfd, true);
+                        Err(e)
+                    }
+                };
+            }
             let stdio = DynoStdio::new(spec.input, &shared.idle_stdin).map_err(pipe_error)?;
             let io = ChildIo {
                 stdin: stdio.stdin,
@@ -518,13 +603,24 @@ fn layout(config: &IsolatedConfig) -> Layout {
         .filter(|d| Path::new("/dev").join(d).exists())
         .map(|d| d.to_string())
         .collect();
+    let walls = Walls {
+        masked_proc: kernel::MASKED_PROC
+            .iter()
+            .filter_map(|name| Some((name.to_string(), kernel::proc_entry(name)?)))
+            .collect(),
+        read_only_proc: kernel::READ_ONLY_PROC
+            .iter()
+            .filter(|name| kernel::proc_entry(name).is_some())
+            .map(|name| name.to_string())
+            .collect(),
+        seccomp: Arc::default(),
+    };
     Layout {
         root: config.root_dir.clone(),
         stack,
         extra,
         devices,
-        uid: config.uid,
-        gid: config.gid,
+        walls,
     }
 }
 
