@@ -315,7 +315,9 @@ fn uid_range(text: &str) -> Result<(u32, u32), String> {
     };
     let (first, last) = (number(first)?, number(last)?);
     if first > last {
-        return Err(format!("`{text}` is not a range of uids (the first is above the last)"));
+        return Err(format!(
+            "`{text}` is not a range of uids (the first is above the last)"
+        ));
     }
     // Root and the system's users, nobody (65534) and -1 must never be an app's.
     if first < 1000 || last >= u32::MAX - 1 || (first..=last).contains(&65534) {

@@ -75,8 +75,8 @@ fn ids_of(pid: i32) -> (u32, u32) {
 fn app_process(server: &Server, dir: &Path, name: &str) -> i32 {
     let ps = server.wait_up(dir, name, 1);
     let init = dyno_pids(&ps)[0];
-    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
-        .unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
     children
         .split_whitespace()
         .next()
@@ -141,7 +141,10 @@ fn each_app_runs_as_its_own_uid_and_cannot_reach_another() {
     // One-offs: the same uid as their app's formation, whatever the dyno.
     let (ok, ids) = run(&server, &alpha, "alpha", "id -u; id -g; id -G");
     assert!(ok, "{ids}");
-    let ids: Vec<u32> = ids.split_whitespace().filter_map(|i| i.parse().ok()).collect();
+    let ids: Vec<u32> = ids
+        .split_whitespace()
+        .filter_map(|i| i.parse().ok())
+        .collect();
     assert_eq!(ids, [alpha_uid, alpha_uid, alpha_uid]);
 
     // A process of alpha's uid cannot signal beta's dyno ...
@@ -166,7 +169,11 @@ fn each_app_runs_as_its_own_uid_and_cannot_reach_another() {
         let read = as_user(
             alpha_uid,
             alpha_gid,
-            &format!("cat '{}' || echo x >> '{}'", secret.display(), secret.display()),
+            &format!(
+                "cat '{}' || echo x >> '{}'",
+                secret.display(),
+                secret.display()
+            ),
         );
         assert!(!read.status.success(), "alpha's uid reached beta's slug");
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "beta's code\n");
@@ -221,7 +228,12 @@ fn a_dyno_meets_a_container_kernel_surface() {
     assert!(out.contains("end"), "{out}");
 
     // The mount table names nothing of the host: not the data dir, not the slug.
-    let (ok, mounts) = run(&server, &app, "walled", "cat /proc/self/mounts /proc/self/mountinfo");
+    let (ok, mounts) = run(
+        &server,
+        &app,
+        "walled",
+        "cat /proc/self/mounts /proc/self/mountinfo",
+    );
     assert!(ok, "{mounts}");
     assert!(mounts.contains(" /app overlay "), "{mounts}");
     let data = server.data();

@@ -89,11 +89,7 @@ fn isolated_dynos_see_only_themselves_and_start_pristine() {
     // The app's own uid (see dyno_identity.rs), never nobody's.
     let uid: u32 = lines[1].parse().expect("a uid");
     assert!(uid >= 2_000_000_000, "{who}");
-    assert_eq!(
-        lines[2..],
-        ["/app", "/app", "hello-from-profile"],
-        "{who}"
-    );
+    assert_eq!(lines[2..], ["/app", "/app", "hello-from-profile"], "{who}");
 
     // Writes vanish with the dyno; the next one starts from the slug.
     let wrote = run(

@@ -28,8 +28,7 @@ pub fn extract(archive: &Path, group: Option<u32>) -> io::Result<PathBuf> {
     if dir.is_dir() {
         if let Some(gid) = group {
             let meta = std::fs::symlink_metadata(&dir)?;
-            if (meta.uid(), meta.gid(), meta.mode() & 0o7777) != (0, gid, group_mode(meta.mode()))
-            {
+            if (meta.uid(), meta.gid(), meta.mode() & 0o7777) != (0, gid, group_mode(meta.mode())) {
                 hand_over(&dir, gid)?;
             }
         }
@@ -120,8 +119,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", source.join("link")).unwrap();
         let path = dir.join("slug-1.tar.gz");
         let file = std::fs::File::create(&path).unwrap();
-        let mut tar =
-            tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ));
         tar.append_dir_all(".", &source).unwrap();
         tar.into_inner().unwrap().finish().unwrap();
         path

@@ -114,6 +114,7 @@ mod tests {
         store.create_app("alpha").unwrap();
         assert!(store.app_uid("alpha", 0..=10).is_err());
         assert!(store.app_uid("alpha", 10..=u32::MAX).is_err());
-        assert!(store.app_uid("alpha", 10..=9).is_err());
+        let (first, last) = (10, 9);
+        assert!(store.app_uid("alpha", first..=last).is_err());
     }
 }
