@@ -248,3 +248,32 @@ async fn the_terminal_comes_from_the_dyno_devpts() {
         "{text}"
     );
 }
+
+/// A handle without an app's uid, or with root's, starts nothing: an app never
+/// borrows another's user, and never runs as root.
+#[tokio::test]
+async fn a_dyno_never_runs_as_root_or_without_its_own_user() {
+    let Some(rt) = runtime("a_dyno_never_runs_as_root_or_without_its_own_user") else {
+        return;
+    };
+    let slug = slug();
+    for (user, why) in [
+        (None, "no uid of its own"),
+        (Some((0, 0)), "may not run as root"),
+        (Some((2_000_000_000, 0)), "may not run as root"),
+    ] {
+        let refused = rt.with_user(user).spawn(&spec(slug.path(), "true"));
+        let error = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains(why), "{user:?}: {error}");
+    }
+    let (out, status) = run(
+        &rt.with_user(Some((2_000_000_007, 2_000_000_008))),
+        &spec(slug.path(), "id -u; id -g; id -G; stat -c %u:%g /app"),
+    )
+    .await;
+    assert_eq!(status, ExitStatus::Code(0), "{out}");
+    assert_eq!(
+        out,
+        "2000000007\n2000000008\n2000000008\n2000000007:2000000008\n"
+    );
+}

@@ -80,7 +80,6 @@ fn refused() -> Vec<i64> {
         libc::SYS_clock_settime,
         libc::SYS_clock_adjtime,
         libc::SYS_open_by_handle_at,
-        libc::SYS_name_to_handle_at,
         libc::SYS_userfaultfd,
         libc::SYS_quotactl,
         libc::SYS_syslog,
