@@ -76,16 +76,17 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let body = body.map(|b| (b, "application/json"));
         self.send_with(method, path, body, None).await
     }
 
-    /// Sends one request; with `upgrade`, asking to switch the connection to
-    /// that protocol.
+    /// Sends one request, with a body of the given content type; with
+    /// `upgrade`, asking to switch the connection to that protocol.
     async fn send_with(
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<(Vec<u8>, &str)>,
         upgrade: Option<&str>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let connect_error = |source| ClientError::Connect {
@@ -113,9 +114,11 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if body.is_some() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
+        let body = body.map(|(bytes, content_type)| {
+            request =
+                std::mem::take(&mut request).header(hyper::header::CONTENT_TYPE, content_type);
+            bytes
+        });
         if let Some(protocol) = upgrade {
             request = request
                 .header(hyper::header::CONNECTION, "upgrade")
@@ -215,7 +218,12 @@ impl Client {
         protocol: &str,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
         let response = self
-            .send_with(Method::POST, path, Some(body), Some(protocol))
+            .send_with(
+                Method::POST,
+                path,
+                Some((body, "application/json")),
+                Some(protocol),
+            )
             .await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(response_error(response).await);
@@ -227,6 +235,19 @@ impl Client {
                 endpoint: self.endpoint.clone(),
                 source,
             })
+    }
+
+    /// PUTs `bytes` as they are, such as a source tarball.
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(), ClientError> {
+        let response = self
+            .send_with(
+                Method::PUT,
+                path,
+                Some((bytes, "application/octet-stream")),
+                None,
+            )
+            .await?;
+        streamed(response).await.map(drop)
     }
 
     /// A streamed body, such as a log stream, to read frame by frame.

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use crate::types::{
     Account, AppCreate, AppInfo, BuildCreate, BuildInfo, DomainCreate, DomainInfo, Dyno,
     DynoCreate, ErrorBody, FormationChange, FormationEntry, FormationTypeUpdate, FormationUpdate,
-    LogQuery, LogSession, LogSessionCreate, Quantity, ReleaseCreate, ReleaseInfo,
+    LogQuery, LogSession, LogSessionCreate, Quantity, ReleaseCreate, ReleaseInfo, SourceInfo,
+    SourceUrls,
 };
 
 /// Lines of log text, each ending in `\n`.
@@ -112,6 +113,21 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<Vec<FormationEntry>>> + Send;
     fn logs(&self, app: &str, query: LogQuery) -> impl Future<Output = Reply<LogStream>> + Send;
 
+    /// The app's id. Unlike its name it is never reused: an app destroyed and
+    /// made again under the same name has another. A server must answer
+    /// this; a local formation has one app, known by its name.
+    fn app_id(&self, app: &str) -> impl Future<Output = Reply<String>> + Send {
+        let id = app.to_string();
+        async move { Ok(id) }
+    }
+
+    /// Where clients reach this API (`http://127.0.0.1:8421`), from the
+    /// server's own configuration, never from a request; `None` locally,
+    /// where URLs are paths on the same socket.
+    fn public_url(&self) -> Option<String> {
+        None
+    }
+
     // What only a server has; a local formation answers that it has none.
     fn apps(&self) -> impl Future<Output = Reply<Vec<AppInfo>>> + Send {
         async { Err(local_only()) }
@@ -198,6 +214,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<crate::attach::Attached>> + Send {
         async { Err(local_only()) }
     }
+    /// Makes an empty source for a build to name, and returns its id.
+    fn create_source(&self) -> impl Future<Output = Reply<String>> + Send {
+        async { Err(local_only()) }
+    }
+    /// Stores the tarball `PUT` to a source made by [`Backend::create_source`].
+    fn upload_source(&self, _id: &str, _body: Body) -> impl Future<Output = Reply<()>> + Send {
+        async { Err(local_only()) }
+    }
     /// git's smart HTTP for `/{app}.git/...`.
     fn git(
         &self,
@@ -264,6 +288,8 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
             get(release_config::<B>),
         )
         .route("/apps/{app}/builds", get(builds::<B>).post(build::<B>))
+        .route("/sources", post(create_source::<B>))
+        .route("/sources/{id}", axum::routing::put(upload_source::<B>))
         .route(
             "/apps/{app}/domains",
             get(domains::<B>).post(add_domain::<B>),
@@ -290,42 +316,84 @@ const MAX_LOG_SESSIONS: usize = 10_000;
 
 /// The secrets in log sessions' URLs. Heroku's CLI reads a `logplex_url` with an
 /// EventSource that sends no `Authorization` header, so the URL carries its own
-/// credential: a random secret good for one app's log for a while.
+/// credential: good for one app's log for an hour.
+///
+/// A session is `LOOKUP` then `SECRET` in one hex string: the lookup half finds
+/// the session (a hash map may take longer for some keys than others, which
+/// only tells about the lookup half), and the secret half is compared in
+/// constant time. A session names the app by id, so it dies with the app: a new
+/// app of the same name does not revive it.
 #[derive(Default)]
 struct LogSessions {
-    secrets: Mutex<HashMap<String, (String, Instant)>>,
+    sessions: Mutex<HashMap<String, IssuedSession>>,
 }
 
+struct IssuedSession {
+    secret: String,
+    app_id: String,
+    made: Instant,
+}
+
+/// Hex digits of a session's lookup half, and of its secret half.
+const SESSION_LOOKUP_LEN: usize = 16;
+const SESSION_SECRET_LEN: usize = 32;
+
 impl LogSessions {
-    fn issue(&self, app: &str) -> Result<String, ApiError> {
-        let secret = random_hex(16)
+    fn issue(&self, app_id: &str) -> Result<String, ApiError> {
+        let random = random_hex((SESSION_LOOKUP_LEN + SESSION_SECRET_LEN) / 2)
             .map_err(|e| ApiError::unavailable(format!("making a log session: {e}")))?;
-        let mut secrets = self
-            .secrets
+        let (lookup, secret) = random.split_at(SESSION_LOOKUP_LEN);
+        let mut sessions = self
+            .sessions
             .lock()
             .map_err(|_| ApiError::unavailable("the log sessions are unavailable"))?;
         let now = Instant::now();
-        secrets.retain(|_, (_, made)| now.duration_since(*made) < LOG_SESSION_TTL);
-        if secrets.len() >= MAX_LOG_SESSIONS {
-            let oldest = secrets
+        sessions.retain(|_, s| now.duration_since(s.made) < LOG_SESSION_TTL);
+        if sessions.len() >= MAX_LOG_SESSIONS {
+            let oldest = sessions
                 .iter()
-                .min_by_key(|(_, (_, made))| *made)
-                .map(|(secret, _)| secret.clone());
+                .min_by_key(|(_, s)| s.made)
+                .map(|(lookup, _)| lookup.clone());
             if let Some(oldest) = oldest {
-                secrets.remove(&oldest);
+                sessions.remove(&oldest);
             }
         }
-        secrets.insert(secret.clone(), (app.to_string(), now));
-        Ok(secret)
+        sessions.insert(
+            lookup.to_string(),
+            IssuedSession {
+                secret: secret.to_string(),
+                app_id: app_id.to_string(),
+                made: now,
+            },
+        );
+        Ok(random)
     }
 
-    fn valid(&self, secret: &str, app: &str) -> bool {
-        self.secrets.lock().is_ok_and(|secrets| {
-            secrets
-                .get(secret)
-                .is_some_and(|(owner, made)| owner == app && made.elapsed() < LOG_SESSION_TTL)
+    /// Whether `session` was issued for the app with id `app_id` less than
+    /// [`LOG_SESSION_TTL`] ago.
+    fn valid(&self, session: &str, app_id: &str) -> bool {
+        self.valid_at(session, app_id, Instant::now())
+    }
+
+    fn valid_at(&self, session: &str, app_id: &str, now: Instant) -> bool {
+        if session.len() != SESSION_LOOKUP_LEN + SESSION_SECRET_LEN || !session.is_ascii() {
+            return false;
+        }
+        let (lookup, secret) = session.split_at(SESSION_LOOKUP_LEN);
+        self.sessions.lock().is_ok_and(|sessions| {
+            sessions.get(lookup).is_some_and(|s| {
+                let secret_matches = same_secret(&s.secret, secret);
+                secret_matches
+                    && s.app_id == app_id
+                    && now.saturating_duration_since(s.made) < LOG_SESSION_TTL
+            })
         })
     }
+}
+
+/// Whether two secrets are equal, in time that depends only on their lengths.
+fn same_secret(expected: &str, given: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()).into()
 }
 
 /// `n` random bytes from the kernel, as hex.
@@ -521,12 +589,12 @@ async fn log_session<B: Backend>(
     State(b): State<Arc<B>>,
     axum::Extension(sessions): axum::Extension<Arc<LogSessions>>,
     Path(app): Path<String>,
-    headers: HeaderMap,
     body: Result<Json<LogSessionCreate>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<LogSession>)> {
     let Json(request) = body?;
     // Checks that the app exists before handing out a URL.
     b.formation(&app).await?;
+    let app_id = b.app_id(&app).await?;
     let mut query = Vec::new();
     if let Some(dyno) = &request.dyno {
         query.push(format!("dyno={}", encode(dyno)));
@@ -540,10 +608,12 @@ async fn log_session<B: Backend>(
     if let Some(source) = &request.source {
         query.push(format!("source={}", encode(source)));
     }
-    query.push(format!("session={}", sessions.issue(&app)?));
+    query.push(format!("session={}", sessions.issue(&app_id)?));
     let path = format!("/apps/{}/log-stream?{}", encode(&app), query.join("&"));
-    // Absolute, as Heroku's are: its CLI opens the URL on its own.
-    let url = match base_url(&headers) {
+    // Absolute, as Heroku's are: its CLI opens the URL on its own. The base is
+    // the server's own address: a request's `Host` header is the client's to
+    // choose, and a URL built from it could send the secret anywhere.
+    let url = match b.public_url() {
         Some(base) => format!("{base}{path}"),
         None => path,
     };
@@ -557,21 +627,6 @@ async fn log_session<B: Backend>(
             updated_at: String::new(),
         }),
     ))
-}
-
-/// `http://HOST` as the client reached us, from `Host` (and
-/// `X-Forwarded-Proto` behind a TLS proxy); `None` without a usable one.
-fn base_url(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']');
-    if host.is_empty() || !host.chars().all(plain) {
-        return None;
-    }
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    Some(format!("{}://{host}", if https { "https" } else { "http" }))
 }
 
 /// The `session` parameter of a log stream's URL.
@@ -593,10 +648,13 @@ async fn log_stream<B: Backend>(
     let Query(query) = query?;
     let Query(session) = session?;
     if needs_session.is_some() {
-        let ok = session
-            .session
-            .as_deref()
-            .is_some_and(|secret| sessions.valid(secret, &app));
+        // An app that is gone, or was destroyed and made again, has no id
+        // the session was issued for.
+        let app_id = b.app_id(&app).await.ok();
+        let ok = match (session.session.as_deref(), app_id) {
+            (Some(secret), Some(app_id)) => sessions.valid(secret, &app_id),
+            _ => false,
+        };
         if !ok {
             return Err(ApiError {
                 status: StatusCode::FORBIDDEN,
@@ -906,6 +964,33 @@ async fn build<B: Backend>(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
+/// `POST /sources`: a place to upload source code to, in Heroku's shape.
+async fn create_source<B: Backend>(
+    State(b): State<Arc<B>>,
+) -> Reply<(StatusCode, Json<SourceInfo>)> {
+    let id = b.create_source().await?;
+    let url = format!("{}/sources/{id}", b.public_url().unwrap_or_default());
+    Ok((
+        StatusCode::CREATED,
+        Json(SourceInfo {
+            source_blob: SourceUrls {
+                get_url: url.clone(),
+                put_url: url,
+            },
+        }),
+    ))
+}
+
+/// `PUT /sources/{id}`: the tarball of a source made by `POST /sources`.
+async fn upload_source<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Reply<StatusCode> {
+    b.upload_source(&id, body).await?;
+    Ok(StatusCode::OK)
+}
+
 async fn git<B: Backend>(
     State(b): State<Arc<B>>,
     Path(repo): Path<String>,
@@ -931,12 +1016,14 @@ pub fn require_token(router: axum::Router, token: String) -> axum::Router {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(credential);
-                if given.as_deref() == Some(token.as_str()) {
+                if given.is_some_and(|given| same_secret(&token, &given)) {
                     return next.run(request).await;
                 }
                 // A log session's URL carries its own secret, which the log
-                // stream checks.
-                if is_log_stream_with_session(request.uri()) {
+                // stream checks: only that one route, only to read.
+                if request.method() == axum::http::Method::GET
+                    && is_log_stream_with_session(request.uri())
+                {
                     request.extensions_mut().insert(NeedsLogSession);
                     return next.run(request).await;
                 }
@@ -958,10 +1045,16 @@ pub fn require_token(router: axum::Router, token: String) -> axum::Router {
     ))
 }
 
+/// Whether `uri` is exactly `/apps/{app}/log-stream` with a `session`: one
+/// app segment, so no other route whose last parameter is `log-stream`
+/// (`/apps/log-stream`, `/apps/APP/formation/log-stream`) gets through.
 fn is_log_stream_with_session(uri: &axum::http::Uri) -> bool {
-    let path = uri.path();
-    path.starts_with("/apps/")
-        && path.ends_with("/log-stream")
+    let segments: Vec<&str> = uri.path().split('/').collect();
+    let exact = matches!(
+        segments.as_slice(),
+        ["", "apps", app, "log-stream"] if !app.is_empty()
+    );
+    exact
         && uri
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("session=")))
@@ -1091,38 +1184,48 @@ mod tests {
     }
 
     #[test]
-    fn log_streams_with_a_session_skip_the_token_check() {
+    fn only_the_exact_log_stream_route_may_carry_a_session() {
         let uri = |s: &str| s.parse::<axum::http::Uri>().expect("uri");
         assert!(is_log_stream_with_session(&uri(
             "/apps/demo/log-stream?lines=5&session=abc"
         )));
-        assert!(!is_log_stream_with_session(&uri(
-            "/apps/demo/log-stream?lines=5"
-        )));
-        assert!(!is_log_stream_with_session(&uri(
-            "/apps/demo/dynos?session=abc"
-        )));
-        let sessions = LogSessions::default();
-        let secret = sessions.issue("demo").expect("a secret");
-        assert_eq!(secret.len(), 32);
-        assert!(sessions.valid(&secret, "demo"));
-        assert!(!sessions.valid(&secret, "other"));
-        assert!(!sessions.valid("guess", "demo"));
+        for other in [
+            "/apps/demo/log-stream?lines=5",
+            "/apps/demo/dynos?session=abc",
+            "/apps/log-stream?session=abc",
+            "/apps//log-stream?session=abc",
+            "/apps/demo/formation/log-stream?session=abc",
+            "/apps/demo/dynos/log-stream?session=abc",
+            "/x/apps/demo/log-stream?session=abc",
+            "/apps/demo/log-stream/?session=abc",
+        ] {
+            assert!(!is_log_stream_with_session(&uri(other)), "{other}");
+        }
     }
 
     #[test]
-    fn the_base_url_comes_from_a_plain_host() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(base_url(&headers), None);
-        headers.insert(header::HOST, "127.0.0.1:8421".parse().expect("value"));
-        assert_eq!(base_url(&headers).as_deref(), Some("http://127.0.0.1:8421"));
-        headers.insert("x-forwarded-proto", "https".parse().expect("value"));
-        assert_eq!(
-            base_url(&headers).as_deref(),
-            Some("https://127.0.0.1:8421")
-        );
-        headers.insert(header::HOST, "evil/path".parse().expect("value"));
-        assert_eq!(base_url(&headers), None);
+    fn log_sessions_are_bound_to_the_app_id_and_expire() {
+        let sessions = LogSessions::default();
+        let session = sessions.issue("id-1").expect("a session");
+        assert_eq!(session.len(), SESSION_LOOKUP_LEN + SESSION_SECRET_LEN);
+        assert!(sessions.valid(&session, "id-1"));
+        // Another app, or the same name made again with a new id.
+        assert!(!sessions.valid(&session, "id-2"));
+        assert!(!sessions.valid("guess", "id-1"));
+        // The right lookup half with a wrong secret half.
+        let (lookup, _) = session.split_at(SESSION_LOOKUP_LEN);
+        let forged = format!("{lookup}{}", "0".repeat(SESSION_SECRET_LEN));
+        assert!(!sessions.valid(&forged, "id-1"));
+        let later = Instant::now() + LOG_SESSION_TTL + Duration::from_secs(1);
+        assert!(!sessions.valid_at(&session, "id-1", later));
+    }
+
+    #[test]
+    fn secrets_are_compared_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+        assert!(!same_secret("abc", ""));
     }
 
     #[test]

@@ -320,13 +320,28 @@ pub struct ReleaseCreate {
     pub release: String,
 }
 
-/// Where a build's source is: locally a `file://` path the pushed tree was
-/// exported to, and the commit.
+/// Where a build's source is, and the commit. `url` is a `get_url` from
+/// `POST /sources`: a server never builds from a path on its own disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceBlob {
     pub url: String,
     #[serde(default)]
     pub version: Option<String>,
+}
+
+/// `POST /sources`: where to upload a tarball of source code, and the URL
+/// that names it in a build's `source_blob.url`, in the shape of Heroku's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub source_blob: SourceUrls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUrls {
+    /// What a build names as its `source_blob.url`.
+    pub get_url: String,
+    /// Where the tarball (`.tar` or `.tar.gz`) is `PUT`, with the API token.
+    pub put_url: String,
 }
 
 /// `POST /apps/{app}/builds`.

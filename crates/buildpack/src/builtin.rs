@@ -55,6 +55,12 @@ pub(crate) fn install(dir: &Path) -> Result<(), BuildError> {
     for (name, scripts) in BUILTINS {
         let bin = dir.join(name).join("bin");
         fs::create_dir_all(&bin).map_err(BuildError::io_at("creating", &bin))?;
+        // A sandboxed build runs the scripts as another user, whatever the
+        // server's umask made of these directories.
+        for made in [dir.join(name), bin.clone()] {
+            fs::set_permissions(&made, fs::Permissions::from_mode(0o755))
+                .map_err(BuildError::io_at("chmod", &made))?;
+        }
         for (script, text) in scripts {
             let path = bin.join(script);
             let mut temp = tempfile::Builder::new()

@@ -63,6 +63,19 @@ pub enum BuildError {
     #[error("could not fetch buildpack {url}")]
     GitClone { url: String, output: Vec<String> },
 
+    /// BUILDPACK_URL or a `.buildpacks` line names a directory on the server
+    /// that the server does not allow (see [`crate::PathBuildpacks`]).
+    #[error("buildpack {path} is a path on the server, which {}", refusal(.allowed))]
+    PathRefused {
+        path: String,
+        allowed: Option<std::path::PathBuf>,
+    },
+
+    /// A file crew reads itself from the pushed tree or the build directory
+    /// (`Procfile`, `.buildpacks`) is a symlink, or not a regular file at all.
+    #[error("{name} is {what}; crew reads it only as a regular file of the app")]
+    NotARegularFile { name: String, what: &'static str },
+
     /// A config var name cannot be a file name in ENV_DIR.
     #[error("config var name {0:?} cannot be passed to a buildpack")]
     InvalidConfigVar(String),
@@ -78,6 +91,14 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The end of [`BuildError::PathRefused`]'s summary.
+fn refusal(allowed: &Option<std::path::PathBuf>) -> String {
+    match allowed {
+        Some(dir) => format!("is only allowed under {}", dir.display()),
+        None => "this server does not allow".to_string(),
+    }
 }
 
 impl BuildError {
@@ -150,6 +171,25 @@ impl BuildError {
                 lines.extend(output.iter().map(|l| format!("git: {l}")));
                 lines
             }
+            BuildError::PathRefused { path, allowed } => vec![
+                format!("Buildpack {path} is a path on the server."),
+                match allowed {
+                    Some(dir) => format!(
+                        "This server only runs path buildpacks under {}; use a git URL or a \
+                         built-in name (python, nodejs, procfile).",
+                        dir.display()
+                    ),
+                    None => "This server runs no path buildpacks; use a git URL or a built-in \
+                             name (python, nodejs, procfile)."
+                        .into(),
+                },
+            ],
+            BuildError::NotARegularFile { name, what } => vec![
+                format!("{name} is {what}."),
+                format!(
+                    "crew reads {name} only as a regular file of the app, never through a link."
+                ),
+            ],
             BuildError::InvalidConfigVar(name) => {
                 vec![format!(
                     "Config var name {name:?} cannot be passed to a buildpack."

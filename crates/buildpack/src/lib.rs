@@ -27,21 +27,43 @@
 //!    the archive root, modes and symlinks kept, written under a temporary name
 //!    and renamed, so a slug is whole or absent.
 //!
-//! Every program a build runs gets its own process group. The whole build shares
-//! one deadline ([`BuildRequest::timeout`]); when it passes, the running group is
-//! killed and the build fails. Buildpack programs inherit crew's environment
-//! minus every `GIT_*` variable (a build runs inside a git pre-receive hook, whose
-//! `GIT_DIR` and quarantine settings would break any `git` the buildpack runs),
-//! plus `STACK=crew` and `CREW_APP`. Config vars are not in their environment,
-//! only in ENV_DIR, as the API prescribes.
+//! Where the programs run is the [`BuildIsolation`] of [`Buildpacks`]:
+//! - **Sandboxed** (a server that isolates its dynos): every program, `git
+//!   clone` of a buildpack included, runs through the isolated dynos' launch
+//!   path ([`crew_runtime::IsolatedRuntime::sandbox`]): its own mount, pid, uts,
+//!   ipc and cgroup namespaces, a cgroup with memory and pids limits, the stack
+//!   read-only, as the sandbox's unprivileged uid, and nothing of the host
+//!   beside the stack but, at fixed places, BUILD_DIR at `/app` (so that paths
+//!   baked in at build time are the dyno's paths too), CACHE_DIR at `/cache`,
+//!   ENV_DIR at `/env` (read-only), the buildpack at `/buildpack` (read-only)
+//!   and a fresh `/tmp`. The environment is only `PATH`, `HOME=/app`, `STACK`,
+//!   `CREW_APP`, `SOURCE_VERSION` and the variables the operator passes on
+//!   ([`BuildSandbox::env`]). When a program exits, everything it started is
+//!   gone (its pid namespace dies with it).
+//! - **On the host** (`--isolation off`, no root, and library use): each
+//!   program is the leader of its own process group, runs as crew's user, and
+//!   inherits crew's environment minus every `GIT_*` variable (a build runs
+//!   inside a git pre-receive hook, whose `GIT_DIR` and quarantine settings
+//!   would break any `git` the buildpack runs), plus `STACK=crew`, `CREW_APP`
+//!   and `SOURCE_VERSION`. A server says so in every build's output.
+//!
+//! The whole build shares one deadline ([`BuildRequest::timeout`]); when it
+//! passes, the running program and all it started are killed and the build
+//! fails. Config vars are not in the programs' environment, only in ENV_DIR, as
+//! the API prescribes.
+//!
+//! The pushed tree and the build directory are data: the files crew reads
+//! itself (`.buildpacks`, `Procfile`) must be regular files and are opened
+//! without following a symlink, copying the tree and packing the slug never
+//! follow one, and a buildpack path (BUILDPACK_URL or `.buildpacks` naming a
+//! directory on the server) is only used where [`PathBuildpacks`] allows.
 //!
 //! Output is given to the caller's `out` callback one line at a time, already in
 //! the form the pusher sees (`-----> Python app detected`, 7-space detail lines);
 //! failures carry the ` !     ` lines in [`BuildError::pusher_lines`].
 //!
-//! Builds are not isolated here: a buildpack runs with crew's user and sees the
-//! machine. Callers must not run two builds of one app at once, since they would
-//! share its cache directory.
+//! Callers must not run two builds of one app at once, since they would share
+//! its cache directory.
 
 mod builtin;
 mod error;
@@ -52,20 +74,21 @@ mod slug;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use crew_procfile::Procfile;
+use crew_runtime::{DynoSize, IsolatedRuntime, SandboxBind, SandboxSpec};
 
 pub use builtin::BUILTIN_NAMES;
 pub use error::{BuildError, ERROR_PREFIX};
 pub use release::{Release, ReleaseYamlError, parse_release};
 pub use slug::human_size;
 
-use run::{Outcome, Output, Stream};
+use run::{Job, Outcome, Output, Stream};
 
 /// Heroku's hard limit on a compressed slug; a larger one fails the build.
 pub const MAX_SLUG_SIZE: u64 = 500 * 1024 * 1024;
@@ -76,10 +99,83 @@ pub const STACK: &str = "crew";
 /// How many of git's last output lines a failed clone reports.
 const GIT_ERROR_LINES: usize = 10;
 
-/// Where the built-in buildpacks live on disk.
+/// `PATH` in a sandboxed build: the stack's directories, as on Heroku.
+pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The largest `Procfile` or `.buildpacks` crew reads.
+const MAX_TREE_FILE: u64 = 1024 * 1024;
+
+/// How much of `bin/release`'s YAML crew keeps, and of `bin/detect`'s lines.
+const MAX_RELEASE_YAML: usize = 1024 * 1024;
+const DETECT_LINES: usize = 16;
+
+/// Where a sandboxed program sees each directory of the build.
+mod inside {
+    pub const BUILD: &str = "/app";
+    pub const CACHE: &str = "/cache";
+    pub const ENV: &str = "/env";
+    pub const BUILDPACK: &str = "/buildpack";
+    pub const TMP: &str = "/tmp";
+}
+
+/// Where the built-in buildpacks live on disk, and how builds run.
 #[derive(Debug, Clone)]
 pub struct Buildpacks {
     dir: PathBuf,
+    isolation: BuildIsolation,
+    paths: PathBuildpacks,
+}
+
+/// How a build's programs run (see the crate documentation).
+#[derive(Clone)]
+pub enum BuildIsolation {
+    /// On this host, as crew's own user, with crew's environment. With a
+    /// warning, every build's output starts with it (the server says why it
+    /// cannot sandbox builds).
+    Host { warning: Option<String> },
+    /// Behind an isolated dyno's walls.
+    Sandboxed(BuildSandbox),
+}
+
+impl fmt::Debug for BuildIsolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildIsolation::Host { warning } => {
+                f.debug_struct("Host").field("warning", warning).finish()
+            }
+            BuildIsolation::Sandboxed(sandbox) => f
+                .debug_struct("Sandboxed")
+                .field("uid", &sandbox.uid)
+                .field("gid", &sandbox.gid)
+                .field("limits", &sandbox.limits)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// What a sandboxed build runs with.
+#[derive(Clone)]
+pub struct BuildSandbox {
+    pub runtime: IsolatedRuntime,
+    /// The user and group every program of the build runs as. BUILD_DIR,
+    /// CACHE_DIR and ENV_DIR are given to them.
+    pub uid: u32,
+    pub gid: u32,
+    /// Memory and processes of each program, all it starts included.
+    pub limits: DynoSize,
+    /// Variables passed on to every program as they are (the operator's proxy
+    /// and CA settings), besides the fixed ones.
+    pub env: Vec<(String, String)>,
+}
+
+/// Which directories of this machine BUILDPACK_URL and `.buildpacks` may name.
+/// Both are request data, so a server allows none, or only those under a
+/// directory its operator chose; local tools and tests allow any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathBuildpacks {
+    Anywhere,
+    Under(PathBuf),
+    Nowhere,
 }
 
 /// One buildpack, as named by BUILDPACK_URL, a `.buildpacks` line, or the
@@ -142,6 +238,8 @@ pub struct BuildRequest<'a> {
     /// The limit for the whole build, from copying the source to the last byte
     /// of the slug.
     pub timeout: Duration,
+    /// The commit being built; buildpacks see it as `SOURCE_VERSION`.
+    pub source_version: Option<&'a str>,
 }
 
 /// What a successful build produced, besides the slug file.
@@ -179,8 +277,22 @@ struct Chosen {
 struct Context<'a> {
     app: &'a str,
     build_dir: &'a Path,
+    cache: &'a Path,
+    env_dir: &'a Path,
+    /// The sandbox's `/tmp`.
+    tmp_dir: &'a Path,
+    source_version: Option<&'a str>,
+    isolation: &'a BuildIsolation,
     deadline: Instant,
     timeout: Duration,
+}
+
+/// A directory of the build a buildpack program is given as an argument.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Build,
+    Cache,
+    Env,
 }
 
 impl Context<'_> {
@@ -190,27 +302,115 @@ impl Context<'_> {
         }
     }
 
-    /// A buildpack program with the build environment described in the crate docs.
-    fn command(&self, program: &Path) -> Command {
-        let mut cmd = Command::new(program);
-        clear_git_env(&mut cmd);
-        cmd.env("STACK", STACK)
-            .env("CREW_APP", self.app)
-            .current_dir(self.build_dir);
-        cmd
+    /// `bin/SCRIPT` of the buildpack in `dir`, given the `places` as arguments,
+    /// with the build environment described in the crate docs.
+    fn buildpack_job(&self, dir: &Path, script: &str, places: &[Place]) -> Job<'_> {
+        match self.isolation {
+            BuildIsolation::Host { .. } => {
+                let mut cmd = Command::new(dir.join("bin").join(script));
+                clear_git_env(&mut cmd);
+                cmd.env("STACK", STACK)
+                    .env("CREW_APP", self.app)
+                    .current_dir(self.build_dir);
+                if let Some(version) = self.source_version {
+                    cmd.env("SOURCE_VERSION", version);
+                }
+                for place in places {
+                    cmd.arg(match place {
+                        Place::Build => self.build_dir,
+                        Place::Cache => self.cache,
+                        Place::Env => self.env_dir,
+                    });
+                }
+                Job::Host(cmd)
+            }
+            BuildIsolation::Sandboxed(sandbox) => {
+                let bind = |host: &Path, inside: &str, writable| SandboxBind {
+                    host: host.to_path_buf(),
+                    inside: PathBuf::from(inside),
+                    writable,
+                };
+                let mut binds = vec![
+                    bind(self.build_dir, inside::BUILD, true),
+                    bind(dir, inside::BUILDPACK, false),
+                    bind(self.tmp_dir, inside::TMP, true),
+                ];
+                let mut argv = vec![format!("{}/bin/{script}", inside::BUILDPACK)];
+                for place in places {
+                    let (host, at, writable) = match place {
+                        Place::Build => (self.build_dir, inside::BUILD, true),
+                        Place::Cache => (self.cache, inside::CACHE, true),
+                        Place::Env => (self.env_dir, inside::ENV, false),
+                    };
+                    if !binds.iter().any(|b| b.inside == Path::new(at)) {
+                        binds.push(bind(host, at, writable));
+                    }
+                    argv.push(at.to_string());
+                }
+                Job::Sandboxed(&sandbox.runtime, self.sandbox_spec(sandbox, argv, binds))
+            }
+        }
     }
 
-    /// Runs `cmd` under the deadline; a spawn failure names the program.
+    /// A sandboxed program with the fixed environment and the operator's.
+    fn sandbox_spec(
+        &self,
+        sandbox: &BuildSandbox,
+        argv: Vec<String>,
+        binds: Vec<SandboxBind>,
+    ) -> SandboxSpec {
+        let mut env = vec![
+            ("PATH".to_string(), SANDBOX_PATH.to_string()),
+            ("HOME".to_string(), inside::BUILD.to_string()),
+            ("STACK".to_string(), STACK.to_string()),
+            ("CREW_APP".to_string(), self.app.to_string()),
+        ];
+        if let Some(version) = self.source_version {
+            env.push(("SOURCE_VERSION".to_string(), version.to_string()));
+        }
+        for (key, value) in &sandbox.env {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.clone(), value.clone()));
+            }
+        }
+        SandboxSpec {
+            name: "build".to_string(),
+            argv,
+            env,
+            binds,
+            uid: sandbox.uid,
+            gid: sandbox.gid,
+            limits: sandbox.limits.clone(),
+            separate_stderr: false,
+        }
+    }
+
+    /// Runs `job` under the deadline; a spawn failure names the program.
     fn run(
         &self,
-        cmd: Command,
+        job: Job,
         output: Output,
         buildpack: &str,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<ExitStatus, BuildError> {
-        let program = PathBuf::from(cmd.get_program());
-        match run::run(cmd, output, self.deadline, on_line) {
-            Ok(Outcome::Exited(status)) => Ok(status),
+        let program = PathBuf::from(job.program());
+        match run::run(job, output, self.deadline, on_line) {
+            Ok(Outcome::Exited {
+                status,
+                out_of_memory,
+            }) => {
+                if out_of_memory && let BuildIsolation::Sandboxed(sandbox) = self.isolation {
+                    on_line(
+                        Stream::Stderr,
+                        &format!(
+                            "{ERROR_PREFIX}{} ran out of memory: a build step may use {}.",
+                            program.display(),
+                            human_size(sandbox.limits.memory_bytes)
+                        ),
+                    );
+                }
+                Ok(status)
+            }
             Ok(Outcome::TimedOut) => Err(self.timed_out()),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(BuildError::invalid(
                 buildpack,
@@ -225,11 +425,32 @@ impl Buildpacks {
     /// Writes the built-in buildpacks (compiled into the binary) into `dir`, one
     /// directory per name with executable `bin/` scripts, so a server needs no
     /// checkout of the repo. Safe to call at every start: it overwrites.
+    ///
+    /// Builds then run on the host, with any path buildpack; see
+    /// [`Self::with_isolation`] and [`Self::with_path_buildpacks`].
     pub fn install_builtin(dir: &Path) -> Result<Buildpacks, BuildError> {
         builtin::install(dir)?;
         Ok(Buildpacks {
             dir: dir.to_path_buf(),
+            isolation: BuildIsolation::Host { warning: None },
+            paths: PathBuildpacks::Anywhere,
         })
+    }
+
+    /// How this server's builds run.
+    pub fn with_isolation(mut self, isolation: BuildIsolation) -> Buildpacks {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Which directories on this machine may be named as buildpacks.
+    pub fn with_path_buildpacks(mut self, paths: PathBuildpacks) -> Buildpacks {
+        self.paths = paths;
+        self
+    }
+
+    pub fn isolation(&self) -> &BuildIsolation {
+        &self.isolation
     }
 
     /// The directory the built-ins were installed into.
@@ -260,25 +481,20 @@ impl Buildpacks {
                 explicit: true,
             });
         }
-        let listing = source.join(".buildpacks");
-        match fs::read_to_string(&listing) {
-            Ok(text) => {
-                let sources = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(BuildpackSource::parse)
-                    .collect::<Result<Vec<_>, _>>()?;
-                // An empty file asks for nothing in particular.
-                if !sources.is_empty() {
-                    return Ok(Selection {
-                        sources,
-                        explicit: true,
-                    });
-                }
+        if let Some(text) = read_tree_file(source, ".buildpacks")? {
+            let sources = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(BuildpackSource::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            // An empty file asks for nothing in particular.
+            if !sources.is_empty() {
+                return Ok(Selection {
+                    sources,
+                    explicit: true,
+                });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BuildError::io_at("reading", &listing)(e)),
         }
         Ok(Selection {
             sources: BUILTIN_NAMES
@@ -298,32 +514,55 @@ impl Buildpacks {
         out: &mut dyn FnMut(&str),
     ) -> Result<BuildOutput, BuildError> {
         let deadline = deadline_after(req.timeout);
+        if let BuildIsolation::Host {
+            warning: Some(warning),
+        } = &self.isolation
+        {
+            out(&format!("{ERROR_PREFIX}Warning: {warning}"));
+        }
         let selection = self.selection(req.source, req.config)?;
+        // The sandbox's user owns what the build may change.
+        let owner = match &self.isolation {
+            BuildIsolation::Sandboxed(sandbox) => Some((sandbox.uid, sandbox.gid)),
+            BuildIsolation::Host { .. } => None,
+        };
 
         fs::create_dir_all(req.cache).map_err(BuildError::io_at("creating", req.cache))?;
+        if let Some((uid, gid)) = owner {
+            slug::give_tree(req.cache, uid, gid)?;
+        }
         // Removed with everything in it when this function returns.
         let scratch = tempfile::Builder::new()
             .prefix("crew-build-")
             .tempdir()
             .map_err(BuildError::io("creating a build directory"))?;
         let build_dir = scratch.path().join("app");
-        fs::create_dir(&build_dir).map_err(BuildError::io_at("creating", &build_dir))?;
+        let env_dir = scratch.path().join("env");
+        let tmp_dir = scratch.path().join("tmp");
+        for dir in [&build_dir, &tmp_dir] {
+            fs::create_dir(dir).map_err(BuildError::io_at("creating", dir))?;
+            slug::give(dir, owner)?;
+        }
         let ctx = Context {
             app: req.app,
             build_dir: &build_dir,
+            cache: req.cache,
+            env_dir: &env_dir,
+            tmp_dir: &tmp_dir,
+            source_version: req.source_version,
+            isolation: &self.isolation,
             deadline,
             timeout: req.timeout,
         };
-        slug::copy_tree(req.source, &build_dir, deadline, &|| ctx.timed_out())?;
-        let env_dir = scratch.path().join("env");
-        write_env_dir(&env_dir, req.config)?;
+        slug::copy_tree(req.source, &build_dir, owner, deadline, &|| ctx.timed_out())?;
+        write_env_dir(&env_dir, req.config, owner)?;
 
         let chosen = self.choose(&ctx, &selection, scratch.path(), out)?;
 
         let mut defaults = Release::default();
         for buildpack in &chosen {
             out(&format!("-----> {} app detected", buildpack.name));
-            compile(&ctx, buildpack, req.cache, &env_dir, out)?;
+            compile(&ctx, buildpack, out)?;
             let release = release(&ctx, buildpack, out)?;
             defaults
                 .default_process_types
@@ -418,7 +657,7 @@ impl Buildpacks {
                 }
                 self.dir.join(name)
             }
-            BuildpackSource::Path(path) => path.clone(),
+            BuildpackSource::Path(path) => self.allowed_path(path)?,
             BuildpackSource::Git(url) => {
                 let dest = scratch.join(format!("buildpack-{index}"));
                 out(&format!("-----> Fetching buildpack {url}"));
@@ -426,7 +665,7 @@ impl Buildpacks {
                 dest
             }
         };
-        if !dir.join("bin").join("compile").is_file() {
+        if !has_program(&dir, "compile") {
             return Err(BuildError::invalid(
                 source.to_string(),
                 "it has no bin/compile",
@@ -434,6 +673,44 @@ impl Buildpacks {
         }
         Ok(dir)
     }
+
+    /// A path buildpack, if this server allows it: under the allowed
+    /// directory, checked on the words first (no `..`), so that nothing
+    /// outside it is even looked at, then once more with links resolved.
+    fn allowed_path(&self, path: &Path) -> Result<PathBuf, BuildError> {
+        let refused = |allowed: Option<&Path>| BuildError::PathRefused {
+            path: path.display().to_string(),
+            allowed: allowed.map(Path::to_path_buf),
+        };
+        match &self.paths {
+            PathBuildpacks::Anywhere => Ok(path.to_path_buf()),
+            PathBuildpacks::Nowhere => Err(refused(None)),
+            PathBuildpacks::Under(dir) => {
+                let plain = path
+                    .components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+                if !plain || !path.starts_with(dir) || path == dir.as_path() {
+                    return Err(refused(Some(dir)));
+                }
+                let real_dir = fs::canonicalize(dir).map_err(|_| refused(Some(dir)))?;
+                let real = fs::canonicalize(path).map_err(|_| refused(Some(dir)))?;
+                if real.starts_with(&real_dir) && real != real_dir {
+                    Ok(real)
+                } else {
+                    Err(refused(Some(dir)))
+                }
+            }
+        }
+    }
+}
+
+/// Whether a buildpack has `bin/NAME`, without following a link on this
+/// machine: a cloned buildpack belongs to the build, and its links mean
+/// something only inside the sandbox.
+fn has_program(dir: &Path, name: &str) -> bool {
+    let bin = dir.join("bin");
+    fs::symlink_metadata(&bin).is_ok_and(|m| m.is_dir())
+        && fs::symlink_metadata(bin.join(name)).is_ok_and(|m| m.is_file() || m.is_symlink())
 }
 
 /// Runs `bin/detect BUILD_DIR`: `Some(name)` on exit 0. A buildpack without
@@ -458,19 +735,19 @@ fn detect(
             .to_owned();
         if last.is_empty() { text } else { last }
     };
-    let program = dir.join("bin").join("detect");
-    if !program.exists() {
+    if !has_program(dir, "detect") {
         return Ok(Some(fallback_name()));
     }
-    let mut cmd = ctx.command(&program);
-    cmd.arg(ctx.build_dir);
+    let job = ctx.buildpack_job(dir, "detect", &[Place::Build]);
     let mut stdout = Vec::new();
     let status = ctx.run(
-        cmd,
+        job,
         Output::Separate,
         &source.to_string(),
         &mut |stream, line| {
-            if stream == Stream::Stdout {
+            // The name is the first line; a detect that prints on and on
+            // must not make crew keep it all.
+            if stream == Stream::Stdout && stdout.len() < DETECT_LINES {
                 stdout.push(line.to_owned());
             }
         },
@@ -488,16 +765,10 @@ fn detect(
 }
 
 /// Runs `bin/compile BUILD_DIR CACHE_DIR ENV_DIR`, passing every line through.
-fn compile(
-    ctx: &Context,
-    buildpack: &Chosen,
-    cache: &Path,
-    env_dir: &Path,
-    out: &mut dyn FnMut(&str),
-) -> Result<(), BuildError> {
-    let mut cmd = ctx.command(&buildpack.dir.join("bin").join("compile"));
-    cmd.arg(ctx.build_dir).arg(cache).arg(env_dir);
-    let status = ctx.run(cmd, Output::Merged, &buildpack.name, &mut |_, line| {
+fn compile(ctx: &Context, buildpack: &Chosen, out: &mut dyn FnMut(&str)) -> Result<(), BuildError> {
+    let places = [Place::Build, Place::Cache, Place::Env];
+    let job = ctx.buildpack_job(&buildpack.dir, "compile", &places);
+    let status = ctx.run(job, Output::Merged, &buildpack.name, &mut |_, line| {
         out(line)
     })?;
     if status.success() {
@@ -517,21 +788,24 @@ fn release(
     buildpack: &Chosen,
     out: &mut dyn FnMut(&str),
 ) -> Result<Release, BuildError> {
-    let program = buildpack.dir.join("bin").join("release");
-    if !program.exists() {
+    if !has_program(&buildpack.dir, "release") {
         return Ok(Release::default());
     }
-    let mut cmd = ctx.command(&program);
-    cmd.arg(ctx.build_dir);
+    let job = ctx.buildpack_job(&buildpack.dir, "release", &[Place::Build]);
     let mut yaml = String::new();
+    let mut too_long = false;
     let status = ctx.run(
-        cmd,
+        job,
         Output::Separate,
         &buildpack.name,
         &mut |stream, line| match stream {
             Stream::Stdout => {
-                yaml.push_str(line);
-                yaml.push('\n');
+                if yaml.len() + line.len() < MAX_RELEASE_YAML {
+                    yaml.push_str(line);
+                    yaml.push('\n');
+                } else {
+                    too_long = true;
+                }
             }
             Stream::Stderr => out(line),
         },
@@ -540,6 +814,15 @@ fn release(
         return Err(BuildError::ReleaseFailed {
             name: buildpack.name.clone(),
             status: status.to_string(),
+        });
+    }
+    if too_long {
+        return Err(BuildError::ReleaseFailed {
+            name: buildpack.name.clone(),
+            status: format!(
+                "it printed over {} of YAML",
+                human_size(MAX_RELEASE_YAML as u64)
+            ),
         });
     }
     parse_release(&yaml).map_err(|error| BuildError::ReleaseYaml {
@@ -557,19 +840,9 @@ fn discover_process_types(
     out: &mut dyn FnMut(&str),
 ) -> Result<BTreeMap<String, String>, BuildError> {
     out("-----> Discovering process types");
-    let path = build_dir.join("Procfile");
-    let procfile = match fs::read(&path) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| {
-                BuildError::io_at("reading", &path)(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the Procfile is not UTF-8",
-                ))
-            })?;
-            Some(Procfile::parse(&text)?)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(BuildError::io_at("reading", &path)(e)),
+    let procfile = match read_tree_file(build_dir, "Procfile")? {
+        Some(text) => Some(Procfile::parse(&text)?),
+        None => None,
     };
     let mut types = defaults;
     let mut declared = Vec::new();
@@ -618,21 +891,55 @@ fn git_clone(ctx: &Context, url: &str, dest: &Path) -> Result<(), BuildError> {
         Some((repo, reference)) if !reference.is_empty() => (repo, Some(reference)),
         _ => (url.trim_end_matches('#'), None),
     };
-    let mut cmd = Command::new("git");
-    clear_git_env(&mut cmd);
-    // Never wait for a password nobody can type.
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .args(["clone", "--depth", "1", "--quiet"]);
+    let mut args = vec!["clone", "--depth", "1", "--quiet"];
     if let Some(reference) = reference {
-        cmd.arg("--branch").arg(reference);
+        args.extend(["--branch", reference]);
     }
     // `--` so that a URL cannot be read as an option.
-    cmd.arg("--").arg(repo).arg(dest);
+    args.extend(["--", repo]);
+    let job = match ctx.isolation {
+        BuildIsolation::Host { .. } => {
+            let mut cmd = Command::new("git");
+            clear_git_env(&mut cmd);
+            // Never wait for a password nobody can type.
+            cmd.env("GIT_TERMINAL_PROMPT", "0").args(args).arg(dest);
+            Job::Host(cmd)
+        }
+        BuildIsolation::Sandboxed(sandbox) => {
+            // The clone belongs to the build's user, and lands where the
+            // buildpack will be seen.
+            fs::create_dir(dest).map_err(BuildError::io_at("creating", dest))?;
+            slug::give(dest, Some((sandbox.uid, sandbox.gid)))?;
+            // git from PATH, through the shell; the URL stays one argument.
+            let mut argv: Vec<String> = ["/bin/sh", "-c", "exec git \"$@\"", "git"]
+                .into_iter()
+                .chain(args)
+                .map(str::to_owned)
+                .collect();
+            argv.push(inside::BUILDPACK.to_string());
+            let binds = vec![
+                SandboxBind {
+                    host: dest.to_path_buf(),
+                    inside: PathBuf::from(inside::BUILDPACK),
+                    writable: true,
+                },
+                SandboxBind {
+                    host: ctx.tmp_dir.to_path_buf(),
+                    inside: PathBuf::from(inside::TMP),
+                    writable: true,
+                },
+            ];
+            let mut spec = ctx.sandbox_spec(sandbox, argv, binds);
+            spec.env
+                .push(("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()));
+            Job::Sandboxed(&sandbox.runtime, spec)
+        }
+    };
     let mut output = Vec::new();
-    let status = match run::run(cmd, Output::Merged, ctx.deadline, &mut |_, line| {
+    let status = match run::run(job, Output::Merged, ctx.deadline, &mut |_, line| {
         output.push(line.to_owned());
     }) {
-        Ok(Outcome::Exited(status)) => status,
+        Ok(Outcome::Exited { status, .. }) => status,
         Ok(Outcome::TimedOut) => return Err(ctx.timed_out()),
         Err(e) => return Err(BuildError::io("running git")(e)),
     };
@@ -647,10 +954,15 @@ fn git_clone(ctx: &Context, url: &str, dest: &Path) -> Result<(), BuildError> {
 }
 
 /// Writes one file per config var (name = key, contents = value, no newline
-/// added). The directory and files are private to crew's user: values are
-/// secrets more often than not.
-fn write_env_dir(dir: &Path, config: &BTreeMap<String, String>) -> Result<(), BuildError> {
+/// added). The directory and files are private to crew's user, or to the
+/// sandbox's `owner`: values are secrets more often than not.
+fn write_env_dir(
+    dir: &Path,
+    config: &BTreeMap<String, String>,
+    owner: Option<(u32, u32)>,
+) -> Result<(), BuildError> {
     fs::create_dir(dir).map_err(BuildError::io_at("creating", dir))?;
+    slug::give(dir, owner)?;
     for (name, value) in config {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(BuildError::InvalidConfigVar(name.clone()));
@@ -663,8 +975,60 @@ fn write_env_dir(dir: &Path, config: &BTreeMap<String, String>) -> Result<(), Bu
             .open(&path)
             .and_then(|mut file| file.write_all(value.as_bytes()))
             .map_err(BuildError::io_at("writing", &path))?;
+        slug::give(&path, owner)?;
     }
     Ok(())
+}
+
+/// Reads `dir/name`, a file of the app that crew reads itself (`Procfile`,
+/// `.buildpacks`): `None` if it is absent. Anything but a regular file is
+/// refused and never followed or opened for reading (a link could name any
+/// file of this machine, a FIFO would block), and so is one over 1 MiB or
+/// not UTF-8.
+fn read_tree_file(dir: &Path, name: &str) -> Result<Option<String>, BuildError> {
+    let path = dir.join(name);
+    let not_regular = |what| BuildError::NotARegularFile {
+        name: name.to_string(),
+        what,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_regular("a symbolic link"));
+        }
+        Err(e) => return Err(BuildError::io_at("reading", &path)(e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(BuildError::io_at("reading", &path))?;
+    if !meta.is_file() {
+        return Err(not_regular(if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        }));
+    }
+    if meta.size() > MAX_TREE_FILE {
+        return Err(BuildError::io_at("reading", &path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is over {}", human_size(MAX_TREE_FILE)),
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TREE_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(BuildError::io_at("reading", &path))?;
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        BuildError::io_at("reading", &path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the {name} is not UTF-8"),
+        ))
+    })
 }
 
 fn clear_git_env(cmd: &mut Command) {

@@ -1,24 +1,31 @@
 //! Running one buildpack program (or `git clone`) under the build's deadline.
 //!
-//! Every program is started in a process group of its own, so that on expiry one
-//! signal reaches everything it started (`npm` spawns `node`, which spawns
-//! `node-gyp`, ...). The group is also killed as soon as the program itself exits:
-//! a build step that leaves a process behind would otherwise hold the output pipe
-//! open and keep the build waiting, and nothing a build starts should outlive it.
-//! A process that leaves the group on purpose (`setsid`) escapes both; the
-//! isolated dyno work is where a build gets a cgroup that nothing escapes.
+//! A program runs one of two ways ([`Job`]):
+//! - **sandboxed**, through [`IsolatedRuntime::sandbox`]: behind an isolated
+//!   dyno's walls, as pid 1's only child in a pid namespace of its own and in a
+//!   cgroup, so that everything it started, `setsid` daemons included, dies with
+//!   it;
+//! - **on the host**, in a process group of its own, so that on expiry one
+//!   signal reaches everything it started (`npm` spawns `node`, which spawns
+//!   `node-gyp`, ...). A process that leaves the group on purpose (`setsid`)
+//!   escapes that; only the sandbox holds it.
+//!
+//! Either way everything is killed as soon as the program itself exits: a build
+//! step that leaves a process behind would otherwise hold the output pipe open
+//! and keep the build waiting, and nothing a build starts should outlive it.
 //!
 //! Output is read by one thread per pipe and handed back over a channel, so the
 //! caller's line callback runs on the calling thread (it is `FnMut`, not `Send`)
 //! while the deadline is checked between lines.
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crew_runtime::{IsolatedRuntime, SandboxSpec, Sandboxed};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
 
 /// Lines longer than this are passed on in pieces, so that a program printing
@@ -46,8 +53,85 @@ pub(crate) enum Output {
 }
 
 pub(crate) enum Outcome {
-    Exited(ExitStatus),
+    Exited {
+        status: ExitStatus,
+        /// The sandbox's memory limit was hit and the kernel killed in it.
+        out_of_memory: bool,
+    },
     TimedOut,
+}
+
+/// A program to run, and where.
+pub(crate) enum Job<'a> {
+    Host(Command),
+    Sandboxed(&'a IsolatedRuntime, SandboxSpec),
+}
+
+impl Job<'_> {
+    /// What runs, for messages.
+    pub(crate) fn program(&self) -> String {
+        match self {
+            Job::Host(cmd) => cmd.get_program().to_string_lossy().into_owned(),
+            Job::Sandboxed(_, spec) => spec.argv.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// A started program: the two ways behind one face.
+trait Running {
+    /// Whether the program itself has exited, without reaping it.
+    fn exited(&mut self) -> io::Result<bool>;
+    /// Kills what is left of it and collects its status.
+    fn finish(&mut self) -> io::Result<ExitStatus>;
+    /// Kills everything of it now and reaps it.
+    fn kill(&mut self);
+    fn out_of_memory(&self) -> bool {
+        false
+    }
+}
+
+struct HostProgram {
+    child: Child,
+    group: Pid,
+}
+
+impl Running for HostProgram {
+    fn exited(&mut self) -> io::Result<bool> {
+        has_exited(self.group)
+    }
+
+    fn finish(&mut self) -> io::Result<ExitStatus> {
+        kill_group(self.group);
+        self.child.wait()
+    }
+
+    fn kill(&mut self) {
+        kill_group(self.group);
+        let _ = self.child.wait();
+    }
+}
+
+impl Running for Sandboxed {
+    fn exited(&mut self) -> io::Result<bool> {
+        Ok(Sandboxed::exited(self))
+    }
+
+    fn finish(&mut self) -> io::Result<ExitStatus> {
+        let status = self.wait()?;
+        Ok(match status {
+            crew_runtime::ExitStatus::Code(code) => ExitStatus::from_raw((code & 0xff) << 8),
+            crew_runtime::ExitStatus::Signaled(signal) => ExitStatus::from_raw(signal & 0x7f),
+        })
+    }
+
+    fn kill(&mut self) {
+        Sandboxed::kill(self);
+        let _ = self.wait();
+    }
+
+    fn out_of_memory(&self) -> bool {
+        self.ran_out_of_memory()
+    }
 }
 
 enum Message {
@@ -55,15 +139,55 @@ enum Message {
     Closed,
 }
 
-/// Runs `cmd` to completion or until `deadline`, calling `on_line` with each line
-/// of output (without its line ending; invalid UTF-8 replaced). On expiry the
-/// whole process group is killed and reaped before this returns.
+/// Runs `job` to completion or until `deadline`, calling `on_line` with each
+/// line of output (without its line ending; invalid UTF-8 replaced). On expiry
+/// everything of it is killed and reaped before this returns.
 pub(crate) fn run(
-    mut cmd: Command,
+    job: Job,
     output: Output,
     deadline: Instant,
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> io::Result<Outcome> {
+    let (mut program, stdout, stderr): (Box<dyn Running>, _, _) = match job {
+        Job::Host(cmd) => {
+            let (program, stdout, stderr) = start_on_host(cmd, output)?;
+            (Box::new(program), stdout, stderr)
+        }
+        Job::Sandboxed(runtime, mut spec) => {
+            spec.separate_stderr = output == Output::Separate;
+            let mut sandboxed = runtime.sandbox(&spec).map_err(start_error)?;
+            let stdout = sandboxed
+                .take_stdout()
+                .map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>)
+                .ok_or_else(|| io::Error::other("the sandbox has no output"))?;
+            let stderr = sandboxed
+                .take_stderr()
+                .map(|fd| Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>);
+            (Box::new(sandboxed), stdout, stderr)
+        }
+    };
+    follow(program.as_mut(), stdout, stderr, deadline, on_line)
+}
+
+type Pipe = Box<dyn Read + Send>;
+
+/// A sandbox that did not start, with the kind of what went wrong kept (a
+/// program that is not executable is the buildpack's fault, not crew's).
+fn start_error(error: crew_runtime::RuntimeError) -> io::Error {
+    use crew_runtime::RuntimeError;
+    let kind = match &error {
+        RuntimeError::Spawn { source, .. }
+        | RuntimeError::Pipe { source, .. }
+        | RuntimeError::Wait { source, .. } => source.kind(),
+    };
+    io::Error::new(kind, error.to_string())
+}
+
+/// Starts `cmd` as the leader of a new process group, with its output on pipes.
+fn start_on_host(
+    mut cmd: Command,
+    output: Output,
+) -> io::Result<(HostProgram, Pipe, Option<Pipe>)> {
     let (stdout_read, stdout_write) = io::pipe()?;
     let stderr_read = match output {
         Output::Merged => {
@@ -83,27 +207,45 @@ pub(crate) fn run(
     // The Command holds our copies of the write ends; until they are closed the
     // readers would never see end-of-file.
     drop(cmd);
-    let mut child = child?;
+    let child = child?;
     let group = Pid::from_child(&child);
+    Ok((
+        HostProgram { child, group },
+        Box::new(stdout_read),
+        stderr_read.map(|r| Box::new(r) as Pipe),
+    ))
+}
 
+/// Passes `program`'s lines on until its output closes and it has exited, or
+/// until the deadline.
+fn follow(
+    program: &mut dyn Running,
+    stdout: Pipe,
+    stderr: Option<Pipe>,
+    deadline: Instant,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> io::Result<Outcome> {
     let (tx, rx) = mpsc::channel();
     let mut open = 1;
-    spawn_reader(stdout_read, Stream::Stdout, tx.clone());
-    if let Some(read) = stderr_read {
+    spawn_reader(stdout, Stream::Stdout, tx.clone());
+    if let Some(read) = stderr {
         open += 1;
         spawn_reader(read, Stream::Stderr, tx.clone());
     }
     drop(tx);
 
     let mut status = None;
+    let exited = |program: &dyn Running, status| Outcome::Exited {
+        status,
+        out_of_memory: program.out_of_memory(),
+    };
     while open > 0 {
-        if status.is_none() && has_exited(group)? {
-            kill_group(group);
-            status = Some(child.wait()?);
+        if status.is_none() && program.exited()? {
+            status = Some(program.finish()?);
         }
         let now = Instant::now();
         if now >= deadline {
-            return time_out(&mut child, group);
+            return Ok(time_out(program));
         }
         match rx.recv_timeout((deadline - now).min(POLL)) {
             Ok(Message::Line(stream, line)) => on_line(stream, &line),
@@ -114,16 +256,15 @@ pub(crate) fn run(
     }
     // The output is closed, but a program may close it and carry on running.
     loop {
-        if let Some(exited) = status {
-            return Ok(Outcome::Exited(exited));
+        if let Some(done) = status {
+            return Ok(exited(program, done));
         }
-        if has_exited(group)? {
-            kill_group(group);
-            status = Some(child.wait()?);
+        if program.exited()? {
+            status = Some(program.finish()?);
             continue;
         }
         if Instant::now() >= deadline {
-            return time_out(&mut child, group);
+            return Ok(time_out(program));
         }
         thread::sleep(Duration::from_millis(5));
     }
@@ -159,12 +300,11 @@ fn has_exited(group: Pid) -> io::Result<bool> {
     }
 }
 
-fn time_out(child: &mut Child, group: Pid) -> io::Result<Outcome> {
-    kill_group(group);
-    child.wait()?;
+fn time_out(program: &mut dyn Running) -> Outcome {
+    program.kill();
     // The reader threads are not joined: they end when the last killed process's
     // pipe end closes, and their channel is simply dropped.
-    Ok(Outcome::TimedOut)
+    Outcome::TimedOut
 }
 
 /// SIGKILL to the group: a build step gets no grace period, as Heroku's doesn't.
@@ -173,7 +313,7 @@ fn kill_group(group: Pid) {
     let _ = kill_process_group(group, Signal::KILL);
 }
 
-fn spawn_reader(pipe: io::PipeReader, stream: Stream, tx: mpsc::Sender<Message>) {
+fn spawn_reader(pipe: Pipe, stream: Stream, tx: mpsc::Sender<Message>) {
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut buf = Vec::new();

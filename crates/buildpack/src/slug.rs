@@ -4,12 +4,18 @@
 //! Both walks keep regular files with their permission bits, directories and
 //! symlinks (as links, never followed, so a link to `/etc` stays a link), skip
 //! the top-level `.git`, and skip sockets, FIFOs and devices, which have no place
-//! in an app. They check the build's deadline between entries, so that a huge
-//! tree cannot outlast the time limit.
+//! in an app. Every file is opened with `O_NOFOLLOW`, so a file that became a
+//! link after it was listed is refused rather than read through. They check
+//! the build's deadline between entries, so that a huge tree cannot outlast the
+//! time limit.
+//!
+//! The slug is packed once every program of the build has exited, so nothing
+//! changes the tree while it is walked (a sandboxed build's processes all die
+//! with it; see `run`).
 
 use std::fs;
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::symlink;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,10 +24,56 @@ use flate2::write::GzEncoder;
 
 use crate::BuildError;
 
-/// Copies the tree at `from` into the existing empty directory `to`.
+/// Gives `path` itself (a link as a link) to `owner`, if there is one.
+pub(crate) fn give(path: &Path, owner: Option<(u32, u32)>) -> Result<(), BuildError> {
+    match owner {
+        Some((uid, gid)) => {
+            lchown(path, Some(uid), Some(gid)).map_err(BuildError::io_at("chown", path))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Gives `dir` and everything under it to `uid`:`gid`, links as links, when
+/// `dir` itself belongs to someone else (a cache from an older crew, or from
+/// another build user); a walk otherwise costs every build for nothing.
+pub(crate) fn give_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), BuildError> {
+    let meta = fs::symlink_metadata(dir).map_err(BuildError::io_at("reading", dir))?;
+    if (meta.uid(), meta.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        give(&dir, Some((uid, gid)))?;
+        for entry in fs::read_dir(&dir).map_err(BuildError::io_at("reading", &dir))? {
+            let entry = entry.map_err(BuildError::io_at("reading", &dir))?;
+            let kind = entry
+                .file_type()
+                .map_err(BuildError::io_at("reading", &entry.path()))?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else {
+                give(&entry.path(), Some((uid, gid)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens a file of a tree for reading, refusing (`ELOOP`) a symlink.
+fn open_no_follow(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Copies the tree at `from` into the existing empty directory `to`; with
+/// `owner`, everything copied belongs to that user and group.
 pub(crate) fn copy_tree(
     from: &Path,
     to: &Path,
+    owner: Option<(u32, u32)>,
     deadline: Instant,
     timed_out: &dyn Fn() -> BuildError,
 ) -> Result<(), BuildError> {
@@ -44,6 +96,7 @@ pub(crate) fn copy_tree(
                 .map_err(BuildError::io_at("reading", &src))?;
             if kind.is_dir() {
                 fs::create_dir(&dst).map_err(BuildError::io_at("creating", &dst))?;
+                give(&dst, owner)?;
                 let meta = entry
                     .metadata()
                     .map_err(BuildError::io_at("reading", &src))?;
@@ -52,9 +105,10 @@ pub(crate) fn copy_tree(
             } else if kind.is_symlink() {
                 let target = fs::read_link(&src).map_err(BuildError::io_at("reading", &src))?;
                 symlink(&target, &dst).map_err(BuildError::io_at("creating", &dst))?;
+                give(&dst, owner)?;
             } else if kind.is_file() {
-                // fs::copy carries the permission bits over.
-                fs::copy(&src, &dst).map_err(BuildError::io_at("copying", &src))?;
+                copy_file(&src, &dst).map_err(BuildError::io_at("copying", &src))?;
+                give(&dst, owner)?;
             }
         }
     }
@@ -64,6 +118,29 @@ pub(crate) fn copy_tree(
         fs::set_permissions(&dir, permissions).map_err(BuildError::io_at("chmod", &dir))?;
     }
     Ok(())
+}
+
+/// Copies one regular file with its permission bits, never through a link.
+/// (A chown by the caller then clears set-id bits, as it should.)
+fn copy_file(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut from = open_no_follow(src)?;
+    let meta = from.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dst)?;
+    io::copy(&mut from, &mut to)?;
+    to.set_permissions(fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))
 }
 
 /// Packs `build_dir` into a gzipped tar at `slug_path` and returns its size.
@@ -118,8 +195,16 @@ pub(crate) fn write_slug(
             if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
                 continue;
             }
-            tar.append_path_with_name(entry.path(), &rel)
-                .map_err(BuildError::io_at("packing", &entry.path()))?;
+            if kind.is_file() {
+                let mut file = open_no_follow(&entry.path())
+                    .map_err(BuildError::io_at("packing", &entry.path()))?;
+                tar.append_file(&rel, &mut file)
+                    .map_err(BuildError::io_at("packing", &entry.path()))?;
+            } else {
+                // Read with lstat (follow_symlinks is off): a link stays a link.
+                tar.append_path_with_name(entry.path(), &rel)
+                    .map_err(BuildError::io_at("packing", &entry.path()))?;
+            }
             if kind.is_dir() {
                 subdirs.push(rel);
             }

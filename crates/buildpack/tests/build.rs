@@ -96,6 +96,7 @@ impl Fixture {
             config: &config,
             slug_path: &slug,
             timeout,
+            source_version: Some("0123456789abcdef"),
         };
         let mut lines = Vec::new();
         let result = self
@@ -803,4 +804,215 @@ fn builtins_are_installed_executable_and_selected_procfile_last() {
             .expect("select"),
         ["python", "nodejs", "procfile"].map(|n| BuildpackSource::Builtin(n.to_owned()))
     );
+}
+
+/// A file of this machine that no build output may show.
+fn host_secret(fx: &Fixture) -> PathBuf {
+    let secret = fx.path("host-secret");
+    fs::write(&secret, "web: echo host-secret-91c2\n").expect("write secret");
+    secret
+}
+
+#[test]
+fn a_procfile_that_compile_turns_into_a_link_is_refused_not_followed() {
+    let fx = fixture();
+    let secret = host_secret(&fx);
+    let bp = fx.buildpack(
+        "bp-link",
+        Some("echo Linker"),
+        &format!("ln -sf '{}' \"$1/Procfile\"", secret.display()),
+        "true",
+    );
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    let built = fx.build(&src, &[("BUILDPACK_URL", &bp.to_string_lossy())], MINUTE);
+    let error = built.error();
+    assert!(
+        matches!(error, BuildError::NotARegularFile { name, what } if name == "Procfile" && *what == "a symbolic link"),
+        "{error:?}"
+    );
+    let all = format!(
+        "{}\n{}",
+        built.lines.join("\n"),
+        error.pusher_lines().join("\n")
+    );
+    assert!(!all.contains("host-secret-91c2"), "{all}");
+    assert!(!built.slug.exists());
+}
+
+#[test]
+fn a_procfile_that_is_a_fifo_fails_the_build_instead_of_hanging_it() {
+    let fx = fixture();
+    let bp = fx.buildpack(
+        "bp-fifo",
+        Some("echo Fifo"),
+        "rm -f \"$1/Procfile\" && mkfifo \"$1/Procfile\"",
+        "true",
+    );
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    // A reader that opens the FIFO waits for a writer forever: the build runs
+    // on a thread of its own, so that the test fails instead of hanging.
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let built = fx.build(&src, &[("BUILDPACK_URL", &bp.to_string_lossy())], MINUTE);
+        let refused = matches!(
+            &built.result,
+            Err(BuildError::NotARegularFile { name, .. }) if name == "Procfile"
+        );
+        let _ = done.send((refused, format!("{:?}", built.result)));
+    });
+    let (refused, said) = result
+        .recv_timeout(MINUTE)
+        .expect("the build hung on a FIFO Procfile");
+    assert!(refused, "{said}");
+}
+
+#[test]
+fn a_linked_buildpacks_listing_is_refused_not_followed() {
+    let fx = fixture();
+    let secret = host_secret(&fx);
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    symlink(&secret, src.join(".buildpacks")).expect("symlink");
+    let built = fx.build(&src, &[], MINUTE);
+    let error = built.error();
+    assert!(
+        matches!(error, BuildError::NotARegularFile { name, .. } if name == ".buildpacks"),
+        "{error:?}"
+    );
+    assert!(!error.pusher_lines().join("\n").contains("host-secret-91c2"));
+}
+
+#[test]
+fn copying_and_packing_keep_links_as_links() {
+    let fx = fixture();
+    let secret = host_secret(&fx);
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    symlink(&secret, src.join("leak")).expect("symlink");
+    let built = fx.build(&src, &[], MINUTE);
+    built.output();
+    let listing = Command::new("tar")
+        .arg("-tvzf")
+        .arg(&built.slug)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('l') && l.contains("leak ->")),
+        "{listing}"
+    );
+    let contents = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&built.slug)
+        .output()
+        .expect("tar");
+    assert!(!String::from_utf8_lossy(&contents.stdout).contains("host-secret-91c2"));
+}
+
+#[test]
+fn path_buildpacks_are_only_taken_where_allowed() {
+    use crew_buildpack::PathBuildpacks;
+    let fx = fixture();
+    let allowed = fx.path("allowed");
+    let inside = fx.buildpack("allowed/bp", Some("echo Inside"), "true", "true");
+    let outside = fx.buildpack("outside", Some("echo Outside"), "echo ran-outside", "true");
+    fs::create_dir_all(allowed.join("sub")).expect("mkdir");
+    symlink(&outside, allowed.join("sub/escape")).expect("symlink");
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+
+    let nowhere = Fixture {
+        buildpacks: fx
+            .buildpacks
+            .clone()
+            .with_path_buildpacks(PathBuildpacks::Nowhere),
+        root: tempfile::tempdir().expect("tempdir"),
+    };
+    let built = nowhere.build(
+        &src,
+        &[("BUILDPACK_URL", &inside.to_string_lossy())],
+        MINUTE,
+    );
+    assert!(
+        matches!(built.error(), BuildError::PathRefused { allowed: None, .. }),
+        "{:?}",
+        built.error()
+    );
+
+    let under = Fixture {
+        buildpacks: fx
+            .buildpacks
+            .clone()
+            .with_path_buildpacks(PathBuildpacks::Under(allowed.clone())),
+        root: tempfile::tempdir().expect("tempdir"),
+    };
+    under
+        .build(
+            &src,
+            &[("BUILDPACK_URL", &inside.to_string_lossy())],
+            MINUTE,
+        )
+        .output();
+    let dotdot = format!("{}/../outside", allowed.display());
+    let escape = allowed.join("sub/escape").display().to_string();
+    for url in [
+        outside.display().to_string(),
+        dotdot,
+        escape,
+        allowed.display().to_string(),
+    ] {
+        let built = under.build(&src, &[("BUILDPACK_URL", &url)], MINUTE);
+        assert!(
+            matches!(
+                built.error(),
+                BuildError::PathRefused {
+                    allowed: Some(_),
+                    ..
+                }
+            ),
+            "{url}: {:?}",
+            built.error()
+        );
+        assert!(
+            !built.lines.iter().any(|l| l.contains("ran-outside")),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn buildpacks_see_the_commit_as_source_version() {
+    let fx = fixture();
+    let bp = fx.buildpack(
+        "bp-version",
+        Some("echo Version"),
+        "echo \"version=$SOURCE_VERSION\"",
+        "true",
+    );
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    let built = fx.build(&src, &[("BUILDPACK_URL", &bp.to_string_lossy())], MINUTE);
+    built.output();
+    assert!(
+        built.has_line("version=0123456789abcdef"),
+        "{:?}",
+        built.lines
+    );
+}
+
+#[test]
+fn a_release_that_prints_without_end_is_cut_off_not_kept() {
+    let fx = fixture();
+    let bp = fx.buildpack(
+        "bp-flood",
+        Some("echo Flood"),
+        "true",
+        "head -c 3000000 /dev/zero | tr '\\0' 'a'",
+    );
+    let src = fx.app("src", &[("Procfile", "web: x\n")]);
+    let built = fx.build(&src, &[("BUILDPACK_URL", &bp.to_string_lossy())], MINUTE);
+    match built.error() {
+        BuildError::ReleaseFailed { status, .. } => {
+            assert!(status.contains("over 1.0M"), "{status}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

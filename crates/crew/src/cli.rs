@@ -284,6 +284,46 @@ pub struct ServerArgs {
     /// (REGISTRY/crew/APP:vN); the swarm backend pushes them there
     #[arg(long, value_name = "REGISTRY", env = "CREW_REGISTRY")]
     pub registry: Option<String>,
+    /// Sandboxed builds run as each app's own uid (see --app-uids); this
+    /// user (never root) is only the build sandbox's default, kept for
+    /// callers that build without an app uid
+    #[arg(long, default_value = "65533:65533", value_parser = build_user, value_name = "UID[:GID]")]
+    pub build_user: (u32, u32),
+    /// A variable of the server's environment every build gets (a proxy or CA
+    /// setting); repeat for more. http_proxy, https_proxy and no_proxy (in
+    /// either case) are passed on whenever they are set
+    #[arg(long = "build-env", value_name = "NAME", value_parser = variable_name)]
+    pub build_env: Vec<String>,
+    /// A directory whose buildpacks BUILDPACK_URL and .buildpacks may name by
+    /// path; without it, builds take only git URLs and built-in names
+    #[arg(long, value_name = "DIR")]
+    pub buildpack_dir: Option<PathBuf>,
+}
+
+fn build_user(text: &str) -> Result<(u32, u32), String> {
+    let number = |part: &str| {
+        part.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{part}` is not a numeric user or group id"))
+    };
+    let (uid, gid) = match text.split_once(':') {
+        Some((uid, gid)) => (number(uid)?, number(gid)?),
+        None => (number(text)?, number(text)?),
+    };
+    if uid == 0 || gid == 0 {
+        return Err("builds never run as root (uid or gid 0)".to_string());
+    }
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err("the user and group may not be -1".to_string());
+    }
+    Ok((uid, gid))
+}
+
+fn variable_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains(['=', '\0']) {
+        return Err(format!("`{text}` is not an environment variable's name"));
+    }
+    Ok(text.to_string())
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {

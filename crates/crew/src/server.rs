@@ -98,6 +98,52 @@ fn host_id_in(range: (u32, u32)) -> Option<String> {
     None
 }
 
+/// The proxy variables every build gets when the server has them.
+const BUILD_PROXY_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// How builds run, from the flags: the build user, the variables passed on
+/// (the proxies and every `--build-env` the server has a value for), and
+/// where path buildpacks may live.
+fn build_settings(args: &ServerArgs) -> Result<crew_platform::BuildSettings> {
+    let mut env = Vec::new();
+    let names = BUILD_PROXY_VARIABLES
+        .iter()
+        .map(|n| n.to_string())
+        .chain(args.build_env.iter().cloned());
+    for name in names {
+        if env.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(&name) {
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("--build-env {name}: its value is not UTF-8"))?;
+            env.push((name, value));
+        }
+    }
+    let path_buildpacks = match &args.buildpack_dir {
+        Some(dir) => crew_platform::PathBuildpacks::Under(
+            dir.canonicalize()
+                .with_context(|| format!("--buildpack-dir {}", dir.display()))?,
+        ),
+        None => crew_platform::PathBuildpacks::Nowhere,
+    };
+    Ok(crew_platform::BuildSettings {
+        uid: args.build_user.0,
+        gid: args.build_user.1,
+        env,
+        path_buildpacks,
+        ..crew_platform::BuildSettings::default()
+    })
+}
+
 /// `--backend`: where apps' dynos run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DynoBackend {
@@ -311,6 +357,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         }
     };
     println!("dyno isolation: {isolation}");
+    let builds = build_settings(&args)?;
     let platform = Platform::open(
         PlatformConfig {
             data: data.clone(),
@@ -320,11 +367,13 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             isolation,
             placements,
             app_uids: args.app_uids.0..=args.app_uids.1,
+            builds,
         },
         runtime,
     )
     .await
     .context("opening the platform")?;
+    println!("build isolation: {}", platform.build_isolation());
 
     let router = Arc::new(crew_router::Router::new(
         PlatformRoutes(platform.clone()),
@@ -885,14 +934,7 @@ impl Backend for ServerBackend {
             .store()
             .app(app)
             .map_err(|e| api_error(e.into()))?;
-        let source = request
-            .source_blob
-            .url
-            .strip_prefix("file://")
-            .map(PathBuf::from)
-            .ok_or_else(|| {
-                ApiError::invalid("source_blob.url must be a file:// path on the server")
-            })?;
+        let source = self.source_named(&request.source_blob.url)?;
         let commit = request.source_blob.version.unwrap_or_default();
         let (out, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
         let platform = self.platform.clone();
@@ -917,6 +959,58 @@ impl Backend for ServerBackend {
         )))
     }
 
+    async fn app_id(&self, app: &str) -> Result<String, ApiError> {
+        self.platform
+            .store()
+            .app(app)
+            .map(|a| a.id)
+            .map_err(|e| api_error(e.into()))
+    }
+
+    fn public_url(&self) -> Option<String> {
+        Some(self.url.clone())
+    }
+
+    async fn create_source(&self) -> Result<String, ApiError> {
+        self.platform
+            .create_source()
+            .map(|id| id.to_string())
+            .map_err(api_error)
+    }
+
+    async fn upload_source(&self, id: &str, body: axum::body::Body) -> Result<(), ApiError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let id = crew_platform::SourceId::parse(id)
+            .ok_or_else(|| ApiError::not_found(format!("no such source: {id}")))?;
+        let file = self.platform.source_upload(&id).map_err(api_error)?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut body = body.into_data_stream();
+        let mut written: u64 = 0;
+        let failed = |what: String| ApiError::unavailable(format!("storing source {id}: {what}"));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| failed(e.to_string()))?;
+            written += chunk.len() as u64;
+            if written > crew_platform::MAX_SOURCE_BYTES {
+                drop(file);
+                let _ = self.platform.source_upload(&id);
+                return Err(ApiError {
+                    status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    id: "too_large",
+                    message: format!(
+                        "a source may hold at most {} bytes",
+                        crew_platform::MAX_SOURCE_BYTES
+                    ),
+                });
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        file.flush().await.map_err(|e| failed(e.to_string()))?;
+        Ok(())
+    }
+
     async fn git(&self, app: &str, request: axum::extract::Request) -> axum::response::Response {
         use axum::response::IntoResponse;
         if let Err(e) = self.platform.store().app(app) {
@@ -937,10 +1031,6 @@ impl Backend for ServerBackend {
                 hook_env: vec![
                     ("CREW_HOOK_URL".into(), self.url.clone()),
                     ("CREW_API_KEY".into(), self.token.clone()),
-                    (
-                        "CREW_DATA".into(),
-                        self.platform.data().display().to_string(),
-                    ),
                 ],
             },
         )
@@ -949,6 +1039,30 @@ impl Backend for ServerBackend {
 }
 
 impl ServerBackend {
+    /// The uploaded source a build's `source_blob.url` names: only a URL this
+    /// server handed out from `POST /sources`. A path on the host (`file://`
+    /// or bare) is refused: it would build whatever directory a request
+    /// named.
+    fn source_named(&self, url: &str) -> Result<crew_platform::SourceId, ApiError> {
+        let accepted = "source_blob.url must be a URL from POST /sources on this server \
+                        (upload a .tar or .tar.gz of the source to its put_url first)";
+        if let Some(id) = url
+            .strip_prefix(self.url.as_str())
+            .and_then(|rest| rest.strip_prefix("/sources/"))
+        {
+            return crew_platform::SourceId::parse(id)
+                .ok_or_else(|| ApiError::invalid(format!("`{url}` names no source: {accepted}")));
+        }
+        if url.starts_with("https://") || url.starts_with("http://") {
+            return Err(ApiError::invalid(format!(
+                "crew does not fetch source tarballs from other servers yet: {accepted}"
+            )));
+        }
+        Err(ApiError::invalid(format!(
+            "`{url}` is not accepted: crew never builds from a path on the server. {accepted}"
+        )))
+    }
+
     /// A release by version (`3`, `v3`) or id.
     fn find_release(&self, app: &str, release: &str) -> Result<crew_store::Release, ApiError> {
         let store = self.platform.store();
@@ -975,14 +1089,15 @@ fn parse_version(text: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::invalid(format!("`{text}` is not a release version like v3")))
 }
 
-/// `crew __pre-receive APP`: git runs this before accepting a push. It exports
-/// the pushed commit and asks the server to build and release it, passing the
-/// build's output through to the pusher. A failed build rejects the push.
+/// `crew __pre-receive APP`: git runs this before accepting a push. It uploads
+/// a tarball of the pushed commit as a source and asks the server to build and
+/// release it, passing the build's output through to the pusher. A failed
+/// build rejects the push. Nothing is written to disk here: the server keeps
+/// the source in its own data dir and removes it when the build ends.
 pub fn pre_receive(app: &str) -> Result<u8> {
     use std::io::BufRead;
     let url = std::env::var("CREW_HOOK_URL").context("CREW_HOOK_URL is not set")?;
     let key = std::env::var("CREW_API_KEY").context("CREW_API_KEY is not set")?;
-    let data = PathBuf::from(std::env::var("CREW_DATA").context("CREW_DATA is not set")?);
     let mut target = None;
     for line in std::io::stdin().lock().lines() {
         let line = line.context("reading the pushed refs")?;
@@ -1003,26 +1118,31 @@ pub fn pre_receive(app: &str) -> Result<u8> {
         eprintln!("crew deploys pushes to main or master; other branches are only stored.");
         return Ok(0);
     };
-    let tmp = data.join("tmp");
-    std::fs::create_dir_all(&tmp).context("making the build directory")?;
-    let source = tmp.join(format!("{app}-{commit}-{}", std::process::id()));
-    export(&commit, &source)?;
+    let tarball = export(&commit)?;
     eprintln!("-----> Building source");
     let client = crew_api::client::Client::new(
         crew_api::client::Endpoint::Tcp(url.trim_start_matches("http://").to_string()),
         Some(key),
     );
-    let request = BuildCreate {
-        source_blob: crew_api::types::SourceBlob {
-            url: format!("file://{}", source.display()),
-            version: Some(commit),
-        },
-    };
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let ok = tokio.block_on(async {
+        let source: crew_api::types::SourceInfo = client
+            .call(axum::http::Method::POST, "/sources", &serde_json::json!({}))
+            .await
+            .context("asking the server for a place to upload the source")?;
+        client
+            .put_bytes(&path_of(&source.source_blob.put_url), tarball)
+            .await
+            .context("uploading the source")?;
+        let request = BuildCreate {
+            source_blob: crew_api::types::SourceBlob {
+                url: source.source_blob.get_url,
+                version: Some(commit),
+            },
+        };
         let body = serde_json::to_vec(&request)?;
         let mut stream = client
             .stream_post(&format!("/apps/{app}/builds"), body)
@@ -1046,26 +1166,38 @@ pub fn pre_receive(app: &str) -> Result<u8> {
         }
         anyhow::Ok(ok)
     });
-    let _ = std::fs::remove_dir_all(&source);
     Ok(if ok? { 0 } else { 1 })
 }
 
-/// Writes the tree of `commit` into `dir` with `git archive`, in the hook's own
+/// The path and query of an absolute URL (`http://HOST/sources/ID` →
+/// `/sources/ID`); a path as it is.
+fn path_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((_, rest)) => rest
+            .find('/')
+            .map_or("/".to_string(), |at| rest[at..].to_string()),
+        None => url.to_string(),
+    }
+}
+
+/// The tree of `commit` as a tar.gz, from `git archive` in the hook's own
 /// environment, which can see the pushed objects before git accepts them.
-fn export(commit: &str, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+/// git's output is read to its end before git is waited for: stopping early
+/// (at the tar's end-of-archive blocks, before git's padding) would kill git
+/// with SIGPIPE and fail the push.
+fn export(commit: &str) -> Result<Vec<u8>> {
     let mut child = std::process::Command::new("git")
-        .args(["archive", "--format=tar", commit])
+        .args(["archive", "--format=tar.gz", commit])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("running git archive")?;
-    let stdout = child.stdout.take().context("git archive has no output")?;
-    tar::Archive::new(stdout)
-        .unpack(dir)
-        .context("unpacking the pushed tree")?;
+    let mut stdout = child.stdout.take().context("git archive has no output")?;
+    let mut tarball = Vec::new();
+    let read = std::io::Read::read_to_end(&mut stdout, &mut tarball);
     let status = child.wait().context("waiting for git archive")?;
+    read.context("reading git archive's output")?;
     if !status.success() {
         anyhow::bail!("git archive {commit} failed: {status}");
     }
-    Ok(())
+    Ok(tarball)
 }

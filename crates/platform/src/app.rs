@@ -331,9 +331,9 @@ fn dyno_env(
 /// Makes the app's bare repository and its pre-receive hook, which hands the
 /// pushed commit to this server for building.
 pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(repo)?;
+    crate::private::create_dirs(repo)?;
     let status = std::process::Command::new("git")
-        .args(["init", "--bare", "--quiet"])
+        .args(["init", "--bare", "--quiet", "--shared=0600"])
         .arg(repo)
         .status()?;
     if !status.success() {
@@ -341,6 +341,7 @@ pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<(
             "`git init --bare` failed: {status}"
         )));
     }
+    configure_repo(repo)?;
     let hook = repo.join("hooks").join("pre-receive");
     std::fs::create_dir_all(repo.join("hooks"))?;
     let quoted = exe.display().to_string().replace('\'', "'\\''");
@@ -349,6 +350,40 @@ pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<(
         format!("#!/bin/sh\nexec '{quoted}' __pre-receive {app}\n"),
     )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// What every app repository is set to, new or made by an older crew:
+/// - its files are private (`core.sharedRepository`);
+/// - a push's objects are checked (`fsckObjects`), so a malformed tree or a
+///   path like `.git/hooks` in one is refused before anything reads it;
+/// - git's automatic housekeeping after a push runs in the foreground: when it
+///   detaches, its process outlives `git receive-pack` and is handed to the
+///   server (a subreaper), which is not its parent and left it a zombie.
+const REPO_SETTINGS: &[(&str, &str)] = &[
+    ("receive.fsckObjects", "true"),
+    ("transfer.fsckObjects", "true"),
+    ("gc.autoDetach", "false"),
+    ("maintenance.autoDetach", "false"),
+    // Files only crew's user can read, as everything in the data dir.
+    ("core.sharedRepository", "0600"),
+];
+
+/// Applies [`REPO_SETTINGS`] to the bare repository `repo`.
+pub(crate) fn configure_repo(repo: &Path) -> std::io::Result<()> {
+    for (key, value) in REPO_SETTINGS {
+        let status = std::process::Command::new("git")
+            .arg("config")
+            .arg("--file")
+            .arg(repo.join("config"))
+            .args([key, value])
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!(
+                "`git config {key} {value}` failed: {status}"
+            )));
+        }
+    }
     Ok(())
 }
 

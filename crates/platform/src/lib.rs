@@ -14,7 +14,9 @@
 //! (`crew[api]: Release v3 created`).
 
 mod app;
+mod private;
 mod slug;
+mod source;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crew_buildpack::{BuildRequest, Buildpacks};
+use crew_buildpack::{BuildIsolation, BuildRequest, BuildSandbox, Buildpacks};
 use crew_engine::{DynoInfo, PortPool};
 use crew_logs::LogRing;
 use crew_procfile::{FormationChange, FormationError};
@@ -30,6 +32,8 @@ use crew_runtime::{DynoSize, ServerRuntime};
 use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
 
 pub use crate::app::{AppRuntime, PlacementFactory};
+pub use crate::source::{MAX_SOURCE_BYTES, SourceId};
+pub use crew_buildpack::PathBuildpacks;
 
 /// A one-off dyno as a user asks for it.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +52,46 @@ fn size_named(name: &str) -> Result<DynoSize, PlatformError> {
 
 /// How long a build may take, as on Heroku.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// What each program of a sandboxed build may use. 4 GiB holds what real
+/// builds need at their peak (compiling a C extension or bundling a large
+/// front end with webpack takes 1.5 to 3 GiB) while a runaway build cannot
+/// take a server's memory from its dynos; 4,096 processes and threads are
+/// ten times what `npm` with `node-gyp` or `make -j` start, and an eighth of
+/// the default `pid_max`, so a fork bomb stops long before the host does.
+pub fn build_limits() -> DynoSize {
+    DynoSize {
+        name: "build".to_string(),
+        memory_bytes: 4 * 1024 * 1024 * 1024,
+        pids: 4096,
+    }
+}
+
+/// How the server's builds run, besides its runtime.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// The user and group sandboxed build programs run as.
+    pub uid: u32,
+    pub gid: u32,
+    /// Variables of the server's environment every build gets (proxies, CA
+    /// settings), with their values.
+    pub env: Vec<(String, String)>,
+    /// Which directories of this machine BUILDPACK_URL and `.buildpacks` may name.
+    pub path_buildpacks: PathBuildpacks,
+    pub limits: DynoSize,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            uid: 65533,
+            gid: 65533,
+            env: Vec::new(),
+            path_buildpacks: PathBuildpacks::Nowhere,
+            limits: build_limits(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -92,6 +136,31 @@ pub struct PlatformConfig {
     /// The uids (and gids, the same numbers) apps get, one each, for their
     /// isolated dynos and builds (`crew server --app-uids`).
     pub app_uids: RangeInclusive<u32>,
+    pub builds: BuildSettings,
+}
+
+/// Builds run behind the dynos' walls when dynos are isolated here; otherwise
+/// on the host, and every build says so.
+fn build_isolation(
+    runtime: &ServerRuntime,
+    settings: &BuildSettings,
+    dyno_isolation: &str,
+) -> BuildIsolation {
+    match runtime {
+        ServerRuntime::Isolated(runtime) => BuildIsolation::Sandboxed(BuildSandbox {
+            runtime: runtime.clone(),
+            uid: settings.uid,
+            gid: settings.gid,
+            limits: settings.limits.clone(),
+            env: settings.env.clone(),
+        }),
+        ServerRuntime::Plain(_) => BuildIsolation::Host {
+            warning: Some(format!(
+                "this build is not isolated: it runs on the server as crew's own user and \
+                 sees all of the machine, because dyno isolation is {dyno_isolation}"
+            )),
+        },
+    }
 }
 
 /// The default `--app-uids`: a block far above the uids and gids of the
@@ -172,9 +241,19 @@ impl Platform {
             "creating {}",
             config.data.display()
         )))?;
-        let store = Arc::new(Store::open(&config.data.join("crew.db"))?);
+        // Before anything is written there: nobody else reads the data dir.
+        private::make_private(&config.data).map_err(PlatformError::io(format!(
+            "making {} private",
+            config.data.display()
+        )))?;
+        let db = config.data.join("crew.db");
+        private::create_private_file(&db)
+            .map_err(PlatformError::io(format!("creating {}", db.display())))?;
+        let store = Arc::new(Store::open(&db)?);
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
-            .map_err(|e| PlatformError::Build(e.to_string()))?;
+            .map_err(|e| PlatformError::Build(e.to_string()))?
+            .with_path_buildpacks(config.builds.path_buildpacks.clone())
+            .with_isolation(build_isolation(&runtime, &config.builds, &config.isolation));
         let drain_requests = config.drain_requests;
         let ports = config.ports;
         let app_uids = config.app_uids.clone();
@@ -200,7 +279,22 @@ impl Platform {
             domains: std::sync::RwLock::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
         });
+        platform.clean_up_cut_off_builds()?;
+        // Again, now that the directories made above exist.
+        private::make_private(&platform.data).map_err(PlatformError::io(format!(
+            "making {} private",
+            platform.data.display()
+        )))?;
         for app in platform.store.apps()? {
+            let repo = platform.repos().join(format!("{}.git", app.name));
+            if repo.join("config").is_file()
+                && let Err(e) = app::configure_repo(&repo)
+            {
+                eprintln!(
+                    "crew: warning: configuring the git repository {}: {e}",
+                    repo.display()
+                );
+            }
             for domain in platform.store.domains(&app.name)? {
                 platform.remember_domain(&domain.hostname, Some(&app.name));
             }
@@ -208,6 +302,44 @@ impl Platform {
             runtime.boot(&platform).await?;
         }
         Ok(platform)
+    }
+
+    /// A server killed during a build left it `pending` and its scratch dir on
+    /// disk; no build runs yet, so every pending one is failed and every
+    /// scratch dir and source crew left there is removed. Only names crew
+    /// makes are removed, and only in its own directories.
+    fn clean_up_cut_off_builds(&self) -> Result<(), PlatformError> {
+        for build in self.store.fail_unfinished_builds()? {
+            eprintln!(
+                "crew: build {} of {} was cut off by a stopped server: marked failed",
+                build.id, build.app
+            );
+        }
+        source::remove_leftovers(&self.scratch_dir(), &self.sources_dir());
+        Ok(())
+    }
+
+    /// Where builds unpack their source: `DATA/tmp`.
+    fn scratch_dir(&self) -> PathBuf {
+        self.data.join("tmp")
+    }
+
+    /// Where uploaded sources wait for their build: `DATA/sources`.
+    fn sources_dir(&self) -> PathBuf {
+        self.data.join("sources")
+    }
+
+    /// Makes an empty source, private to crew, for a tarball to be uploaded to.
+    pub fn create_source(&self) -> Result<SourceId, PlatformError> {
+        source::create(&self.sources_dir())
+            .map_err(PlatformError::io("making a place for the source"))
+    }
+
+    /// The file to write source `id`'s tarball to, emptied: it must have been
+    /// made by [`Platform::create_source`] and not built yet. The caller stops
+    /// at [`MAX_SOURCE_BYTES`].
+    pub fn source_upload(&self, id: &SourceId) -> Result<std::fs::File, PlatformError> {
+        source::open_for_upload(&self.sources_dir(), id)
     }
 
     fn remember_domain(&self, hostname: &str, app: Option<&str>) {
@@ -279,6 +411,29 @@ impl Platform {
         &self.isolation
     }
 
+    /// How builds run here, in words: `sandboxed (…)`, or `off: why`.
+    pub fn build_isolation(&self) -> String {
+        match self.buildpacks.isolation() {
+            BuildIsolation::Sandboxed(sandbox) => format!(
+                "sandboxed (namespaces and cgroup as for dynos, each app's own uid, {} of \
+                 memory and {} processes per build step{})",
+                crew_buildpack::human_size(sandbox.limits.memory_bytes),
+                sandbox.limits.pids,
+                if sandbox.env.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = sandbox.env.iter().map(|(k, _)| k.as_str()).collect();
+                    format!(", passing on {}", names.join(" "))
+                }
+            ),
+            BuildIsolation::Host { .. } => format!(
+                "off: builds run on this machine as crew's own user and see all of it, \
+                 because dyno isolation is {}",
+                self.isolation
+            ),
+        }
+    }
+
     /// The uid and gid `app`'s isolated dynos (formation, one-offs, the release
     /// command) and builds run as: its own, from `--app-uids`, held for its
     /// whole life. `None` when dynos run plain, as crew itself.
@@ -288,6 +443,25 @@ impl Platform {
         }
         let uid = self.store.app_uid(app, self.app_uids.clone())?;
         Ok(Some((uid, uid)))
+    }
+
+    /// The buildpacks as `app`'s builds use them: sandboxed builds run as
+    /// the app's own uid, as its dynos do.
+    fn buildpacks_for(&self, app: &str) -> Result<Buildpacks, PlatformError> {
+        let (BuildIsolation::Sandboxed(sandbox), Some((uid, gid))) =
+            (self.buildpacks.isolation(), self.app_user(app)?)
+        else {
+            return Ok(self.buildpacks.clone());
+        };
+        let sandbox = BuildSandbox {
+            uid,
+            gid,
+            ..sandbox.clone()
+        };
+        Ok(self
+            .buildpacks
+            .clone()
+            .with_isolation(BuildIsolation::Sandboxed(sandbox)))
     }
 
     /// The server's runtime as `app`'s dynos use it: as its own user.
@@ -350,6 +524,8 @@ impl Platform {
             runtime.stop().await;
         }
         self.store.destroy_app(name)?;
+        // The name passed the store's app-name rule (`^[a-z][a-z0-9-]{1,29}$`)
+        // when the app was found, so both paths are crew's own, under DATA.
         let _ = std::fs::remove_dir_all(self.app_dir(name));
         let _ = std::fs::remove_dir_all(self.repos().join(format!("{name}.git")));
         Ok(())
@@ -364,12 +540,14 @@ impl Platform {
             .clone()
     }
 
-    /// Builds `source` into a slug and releases it. `out` gets every line the
-    /// pusher should see. A failed build leaves the running release alone.
+    /// Builds the uploaded `source` into a slug and releases it. `out` gets
+    /// every line the pusher should see. A failed build leaves the running
+    /// release alone. The source is used up: its tarball and the directory it
+    /// is unpacked into (`DATA/tmp/build-ID`) are removed either way.
     pub async fn deploy(
         self: &Arc<Self>,
         app: &str,
-        source: PathBuf,
+        source: SourceId,
         commit: String,
         out: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Release, PlatformError> {
@@ -381,9 +559,14 @@ impl Platform {
         runtime
             .event("api", format!("Build started for {short}"))
             .await;
+        let tarball = source::path(&self.sources_dir(), &source)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let build = self.store.create_build(app, &commit)?;
+        let scratch = source::scratch_dir(&self.scratch_dir(), &build.id)
+            .map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let config = self.store.config(app)?;
         let dir = self.app_dir(app);
+        private::create_dirs(&dir).map_err(PlatformError::io("creating the app's directory"))?;
         let slugs = dir.join("slugs");
         std::fs::create_dir_all(&slugs)
             .map_err(PlatformError::io("creating the slug directory"))?;
@@ -391,28 +574,49 @@ impl Platform {
         std::fs::create_dir_all(&cache).map_err(PlatformError::io("creating the build cache"))?;
         let slug_path = slugs.join(format!("{}.tar.gz", build.id));
 
-        let platform = self.clone();
+        let buildpacks = self.buildpacks_for(app)?;
         let app_name = app.to_string();
         let slug_for_build = slug_path.clone();
         let build_out = out.clone();
+        let commit_for_build = commit.clone();
         let built = tokio::task::spawn_blocking(move || {
+            let unpacked = source::unpack(&tarball, &scratch);
+            let _ = std::fs::remove_file(&tarball);
+            if let Err(e) = unpacked {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
             let request = BuildRequest {
                 app: &app_name,
-                source: &source,
+                source: &scratch,
                 cache: &cache,
                 config: &config,
                 slug_path: &slug_for_build,
                 timeout: BUILD_TIMEOUT,
+                source_version: Some(&commit_for_build),
             };
             let mut send = |line: &str| {
                 let _ = build_out.send(line.to_string());
             };
-            let result = platform.buildpacks.build(&request, &mut send);
-            let _ = std::fs::remove_dir_all(&source);
-            result
+            let result = buildpacks.build(&request, &mut send);
+            // Made above by crew, under DATA/tmp, named for the build's id.
+            let _ = std::fs::remove_dir_all(&scratch);
+            Ok(result)
         })
         .await
         .map_err(|e| PlatformError::Build(format!("the build stopped: {e}")))?;
+        let built = match built {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = out.send(format!(" !     The source could not be unpacked: {e}"));
+                self.store
+                    .finish_build(&build.id, crew_store::BuildStatus::Failed, None)?;
+                runtime.event("api", "Build failed").await;
+                return Err(PlatformError::Build(format!(
+                    "the source could not be unpacked: {e}"
+                )));
+            }
+        };
         let output = match built {
             Ok(output) => output,
             Err(e) => {

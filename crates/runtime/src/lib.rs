@@ -18,7 +18,9 @@
 //! [`IsolatedRuntime`] runs each dyno in its own namespaces, over an overlay of
 //! its slug, limited by a cgroup sized by a [`DynoSize`] (see [`isolated`]). Where
 //! that is not possible, [`IsolatedRuntime::probe`] says why, and the platform
-//! runs dynos plain.
+//! runs dynos plain. [`IsolatedRuntime::sandbox`] runs a program that is not a
+//! dyno (a build step) behind the same walls, with host directories bound at
+//! fixed places instead of a slug.
 //!
 //! A server picks one of the two at startup as its [`ServerRuntime`]; without
 //! isolation, each of its dynos runs in a copy of its slug of its own.
@@ -50,6 +52,7 @@ use std::path::PathBuf;
 
 pub use isolated::{
     IsolatedConfig, IsolatedGroup, IsolatedProcess, IsolatedRuntime, IsolationUnavailable,
+    SandboxBind, SandboxSpec, Sandboxed,
 };
 pub use network_namespace::NetworkNamespace;
 pub use plain::{PlainGroup, PlainProcess, PlainRuntime};

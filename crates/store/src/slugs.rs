@@ -185,6 +185,35 @@ impl Store {
         })
     }
 
+    /// Marks every build still pending as failed and returns them. Only for a
+    /// server that is starting: no build of its can be running yet, so a
+    /// pending one was cut off when an earlier server died mid-build.
+    pub fn fail_unfinished_builds(&self) -> Result<Vec<Build>, StoreError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "{BUILD_SELECT} WHERE b.status = ?1 ORDER BY b.seq"
+            ))?;
+            let pending = stmt
+                .query_map([BuildStatus::Pending], build_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let when = now();
+            for build in &pending {
+                tx.execute(
+                    "UPDATE builds SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![build.id, BuildStatus::Failed, when],
+                )?;
+            }
+            Ok(pending
+                .into_iter()
+                .map(|b| Build {
+                    status: BuildStatus::Failed,
+                    updated_at: when.clone(),
+                    ..b
+                })
+                .collect())
+        })
+    }
+
     pub fn build(&self, id: &str) -> Result<Build, StoreError> {
         self.read(|tx| build_of(tx, id))
     }

@@ -1146,3 +1146,29 @@ fn statuses_use_herokus_words() {
     let err = "done".parse::<ReleaseStatus>().unwrap_err();
     assert!(matches!(err, StoreError::Invalid { .. }));
 }
+
+#[test]
+fn builds_cut_off_by_a_dead_server_are_failed_at_start() {
+    let store = store();
+    store.create_app("demo").unwrap();
+    let s = slug(&store, "demo", &[("web", "serve")]);
+    let done = store.create_build("demo", "aaaaaaa").unwrap();
+    store
+        .finish_build(&done.id, BuildStatus::Succeeded, Some(&s.id))
+        .unwrap();
+    let cut_off = store.create_build("demo", "bbbbbbb").unwrap();
+    assert_eq!(cut_off.status, BuildStatus::Pending);
+
+    let failed = store.fail_unfinished_builds().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, cut_off.id);
+    assert_eq!(
+        store.build(&cut_off.id).unwrap().status,
+        BuildStatus::Failed
+    );
+    assert_eq!(
+        store.build(&done.id).unwrap().status,
+        BuildStatus::Succeeded
+    );
+    assert!(store.fail_unfinished_builds().unwrap().is_empty());
+}

@@ -40,6 +40,8 @@ pub struct Server {
     pub router: u16,
     /// More `crew server` flags.
     pub extra: Vec<String>,
+    /// More variables in the server's environment.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -48,6 +50,11 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_with_env(extra, &[])
+    }
+
+    /// A server with more flags and more variables in its environment.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let home = App::new();
         let url = format!("http://127.0.0.1:{}", free_port());
         // A range of PORTs per server: servers of one test binary run side by
@@ -63,6 +70,10 @@ impl Server {
             dyno_ports: format!("{first}-{}", first + 99),
             router: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.boot();
         server
@@ -81,6 +92,7 @@ impl Server {
             .args(["--dyno-ports", &self.dyno_ports])
             .args(["--router", "127.0.0.1:0"])
             .args(self.extra.iter())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("HOME", self.home.path())
             .current_dir(self.home.path());
         let crew = Crew::spawn(command);

@@ -148,7 +148,6 @@ mod tests {
     fn setup(terminal: Option<(u16, u16)>) -> Setup<'static> {
         Setup {
             hostname: "web.1",
-            slug: Path::new("/srv/slugs/v1"),
             uid: 2000000001,
             gid: 2000000001,
             terminal,
@@ -160,7 +159,7 @@ mod tests {
     /// The whole sequence, exactly: the contract with the kernel.
     #[test]
     fn setup_runs_in_order() {
-        let steps = build(&layout(), &setup(None)).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let sys = Recorder::new();
         sys.signals
             .borrow_mut()
@@ -253,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_failed_step_is_reported_and_stops_the_setup() {
-        let steps = build(&layout(), &setup(None)).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.fail = Some(("mount overlay".into(), libc::ENODEV));
         assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
@@ -284,7 +283,12 @@ mod tests {
     /// name is `/dev/pts/N` inside) and before the drop (it is root's to open).
     #[test]
     fn a_terminal_is_opened_on_the_dyno_devpts_before_the_drop() {
-        let steps = build(&layout(), &setup(Some((80, 24)))).unwrap();
+        let steps = build(
+            &layout(),
+            &setup(Some((80, 24))),
+            Path::new("/srv/slugs/v1"),
+        )
+        .unwrap();
         let sys = Recorder::new();
         sys.signals.borrow_mut().push_back(libc::SIGCHLD);
         sys.reaped.borrow_mut().push_back((2, 0));
@@ -298,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_parent_that_is_gone_ends_the_setup_quietly() {
-        let steps = build(&layout(), &setup(None)).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.go = false;
         assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
@@ -307,7 +311,7 @@ mod tests {
 
     #[test]
     fn the_app_child_execs_and_reports_failure() {
-        let steps = build(&layout(), &setup(None)).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.fork_result = Some(Forked::Child);
         assert_eq!(dyno_init(&sys, &steps, &FDS), 127);

@@ -63,10 +63,12 @@ pub(crate) struct Launched {
     pub status: OwnedFd,
 }
 
-/// What the init's descriptors 0 and 1/2 are.
+/// What the init's descriptors 0, 1 and 2 are.
 pub(crate) struct ChildIo {
     pub stdin: OwnedFd,
     pub output: OwnedFd,
+    /// A stderr of its own; `None` merges it into `output`.
+    pub errors: Option<OwnedFd>,
 }
 
 /// Clones the init, hands it to `cgroup`, and waits until its app runs or its
@@ -83,7 +85,7 @@ pub(crate) fn launch(
     let fds = [
         os::raw(&io.stdin),
         os::raw(&io.output),
-        os::raw(&io.output),
+        os::raw(io.errors.as_ref().unwrap_or(&io.output)),
         os::raw(&setup_w),
         os::raw(&status_w),
         os::raw(&go_r),

@@ -36,6 +36,7 @@ mod launch;
 pub(crate) mod memory;
 mod output;
 pub(crate) mod plan;
+mod sandbox;
 pub(crate) mod sys;
 
 use std::collections::HashMap;
@@ -53,7 +54,9 @@ use self::cgroup::{Cgroups, DynoCgroup};
 use self::launch::{ChildIo, ChildPlan, Launched, launch};
 use self::memory::MemoryWatch;
 use self::output::DynoOutput;
+pub use self::plan::SandboxBind;
 use self::plan::{DEVICES, Entry, Layout, Setup, Walls};
+pub use self::sandbox::{SandboxSpec, Sandboxed};
 use crate::os::{self, ExecImage};
 use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{
@@ -172,7 +175,6 @@ struct Shared {
     /// A stdin that stays open and never delivers data (as for plain dynos).
     idle_stdin: OwnedFd,
     _idle_stdin_writer: OwnedFd,
-    next: AtomicU64,
 }
 
 impl IsolatedRuntime {
@@ -235,7 +237,6 @@ impl IsolatedRuntime {
                 cgroups,
                 idle_stdin,
                 _idle_stdin_writer: writer,
-                next: AtomicU64::new(1),
             }),
             sizes: Arc::new(Mutex::new(HashMap::new())),
             user,
@@ -245,7 +246,7 @@ impl IsolatedRuntime {
     /// Starts a test dyno (`exit 0` over an empty slug) and waits for it. Needs no
     /// tokio runtime.
     pub fn check(&self) -> Result<(), IsolationUnavailable> {
-        let n = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let n = next_id();
         let slug = std::env::temp_dir().join(format!("crew-probe-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&slug)
             .map_err(|e| IsolationUnavailable::Setup(format!("{}: {e}", slug.display())))?;
@@ -424,18 +425,17 @@ impl IsolatedRuntime {
         };
         let setup = Setup {
             hostname: &spec.name,
-            slug: &slug,
             uid,
             gid,
             terminal,
         };
-        let steps = plan::build(&shared.layout, &setup).map_err(|_| {
+        let steps = plan::build(&shared.layout, &setup, &slug).map_err(|_| {
             fail(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the dyno name or slug path contains a NUL byte",
             ))
         })?;
-        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let n = next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         let cgroup = shared.cgroups.create(&id, size).map_err(fail)?;
         let pipe_error = |source| RuntimeError::Pipe {
@@ -450,6 +450,7 @@ impl IsolatedRuntime {
                 let io = ChildIo {
                     output: theirs.try_clone().map_err(pipe_error)?,
                     stdin: theirs,
+                    errors: None,
                 };
                 let plan = Arc::new(ChildPlan { steps, image });
                 let launched =
@@ -475,6 +476,7 @@ impl IsolatedRuntime {
             let io = ChildIo {
                 stdin: stdio.stdin,
                 output: stdio.stdout,
+                errors: None,
             };
             drop(stdio.stderr);
             let plan = Arc::new(ChildPlan { steps, image });
@@ -495,6 +497,14 @@ impl IsolatedRuntime {
             }
         }
     }
+}
+
+/// A number no other dyno (or probe, or sandboxed program) of this process
+/// has: part of cgroup names, which two runtimes of one process (a test
+/// binary's, say) would otherwise both call `PID-1-web.1`.
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A dyno's size from its process type (the name up to the first dot).

@@ -231,23 +231,23 @@ pub(crate) struct Layout {
     pub walls: Walls,
 }
 
-/// What keeps a dyno from reaching around its namespaces (see `kernel`).
+/// What keeps a dyno (or a sandboxed program) from reaching around its
+/// namespaces (see `kernel`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Walls {
     /// `/proc` entries to hide, with whether each is a directory.
     pub masked_proc: Vec<(String, bool)>,
     /// `/proc` entries to make read-only.
     pub read_only_proc: Vec<String>,
-    /// Installed last before the app's exec; empty means none (tests only).
+    /// Installed last before the program's exec; empty means none (tests only).
     pub seccomp: Arc<Vec<BpfProgram>>,
 }
 
-/// What differs between one dyno and the next.
+/// Who runs behind the walls, and how: what differs between one dyno (or
+/// sandboxed program) and the next, besides what it sees at `/app`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Setup<'a> {
     pub hostname: &'a str,
-    /// The slug's directory on the host: the overlay's lower layer.
-    pub slug: &'a Path,
     /// The app's user and group.
     pub uid: u32,
     pub gid: u32,
@@ -265,11 +265,47 @@ fn c(path: impl AsRef<Path>) -> Result<CString, NulError> {
     CString::new(path.as_ref().as_os_str().as_bytes())
 }
 
+/// A host directory a sandboxed program sees at a fixed place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxBind {
+    /// The directory on the host, bound as it is: no part of this path may be
+    /// something the sandboxed program could have changed.
+    pub host: PathBuf,
+    /// Where the program sees it: an absolute path such as `/app`.
+    pub inside: PathBuf,
+    /// Read-write (still `nosuid,nodev`), or read-only.
+    pub writable: bool,
+}
+
+/// What a process sees at `/app` (and beside it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Workspace<'a> {
+    /// A dyno: `/app` is an overlay over the slug, and writes vanish at exit.
+    Slug(&'a Path),
+    /// A sandboxed program (a build step): host directories bound at fixed
+    /// places, in this order. A bind at `/tmp` takes the place of the fresh
+    /// tmpfs; without a bind at `/app`, `/app` is an empty read-only directory.
+    Binds(&'a [SandboxBind]),
+}
+
 /// Every step of a dyno's setup, from the first syscall to `chdir /app`.
-pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, NulError> {
+pub(crate) fn build(
+    layout: &Layout,
+    setup: &Setup<'_>,
+    slug: &Path,
+) -> Result<Vec<Step>, NulError> {
+    build_for(layout, setup, Workspace::Slug(slug))
+}
+
+/// Every step of the setup of a dyno or of a sandboxed program: the same walls
+/// (namespaces, stack, /proc, /dev, user), only what is at `/app` differs.
+pub(crate) fn build_for(
+    layout: &Layout,
+    setup: &Setup<'_>,
+    workspace: Workspace<'_>,
+) -> Result<Vec<Step>, NulError> {
     let Setup {
         hostname,
-        slug,
         uid,
         gid,
         terminal,
@@ -282,18 +318,20 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
         Step::NewCgroupNamespace,
         Step::Name(CString::new(INIT_NAME)?),
         Step::PrivateMounts,
-        Step::OpenDir {
+    ];
+    if let Workspace::Slug(slug) = workspace {
+        steps.push(Step::OpenDir {
             path: c(slug)?,
             fd: fd::SLUG,
-        },
-        Step::Mount {
-            source: c("crew-root")?,
-            target: c(root)?,
-            fstype: c("tmpfs")?,
-            flags: ms::NOSUID | ms::NODEV,
-            data: c("mode=0755")?,
-        },
-    ];
+        });
+    }
+    steps.extend([Step::Mount {
+        source: c("crew-root")?,
+        target: c(root)?,
+        fstype: c("tmpfs")?,
+        flags: ms::NOSUID | ms::NODEV,
+        data: c("mode=0755")?,
+    }]);
 
     // The stack: the host's /usr, /etc ... read-only.
     let mut made: Vec<PathBuf> = Vec::new();
@@ -339,14 +377,21 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
         }
     }
 
+    let binds = match workspace {
+        Workspace::Slug(_) => &[][..],
+        Workspace::Binds(binds) => {
+            bound_dirs(&mut steps, root, binds)?;
+            binds
+        }
+    };
     // /app: an overlay over the slug, its writable layer on a tmpfs mounted at the
     // same place and hidden under it, so nothing of it is reachable but /app.
-    // The overlay itself is mounted after the pivot, from paths inside the new
-    // root: its options show in /proc/self/mounts and must name nothing of the
-    // host.
+    // The overlay itself is mounted just before the pivot, by paths relative to
+    // the new root: its options show in /proc/self/mounts and must name nothing
+    // of the host.
     let app = at(APP)?;
     let upper = at("/app/upper")?;
-    steps.extend([
+    let overlay_layers = [
         Step::Mkdir {
             path: app.clone(),
             mode: 0o755,
@@ -371,10 +416,13 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
             path: at("/app/work")?,
             mode: 0o700,
         },
-    ]);
+    ];
+    if let Workspace::Slug(_) = workspace {
+        steps.extend(overlay_layers);
+    }
 
     // /tmp and /proc.
-    steps.extend([
+    let tmp = [
         Step::Mkdir {
             path: at("/tmp")?,
             mode: 0o755,
@@ -386,6 +434,11 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
             flags: ms::NOSUID | ms::NODEV,
             data: c("mode=1777")?,
         },
+    ];
+    if !binds.iter().any(|b| b.inside == Path::new("/tmp")) {
+        steps.extend(tmp);
+    }
+    steps.extend([
         Step::Mkdir {
             path: at("/proc")?,
             mode: 0o555,
@@ -497,6 +550,8 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
     steps.extend([
         Step::Hostname(CString::new(hostname)?),
         Step::Chdir(c(root)?),
+    ]);
+    let overlay = [
         Step::Mount {
             source: c("overlay")?,
             target: c(APP.trim_start_matches('/'))?,
@@ -508,10 +563,11 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
             ))?,
         },
         Step::Close(fd::SLUG),
-        Step::PivotRoot,
-        Step::DetachOldRoot,
-        Step::Chdir(c("/")?),
-    ]);
+    ];
+    if let Workspace::Slug(_) = workspace {
+        steps.extend(overlay);
+    }
+    steps.extend([Step::PivotRoot, Step::DetachOldRoot, Step::Chdir(c("/")?)]);
     if let Some((cols, rows)) = terminal {
         steps.push(Step::Terminal {
             ptmx: c("/dev/pts/ptmx")?,
@@ -549,6 +605,41 @@ pub(crate) fn build(layout: &Layout, setup: &Setup<'_>) -> Result<Vec<Step>, Nul
     Ok(steps)
 }
 
+/// A sandbox's directories, each bound at its place under `root` (parents made
+/// as needed): writable ones `nosuid,nodev`, the others read-only too. `/app`
+/// exists either way, since the program starts there.
+fn bound_dirs(steps: &mut Vec<Step>, root: &Path, binds: &[SandboxBind]) -> Result<(), NulError> {
+    let mut made: Vec<PathBuf> = Vec::new();
+    let mut mkdirs = |steps: &mut Vec<Step>, inside: &Path| -> Result<(), NulError> {
+        let mut dir = PathBuf::new();
+        for part in inside.strip_prefix("/").unwrap_or(inside).components() {
+            dir.push(part);
+            if !made.contains(&dir) {
+                steps.push(Step::Mkdir {
+                    path: c(root.join(&dir))?,
+                    mode: 0o755,
+                });
+                made.push(dir.clone());
+            }
+        }
+        Ok(())
+    };
+    for bind in binds {
+        mkdirs(steps, &bind.inside)?;
+        let target = c(root.join(bind.inside.strip_prefix("/").unwrap_or(&bind.inside)))?;
+        steps.push(Step::Bind {
+            source: c(&bind.host)?,
+            target: target.clone(),
+        });
+        let read_only = if bind.writable { 0 } else { ms::RDONLY };
+        steps.push(Step::Remount {
+            target,
+            flags: read_only | ms::NOSUID | ms::NODEV,
+        });
+    }
+    mkdirs(steps, Path::new(APP))
+}
+
 /// The step a setup record names, for the parent's error message.
 pub(crate) fn describe(steps: &[Step], index: u32, errno: Errno) -> String {
     let err = errno.io_error();
@@ -563,12 +654,11 @@ pub(crate) fn describe(steps: &[Step], index: u32, errno: Errno) -> String {
 mod tests {
     use super::*;
 
-    fn setup(hostname: &str) -> Setup<'_> {
+    fn setup(hostname: &str, uid: u32, gid: u32) -> Setup<'_> {
         Setup {
             hostname,
-            slug: Path::new("/slug"),
-            uid: 1,
-            gid: 1,
+            uid,
+            gid,
             terminal: None,
         }
     }
@@ -591,7 +681,7 @@ mod tests {
             devices: vec![],
             walls: Walls::default(),
         };
-        let steps = build(&layout, &setup("web.1")).unwrap();
+        let steps = build(&layout, &setup("web.1", 1, 1), Path::new("/slug")).unwrap();
         let mkdirs: Vec<String> = steps
             .iter()
             .filter_map(|s| match s {
@@ -615,6 +705,81 @@ mod tests {
     }
 
     #[test]
+    fn a_sandbox_sees_its_binds_instead_of_a_slug() {
+        let layout = Layout {
+            root: "/r".into(),
+            stack: vec![],
+            extra: vec![],
+            devices: vec![],
+            walls: Walls::default(),
+        };
+        let bind = |host: &str, inside: &str, writable| SandboxBind {
+            host: host.into(),
+            inside: inside.into(),
+            writable,
+        };
+        let binds = [
+            bind("/scratch/app", "/app", true),
+            bind("/data/buildpacks/python", "/buildpack", false),
+            bind("/scratch/tmp", "/tmp", true),
+        ];
+        let steps = build_for(&layout, &setup("build", 7, 8), Workspace::Binds(&binds)).unwrap();
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        // No slug, no overlay, no tmpfs at /tmp: the binds, writable or not.
+        assert!(!steps.iter().any(|s| matches!(s, Step::OpenDir { .. })));
+        assert!(
+            !text.iter().any(|t| t.starts_with("mount overlay")),
+            "{text:?}"
+        );
+        assert!(
+            !text.iter().any(|t| t == "mount tmpfs on /r/tmp"),
+            "{text:?}"
+        );
+        let cs = |s: &str| CString::new(s).unwrap();
+        for (target, flags) in [
+            ("/r/app", ms::NOSUID | ms::NODEV),
+            ("/r/buildpack", ms::RDONLY | ms::NOSUID | ms::NODEV),
+            ("/r/tmp", ms::NOSUID | ms::NODEV),
+        ] {
+            let remount = Step::Remount {
+                target: cs(target),
+                flags,
+            };
+            assert!(steps.contains(&remount), "{target}: {text:?}");
+        }
+        assert!(steps.contains(&Step::Bind {
+            source: cs("/data/buildpacks/python"),
+            target: cs("/r/buildpack"),
+        }));
+        // The same walls as a dyno: its own /proc, the user drop, /app last.
+        assert!(
+            text.iter().any(|t| t == "mount proc on /r/proc"),
+            "{text:?}"
+        );
+        let tail: Vec<&Step> = steps.iter().rev().take(9).collect();
+        assert!(tail.contains(&&Step::SetUid(7)) && tail.contains(&&Step::SetGid(8)));
+        assert!(tail.contains(&&Step::NoNewPrivs));
+        assert_eq!(steps.last(), Some(&Step::Chdir(cs("/app"))));
+
+        // Without a bind there, /app is an empty directory and /tmp a tmpfs.
+        let steps = build_for(
+            &layout,
+            &setup("build", 7, 8),
+            Workspace::Binds(&binds[1..2]),
+        )
+        .unwrap();
+        assert!(steps.contains(&Step::Mkdir {
+            path: cs("/r/app"),
+            mode: 0o755
+        }));
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.to_string() == "mount tmpfs on /r/tmp")
+        );
+    }
+
+    #[test]
     fn hostname_with_a_nul_is_refused() {
         let layout = Layout {
             root: "/r".into(),
@@ -623,6 +788,6 @@ mod tests {
             devices: vec![],
             walls: Walls::default(),
         };
-        assert!(build(&layout, &setup("web\0.1")).is_err());
+        assert!(build(&layout, &setup("web\0.1", 1, 1), Path::new("/slug")).is_err());
     }
 }
