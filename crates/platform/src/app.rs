@@ -118,7 +118,8 @@ impl AppRuntime {
         rows: &[FormationRow],
     ) -> Result<ReleaseSpec, PlatformError> {
         let archive = PathBuf::from(&slug.path);
-        let dir = slug::extract(&archive, platform.slug_owner())
+        let group = platform.app_user(&self.name)?.map(|(_, gid)| gid);
+        let dir = slug::extract(&archive, group)
             .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
         let types: Vec<ReleaseType> = slug
             .process_types
@@ -180,7 +181,8 @@ impl AppRuntime {
             Ok(Ok(Some(status))) if status.success() => Ok(Ok(())),
             Ok(Ok(Some(status))) => Ok(Err(exit_reason(status))),
             Ok(Ok(None)) => {
-                Ok(run_release_command(&platform.runtime, &release, command, say).await)
+                let runtime = platform.runtime_of(&self.name);
+                Ok(run_release_command(&runtime, &release, command, say).await)
             }
             Ok(Err(e)) => Err(engine_error(e)),
             Err(_) => Err(PlatformError::Invalid(format!(
@@ -240,13 +242,13 @@ impl AppRuntime {
 }
 
 /// The reference placement: crew's own manifold on this machine, through the
-/// server's runtime.
+/// server's runtime as each app's own user (`runtime_of`).
 pub(crate) fn local_placements(
-    runtime: ServerRuntime,
+    runtime_of: Arc<dyn Fn(&str) -> ServerRuntime + Send + Sync>,
     ports: Arc<PortPool>,
     drain_requests: bool,
 ) -> PlacementFactory {
-    Arc::new(move |_app, logs| {
+    Arc::new(move |app, logs| {
         let config = LocalConfig {
             engine: EngineConfig {
                 stop_timeout: STOP_TIMEOUT,
@@ -256,7 +258,7 @@ pub(crate) fn local_placements(
             },
             ports: ports.clone(),
         };
-        Box::new(LocalPlacement::new(runtime.clone(), config, logs))
+        Box::new(LocalPlacement::new(runtime_of(app), config, logs))
     })
 }
 

@@ -19,6 +19,7 @@ mod slug;
 mod source;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -161,6 +162,9 @@ pub struct PlatformConfig {
     pub isolation: String,
     /// Where apps' dynos run; `None` is this machine, through the runtime.
     pub placements: Option<PlacementFactory>,
+    /// The uids (and gids, the same numbers) apps get, one each, for their
+    /// isolated dynos and builds (`crew server --app-uids`).
+    pub app_uids: RangeInclusive<u32>,
     pub builds: BuildSettings,
 }
 
@@ -188,11 +192,39 @@ fn build_isolation(
     }
 }
 
+/// The default `--app-uids`: a block far above the uids and gids of the
+/// host's users (login.defs hands out up to 60000), of systemd's dynamic users
+/// (61184-65519) and of the usual subordinate-uid ranges of rootless
+/// containers (100000 upwards, 65536 per user, and systemd-nspawn's
+/// 524288-1879048191), and below 2^31, where some tools take a uid for
+/// negative.
+pub const DEFAULT_APP_UIDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
+
 /// Where a host's requests go: the app and its live web dynos.
 pub struct Route {
     pub app: String,
     pub backends: tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>,
     pub log: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// `runtime` as `app`'s dynos use it: isolated dynos as the app's own uid.
+/// An app whose uid cannot be had gets a runtime that refuses to start its
+/// dynos (and says why), never one that would borrow another's user.
+fn runtime_as_app(
+    runtime: &ServerRuntime,
+    store: &Store,
+    uids: &RangeInclusive<u32>,
+    app: &str,
+) -> ServerRuntime {
+    if !runtime.is_isolated() {
+        return runtime.clone();
+    }
+    match store.app_uid(app, uids.clone()) {
+        Ok(uid) => runtime.with_user(Some((uid, uid))),
+        // Only a full range or a broken database gets here; the dynos' start
+        // errors then say the app has no uid.
+        Err(_) => runtime.with_user(None),
+    }
 }
 
 /// The hostname suffix every app answers on without DNS setup.
@@ -206,6 +238,7 @@ pub struct Platform {
     runtime: ServerRuntime,
     isolation: String,
     placements: PlacementFactory,
+    app_uids: RangeInclusive<u32>,
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
     domains: std::sync::RwLock<HashMap<String, String>>,
@@ -245,16 +278,19 @@ impl Platform {
         let db = config.data.join("crew.db");
         private::create_private_file(&db)
             .map_err(PlatformError::io(format!("creating {}", db.display())))?;
-        let store = Store::open(&db)?;
+        let store = Arc::new(Store::open(&db)?);
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
             .map_err(|e| PlatformError::Build(e.to_string()))?
             .with_path_buildpacks(config.builds.path_buildpacks.clone())
             .with_isolation(build_isolation(&runtime, &config.builds, &config.isolation));
         let drain_requests = config.drain_requests;
         let ports = config.ports;
+        let app_uids = config.app_uids.clone();
         let placements = config.placements.unwrap_or_else(|| {
+            let (runtime, store, uids) = (runtime.clone(), store.clone(), app_uids.clone());
+            let runtime_of = move |app: &str| runtime_as_app(&runtime, &store, &uids, app);
             app::local_placements(
-                runtime.clone(),
+                Arc::new(runtime_of),
                 Arc::new(PortPool::new(ports)),
                 drain_requests,
             )
@@ -262,9 +298,10 @@ impl Platform {
         let platform = Arc::new(Platform {
             data: config.data,
             exe: config.exe,
-            store: Arc::new(store),
+            store,
             buildpacks,
             placements,
+            app_uids,
             runtime,
             isolation: config.isolation,
             apps: Mutex::new(HashMap::new()),
@@ -407,9 +444,8 @@ impl Platform {
     pub fn build_isolation(&self) -> String {
         match self.buildpacks.isolation() {
             BuildIsolation::Sandboxed(sandbox) => format!(
-                "sandboxed (namespaces and cgroup as for dynos, uid {}, {} of memory and {} \
-                 processes per build step{})",
-                sandbox.uid,
+                "sandboxed (namespaces and cgroup as for dynos, each app's own uid, {} of \
+                 memory and {} processes per build step{})",
                 crew_buildpack::human_size(sandbox.limits.memory_bytes),
                 sandbox.limits.pids,
                 if sandbox.env.is_empty() {
@@ -427,13 +463,39 @@ impl Platform {
         }
     }
 
-    /// Who owns extracted slugs: the isolated dynos' user, so an app may change
-    /// its `/app`; plain dynos run as crew and use the files as they are.
-    fn slug_owner(&self) -> Option<(u32, u32)> {
-        match &self.runtime {
-            ServerRuntime::Isolated(r) => Some((r.config().uid, r.config().gid)),
-            ServerRuntime::Plain(_) => None,
+    /// The uid and gid `app`'s isolated dynos (formation, one-offs, the release
+    /// command) and builds run as: its own, from `--app-uids`, held for its
+    /// whole life. `None` when dynos run plain, as crew itself.
+    pub fn app_user(&self, app: &str) -> Result<Option<(u32, u32)>, PlatformError> {
+        if !self.runtime.is_isolated() {
+            return Ok(None);
         }
+        let uid = self.store.app_uid(app, self.app_uids.clone())?;
+        Ok(Some((uid, uid)))
+    }
+
+    /// The buildpacks as `app`'s builds use them: sandboxed builds run as
+    /// the app's own uid, as its dynos do.
+    fn buildpacks_for(&self, app: &str) -> Result<Buildpacks, PlatformError> {
+        let (BuildIsolation::Sandboxed(sandbox), Some((uid, gid))) =
+            (self.buildpacks.isolation(), self.app_user(app)?)
+        else {
+            return Ok(self.buildpacks.clone());
+        };
+        let sandbox = BuildSandbox {
+            uid,
+            gid,
+            ..sandbox.clone()
+        };
+        Ok(self
+            .buildpacks
+            .clone()
+            .with_isolation(BuildIsolation::Sandboxed(sandbox)))
+    }
+
+    /// The server's runtime as `app`'s dynos use it: as its own user.
+    pub(crate) fn runtime_of(&self, app: &str) -> ServerRuntime {
+        runtime_as_app(&self.runtime, &self.store, &self.app_uids, app)
     }
 
     pub fn data(&self) -> &Path {
@@ -463,6 +525,12 @@ impl Platform {
 
     pub async fn create_app(&self, name: &str) -> Result<crew_store::App, PlatformError> {
         let app = self.store.create_app(name)?;
+        // The app's uid from the start, so a full range refuses the app rather
+        // than its first dyno.
+        if let Err(e) = self.app_user(name) {
+            let _ = self.store.destroy_app(name);
+            return Err(e);
+        }
         let repo = self.repos().join(format!("{name}.git"));
         app::init_repo(&repo, &self.exe, name).map_err(PlatformError::io(format!(
             "creating the git repository {}",
@@ -535,7 +603,7 @@ impl Platform {
         std::fs::create_dir_all(&cache).map_err(PlatformError::io("creating the build cache"))?;
         let slug_path = slugs.join(format!("{}.tar.gz", build.id));
 
-        let platform = self.clone();
+        let buildpacks = self.buildpacks_for(app)?;
         let app_name = app.to_string();
         let slug_for_build = slug_path.clone();
         let build_out = out.clone();
@@ -559,7 +627,7 @@ impl Platform {
             let mut send = |line: &str| {
                 let _ = build_out.send(line.to_string());
             };
-            let result = platform.buildpacks.build(&request, &mut send);
+            let result = buildpacks.build(&request, &mut send);
             // Made above by crew, under DATA/tmp, named for the build's id.
             let _ = std::fs::remove_dir_all(&scratch);
             Ok(result)
