@@ -1159,7 +1159,10 @@ fn config_over_herokus_32_kb_is_refused_and_names_the_limit() {
     let text = e.to_string();
     assert!(text.contains("32 KB (32768 bytes)"), "{text}");
     assert!(text.contains(&format!("{}", big.len() + 3)), "{text}");
-    assert!(store.config("demo").unwrap().is_empty(), "nothing was stored");
+    assert!(
+        store.config("demo").unwrap().is_empty(),
+        "nothing was stored"
+    );
 
     // Exactly the limit, keys and values together, is fine; one byte more is not.
     let value = "v".repeat(32 * 1024 - 2);
