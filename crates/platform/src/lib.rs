@@ -62,7 +62,7 @@ fn human_bytes(bytes: u64) -> String {
     const GIB: u64 = 1024 * MIB;
     if bytes >= GIB {
         let tenths = bytes * 10 / GIB;
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{} GiB", tenths / 10)
         } else {
             format!("{}.{} GiB", tenths / 10, tenths % 10)
