@@ -39,18 +39,22 @@ fn a_dyno_flooding_its_log_with_long_lines_loses_its_own_lines_not_the_servers_m
     let server = Server::start_with(&["--isolation", "off"]);
     let pid = server.pid().expect("the server runs");
     // 4 GiB of 100,000-byte lines, ten times Heroku's limit, as fast as a pipe
-    // takes them.
+    // takes them. The flood leaves the dyno's budget spent: two quiet seconds
+    // refill it, so the end marker gets in.
     let app = deploy(
         &server,
         "flood",
         "worker: yes \"$(head -c 99999 /dev/zero | tr '\\0' x)\" | head -c 4294967296; \
-         echo flood over; exec sleep 1000\n",
+         echo; sleep 2; echo flood over; exec sleep 1000\n",
     );
     let dir = app.path();
     let started = Instant::now();
     let mut answered = 0;
     let mut peak_rss = 0;
-    let over = poll_until(Duration::from_secs(300), || {
+    // Ample: 4 GiB take some 40 s through a debug build on a busy 2-core
+    // machine; the bound under test is memory, not speed.
+    let over = poll_until(Duration::from_secs(480), || {
+        std::thread::sleep(Duration::from_millis(500));
         peak_rss = peak_rss.max(status_kb(pid, "VmRSS").unwrap_or(0));
         // The API still answers while the dyno floods.
         let (ok, out, err) = server.cli(dir, &["ps", "-a", "flood"]);
@@ -111,7 +115,7 @@ fn the_server_answers_once_the_flood_is_over() {
     let app = deploy(
         &server,
         "burst",
-        "worker: yes line | head -c 50000000; echo burst over; exec sleep 1000\n",
+        "worker: yes line | head -c 5000000; sleep 2; echo burst over; exec sleep 1000\n",
     );
     let done = poll_until(DEPLOY, || {
         let (_, logs, _) = server.cli(app.path(), &["logs", "-a", "burst", "-n", "5"]);
@@ -129,4 +133,149 @@ fn the_server_answers_once_the_flood_is_over() {
         "{}",
         common::tail(&logs, 500)
     );
+}
+
+/// A `crew server` started with a hard limit of `nofile` open files, so a
+/// flood that a test can open reaches it; with the client env to reach it.
+struct SmallServer {
+    crew: common::Crew,
+    home: common::App,
+    url: String,
+    router: u16,
+}
+
+impl SmallServer {
+    fn start(nofile: u32) -> Option<SmallServer> {
+        if std::process::Command::new("prlimit")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: prlimit (util-linux) is not installed");
+            return None;
+        }
+        let home = common::App::new();
+        let url = format!("127.0.0.1:{}", platform::free_port());
+        let mut command = std::process::Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(common::CREW)
+            .args(["server", "--isolation", "off", "--data"])
+            .arg(home.join("data"))
+            .args(["--listen", &url, "--router", "127.0.0.1:0"])
+            .args(["--dyno-ports", "47600-47650"])
+            .env("HOME", home.path())
+            .current_dir(home.path());
+        let crew = common::Crew::spawn(command);
+        crew.wait_for("router serving every app at", common::SOON);
+        let router = crew
+            .stdout()
+            .lines()
+            .find_map(|l| l.split("localhost:").nth(1))
+            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+            .unwrap_or(0);
+        Some(SmallServer {
+            crew,
+            home,
+            url: format!("http://{url}"),
+            router,
+        })
+    }
+
+    fn cli(&self, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+        let token = std::fs::read_to_string(self.home.join("data/api-token")).unwrap_or_default();
+        let output = std::process::Command::new(common::CREW)
+            .args(args)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .env("HOME", self.home.path())
+            .env("CREW_API_URL", &self.url)
+            .env("CREW_API_KEY", token.trim())
+            .output()
+            .expect("running crew");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+}
+
+#[test]
+fn a_flood_of_router_connections_leaves_the_api_and_crew_run_answering() {
+    if !have_git() {
+        return;
+    }
+    let Some(server) = SmallServer::start(2048) else {
+        return;
+    };
+    let app = common::App::with_procfile("worker: exec sleep 1000\n");
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.email=dev@example.com", "-c", "user.name=dev"])
+            .args(args)
+            .current_dir(app.path())
+            .env("HOME", server.home.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "first"]);
+    let (ok, out) = server.cli(app.path(), &["apps:create", "walls"]);
+    assert!(ok, "{out}");
+    let push = std::process::Command::new("git")
+        .args(["push", "crew", "main"])
+        .current_dir(app.path())
+        .env("HOME", server.home.path())
+        .output()
+        .expect("git push");
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+
+    // More connections than the server has descriptors, each sending one
+    // header line and then nothing, as the flood that took the server down.
+    let mut flood = Vec::new();
+    let router = std::net::SocketAddr::from(([127, 0, 0, 1], server.router));
+    let mut refused = 0;
+    for _ in 0..2500 {
+        if refused > 20 {
+            break;
+        }
+        let Ok(mut stream) =
+            std::net::TcpStream::connect_timeout(&router, Duration::from_millis(500))
+        else {
+            refused += 1;
+            continue;
+        };
+        {
+            use std::io::Write;
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: walls.localhost\r\n");
+            flood.push(stream);
+        }
+    }
+    assert!(
+        flood.len() > 2048,
+        "only {} connections opened",
+        flood.len()
+    );
+    let (ok, out) = server.cli(app.path(), &["apps"]);
+    assert!(
+        ok && out.contains("walls"),
+        "the API under the flood: {out}"
+    );
+    let (ok, out) = server.cli(app.path(), &["run", "-a", "walls", "echo still here"]);
+    assert!(
+        ok && out.contains("still here"),
+        "crew run under the flood: {out}"
+    );
+    drop(flood);
+    drop(server.crew);
 }
