@@ -182,27 +182,39 @@ impl SmallServer {
         })
     }
 
+    /// `crew ARGS` against this server; a run past `CLI_DEADLINE` is killed
+    /// and fails.
     fn cli(&self, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
         let token = std::fs::read_to_string(self.home.join("data/api-token")).unwrap_or_default();
-        let output = std::process::Command::new(common::CREW)
+        let out = tempfile::NamedTempFile::new().expect("a temp file");
+        let mut child = std::process::Command::new(common::CREW)
             .args(args)
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
+            .stdout(out.reopen().expect("reopen"))
+            .stderr(out.reopen().expect("reopen"))
             .env("HOME", self.home.path())
             .env("CREW_API_URL", &self.url)
             .env("CREW_API_KEY", token.trim())
-            .output()
+            .spawn()
             .expect("running crew");
-        (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
+        let mut status = None;
+        poll_until(CLI_DEADLINE, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+        (status.is_some_and(|s| s.success()), text)
     }
 }
+
+/// Long enough for a debug `crew run` on a busy machine, far shorter than
+/// the router's 55 s idle limit, which would free a stuck server by itself.
+const CLI_DEADLINE: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_flood_of_router_connections_leaves_the_api_and_crew_run_answering() {
@@ -265,6 +277,21 @@ fn a_flood_of_router_connections_leaves_the_api_and_crew_run_answering() {
         "only {} connections opened",
         flood.len()
     );
+    // Keep the flood alive: a byte now and then is not idle.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        let mut flood: Vec<_> = flood.iter().filter_map(|s| s.try_clone().ok()).collect();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for stream in &mut flood {
+                    use std::io::Write;
+                    let _ = stream.write_all(b"X");
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        })
+    };
     let (ok, out) = server.cli(app.path(), &["apps"]);
     assert!(
         ok && out.contains("walls"),
@@ -275,6 +302,8 @@ fn a_flood_of_router_connections_leaves_the_api_and_crew_run_answering() {
         ok && out.contains("still here"),
         "crew run under the flood: {out}"
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = trickle.join();
     drop(flood);
     drop(server.crew);
 }
