@@ -334,6 +334,12 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         .context("reading the router's address")?
         .port();
 
+    // Every descriptor the system allows; the router's caps keep a reserve
+    // of them for the API, `crew run` and the dynos.
+    let fd_limit = crew_runtime::os::raise_fd_limit().unwrap_or_else(|e| {
+        eprintln!("crew: warning: cannot raise the open files limit: {e}");
+        1024
+    });
     let exe = std::env::current_exe().context("finding the crew binary")?;
     let watchdog = Watchdog::start(&exe)
         .map_err(|e| {
@@ -381,7 +387,8 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
             boot_wait: std::time::Duration::from_secs(args.boot_wait),
             ..crew_router::RouterConfig::default()
-        },
+        }
+        .with_fd_limit(fd_limit),
         router_port,
     ));
     let router_task = tokio::spawn(router.serve(router_listener));

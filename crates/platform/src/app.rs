@@ -10,7 +10,7 @@ use crew_engine::{
     DynoInfo, EngineConfig, EngineError, LocalConfig, LocalPlacement, Placement, PortPool,
     RELEASE_DYNO, ReleaseCommand, ReleaseSpec, ReleaseType,
 };
-use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
+use crew_logs::{LineFramer, LogEvent, LogRing, OutputLimits, RingLimits};
 use crew_procfile::{Formation, FormationChange, Quantity};
 use crew_runtime::{DynoProcess, DynoSize, DynoSpec, Runtime, ServerRuntime, Signal};
 use crew_store::{FormationRow, Release, Slug};
@@ -35,6 +35,9 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// command and say so.
 const RELEASE_GRACE: Duration = Duration::from_secs(120);
 
+/// Events waiting for an app's log; see [`AppRuntime::new`].
+const LOG_QUEUE: usize = 256;
+
 type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
 
 /// Makes one app's placement, given the app's name and its log.
@@ -52,8 +55,12 @@ pub struct AppRuntime {
 
 impl AppRuntime {
     pub(crate) fn new(name: &str, placements: &PlacementFactory) -> AppRuntime {
-        let ring = Arc::new(LogRing::new(DEFAULT_CAPACITY));
-        let (logs, mut rx) = mpsc::channel::<LogEvent>(1024);
+        let ring = Arc::new(LogRing::with_limits(RingLimits::SERVER));
+        // Dyno output never waits for this channel (it is dropped and counted
+        // when the channel is full), so its length bounds what the app's log
+        // holds in flight: 256 blocks of at most one 64 KiB read and one
+        // 10,000-byte line each.
+        let (logs, mut rx) = mpsc::channel::<LogEvent>(LOG_QUEUE);
         let feed = ring.clone();
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
@@ -255,6 +262,7 @@ pub(crate) fn local_placements(
                 keep_alive: true,
                 boot_timeout: Duration::from_secs(60),
                 drain_requests,
+                output_limits: Some(OutputLimits::SERVER),
             },
             ports: ports.clone(),
         };

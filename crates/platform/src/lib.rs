@@ -74,9 +74,36 @@ fn check_one_off(request: &OneOffRequest) -> Result<(), PlatformError> {
     Ok(())
 }
 
-/// A documented dyno size by name, or an error listing the sizes.
-fn size_named(name: &str) -> Result<DynoSize, PlatformError> {
-    DynoSize::parse(name).map_err(|e| PlatformError::Invalid(e.to_string()))
+/// A documented dyno size by name that fits in `room` bytes of memory (what
+/// this host can give dynos, when they run here), or an error listing the
+/// sizes or naming both numbers.
+fn size_named(name: &str, room: Option<u64>) -> Result<DynoSize, PlatformError> {
+    let size = DynoSize::parse(name).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+    match room {
+        Some(room) if size.memory_bytes > room => Err(PlatformError::Invalid(format!(
+            "dyno size {} needs {} of memory, and this server can give dynos at most {}",
+            size.name,
+            human_bytes(size.memory_bytes),
+            human_bytes(room)
+        ))),
+        _ => Ok(size),
+    }
+}
+
+/// `126 GiB`, `2.5 GiB`, `512 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    if bytes >= GIB {
+        let tenths = bytes * 10 / GIB;
+        if tenths.is_multiple_of(10) {
+            format!("{} GiB", tenths / 10)
+        } else {
+            format!("{}.{} GiB", tenths / 10, tenths % 10)
+        }
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
 }
 
 /// How long a build may take, as on Heroku.
@@ -239,6 +266,9 @@ pub struct Platform {
     isolation: String,
     placements: PlacementFactory,
     app_uids: RangeInclusive<u32>,
+    /// The memory dynos can have when they run on this machine; `None` when
+    /// an engine places them elsewhere, or the host's memory is unknown.
+    dyno_memory: Option<u64>,
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
     domains: std::sync::RwLock<HashMap<String, String>>,
@@ -286,6 +316,11 @@ impl Platform {
         let drain_requests = config.drain_requests;
         let ports = config.ports;
         let app_uids = config.app_uids.clone();
+        let dyno_memory = config
+            .placements
+            .is_none()
+            .then(crew_runtime::memory_for_dynos)
+            .flatten();
         let placements = config.placements.unwrap_or_else(|| {
             let (runtime, store, uids) = (runtime.clone(), store.clone(), app_uids.clone());
             let runtime_of = move |app: &str| runtime_as_app(&runtime, &store, &uids, app);
@@ -302,6 +337,7 @@ impl Platform {
             buildpacks,
             placements,
             app_uids,
+            dyno_memory,
             runtime,
             isolation: config.isolation,
             apps: Mutex::new(HashMap::new()),
@@ -805,7 +841,7 @@ impl Platform {
                 let size = c
                     .size
                     .as_deref()
-                    .map(|s| size_named(s).map(|size| size.name))
+                    .map(|s| size_named(s, self.dyno_memory).map(|size| size.name))
                     .transpose()?;
                 Ok(FormationChange { size, ..c.clone() })
             })
@@ -874,7 +910,11 @@ impl Platform {
     ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
         self.store.app(app)?;
         check_one_off(&request)?;
-        let size = request.size.as_deref().map(size_named).transpose()?;
+        let size = request
+            .size
+            .as_deref()
+            .map(|s| size_named(s, self.dyno_memory))
+            .transpose()?;
         let runtime = self.app_runtime(app);
         runtime
             .event(
@@ -917,5 +957,31 @@ impl Platform {
         for app in apps {
             app.stop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn a_size_larger_than_the_host_is_refused_with_both_numbers() {
+        const GIB: u64 = 1 << 30;
+        let e = size_named("performance-2xl", Some(22 * GIB)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dyno size performance-2xl needs 126 GiB of memory, and this server can give \
+             dynos at most 22 GiB"
+        );
+        assert!(size_named("performance-m", Some(2 * GIB)).is_err());
+        assert_eq!(
+            size_named("performance-m", Some(22 * GIB)).unwrap().name,
+            "performance-m"
+        );
+        assert!(
+            size_named("performance-2xl", None).is_ok(),
+            "elsewhere, no host to ask"
+        );
+        assert_eq!(human_bytes(5 * GIB / 2), "2.5 GiB");
     }
 }

@@ -156,6 +156,29 @@ pub fn set_window_size(terminal: impl AsFd, cols: u16, rows: u16) -> io::Result<
 
 /// Orphaned descendants are re-parented to crew instead of init, so crew can find
 /// processes that left their group and reap what init here would leave as zombies.
+/// Raises the soft limit on open files to the hard limit, so a server's
+/// connections, pipes and dynos have all the descriptors the system allows;
+/// gives the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        // No hard limit: keep the soft one, which the kernel already allows.
+        return Ok(limit.current.unwrap_or(u64::MAX));
+    };
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        return Ok(hard);
+    }
+    setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    )?;
+    Ok(hard)
+}
+
 pub fn become_subreaper() -> io::Result<()> {
     rustix::process::set_child_subreaper(rustix::process::getpid().into()).map_err(io::Error::from)
 }

@@ -215,6 +215,13 @@ impl IsolatedRuntime {
         cgroups
             .prepare()
             .map_err(|e| IsolationUnavailable::NoCgroups(e.to_string()))?;
+        // Best effort: each dyno keeps its own limit even where the parent's
+        // cannot be set (a parent that already holds more than the cap).
+        if let Some(bytes) = crate::size::memory_for_dynos()
+            && let Err(e) = cgroups.cap_memory(bytes)
+        {
+            tracing::warn!("cannot cap the memory of all dynos together: {e}");
+        }
         cgroups.clean_stale(std::process::id(), os::process_alive);
         std::fs::create_dir_all(&config.root_dir).map_err(|e| {
             IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
