@@ -174,6 +174,14 @@ pub(crate) enum Entry {
     Bind { path: PathBuf, dir: bool },
     /// A symlink at the root, such as `bin -> usr/bin`.
     Link { name: PathBuf, target: PathBuf },
+    /// The host file `source` bound read-only at `path` instead of the host's
+    /// own (crew's `resolv.conf`). `exists`: `path` is inside a bound
+    /// directory, so there is a file to bind onto already.
+    Replace {
+        source: PathBuf,
+        path: PathBuf,
+        exists: bool,
+    },
 }
 
 /// What every dyno of one runtime shares: computed once.
@@ -234,6 +242,27 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
                 target: c(target)?,
                 link: c(root.join(name))?,
             }),
+            Entry::Replace {
+                source,
+                path,
+                exists,
+            } => {
+                let rel = path.strip_prefix("/").unwrap_or(path);
+                let target = c(root.join(rel))?;
+                if !exists {
+                    push_parents(&mut steps, &mut made, root, rel)?;
+                    steps.push(Step::CreateFile(target.clone()));
+                    made.push(rel.to_path_buf());
+                }
+                steps.push(Step::Bind {
+                    source: c(source)?,
+                    target: target.clone(),
+                });
+                steps.push(Step::Remount {
+                    target,
+                    flags: ms::RDONLY | ms::NOSUID | ms::NODEV,
+                });
+            }
             Entry::Bind { path, dir } => {
                 let rel = path.strip_prefix("/").unwrap_or(path);
                 // Parents of deeper paths (`/run/systemd/resolve/...`).
@@ -425,6 +454,27 @@ pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<
         Step::Chdir(c(APP)?),
     ]);
     Ok(steps)
+}
+
+/// Steps that make the parents of `rel` under `root` not made yet.
+fn push_parents(
+    steps: &mut Vec<Step>,
+    made: &mut Vec<PathBuf>,
+    root: &Path,
+    rel: &Path,
+) -> Result<(), NulError> {
+    let mut parent = PathBuf::new();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        parent.push(part);
+        if !made.contains(&parent) {
+            steps.push(Step::Mkdir {
+                path: c(root.join(&parent))?,
+                mode: 0o755,
+            });
+            made.push(parent.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Overlay options are split at `,` and layer lists at `:`; a backslash escapes both.
