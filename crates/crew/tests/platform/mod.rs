@@ -35,11 +35,15 @@ pub struct Server {
     pub home: App,
     pub url: String,
     crew: Option<Crew>,
-    dyno_ports: String,
+    pub dyno_ports: String,
     /// The router's port, read from the server's first lines.
     pub router: u16,
     /// More `crew server` flags.
     pub extra: Vec<String>,
+    /// Its isolated dynos' range and bridge (one of each per server, as
+    /// with ports, since servers of one binary run side by side).
+    pub dyno_network: String,
+    pub dyno_bridge: String,
 }
 
 impl Server {
@@ -63,6 +67,8 @@ impl Server {
             dyno_ports: format!("{first}-{}", first + 99),
             router: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            dyno_network: format!("10.{}.{n}.0/24", 200 + std::process::id() % 20),
+            dyno_bridge: format!("crewt{}x{n}", std::process::id() % 20),
         };
         server.boot();
         server
@@ -80,6 +86,8 @@ impl Server {
             .args(["--listen", self.url.trim_start_matches("http://")])
             .args(["--dyno-ports", &self.dyno_ports])
             .args(["--router", "127.0.0.1:0"])
+            .args(["--dyno-network", &self.dyno_network])
+            .args(["--dyno-bridge", &self.dyno_bridge])
             .args(self.extra.iter())
             .env("HOME", self.home.path())
             .current_dir(self.home.path());
@@ -173,6 +181,25 @@ impl Server {
             crew.wait_exit(Duration::from_secs(60));
         }
         self.crew = None;
+    }
+}
+
+/// A killed server leaves its dyno network's bridge and table behind (the
+/// next server on them replaces them); a test's server takes them along.
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.crew.take());
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.dyno_bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.dyno_bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
