@@ -81,6 +81,16 @@ impl Walls<'_> {
     }
 }
 
+/// Inside a dyno's namespace: TCP arriving on `eth0` goes to the same port
+/// on the dyno's loopback, so a web server bound to 127.0.0.1 is reached as
+/// one bound to every address is. Needs `route_localnet` on `eth0`.
+pub(crate) const LOOPBACK_FORWARD: &str = "table ip crew_dyno {\n\
+     \tchain prerouting {\n\
+     \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+     \t\tiifname \"eth0\" meta l4proto tcp dnat to 127.0.0.1\n\
+     \t}\n\
+     }\n";
+
 /// Runs an nft script in one transaction.
 pub(crate) fn apply(script: &str) -> io::Result<()> {
     let mut child = Command::new("nft")

@@ -560,6 +560,13 @@ fn prepare(inner: &Arc<Inner>, host: &mut Netlink, host_name: &str) -> Result<Pr
         netlink.add_address(eth0, lease.address(), inner.config.range.prefix)?;
         netlink.set_up(eth0)?;
         netlink.add_default_route(inner.gateway)?;
+        // An app that listens on 127.0.0.1 (the default of many frameworks,
+        // and what worked before dynos had networks) is still reached:
+        // TCP from eth0 goes on to the dyno's own loopback. Both are made
+        // here, on this thread, so they land in the dyno's namespace (a
+        // process started by a thread starts in that thread's namespace).
+        std::fs::write("/proc/sys/net/ipv4/conf/eth0/route_localnet", "1")?;
+        firewall::apply(firewall::LOOPBACK_FORWARD)?;
         Ok(namespace)
     })();
     if let Err(e) = os::enter_network_namespace(&inner.host_namespace) {
