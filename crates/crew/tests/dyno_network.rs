@@ -577,6 +577,51 @@ fn names_resolve_through_crews_dns_relay() {
         ["203.0.113.7", &format!("nameserver {}", gateway(&server))],
         "{said}"
     );
+    let info = server.ok(alpha.path(), &["apps:info", "-a", "alpha"]);
+    assert!(info.contains("network: a namespace per dyno"), "{info}");
+}
+
+#[test]
+fn a_range_that_clashes_with_the_host_is_refused_or_shared_with_a_reason() {
+    if !have_git() || !rustix::process::geteuid().is_root() || !have_nft() {
+        eprintln!("skipped: needs git, root and nft");
+        return;
+    }
+    // 127.0.0.1 is on every host's loopback.
+    let clash = ["--dyno-network", "127.0.0.0/16"];
+    let home = common::App::new();
+    let mut refused = common::Crew::spawn({
+        let mut command = Command::new(CREW);
+        command
+            .args(["server", "--isolation", "on", "--data"])
+            .arg(home.join("data"))
+            .args(["--listen", "127.0.0.1:0", "--router", "127.0.0.1:0"])
+            .args(clash)
+            .args([
+                "--dyno-bridge",
+                &format!("crewtc{}", std::process::id() % 1000),
+            ])
+            .env("HOME", home.path());
+        command
+    });
+    let code = refused.wait_code(SOON);
+    assert_ne!(code, 0);
+    let said = refused.stderr();
+    assert!(
+        said.contains("--isolation on") && said.contains("overlaps this host's address 127.0.0.1"),
+        "{said}"
+    );
+
+    // Without `on`, dynos are isolated but share the host's network, and the
+    // server says why.
+    let server = Server::start_with(&clash);
+    let said = server.output();
+    assert!(
+        said.contains("dynos share the host's network, because no network per dyno can be had")
+            || !said.contains("dyno isolation: on"),
+        "{said}"
+    );
+    assert!(!std::path::Path::new(&format!("/sys/class/net/{}", server.dyno_bridge)).exists());
 }
 
 /// The host ends of dyno veths on the server's bridge.

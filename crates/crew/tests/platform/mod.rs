@@ -86,11 +86,13 @@ impl Server {
             .args(["--listen", self.url.trim_start_matches("http://")])
             .args(["--dyno-ports", &self.dyno_ports])
             .args(["--router", "127.0.0.1:0"])
-            .args(["--dyno-network", &self.dyno_network])
-            .args(["--dyno-bridge", &self.dyno_bridge])
             .args(self.extra.iter())
             .env("HOME", self.home.path())
             .current_dir(self.home.path());
+        if !self.extra.iter().any(|flag| flag == "--dyno-network") {
+            command.args(["--dyno-network", &self.dyno_network]);
+        }
+        command.args(["--dyno-bridge", &self.dyno_bridge]);
         let crew = Crew::spawn(command);
         crew.wait_for("router serving every app at", SOON);
         self.router = crew
