@@ -553,6 +553,50 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_file_is_bound_from_crews_copy_read_only() {
+        let layout = Layout {
+            root: "/r".into(),
+            stack: vec![Entry::Bind {
+                path: "/etc".into(),
+                dir: true,
+            }],
+            extra: vec![
+                Entry::Replace {
+                    source: "/data/resolv.conf".into(),
+                    path: "/etc/resolv.conf".into(),
+                    exists: true,
+                },
+                Entry::Replace {
+                    source: "/data/resolv.conf".into(),
+                    path: "/run/systemd/resolve/stub-resolv.conf".into(),
+                    exists: false,
+                },
+            ],
+            devices: vec![],
+            uid: 1,
+            gid: 1,
+        };
+        let steps = build(&layout, "web.1", Path::new("/slug")).unwrap();
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        let at = |needle: &str| {
+            text.iter()
+                .position(|t| t == needle)
+                .unwrap_or_else(|| panic!("no `{needle}` in {text:#?}"))
+        };
+        // Over the host's file, after /etc is bound; nothing is made in the
+        // read-only /etc.
+        assert!(at("bind /etc on /r/etc") < at("bind /data/resolv.conf on /r/etc/resolv.conf"));
+        assert!(!text.contains(&"create /r/etc/resolv.conf".to_string()));
+        at("make /r/etc/resolv.conf read-only");
+        // Where a symlinked one leads, with its parents made first.
+        assert!(
+            at("make the directory /r/run/systemd/resolve")
+                < at("create /r/run/systemd/resolve/stub-resolv.conf")
+        );
+        at("bind /data/resolv.conf on /r/run/systemd/resolve/stub-resolv.conf");
+    }
+
+    #[test]
     fn hostname_with_a_nul_is_refused() {
         let layout = Layout {
             root: "/r".into(),
