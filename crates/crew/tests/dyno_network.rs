@@ -427,7 +427,7 @@ impl Internet {
             host_link: host_link.clone(),
             listener: None,
         };
-        let octet = 4 * (tag % 60);
+        let octet = tag % 60;
         ip(&["netns", "add", &namespace]);
         ip(&[
             "link", "add", &host_link, "type", "veth", "peer", "name", "inet0", "netns", &namespace,
@@ -435,7 +435,7 @@ impl Internet {
         ip(&[
             "addr",
             "add",
-            &format!("198.18.{}.1/30", octet / 4),
+            &format!("198.18.{octet}.1/30"),
             "dev",
             &host_link,
         ]);
@@ -445,7 +445,7 @@ impl Internet {
             &namespace,
             "addr",
             "add",
-            &format!("198.18.{}.2/30", octet / 4),
+            &format!("198.18.{octet}.2/30"),
             "dev",
             "inet0",
         ]);
