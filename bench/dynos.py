@@ -40,6 +40,7 @@ RUNTIMES = {
     "fork-exec": "plain fork/exec",
     "crew-plain": "crew, plain runtime",
     "crew-isolated": "**crew, isolated runtime**",
+    "crew-isolated-net": "**crew, isolated + network**",
     "bwrap-ro": "bwrap, read-only `/app`",
     "bwrap-overlay": "bwrap, overlay `/app`",
     "runc": "runc",

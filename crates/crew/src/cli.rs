@@ -276,6 +276,22 @@ pub struct ServerArgs {
         env = "CREW_APP_UIDS"
     )]
     pub app_uids: (u32, u32),
+    /// Isolated dynos' addresses, each dyno in a network namespace of its own
+    /// (the first address is the bridge's), or `off` to share the host's
+    #[arg(long, default_value = "10.213.0.0/16", value_parser = dyno_network, value_name = "CIDR|off", env = "CREW_DYNO_NETWORK")]
+    pub dyno_network: DynoNetworkChoice,
+    /// The bridge isolated dynos are on; also the name of crew's nftables table
+    #[arg(
+        long,
+        default_value = "crew0",
+        value_name = "NAME",
+        env = "CREW_DYNO_BRIDGE"
+    )]
+    pub dyno_bridge: String,
+    /// The DNS server dynos use, relayed by crew when it is on loopback
+    /// [default: the host's /etc/resolv.conf]
+    #[arg(long, value_parser = dns_server, value_name = "IP[:PORT]", env = "CREW_DYNO_DNS")]
+    pub dyno_dns: Option<std::net::SocketAddr>,
     /// Where apps' dynos run: this machine, or a Docker Swarm
     #[arg(long, value_enum, default_value = "local", env = "CREW_BACKEND")]
     pub backend: crate::server::DynoBackend,
@@ -342,6 +358,29 @@ fn variable_name(text: &str) -> Result<String, String> {
         return Err(format!("`{text}` is not an environment variable's name"));
     }
     Ok(text.to_string())
+}
+
+/// `--dyno-network`: a range, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub enum DynoNetworkChoice {
+    Off,
+    Range(crew_runtime::Ipv4Range),
+}
+
+fn dyno_network(text: &str) -> Result<DynoNetworkChoice, String> {
+    if text == "off" {
+        return Ok(DynoNetworkChoice::Off);
+    }
+    crew_runtime::Ipv4Range::parse(text).map(DynoNetworkChoice::Range)
+}
+
+fn dns_server(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(address) = text.parse::<std::net::SocketAddr>() {
+        return Ok(address);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("`{text}` is not an IP address, with or without :PORT"))
 }
 
 fn port_range(text: &str) -> Result<(u16, u16), String> {

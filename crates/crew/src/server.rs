@@ -15,7 +15,9 @@ use crew_api::types::{
 use crew_engine::DynoInfo;
 use crew_platform::{Platform, PlatformConfig, PlatformError};
 use crew_runtime::watchdog::Watchdog;
-use crew_runtime::{IsolatedConfig, IsolatedRuntime, PlainRuntime, ServerRuntime};
+use crew_runtime::{
+    DynoNetwork, DynoNetworkConfig, IsolatedConfig, IsolatedRuntime, PlainRuntime, ServerRuntime,
+};
 use crew_store::StoreError;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -36,6 +38,7 @@ fn one_off(request: DynoCreate, input: crew_runtime::DynoInput) -> crew_platform
 /// ones, each in its own copy of its slug, otherwise. Also says which, in words.
 fn choose_runtime(
     wanted: Isolation,
+    network: Option<DynoNetworkConfig>,
     plain: PlainRuntime,
     data: &Path,
     app_uids: (u32, u32),
@@ -48,11 +51,56 @@ fn choose_runtime(
     if wanted == Isolation::Off {
         return Ok((plain, format!("off (--isolation off): {fallback}")));
     }
+    // Probed before the network is made: a host that cannot isolate dynos
+    // gets no bridge or table.
+    if let Err(why) = IsolatedRuntime::new(IsolatedConfig {
+        root_dir: data.join("root"),
+        ..IsolatedConfig::default()
+    })
+    .and_then(|r| r.check())
+    {
+        return match wanted {
+            Isolation::On => Err(anyhow::anyhow!(
+                "dyno isolation was asked for (--isolation on) but: {why}"
+            )),
+            _ => Ok((plain, format!("off: {why}; {fallback}"))),
+        };
+    }
+    let (network, network_text) = match network {
+        None => (
+            None,
+            "dynos share the host's network (--dyno-network off)".to_string(),
+        ),
+        Some(config) => match DynoNetwork::start(config) {
+            Ok(network) => {
+                let text = format!("network: {}", network.description());
+                (Some(network), text)
+            }
+            Err(why) if wanted == Isolation::On => {
+                return Err(anyhow::anyhow!(
+                    "dyno isolation was asked for (--isolation on) but no network per dyno \
+                     can be had: {why} (--dyno-network off shares the host's network)"
+                ));
+            }
+            Err(why) => (
+                None,
+                format!(
+                    "dynos share the host's network, because no network per dyno can be had: {why}"
+                ),
+            ),
+        },
+    };
     let config = IsolatedConfig {
         root_dir: data.join("root"),
+        network: network.clone(),
         ..IsolatedConfig::default()
     };
     let isolated = IsolatedRuntime::new(config).and_then(|r| r.check().map(|()| r));
+    if isolated.is_err()
+        && let Some(network) = &network
+    {
+        let _ = network.remove();
+    }
     match (isolated, wanted) {
         (Ok(runtime), _) => {
             if let Some(owner) = host_id_in(app_uids) {
@@ -65,7 +113,7 @@ fn choose_runtime(
             }
             let text = format!(
                 "on (namespaces, overlay /app, {}, seccomp, no capabilities, a uid per \
-                 app from {}-{})",
+                 app from {}-{}); {network_text}",
                 runtime.cgroup_description(),
                 app_uids.0,
                 app_uids.1
@@ -348,7 +396,22 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         .ok();
     let plain = PlainRuntime::new(watchdog).context("setting up process supervision")?;
     let reaper = plain.spawn_orphan_reaper();
-    let (runtime, isolation) = choose_runtime(args.isolation, plain, &data, args.app_uids)?;
+    let network = match args.dyno_network {
+        crate::cli::DynoNetworkChoice::Off => None,
+        crate::cli::DynoNetworkChoice::Range(range) => Some(range),
+    }
+    .map(|range| DynoNetworkConfig {
+        range,
+        bridge: args.dyno_bridge.clone(),
+        dns_upstream: args.dyno_dns,
+        resolv_conf: data.join("resolv.conf"),
+        ..DynoNetworkConfig::default()
+    });
+    let (runtime, isolation) = choose_runtime(args.isolation, network, plain, &data, args.app_uids)?;
+    let network = match &runtime {
+        ServerRuntime::Isolated(r) => r.config().network.clone(),
+        ServerRuntime::Plain(_) => None,
+    };
     let placements = match args.backend {
         DynoBackend::Local => None,
         DynoBackend::Swarm => {
@@ -422,6 +485,11 @@ async fn serve(args: ServerArgs) -> Result<u8> {
     platform.shutdown().await;
     router_task.abort();
     reaper.abort();
+    if let Some(network) = network
+        && let Err(e) = network.remove()
+    {
+        eprintln!("crew: warning: could not remove the dyno network: {e}");
+    }
     Ok(0)
 }
 

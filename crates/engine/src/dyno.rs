@@ -36,6 +36,9 @@ pub(crate) enum Control {
 pub(crate) enum Event {
     Spawned {
         pid: Option<u32>,
+        /// Where its listening sockets are reached (see
+        /// [`DynoProcess::address`]).
+        address: std::net::IpAddr,
     },
     SpawnFailed,
     /// The web dyno's PORT accepts connections.
@@ -97,7 +100,8 @@ pub(crate) async fn run<R: Runtime>(
             .send(LogEvent::status(&name, format!("started with pid {pid}")))
             .await;
     }
-    report(Event::Spawned { pid });
+    let address = process.address();
+    report(Event::Spawned { pid, address });
     let mut pump = match attach_io {
         Some(io) => {
             if let Some(output) = process.take_output() {
@@ -117,7 +121,7 @@ pub(crate) async fn run<R: Runtime>(
 
     let mut stopping = StopTimer::default();
     let mut probe = launch.probe_port.map(|port| Probe {
-        port,
+        addr: (address, port).into(),
         deadline: Instant::now() + launch.boot_timeout,
         next: Instant::now(),
         interval: Duration::from_millis(10),
@@ -251,7 +255,8 @@ impl StopTimer {
 }
 
 struct Probe {
-    port: u16,
+    /// The dyno's own address and PORT.
+    addr: std::net::SocketAddr,
     deadline: Instant,
     next: Instant,
     interval: Duration,
@@ -265,7 +270,7 @@ enum ProbeResult {
 
 impl Probe {
     async fn check(&mut self, boot_timeout: Duration) -> ProbeResult {
-        let connect = tokio::net::TcpStream::connect(("127.0.0.1", self.port));
+        let connect = tokio::net::TcpStream::connect(self.addr);
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), connect).await {
             return ProbeResult::Up;
         }

@@ -49,6 +49,8 @@ struct Slot {
     name: Arc<str>,
     /// Fixed by the formula locally; taken from the pool for each run on a server.
     port: Option<u16>,
+    /// Where the current run listens: loopback, or its own network's address.
+    address: std::net::IpAddr,
     state: DynoState,
     since: SystemTime,
     up_at: Option<Instant>,
@@ -439,7 +441,7 @@ impl<R: Runtime> Engine<R> {
                     name: s.name.to_string(),
                     // A crashed dyno between runs has no port; only `up` ones are
                     // ever connected to, and they always have one.
-                    addr: (std::net::Ipv4Addr::LOCALHOST, s.port.unwrap_or(0)).into(),
+                    addr: (s.address, s.port.unwrap_or(0)).into(),
                     state,
                     namespace: None,
                     requests: s.requests.clone(),
@@ -508,6 +510,7 @@ impl<R: Runtime> Engine<R> {
                 number,
                 name,
                 port,
+                address: std::net::Ipv4Addr::LOCALHOST.into(),
                 state: DynoState::Down,
                 since: SystemTime::now(),
                 up_at: None,
@@ -679,10 +682,11 @@ impl<R: Runtime> Engine<R> {
             return;
         };
         match event {
-            Event::Spawned { pid } => {
+            Event::Spawned { pid, address } => {
                 let is_web = self.is_web(key);
                 if let Some(slot) = self.slots.get_mut(&key) {
                     slot.pid = pid;
+                    slot.address = address;
                 }
                 if !is_web {
                     self.set_state(key, DynoState::Up);
@@ -1152,7 +1156,7 @@ impl<R: Runtime> Engine<R> {
         };
         let name = one_off.name.clone();
         match event {
-            Event::Spawned { pid } => {
+            Event::Spawned { pid, .. } => {
                 one_off.pid = pid;
                 one_off.state = DynoState::Up;
                 one_off.since = SystemTime::now();

@@ -29,7 +29,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use crew_runtime::{DynoProcess, DynoSpec, IsolatedConfig, IsolatedRuntime, PlainRuntime, Runtime};
+use crew_runtime::{
+    DynoNetwork, DynoNetworkConfig, DynoProcess, DynoSpec, Ipv4Range, IsolatedConfig,
+    IsolatedRuntime, PlainRuntime, Runtime,
+};
 use rustix::mount::{MountFlags, UnmountFlags};
 use tokio::io::AsyncReadExt;
 
@@ -64,10 +67,11 @@ const UID: u32 = 65534;
 const MEMORY_BYTES: u64 = 512 * 1024 * 1024;
 const PIDS: u32 = 256;
 
-const ALL: [&str; 7] = [
+const ALL: [&str; 8] = [
     "fork-exec",
     "crew-plain",
     "crew-isolated",
+    "crew-isolated-net",
     "bwrap-ro",
     "bwrap-overlay",
     "runc",
@@ -225,6 +229,7 @@ fn make<'a>(
         "fork-exec" => Box::new(ForkExec { slug }),
         "crew-plain" => Box::new(CrewPlain::new(slug, tokio)?),
         "crew-isolated" => Box::new(CrewIsolated::new(slug, tokio)?),
+        "crew-isolated-net" => Box::new(CrewIsolatedNet::new(slug, scratch, tokio)?),
         "bwrap-ro" => Box::new(Bwrap::new(slug, scratch, false)?),
         "bwrap-overlay" => Box::new(Bwrap::new(slug, scratch, true)?),
         "runc" => Box::new(Oci::new("runc", slug, scratch)?),
@@ -360,6 +365,76 @@ impl Contender for CrewIsolated<'_> {
             "crew `IsolatedRuntime`: mnt+pid+uts+ipc+cgroup namespaces, overlay /app on a \
              tmpfs, own /proc, /tmp and /dev, read-only stack, {}, uid {UID}; spawn, read \
              the output to its end, wait",
+            self.runtime.cgroup_description()
+        )
+    }
+
+    fn once(&mut self) -> Result<Duration, String> {
+        self.tokio
+            .block_on(spawn_and_wait(&self.runtime, &self.spec))
+    }
+}
+
+/// crew's isolated runtime with a network namespace per dyno, on a bridge and
+/// table of the bench's own (removed at the end), from the pool crew keeps.
+struct CrewIsolatedNet<'a> {
+    runtime: IsolatedRuntime,
+    network: DynoNetwork,
+    spec: DynoSpec,
+    tokio: &'a tokio::runtime::Runtime,
+}
+
+impl<'a> CrewIsolatedNet<'a> {
+    fn new(
+        slug: &Path,
+        scratch: &Scratch,
+        tokio: &'a tokio::runtime::Runtime,
+    ) -> Result<Self, String> {
+        let _entered = tokio.enter();
+        let network = DynoNetwork::start(DynoNetworkConfig {
+            range: Ipv4Range::parse("10.214.250.0/24")?,
+            bridge: "crewbench0".into(),
+            // Only written to the dyno's resolv.conf; `true` asks nothing.
+            dns_upstream: Some("192.0.2.53:53".parse().map_err(|_| "address")?),
+            resolv_conf: scratch.dir.join("resolv.conf"),
+            ..DynoNetworkConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let config = IsolatedConfig {
+            root_dir: "/run/crew-bench/root".into(),
+            // Its own parent cgroup: dyno ids count per runtime, and the
+            // other isolated row's would clash with these.
+            cgroup_name: "crew-bench-net".into(),
+            network: Some(network.clone()),
+            ..IsolatedConfig::default()
+        };
+        let runtime = match IsolatedRuntime::new(config) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = network.remove();
+                return Err(e.to_string());
+            }
+        };
+        Ok(CrewIsolatedNet {
+            runtime,
+            network,
+            spec: spec(slug),
+            tokio,
+        })
+    }
+}
+
+impl Drop for CrewIsolatedNet<'_> {
+    fn drop(&mut self) {
+        let _ = self.network.remove();
+    }
+}
+
+impl Contender for CrewIsolatedNet<'_> {
+    fn label(&self) -> String {
+        format!(
+            "as crew isolated, plus a network namespace of its own (loopback, a veth on \
+             crew's bridge, NAT), taken from the pool crew prepares ahead; {}",
             self.runtime.cgroup_description()
         )
     }

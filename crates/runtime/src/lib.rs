@@ -35,8 +35,13 @@
 //! namespace, so that a router can reach dynos on a network this machine is
 //! not on (a Swarm overlay, through a container that is).
 //!
+//! With a [`DynoNetwork`], each isolated dyno also has a network namespace
+//! of its own on crew's bridge (see [`dyno_network`]); a dyno's
+//! [`DynoProcess::address`] is where the router reaches it.
+//!
 //! All `unsafe` code of crew lives in [`os`].
 
+pub mod dyno_network;
 pub mod isolated;
 mod network_namespace;
 pub mod os;
@@ -52,6 +57,7 @@ pub mod watchdog;
 use std::future::Future;
 use std::path::PathBuf;
 
+pub use dyno_network::{DynoNetwork, DynoNetworkConfig, Ipv4Range, NetworkUnavailable};
 pub use isolated::{
     IsolatedConfig, IsolatedGroup, IsolatedProcess, IsolatedRuntime, IsolationUnavailable,
     SandboxBind, SandboxSpec, Sandboxed,
@@ -130,6 +136,12 @@ pub trait DynoProcess: Send + 'static {
     type Group: ProcessGroup;
     /// The leader's pid, when the runtime has one to show.
     fn pid(&self) -> Option<u32>;
+    /// Where the dyno's listening sockets are reached from this host: its own
+    /// address when it has a network namespace, loopback when it shares the
+    /// host's network.
+    fn address(&self) -> std::net::IpAddr {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    }
     /// The merged output; `None` after the first call. With a terminal, what the
     /// terminal shows.
     fn take_output(&mut self) -> Option<Output>;

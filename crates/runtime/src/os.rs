@@ -1022,3 +1022,26 @@ pub(crate) fn tcp_socket(ipv6: bool) -> io::Result<OwnedFd> {
     )
     .map_err(io::Error::from)
 }
+
+/// Moves the calling thread, and only it, into a new, empty network
+/// namespace (see `dyno_network`: the thread goes back with
+/// [`enter_network_namespace`]).
+pub(crate) fn new_thread_network_namespace() -> io::Result<()> {
+    // SAFETY: only a new network namespace is asked for, never
+    // `CLONE_FILES` (the flag that could leave other threads with a
+    // descriptor table of their own), so no other thread is affected.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(io::Error::from)
+}
+
+/// The network namespace of the calling thread (not of the process: a
+/// thread may have entered another).
+pub(crate) fn open_thread_network_namespace() -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        "/proc/thread-self/ns/net",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}

@@ -61,6 +61,13 @@ impl DynoProcess for ServerProcess {
         }
     }
 
+    fn address(&self) -> std::net::IpAddr {
+        match self {
+            ServerProcess::Isolated(p) => p.address(),
+            ServerProcess::Plain(p) => p.address(),
+        }
+    }
+
     fn take_output(&mut self) -> Option<Output> {
         match self {
             ServerProcess::Isolated(p) => p.take_output(),

@@ -35,13 +35,17 @@ pub struct Server {
     pub home: App,
     pub url: String,
     crew: Option<Crew>,
-    dyno_ports: String,
+    pub dyno_ports: String,
     /// The router's port, read from the server's first lines.
     pub router: u16,
     /// More `crew server` flags.
     pub extra: Vec<String>,
     /// More variables in the server's environment.
     pub env: Vec<(String, String)>,
+    /// Its isolated dynos' range and bridge (one of each per server, as
+    /// with ports, since servers of one binary run side by side).
+    pub dyno_network: String,
+    pub dyno_bridge: String,
 }
 
 impl Server {
@@ -74,6 +78,8 @@ impl Server {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            dyno_network: format!("10.{}.{n}.0/24", 200 + std::process::id() % 20),
+            dyno_bridge: format!("crewt{}x{n}", std::process::id() % 20),
         };
         server.boot();
         server
@@ -95,6 +101,10 @@ impl Server {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("HOME", self.home.path())
             .current_dir(self.home.path());
+        if !self.extra.iter().any(|flag| flag == "--dyno-network") {
+            command.args(["--dyno-network", &self.dyno_network]);
+        }
+        command.args(["--dyno-bridge", &self.dyno_bridge]);
         let crew = Crew::spawn(command);
         crew.wait_for("router serving every app at", SOON);
         self.router = crew
@@ -185,6 +195,25 @@ impl Server {
             crew.wait_exit(Duration::from_secs(60));
         }
         self.crew = None;
+    }
+}
+
+/// A killed server leaves its dyno network's bridge and table behind (the
+/// next server on them replaces them); a test's server takes them along.
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.crew.take());
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.dyno_bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.dyno_bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

@@ -25,10 +25,16 @@ pub(crate) struct ChildPlan {
 struct CloneRequest {
     plan: Arc<ChildPlan>,
     fds: [RawFd; CHILD_FDS],
+    /// The network namespace the init starts in; `None`: the host's.
+    network: Option<OwnedFd>,
     reply: mpsc::SyncSender<io::Result<u32>>,
 }
 
 /// The thread that clones. It never ends: the channel's sender is a static.
+///
+/// A dyno with a network of its own is cloned into it: the thread enters the
+/// dyno's network namespace for the `clone` (the child starts where its
+/// parent thread is) and comes back to the host's at once.
 fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
     static SPAWNER: OnceLock<Option<mpsc::Sender<CloneRequest>>> = OnceLock::new();
     SPAWNER
@@ -38,13 +44,40 @@ fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
             std::thread::Builder::new()
                 .name("crew-dynos".into())
                 .spawn(move || {
+                    let host = os::open_thread_network_namespace();
+                    // Once the thread could not come back from a dyno's
+                    // network, every later dyno would start in it: refuse.
+                    let mut lost = false;
                     for request in rx {
                         // Allocation happens here, before the clone; the child
                         // only reads what already exists.
                         let sys = LinuxSys::new(&request.plan.image, cmdline);
                         let steps = &request.plan.steps;
                         let fds = request.fds;
-                        let result = os::clone_dyno(&sys, steps, &fds);
+                        let result = match (&request.network, &host) {
+                            _ if lost => Err(io::Error::other(
+                                "the thread that starts dynos is stuck in a dyno's network",
+                            )),
+                            (None, _) => os::clone_dyno(&sys, steps, &fds),
+                            (Some(_), Err(e)) => Err(io::Error::new(
+                                e.kind(),
+                                format!("cannot open the host's network namespace: {e}"),
+                            )),
+                            (Some(network), Ok(host)) => {
+                                match os::enter_network_namespace(network) {
+                                    Ok(()) => {
+                                        let result = os::clone_dyno(&sys, steps, &fds);
+                                        lost = os::enter_network_namespace(host).is_err();
+                                        result
+                                    }
+                                    Err(e) => Err(io::Error::new(
+                                        e.kind(),
+                                        format!("cannot enter the dyno's network namespace: {e}"),
+                                    )),
+                                }
+                            }
+                        };
+                        drop(request.network);
                         let _ = request.reply.send(result);
                     }
                 })
@@ -76,6 +109,7 @@ pub(crate) struct ChildIo {
 pub(crate) fn launch(
     plan: Arc<ChildPlan>,
     io: ChildIo,
+    network: Option<OwnedFd>,
     cgroup: &DynoCgroup,
     timeout: Duration,
 ) -> io::Result<Launched> {
@@ -95,6 +129,7 @@ pub(crate) fn launch(
         .send(CloneRequest {
             plan: plan.clone(),
             fds,
+            network,
             reply,
         })
         .map_err(|_| io::Error::other("the thread that starts dynos is gone"))?;

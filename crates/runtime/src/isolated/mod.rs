@@ -57,6 +57,7 @@ use self::output::DynoOutput;
 pub use self::plan::SandboxBind;
 use self::plan::{DEVICES, Entry, Layout, Setup, Walls};
 pub use self::sandbox::{SandboxSpec, Sandboxed};
+use crate::dyno_network::{DynoNetwork, Lease};
 use crate::os::{self, ExecImage};
 use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{
@@ -96,6 +97,9 @@ pub struct IsolatedConfig {
     pub default_size: DynoSize,
     /// How long a dyno's setup may take before the start fails.
     pub setup_timeout: Duration,
+    /// A network namespace per dyno on crew's bridge; `None`: dynos share
+    /// the host's network.
+    pub network: Option<DynoNetwork>,
 }
 
 impl Default for IsolatedConfig {
@@ -113,6 +117,7 @@ impl Default for IsolatedConfig {
             extra_read_only: Vec::new(),
             default_size: DynoSize::default(),
             setup_timeout: Duration::from_secs(10),
+            network: None,
         }
     }
 }
@@ -353,12 +358,14 @@ impl IsolatedRuntime {
             cgroup,
             output,
             console,
+            lease,
         } = self.start(spec, size)?;
         let (notices, notices_rx) = mpsc::unbounded_channel();
         let dyno = Arc::new(Dyno {
             pid: launched.pid,
             pidfd: launched.pidfd,
             cgroup,
+            lease,
         });
         let (done, done_rx) = oneshot::channel();
         let streams = {
@@ -437,6 +444,15 @@ impl IsolatedRuntime {
         })?;
         let n = next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
+        // Its network first: an error there leaves nothing to undo.
+        let prepared = match &shared.config.network {
+            Some(network) => Some(network.take().map_err(fail)?),
+            None => None,
+        };
+        let (namespace, lease) = match prepared {
+            Some(p) => (Some(p.namespace), Some(p.lease)),
+            None => (None, None),
+        };
         let cgroup = shared.cgroups.create(&id, size).map_err(fail)?;
         let pipe_error = |source| RuntimeError::Pipe {
             dyno: spec.name.clone(),
@@ -453,8 +469,8 @@ impl IsolatedRuntime {
                     errors: None,
                 };
                 let plan = Arc::new(ChildPlan { steps, image });
-                let launched =
-                    launch(plan, io, &cgroup, shared.config.setup_timeout).map_err(fail)?;
+                let launched = launch(plan, io, namespace, &cgroup, shared.config.setup_timeout)
+                    .map_err(fail)?;
                 let received = os::receive_fd(&ours)
                     .and_then(|controller| {
                         os::set_nonblocking(&controller)?;
@@ -482,7 +498,8 @@ impl IsolatedRuntime {
             };
             drop(stdio.stderr);
             let plan = Arc::new(ChildPlan { steps, image });
-            let launched = launch(plan, io, &cgroup, shared.config.setup_timeout).map_err(fail)?;
+            let launched =
+                launch(plan, io, namespace, &cgroup, shared.config.setup_timeout).map_err(fail)?;
             Ok((launched, stdio.output, stdio.console))
         })();
         match result {
@@ -491,6 +508,7 @@ impl IsolatedRuntime {
                 cgroup,
                 output,
                 console,
+                lease,
             }),
             Err(e) => {
                 cgroup.kill();
@@ -523,6 +541,8 @@ struct Started {
     cgroup: DynoCgroup,
     output: OwnedFd,
     console: Option<ConsoleFds>,
+    /// The dyno's address, when it has a network of its own.
+    lease: Option<Lease>,
 }
 
 fn spawn_error(spec: &DynoSpec, source: io::Error) -> RuntimeError {
@@ -595,17 +615,31 @@ fn layout(config: &IsolatedConfig) -> Layout {
         .iter()
         .filter_map(|e| match e {
             Entry::Bind { path, .. } => Some(path.clone()),
-            Entry::Link { .. } => None,
+            Entry::Link { .. } | Entry::Replace { .. } => None,
         })
         .collect();
     let visible = |p: &Path| bound.iter().any(|b| p.starts_with(b));
     let mut extra = Vec::new();
     let resolv = Path::new("/etc/resolv.conf");
     let mut wanted: Vec<PathBuf> = config.extra_read_only.clone();
-    if std::fs::symlink_metadata(resolv).is_ok_and(|m| m.file_type().is_symlink())
-        && let Ok(target) = std::fs::canonicalize(resolv)
-    {
-        wanted.push(target);
+    let resolv_target = std::fs::symlink_metadata(resolv)
+        .is_ok_and(|m| m.file_type().is_symlink())
+        .then(|| std::fs::canonicalize(resolv).ok())
+        .flatten();
+    match (&config.network, resolv_target) {
+        // A dyno with its own network cannot use a loopback resolver of the
+        // host's: it sees crew's `resolv.conf` where its `/etc/resolv.conf`
+        // leads.
+        (Some(network), target) => {
+            let path = target.unwrap_or_else(|| resolv.to_path_buf());
+            extra.push(Entry::Replace {
+                source: network.config().resolv_conf.clone(),
+                exists: visible(&path),
+                path,
+            });
+        }
+        (None, Some(target)) => wanted.push(target),
+        (None, None) => {}
     }
     for path in wanted {
         if !path.is_absolute() || visible(&path) {
@@ -690,6 +724,8 @@ struct Dyno {
     pid: u32,
     pidfd: OwnedFd,
     cgroup: DynoCgroup,
+    /// Its address, given back when the last handle on the dyno goes.
+    lease: Option<Lease>,
 }
 
 impl Dyno {
@@ -806,6 +842,14 @@ impl DynoProcess for IsolatedProcess {
     /// The host pid of the dyno's init (pid 1 inside).
     fn pid(&self) -> Option<u32> {
         Some(self.dyno.pid)
+    }
+
+    /// Its own address on crew's bridge, or loopback without a network.
+    fn address(&self) -> std::net::IpAddr {
+        match &self.dyno.lease {
+            Some(lease) => lease.address().into(),
+            None => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
     }
 
     fn take_output(&mut self) -> Option<Output> {

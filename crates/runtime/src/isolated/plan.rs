@@ -212,6 +212,14 @@ pub(crate) enum Entry {
     Bind { path: PathBuf, dir: bool },
     /// A symlink at the root, such as `bin -> usr/bin`.
     Link { name: PathBuf, target: PathBuf },
+    /// The host file `source` bound read-only at `path` instead of the host's
+    /// own (crew's `resolv.conf`). `exists`: `path` is inside a bound
+    /// directory, so there is a file to bind onto already.
+    Replace {
+        source: PathBuf,
+        path: PathBuf,
+        exists: bool,
+    },
 }
 
 /// What every dyno of one runtime shares: computed once.
@@ -341,6 +349,27 @@ pub(crate) fn build_for(
                 target: c(target)?,
                 link: c(root.join(name))?,
             }),
+            Entry::Replace {
+                source,
+                path,
+                exists,
+            } => {
+                let rel = path.strip_prefix("/").unwrap_or(path);
+                let target = c(root.join(rel))?;
+                if !exists {
+                    push_parents(&mut steps, &mut made, root, rel)?;
+                    steps.push(Step::CreateFile(target.clone()));
+                    made.push(rel.to_path_buf());
+                }
+                steps.push(Step::Bind {
+                    source: c(source)?,
+                    target: target.clone(),
+                });
+                steps.push(Step::Remount {
+                    target,
+                    flags: ms::RDONLY | ms::NOSUID | ms::NODEV,
+                });
+            }
             Entry::Bind { path, dir } => {
                 let rel = path.strip_prefix("/").unwrap_or(path);
                 // Parents of deeper paths (`/run/systemd/resolve/...`).
@@ -640,6 +669,27 @@ fn bound_dirs(steps: &mut Vec<Step>, root: &Path, binds: &[SandboxBind]) -> Resu
     mkdirs(steps, Path::new(APP))
 }
 
+/// Steps that make the parents of `rel` under `root` not made yet.
+fn push_parents(
+    steps: &mut Vec<Step>,
+    made: &mut Vec<PathBuf>,
+    root: &Path,
+    rel: &Path,
+) -> Result<(), NulError> {
+    let mut parent = PathBuf::new();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        parent.push(part);
+        if !made.contains(&parent) {
+            steps.push(Step::Mkdir {
+                path: c(root.join(&parent))?,
+                mode: 0o755,
+            });
+            made.push(parent.clone());
+        }
+    }
+    Ok(())
+}
+
 /// The step a setup record names, for the parent's error message.
 pub(crate) fn describe(steps: &[Step], index: u32, errno: Errno) -> String {
     let err = errno.io_error();
@@ -777,6 +827,49 @@ mod tests {
                 .iter()
                 .any(|s| s.to_string() == "mount tmpfs on /r/tmp")
         );
+    }
+
+    #[test]
+    fn a_replaced_file_is_bound_from_crews_copy_read_only() {
+        let layout = Layout {
+            root: "/r".into(),
+            stack: vec![Entry::Bind {
+                path: "/etc".into(),
+                dir: true,
+            }],
+            extra: vec![
+                Entry::Replace {
+                    source: "/data/resolv.conf".into(),
+                    path: "/etc/resolv.conf".into(),
+                    exists: true,
+                },
+                Entry::Replace {
+                    source: "/data/resolv.conf".into(),
+                    path: "/run/systemd/resolve/stub-resolv.conf".into(),
+                    exists: false,
+                },
+            ],
+            devices: vec![],
+            walls: Walls::default(),
+        };
+        let steps = build(&layout, &setup("web.1", 1, 1), Path::new("/slug")).unwrap();
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        let at = |needle: &str| {
+            text.iter()
+                .position(|t| t == needle)
+                .unwrap_or_else(|| panic!("no `{needle}` in {text:#?}"))
+        };
+        // Over the host's file, after /etc is bound; nothing is made in the
+        // read-only /etc.
+        assert!(at("bind /etc on /r/etc") < at("bind /data/resolv.conf on /r/etc/resolv.conf"));
+        assert!(!text.contains(&"create /r/etc/resolv.conf".to_string()));
+        at("make /r/etc/resolv.conf read-only");
+        // Where a symlinked one leads, with its parents made first.
+        assert!(
+            at("make the directory /r/run/systemd/resolve")
+                < at("create /r/run/systemd/resolve/stub-resolv.conf")
+        );
+        at("bind /data/resolv.conf on /r/run/systemd/resolve/stub-resolv.conf");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Sandboxed {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     status: Option<ExitStatus>,
+    /// The program's address on crew's bridge, held while it runs.
+    _lease: Option<super::Lease>,
 }
 
 impl IsolatedRuntime {
@@ -99,6 +101,15 @@ impl IsolatedRuntime {
             .map_err(|_| invalid("the name or a bind path contains a NUL byte"))?;
         let n = super::next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
+        // A network of its own, as a dyno has (package registries through the
+        // NAT, nothing of the host): taken first, so an error leaves nothing.
+        let (namespace, lease) = match &shared.config.network {
+            Some(network) => {
+                let prepared = network.take().map_err(fail)?;
+                (Some(prepared.namespace), Some(prepared.lease))
+            }
+            None => (None, None),
+        };
         let cgroup = shared.cgroups.create(&id, &spec.limits).map_err(fail)?;
         let started = (|| {
             let stdin = std::fs::File::open("/dev/null")?;
@@ -115,7 +126,7 @@ impl IsolatedRuntime {
                 errors,
             };
             let plan = Arc::new(ChildPlan { steps, image });
-            let launched = launch(plan, io, &cgroup, shared.config.setup_timeout)?;
+            let launched = launch(plan, io, namespace, &cgroup, shared.config.setup_timeout)?;
             Ok((launched, stdout, stderr))
         })();
         match started {
@@ -127,6 +138,7 @@ impl IsolatedRuntime {
                 stdout: Some(stdout),
                 stderr,
                 status: None,
+                _lease: lease,
             }),
             Err(e) => {
                 cgroup.kill();
