@@ -256,3 +256,157 @@ fn a_ruby_app_without_a_lockfile_is_refused_with_the_reason() {
     assert!(!ok, "{text}");
     assert!(text.contains("Gemfile.lock required"), "{text}");
 }
+
+/// The stack's python3 with venv, the one the python buildpack uses.
+fn have_python() -> bool {
+    let found = Command::new("/usr/bin/python3")
+        .args(["-c", "import ensurepip, venv"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: /usr/bin/python3 with venv is needed (.ci/run installs python3-venv)");
+    }
+    found
+}
+
+/// Writes a pure-Python wheel of package `tinypkg` into `dir`: pip installs it
+/// from there with no index, since no package index is reachable.
+fn write_wheel(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir wheels");
+    let script = r#"import zipfile
+with zipfile.ZipFile("tinypkg-1.0-py3-none-any.whl", "w") as z:
+    z.writestr("tinypkg/__init__.py", "GREETING = 'tinypkg says hi'\n")
+    z.writestr("tinypkg/__main__.py", "import http.server, os, tinypkg\n"
+        "class Hi(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers()\n"
+        "        self.wfile.write((tinypkg.GREETING + '\\n').encode())\n"
+        "http.server.HTTPServer(('', int(os.environ['PORT'])), Hi).serve_forever()\n")
+    z.writestr("tinypkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
+    z.writestr("tinypkg-1.0.dist-info/WHEEL",
+        "Wheel-Version: 1.0\nGenerator: crew-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr("tinypkg-1.0.dist-info/RECORD", "")
+"#;
+    run(dir, "/usr/bin/python3", &["-c", script]);
+}
+
+#[test]
+fn a_python_app_with_unchanged_requirements_gets_its_virtualenv_back_from_the_cache() {
+    if !have_git() || !have_python() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "web: python -m tinypkg\n");
+    write_wheel(&app.join("wheels"));
+    app.write(
+        "requirements.txt",
+        "--no-index\n--find-links ./wheels\ntinypkg==1.0\n",
+    );
+    commit_all(&server, app.path(), "a python app");
+    let (ok, text) = push(&server, &app, "pycache");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Successfully installed tinypkg-1.0"),
+        "{text}"
+    );
+    assert!(text.contains("Caching the virtualenv"), "{text}");
+    server.ok(app.path(), &["scale", "web=1"]);
+    assert_eq!(answer(&server, app.path(), "pycache"), "tinypkg says hi\n");
+
+    // The second push installs nothing, and what it restored still runs.
+    let (ok, text) = push_again(&server, &app, "again");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Requirements unchanged: restoring the virtualenv from the cache"),
+        "{text}"
+    );
+    assert!(!text.contains("Installing requirements"), "{text}");
+    let seen = poll_until(DEPLOY, || {
+        server.ok(app.path(), &["releases"]).contains("v3")
+    });
+    assert!(seen, "{}", server.ok(app.path(), &["releases"]));
+    assert_eq!(answer(&server, app.path(), "pycache"), "tinypkg says hi\n");
+
+    // A changed requirements file is a changed key: pip runs again.
+    app.write(
+        "requirements.txt",
+        "--no-index\n--find-links ./wheels\ntinypkg>=1.0\n",
+    );
+    commit_all(&server, app.path(), "changed requirements");
+    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("Installing requirements with pip"), "{text}");
+}
+
+#[test]
+fn a_python_version_the_stack_lacks_fails_the_build_naming_both() {
+    if !have_git() || !have_python() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "web: python -m http.server $PORT\n");
+    app.write("requirements.txt", "");
+    app.write("runtime.txt", "python-3.4.0\n");
+    commit_all(&server, app.path(), "an old python");
+    let (ok, text) = push(&server, &app, "oldpy");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("runtime.txt asks for Python 3.4.0, but this stack has Python 3."),
+        "{text}"
+    );
+
+    // The stack's own minor version in .python-version is used, and said.
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .expect("python3 --version");
+    let minor = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    std::fs::remove_file(app.join("runtime.txt")).expect("rm runtime.txt");
+    app.write(".python-version", format!("{minor}\n"));
+    commit_all(&server, app.path(), "the stack's python");
+    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("Using Python {minor}."))
+            && text.contains("specified in .python-version"),
+        "{text}"
+    );
+}
+
+#[test]
+fn languages_crew_cannot_build_are_refused_not_deployed_as_procfile_apps() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "web: target/release/app\n");
+    app.write(
+        "Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n",
+    );
+    commit_all(&server, app.path(), "a rust app");
+    let (ok, text) = push(&server, &app, "rustapp");
+    assert!(!ok, "{text}");
+    assert!(text.contains("-----> Rust app detected"), "{text}");
+    assert!(
+        text.contains(
+            "Rust app detected (Cargo.toml), but crew has no buildpack that builds Rust apps."
+        ),
+        "{text}"
+    );
+
+    if Path::new("/usr/bin/go").exists() || Path::new("/usr/local/go/bin/go").exists() {
+        eprintln!("skipped the Go refusal: this stack has a Go toolchain");
+        return;
+    }
+    let app = repo(&server, "web: bin/goapp\n");
+    app.write("go.mod", "module example.com/goapp\n\ngo 1.19\n");
+    app.write("main.go", "package main\n\nfunc main() {}\n");
+    commit_all(&server, app.path(), "a go app");
+    let (ok, text) = push(&server, &app, "goapp");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("Go app detected, but this stack has no Go toolchain."),
+        "{text}"
+    );
+}
