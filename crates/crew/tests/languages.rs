@@ -410,3 +410,90 @@ fn languages_crew_cannot_build_are_refused_not_deployed_as_procfile_apps() {
         "{text}"
     );
 }
+
+/// A stand-in for `tsc`, packed as a tarball the app depends on with
+/// `file:` (no registry is reachable): it writes dist/index.js from a
+/// TypeScript file whose only types are `: string`.
+fn pack_fake_tsc(into: &Path) {
+    let tool = App::new();
+    tool.write(
+        "package.json",
+        r#"{"name": "crew-test-tsc", "version": "1.0.0", "bin": {"crew-test-tsc": "tsc.js"}}"#,
+    );
+    tool.write(
+        "tsc.js",
+        "#!/usr/bin/env node\n\
+         const fs = require('fs'), path = require('path');\n\
+         const [src, out] = process.argv.slice(2);\n\
+         fs.mkdirSync(path.dirname(out), {recursive: true});\n\
+         fs.writeFileSync(out, fs.readFileSync(src, 'utf8').replace(/: string/g, ''));\n",
+    );
+    std::fs::create_dir_all(into).expect("mkdir tools");
+    let into = into.to_string_lossy().into_owned();
+    run(tool.path(), "npm", &["pack", "--pack-destination", &into]);
+}
+
+fn have_npm() -> bool {
+    let found = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: npm is not installed (.ci/run installs nodejs and npm)");
+    }
+    found
+}
+
+#[test]
+fn a_typescript_app_is_built_with_its_dev_dependencies_which_are_then_pruned() {
+    if !have_git() || !have_npm() {
+        return;
+    }
+    let server = Server::start();
+    // No Procfile: `web: npm start` is the buildpack's default.
+    let app = repo(&server, "");
+    std::fs::remove_file(app.join("Procfile")).expect("rm Procfile");
+    pack_fake_tsc(&app.join("tools"));
+    app.write(
+        "package.json",
+        r#"{"name": "tsapp", "version": "1.0.0", "private": true,
+ "engines": {"node": ">=99"},
+ "scripts": {
+   "heroku-prebuild": "echo prebuild ran",
+   "build": "crew-test-tsc src/index.ts dist/index.js",
+   "start": "node dist/index.js"
+ },
+ "devDependencies": {"crew-test-tsc": "file:tools/crew-test-tsc-1.0.0.tgz"}}
+"#,
+    );
+    app.write(
+        "src/index.ts",
+        "const greeting: string = 'typescript says hi';\n\
+         require('http').createServer((q, r) => r.end(greeting + '\\n')).listen(process.env.PORT);\n",
+    );
+    commit_all(&server, app.path(), "a typescript app");
+    let (ok, text) = push(&server, &app, "tsapp");
+    assert!(ok, "{text}");
+    for said in [
+        "-----> Node.js app detected",
+        "package.json asks for node \">=99\" (engines.node), but this stack has node v",
+        "prebuild ran",
+        "(including devDependencies)",
+        "> crew-test-tsc src/index.ts dist/index.js",
+        "-----> Pruning devDependencies",
+    ] {
+        assert!(text.contains(said), "no {said:?} in:\n{text}");
+    }
+    server.ok(app.path(), &["scale", "web=1"]);
+    assert_eq!(answer(&server, app.path(), "tsapp"), "typescript says hi\n");
+    let (ok, out, err) = server.cli(
+        app.path(),
+        &[
+            "run",
+            "-a",
+            "tsapp",
+            "test -e node_modules/crew-test-tsc && echo dev-kept || echo dev-pruned",
+        ],
+    );
+    assert!(ok && out.contains("dev-pruned"), "{out}\n{err}");
+}
