@@ -478,7 +478,7 @@ fn a_typescript_app_is_built_with_its_dev_dependencies_which_are_then_pruned() {
         "-----> Node.js app detected",
         "package.json asks for node \">=99\" (engines.node), but this stack has node v",
         "prebuild ran",
-        "(including devDependencies)",
+        "Including devDependencies for the build",
         "> crew-test-tsc src/index.ts dist/index.js",
         "-----> Pruning devDependencies",
     ] {
