@@ -300,8 +300,9 @@ fn a_python_app_with_unchanged_requirements_gets_its_virtualenv_back_from_the_ca
     write_wheel(&app.join("wheels"));
     app.write(
         "requirements.txt",
-        "--no-index\n--find-links ./wheels\ntinypkg==1.0\n",
+        "--no-index\n--find-links ./wheels\n-r base.txt\n",
     );
+    app.write("base.txt", "tinypkg==1.0\n");
     commit_all(&server, app.path(), "a python app");
     let (ok, text) = push(&server, &app, "pycache");
     assert!(ok, "{text}");
@@ -327,11 +328,9 @@ fn a_python_app_with_unchanged_requirements_gets_its_virtualenv_back_from_the_ca
     assert!(seen, "{}", server.ok(app.path(), &["releases"]));
     assert_eq!(answer(&server, app.path(), "pycache"), "tinypkg says hi\n");
 
-    // A changed requirements file is a changed key: pip runs again.
-    app.write(
-        "requirements.txt",
-        "--no-index\n--find-links ./wheels\ntinypkg>=1.0\n",
-    );
+    // A changed file that requirements.txt includes is a changed key: pip
+    // runs again.
+    app.write("base.txt", "tinypkg>=1.0\n");
     commit_all(&server, app.path(), "changed requirements");
     let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
     assert!(ok, "{text}");
