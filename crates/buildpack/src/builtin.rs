@@ -12,10 +12,12 @@ use std::path::Path;
 
 use crate::BuildError;
 
-/// The built-ins in the order automatic detection tries them. `procfile` is
-/// last because every app with a Procfile matches it, including Python and
-/// Node.js apps that need their dependencies installed.
-pub const BUILTIN_NAMES: [&str; 3] = ["python", "nodejs", "procfile"];
+/// The built-ins in the order automatic detection tries them. `ruby` is first,
+/// as on Heroku (a Rails app has a package.json too). `unsupported` accepts
+/// the languages crew recognises but cannot build, only to refuse them with a
+/// reason. `procfile` is last because every app with a Procfile matches it,
+/// including apps that need their dependencies installed.
+pub const BUILTIN_NAMES: [&str; 6] = ["ruby", "python", "nodejs", "go", "unsupported", "procfile"];
 
 macro_rules! buildpack {
     ($name:literal) => {
@@ -41,9 +43,12 @@ macro_rules! buildpack {
 
 type Scripts = [(&'static str, &'static str); 3];
 
-const BUILTINS: [(&str, Scripts); 3] = [
+const BUILTINS: [(&str, Scripts); 6] = [
+    buildpack!("ruby"),
     buildpack!("python"),
     buildpack!("nodejs"),
+    buildpack!("go"),
+    buildpack!("unsupported"),
     buildpack!("procfile"),
 ];
 

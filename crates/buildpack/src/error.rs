@@ -161,7 +161,7 @@ impl BuildError {
             ],
             BuildError::InvalidBuildpackUrl(url) => vec![format!(
                 "Invalid buildpack `{url}`: expected a git URL, an absolute path or a \
-                 built-in name (python, nodejs, procfile)."
+                 built-in name (ruby, python, nodejs, go, procfile)."
             )],
             BuildError::InvalidBuildpack { buildpack, reason } => {
                 vec![format!("Buildpack {buildpack} is not usable: {reason}")]
@@ -176,11 +176,11 @@ impl BuildError {
                 match allowed {
                     Some(dir) => format!(
                         "This server only runs path buildpacks under {}; use a git URL or a \
-                         built-in name (python, nodejs, procfile).",
+                         built-in name (ruby, python, nodejs, go, procfile).",
                         dir.display()
                     ),
                     None => "This server runs no path buildpacks; use a git URL or a built-in \
-                             name (python, nodejs, procfile)."
+                             name (ruby, python, nodejs, go, procfile)."
                         .into(),
                 },
             ],

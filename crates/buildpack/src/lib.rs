@@ -5,7 +5,9 @@
 //! 1. **Select.** [`Buildpacks::select`] picks the buildpacks: the app's
 //!    `BUILDPACK_URL` config var (a git URL, an absolute path, or a built-in
 //!    name), else a `.buildpacks` file in the source (one per line), else the
-//!    built-ins in the order `python`, `nodejs`, `procfile`. The first two are
+//!    built-ins in the order `ruby`, `python`, `nodejs`, `go`, `unsupported`
+//!    (which only refuses apps crew recognises but cannot build), `procfile`.
+//!    The first two are
 //!    *explicit*: every buildpack listed runs, and each must accept the app.
 //!    The built-ins are *automatic*: the first whose `bin/detect` accepts the app
 //!    is the only one that runs.
@@ -461,7 +463,7 @@ impl Buildpacks {
     /// Which buildpacks a build of `source` with `config` will use: config var
     /// BUILDPACK_URL (a git URL or a local path), else a `.buildpacks` file in the
     /// source (one per line; blank lines and `#` comments skipped), else the
-    /// built-ins tried in order: python, nodejs, procfile.
+    /// built-ins tried in [`BUILTIN_NAMES`] order.
     pub fn select(
         &self,
         source: &Path,

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crew_buildpack::{BuildError, BuildOutput, BuildRequest, BuildpackSource, Buildpacks};
+use crew_buildpack::{
+    BUILTIN_NAMES, BuildError, BuildOutput, BuildRequest, BuildpackSource, Buildpacks,
+};
 use tempfile::TempDir;
 
 struct Fixture {
@@ -788,7 +790,7 @@ fn unreadable_release_yaml_fails_the_build() {
 #[test]
 fn builtins_are_installed_executable_and_selected_procfile_last() {
     let fx = fixture();
-    for name in ["python", "nodejs", "procfile"] {
+    for name in BUILTIN_NAMES {
         for script in ["detect", "compile", "release"] {
             let path = fx.path(&format!("buildpacks/{name}/bin/{script}"));
             let mode = fs::metadata(&path).expect("script").permissions().mode();
@@ -802,8 +804,9 @@ fn builtins_are_installed_executable_and_selected_procfile_last() {
         fx.buildpacks
             .select(&src, &BTreeMap::new())
             .expect("select"),
-        ["python", "nodejs", "procfile"].map(|n| BuildpackSource::Builtin(n.to_owned()))
+        BUILTIN_NAMES.map(|n| BuildpackSource::Builtin(n.to_owned()))
     );
+    assert_eq!(BUILTIN_NAMES.last(), Some(&"procfile"));
 }
 
 /// A file of this machine that no build output may show.
