@@ -48,8 +48,9 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    /// The status of one GET, or why there was none.
-    fn get(&mut self) -> Result<u16, String> {
+    /// The status of one GET and the last line of its body, or why there was
+    /// none.
+    fn get(&mut self) -> Result<(u16, String), String> {
         let fresh = self.conn.is_none();
         if fresh {
             let stream = TcpStream::connect(("127.0.0.1", self.port))
@@ -58,11 +59,11 @@ impl KeepAlive {
             self.conn = Some(BufReader::new(stream));
         }
         match self.exchange() {
-            Ok((status, keep)) => {
+            Ok((status, keep, last)) => {
                 if !keep {
                     self.conn = None;
                 }
-                Ok(status)
+                Ok((status, last))
             }
             Err(e) => {
                 self.conn = None;
@@ -73,7 +74,7 @@ impl KeepAlive {
         }
     }
 
-    fn exchange(&mut self) -> Result<(u16, bool), String> {
+    fn exchange(&mut self) -> Result<(u16, bool, String), String> {
         let conn = self.conn.as_mut().ok_or("no connection")?;
         conn.get_mut()
             .write_all(b"GET / HTTP/1.1\r\nHost: steady.localhost\r\n\r\n")
@@ -107,7 +108,9 @@ impl KeepAlive {
         let mut body = vec![0; length];
         conn.read_exact(&mut body)
             .map_err(|e| format!("read body: {e}"))?;
-        Ok((status, keep))
+        let body = String::from_utf8_lossy(&body);
+        let last = body.trim_end().lines().last().unwrap_or("").to_string();
+        Ok((status, keep, last))
     }
 }
 
@@ -132,7 +135,7 @@ impl Load {
                     let mut client = KeepAlive { port, conn: None };
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                         match client.get() {
-                            Ok(200) => {
+                            Ok((200, _)) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             other => {

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crew_engine::{DynoState, WebBackend};
+use crew_engine::{DynoState, RequestGuard, WebBackend};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -139,14 +139,19 @@ impl<R: Routes> Router<R> {
     }
 
     /// A connection to one of the up dynos in `list`, starting round robin; a
-    /// dyno that cannot be reached is skipped. Gives the dyno's index in
-    /// `list`, the time connecting took and whether the connection was kept
-    /// from an earlier request; or, on failure, which dynos were tried.
+    /// dyno that cannot be reached is skipped. The dynos in `failed` (which
+    /// already failed this request) come last, and only on a new connection.
+    /// The dyno's request count is entered before it is connected to, so that
+    /// the engine, which stops a dyno once its count is zero, never stops it
+    /// under a request on its way. Gives the dyno's index in `list`, its
+    /// count's guard, the time connecting took and whether the connection was
+    /// kept from an earlier request; or, on failure, which dynos were tried.
     async fn connect(
         &self,
         list: &[WebBackend],
         upgrade: bool,
-    ) -> Result<(DynoConnection, usize, Duration, bool), String> {
+        failed: &[String],
+    ) -> Result<Connected, String> {
         let up = || {
             list.iter()
                 .enumerate()
@@ -155,22 +160,74 @@ impl<R: Routes> Router<R> {
         };
         let count = up().count();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let was_failed = |i: &usize| failed.iter().any(|name| *name == list[*i].name);
+        let round = up().cycle().skip(start % count.max(1)).take(count);
+        let (fresh, again): (Vec<usize>, Vec<usize>) = if failed.is_empty() {
+            (round.collect(), Vec::new())
+        } else {
+            round.partition(|i| !was_failed(i))
+        };
         let mut tried = Vec::new();
-        for index in up().cycle().skip(start % count.max(1)).take(count) {
+        for (index, retried) in fresh
+            .into_iter()
+            .map(|i| (i, false))
+            .chain(again.into_iter().map(|i| (i, true)))
+        {
             let backend = &list[index];
+            let counted = backend.requests.enter();
             // A kept-alive connection costs no connect, hence 0 ms. An upgrade
             // gets a connection of its own, which it never gives back.
-            if !upgrade && let Some(connection) = pool::take(backend) {
-                return Ok((connection, index, Duration::ZERO, true));
+            if !upgrade
+                && !retried
+                && let Some(connection) = pool::take(backend)
+            {
+                return Ok(Connected {
+                    connection,
+                    index,
+                    counted,
+                    connect: Duration::ZERO,
+                    pooled: true,
+                });
             }
             let began = Instant::now();
             match pool::connect(backend, self.config.connect_timeout).await {
-                Ok(connection) => return Ok((connection, index, began.elapsed(), false)),
+                Ok(connection) => {
+                    return Ok(Connected {
+                        connection,
+                        index,
+                        counted,
+                        connect: began.elapsed(),
+                        pooled: false,
+                    });
+                }
                 Err(_) => tried.push(backend.name.as_str()),
             }
         }
         Err(tried.join(","))
     }
+}
+
+/// A connection to a dyno, as [`Router::connect`] gives it.
+struct Connected {
+    connection: DynoConnection,
+    index: usize,
+    counted: RequestGuard,
+    connect: Duration,
+    pooled: bool,
+}
+
+/// Whether `backend` (from an older list) may still take requests by the
+/// engine's latest list: it is there, at the same place, and `up`.
+fn still_up(latest: &Arc<Vec<WebBackend>>, list: &Arc<Vec<WebBackend>>, index: usize) -> bool {
+    let Some(backend) = list.get(index) else {
+        return false;
+    };
+    if Arc::ptr_eq(latest, list) {
+        return backend.state == DynoState::Up;
+    }
+    latest
+        .iter()
+        .any(|b| b.name == backend.name && b.addr == backend.addr && b.state == DynoState::Up)
 }
 
 /// A fresh request id: a version 4 UUID from a per-thread generator. A request
