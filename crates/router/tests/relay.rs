@@ -556,10 +556,11 @@ async fn silent_dynos_and_clients_are_cut_off_with_h15_and_h28() {
     assert_eq!(setup.lines.lock().unwrap().len(), 2);
 }
 
+/// What a dyno of [`setup_dynos`] does with each connection.
+type Serve = fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// A router in front of dynos that each run their own `serve`, all `up`.
-async fn setup_dynos(
-    serves: Vec<fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
-) -> Setup {
+async fn setup_dynos(serves: Vec<Serve>) -> Setup {
     let mut tasks = Vec::new();
     let mut list = Vec::new();
     for (i, serve) in serves.into_iter().enumerate() {
