@@ -223,3 +223,35 @@ fn config_changes_restarts_and_rollbacks_under_keep_alive_load_drop_no_request()
         &failures[..failures.len().min(10)]
     );
 }
+
+#[test]
+fn apps_info_counts_the_routers_failed_requests_by_code() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app: App = repo(&server, "web: python3 app.py\n");
+    app.write("app.py", APP);
+    commit_all(&server, app.path(), "app");
+    server.ok(app.path(), &["apps:create", "steady"]);
+    let (pushed, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(pushed, "{text}");
+    server.wait_up(app.path(), "steady", 1);
+    let info = server.ok(app.path(), &["apps:info"]);
+    assert!(!info.contains("Router errors"), "{info}");
+    server.ok(app.path(), &["scale", "web=0"]);
+    let mut client = KeepAlive {
+        port: server.router,
+        conn: None,
+    };
+    for _ in 0..3 {
+        let got = client.get();
+        assert!(matches!(&got, Ok((503, _))), "{got:?}");
+    }
+    let mut info = String::new();
+    let counted = poll_until(DEPLOY, || {
+        info = server.ok(app.path(), &["apps:info"]);
+        info.contains("Router errors: H14 3\n")
+    });
+    assert!(counted, "{info}");
+}
