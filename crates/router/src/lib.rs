@@ -160,19 +160,16 @@ impl<R: Routes> Router<R> {
         };
         let count = up().count();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let was_failed = |i: &usize| failed.iter().any(|name| *name == list[*i].name);
-        let round = up().cycle().skip(start % count.max(1)).take(count);
-        let (fresh, again): (Vec<usize>, Vec<usize>) = if failed.is_empty() {
-            (round.collect(), Vec::new())
-        } else {
-            round.partition(|i| !was_failed(i))
-        };
+        let was_failed = |i: usize| failed.iter().any(|name| *name == list[i].name);
+        let round = || up().cycle().skip(start % count.max(1)).take(count);
+        // Those that have not failed this request first; then, when there are
+        // some, those that have, on a new connection.
+        let first = round().filter(|&i| failed.is_empty() || !was_failed(i));
+        let again = round()
+            .filter(|_| !failed.is_empty())
+            .filter(|&i| was_failed(i));
         let mut tried = Vec::new();
-        for (index, retried) in fresh
-            .into_iter()
-            .map(|i| (i, false))
-            .chain(again.into_iter().map(|i| (i, true)))
-        {
+        for (index, retried) in first.map(|i| (i, false)).chain(again.map(|i| (i, true))) {
             let backend = &list[index];
             let counted = backend.requests.enter();
             // A kept-alive connection costs no connect, hence 0 ms. An upgrade
