@@ -17,6 +17,13 @@
 //! counter ([`crew_engine::RequestCount`], one atomic per dyno). The engine
 //! stops routing to a web dyno before it stops it, and waits until that count is
 //! zero before sending the signal, so deploys, restarts and scaling drop nothing.
+//! A request counts itself on a dyno before it connects, then checks the dyno
+//! is still in the engine's latest list; the engine takes the dyno out of the
+//! list before it looks at the count, so one of them sees the other. A dyno
+//! that closes the connection without an answer (it crashed, or closed a kept
+//! connection) has the request sent to another up dyno, at most three tries in
+//! all, when nothing of a response has gone to the client, the whole request
+//! is at hand, and the method is idempotent or the connection was a kept one.
 //!
 //! Connections are served by one single-threaded runtime per core ([`workers`]),
 //! each with its own idle dyno connections ([`pool`]), so a request, the dyno
