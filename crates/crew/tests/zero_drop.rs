@@ -1,6 +1,7 @@
 //! Operations under load drop no request (issue 22): keep-alive clients send
 //! GETs through the router without a pause while the app's config changes, it
-//! restarts (all of it, one dyno) and rolls back, a few rounds over.
+//! restarts (all of it, one dyno), rolls back and a web dyno is killed, a few
+//! rounds over.
 
 mod common;
 mod platform;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{App, poll_until};
-use platform::{DEPLOY, Server, commit_all, have_git, repo};
+use platform::{DEPLOY, Server, commit_all, dyno_pids, have_git, repo};
 
 /// Answers every GET with its DYNO, on kept-alive connections, as the demo
 /// app's Python server does.
@@ -182,7 +183,7 @@ impl Drop for Load {
 }
 
 #[test]
-fn config_changes_restarts_and_rollbacks_under_keep_alive_load_drop_no_request() {
+fn config_changes_restarts_rollbacks_and_a_crash_under_keep_alive_load_drop_no_get() {
     if !have_git() {
         return;
     }
@@ -210,6 +211,17 @@ fn config_changes_restarts_and_rollbacks_under_keep_alive_load_drop_no_request()
         load.served(200);
         server.wait_up(app.path(), "steady", 2);
         server.ok(app.path(), &["rollback"]);
+        load.served(200);
+        let ps = server.wait_up(app.path(), "steady", 2);
+        load.served(200);
+        // A crash: the GETs on the dyno's kept connections, and the one it was
+        // answering, go to the other dyno.
+        let pid = dyno_pids(&ps).first().copied().expect("a dyno's pid");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(killed.success(), "kill -KILL {pid}");
         load.served(200);
         server.wait_up(app.path(), "steady", 2);
         load.served(200);
