@@ -266,6 +266,16 @@ pub struct ServerArgs {
     /// Whether dynos run isolated (namespaces, overlay, cgroups; needs root)
     #[arg(long, value_enum, default_value = "auto", env = "CREW_ISOLATION")]
     pub isolation: crate::server::Isolation,
+    /// The uids (and gids) apps get, one each, for their isolated dynos and
+    /// builds; no user or group of this host may have one of them
+    #[arg(
+        long,
+        default_value = "2000000000-2099999999",
+        value_parser = uid_range,
+        value_name = "FIRST-LAST",
+        env = "CREW_APP_UIDS"
+    )]
+    pub app_uids: (u32, u32),
     /// Where apps' dynos run: this machine, or a Docker Swarm
     #[arg(long, value_enum, default_value = "local", env = "CREW_BACKEND")]
     pub backend: crate::server::DynoBackend,
@@ -292,8 +302,9 @@ pub struct ServerArgs {
     /// (REGISTRY/crew/APP:vN); the swarm backend pushes them there
     #[arg(long, value_name = "REGISTRY", env = "CREW_REGISTRY")]
     pub registry: Option<String>,
-    /// The user (and group) every build program runs as when builds are
-    /// sandboxed; never root
+    /// Sandboxed builds run as each app's own uid (see --app-uids); this
+    /// user (never root) is only the build sandbox's default, kept for
+    /// callers that build without an app uid
     #[arg(long, default_value = "65533:65533", value_parser = build_user, value_name = "UID[:GID]")]
     pub build_user: (u32, u32),
     /// A variable of the server's environment every build gets (a proxy or CA
@@ -347,6 +358,30 @@ fn port_range(text: &str) -> Result<(u16, u16), String> {
         .map_err(|_| format!("`{last}` is not a port"))?;
     if first == 0 || first > last {
         return Err(format!("`{text}` is not a range of ports"));
+    }
+    Ok((first, last))
+}
+
+fn uid_range(text: &str) -> Result<(u32, u32), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not a range like 2000000000-2099999999"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{s}` is not a uid"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if first > last {
+        return Err(format!(
+            "`{text}` is not a range of uids (the first is above the last)"
+        ));
+    }
+    // Root and the system's users, nobody (65534) and -1 must never be an app's.
+    if first < 1000 || last >= u32::MAX - 1 || (first..=last).contains(&65534) {
+        return Err(format!(
+            "`{text}` holds uids apps may not have (below 1000, 65534 `nobody`, or -1 and -2)"
+        ));
     }
     Ok((first, last))
 }

@@ -38,6 +38,7 @@ fn choose_runtime(
     wanted: Isolation,
     plain: PlainRuntime,
     data: &Path,
+    app_uids: (u32, u32),
 ) -> Result<(ServerRuntime, String)> {
     let copies = data.join("dynos");
     // Copies a killed server left behind belong to no dyno any more.
@@ -54,10 +55,20 @@ fn choose_runtime(
     let isolated = IsolatedRuntime::new(config).and_then(|r| r.check().map(|()| r));
     match (isolated, wanted) {
         (Ok(runtime), _) => {
+            if let Some(owner) = host_id_in(app_uids) {
+                anyhow::bail!(
+                    "--app-uids {}-{} holds {owner} of this host; give apps a range no \
+                     user or group has",
+                    app_uids.0,
+                    app_uids.1
+                );
+            }
             let text = format!(
-                "on (namespaces, overlay /app, {}, uid {})",
+                "on (namespaces, overlay /app, {}, seccomp, no capabilities, a uid per \
+                 app from {}-{})",
                 runtime.cgroup_description(),
-                runtime.config().uid
+                app_uids.0,
+                app_uids.1
             );
             Ok((ServerRuntime::Isolated(runtime), text))
         }
@@ -66,6 +77,25 @@ fn choose_runtime(
         )),
         (Err(why), _) => Ok((plain, format!("off: {why}; {fallback}"))),
     }
+}
+
+/// A user or group of this host (from /etc/passwd and /etc/group) whose id is
+/// in `range`, named: an app's dynos would share its files and signals.
+fn host_id_in(range: (u32, u32)) -> Option<String> {
+    for (file, what) in [("/etc/passwd", "user"), ("/etc/group", "group")] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let mut fields = line.split(':');
+            let name = fields.next().unwrap_or_default();
+            let id = fields.nth(1).and_then(|id| id.parse::<u32>().ok());
+            if let Some(id) = id
+                && (range.0..=range.1).contains(&id)
+            {
+                return Some(format!("the {what} `{name}` ({id})"));
+            }
+        }
+    }
+    None
 }
 
 /// The proxy variables every build gets when the server has them.
@@ -304,6 +334,12 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         .context("reading the router's address")?
         .port();
 
+    // Every descriptor the system allows; the router's caps keep a reserve
+    // of them for the API, `crew run` and the dynos.
+    let fd_limit = crew_runtime::os::raise_fd_limit().unwrap_or_else(|e| {
+        eprintln!("crew: warning: cannot raise the open files limit: {e}");
+        1024
+    });
     let exe = std::env::current_exe().context("finding the crew binary")?;
     let watchdog = Watchdog::start(&exe)
         .map_err(|e| {
@@ -312,7 +348,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         .ok();
     let plain = PlainRuntime::new(watchdog).context("setting up process supervision")?;
     let reaper = plain.spawn_orphan_reaper();
-    let (runtime, isolation) = choose_runtime(args.isolation, plain, &data)?;
+    let (runtime, isolation) = choose_runtime(args.isolation, plain, &data, args.app_uids)?;
     let placements = match args.backend {
         DynoBackend::Local => None,
         DynoBackend::Swarm => {
@@ -336,6 +372,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             drain_requests: true,
             isolation,
             placements,
+            app_uids: args.app_uids.0..=args.app_uids.1,
             builds,
         },
         runtime,
@@ -350,7 +387,8 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
             boot_wait: std::time::Duration::from_secs(args.boot_wait),
             ..crew_router::RouterConfig::default()
-        },
+        }
+        .with_fd_limit(fd_limit),
         router_port,
     ));
     let router_task = tokio::spawn(router.serve(router_listener));

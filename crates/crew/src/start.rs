@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use crew_engine::{AppSpec, EngineConfig, Ports, ProcessTypeSpec, ShutdownReason};
 use crew_logs::terminal::{Format, Printer, Terminal};
-use crew_logs::{DEFAULT_CAPACITY, LogEvent, LogRing};
+use crew_logs::{LogEvent, LogRing, RingLimits};
 use crew_procfile::{Formation, Procfile, parse_changes};
 use crew_runtime::watchdog::Watchdog;
 use crew_runtime::{PlainRuntime, Signal};
@@ -57,6 +57,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
         keep_alive: args.keep_alive,
         boot_timeout: Duration::from_secs(args.boot_timeout),
         drain_requests: false,
+        output_limits: None,
     };
     let format = Format {
         timestamp: !args.no_timestamp,
@@ -120,7 +121,7 @@ async fn run(
     // The socket first: a second `crew start` in the same app must fail before it
     // starts anything.
     let (listener, socket_file) = control::bind(&app.cwd)?;
-    let ring = Arc::new(LogRing::new(DEFAULT_CAPACITY));
+    let ring = Arc::new(LogRing::with_limits(RingLimits::LOCAL));
     let (logs, terminal) =
         Terminal::spawn(Box::new(std::io::stdout()), printer, Some(ring.clone()));
     let watchdog = std::env::current_exe()

@@ -12,9 +12,20 @@ use std::time::Duration;
 use common::{App, poll_until};
 use platform::{Server, commit_all, have_git, repo};
 
-/// The user builds run as in these tests (not crew's default, so that the
-/// test sees the flag reach the sandbox).
+/// The sandbox's default build user in these tests (not crew's default). A
+/// build runs as its app's own uid instead (issue 15.2), never as this one.
 const BUILD_USER: &str = "61234";
+
+/// A build ran as its app's own uid (from crew's default `--app-uids`), not
+/// root, not the shared build user.
+fn ran_as_the_app(output: &str) {
+    let uids = reported(output, "uid");
+    let uid: Option<u32> = uids.first().and_then(|u| u.parse().ok());
+    assert!(
+        uids.len() == 1 && uid.is_some_and(|u| (2_000_000_000..=2_099_999_999).contains(&u)),
+        "{output}"
+    );
+}
 
 /// A variable only the server has: no build may see it.
 const SERVER_SECRET: (&str, &str) = ("CREW_TEST_SERVER_SECRET", "server-secret-4d1f");
@@ -156,8 +167,8 @@ fn a_hostile_buildpack_reaches_nothing_of_the_server_and_leaves_nothing_running(
     assert!(ok, "{output}");
     assert!(output.contains("Released v"), "{output}");
 
-    // Not root, and the user the operator chose.
-    assert_eq!(reported(&output, "uid"), [BUILD_USER], "{output}");
+    // Not root: the app's own uid.
+    ran_as_the_app(&output);
     // Nothing of the data dir: not the token, not the database, not other apps.
     assert!(reported(&output, "read").is_empty(), "{output}");
     assert_eq!(reported(&output, "unreadable").len(), 2, "{output}");
@@ -255,7 +266,7 @@ raise SystemExit("report: done")
     let (ok, output) = push(&server, &app, "pipapp");
     // The backend fails the build on purpose, so that pip shows its output.
     assert!(!ok, "{output}");
-    assert_eq!(reported(&output, "uid"), [BUILD_USER], "{output}");
+    ran_as_the_app(&output);
     assert_eq!(reported(&output, "unreadable"), ["token"], "{output}");
     assert_eq!(reported(&output, "secret"), [""], "{output}");
     let left = processes_with(&format!("sleep {daemon}"));

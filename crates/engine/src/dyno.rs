@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crew_logs::{LineFramer, LogEvent};
+use crew_logs::{LineFramer, LogEvent, OutputGate, OutputLimits};
 use crew_runtime::{
     Console, DynoProcess, DynoSpec, ExitStatus, Output, ProcessGroup, Runtime, Signal,
 };
@@ -54,6 +54,8 @@ pub(crate) struct Launch {
     pub probe_port: Option<u16>,
     pub boot_timeout: Duration,
     pub stop_timeout: Duration,
+    /// The server's bounds on the dyno's output; `None` locally.
+    pub output_limits: Option<OutputLimits>,
     /// For an attached one-off: where its output and console go instead of the
     /// log, and where its exit status goes.
     pub attach: Option<AttachEnds>,
@@ -103,9 +105,14 @@ pub(crate) async fn run<R: Runtime>(
             }
             None
         }
-        None => process
-            .take_output()
-            .map(|output| tokio::spawn(pump(output, name.clone(), logs.clone()))),
+        None => process.take_output().map(|output| {
+            tokio::spawn(pump(
+                output,
+                name.clone(),
+                logs.clone(),
+                launch.output_limits,
+            ))
+        }),
     };
 
     let mut stopping = StopTimer::default();
@@ -276,18 +283,35 @@ impl Probe {
     }
 }
 
-/// Reads a dyno's output until EOF and sends it on as lines.
-async fn pump(mut output: Output, dyno: Arc<str>, logs: mpsc::Sender<LogEvent>) {
-    let mut framer = LineFramer::new();
+/// Reads a dyno's output until EOF and sends it on as lines. With `limits` (a
+/// server), it never waits for the log: a line is held up to the limit's length
+/// at most, and output the log cannot take is dropped and counted.
+async fn pump(
+    mut output: Output,
+    dyno: Arc<str>,
+    logs: mpsc::Sender<LogEvent>,
+    limits: Option<OutputLimits>,
+) {
+    let mut framer = match limits {
+        Some(limits) => LineFramer::with_max_line(limits.max_line),
+        None => LineFramer::new(),
+    };
+    let mut sink = Sink {
+        logs,
+        dyno,
+        gate: limits.map(|limits| OutputGate::new(limits, std::time::Instant::now())),
+    };
     loop {
-        let read = if framer.has_partial() {
+        // A partial line, or an L10 line owed, goes out once the output rests.
+        let read = if framer.has_partial() || sink.owes_notice() {
             match tokio::time::timeout(PARTIAL_LINE_IDLE, output.read_buf(framer.read_buf())).await
             {
                 Ok(read) => read,
                 Err(_) => {
                     if let Some(line) = framer.take_partial() {
-                        send_lines(&logs, &dyno, line).await;
+                        sink.send(line).await;
                     }
+                    sink.notice_now();
                     continue;
                 }
             }
@@ -298,22 +322,87 @@ async fn pump(mut output: Output, dyno: Arc<str>, logs: mpsc::Sender<LogEvent>) 
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 while let Some(lines) = framer.complete_lines() {
-                    send_lines(&logs, &dyno, lines).await;
+                    sink.send(lines).await;
                 }
             }
         }
     }
     if let Some(line) = framer.take_partial() {
-        send_lines(&logs, &dyno, line).await;
+        sink.send(line).await;
     }
+    sink.finish().await;
 }
 
-async fn send_lines(logs: &mpsc::Sender<LogEvent>, dyno: &Arc<str>, lines: bytes::Bytes) {
-    let _ = logs
-        .send(LogEvent::Output {
-            dyno: dyno.clone(),
+/// Where a pump's lines go: the app's log, through a gate on a server.
+struct Sink {
+    logs: mpsc::Sender<LogEvent>,
+    dyno: Arc<str>,
+    gate: Option<OutputGate>,
+}
+
+impl Sink {
+    async fn send(&mut self, lines: bytes::Bytes) {
+        let event = LogEvent::Output {
+            dyno: self.dyno.clone(),
             at: SystemTime::now(),
             lines,
-        })
-        .await;
+        };
+        let Some(gate) = self.gate.as_mut() else {
+            // foreman's way: a slow log makes the dyno wait.
+            let _ = self.logs.send(event).await;
+            return;
+        };
+        let LogEvent::Output { lines, .. } = &event else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if !gate.admit(lines, now) {
+            return;
+        }
+        if let Some(text) = gate.notice(now, false)
+            && self
+                .logs
+                .try_send(LogEvent::platform(&self.dyno, text))
+                .is_ok()
+        {
+            gate.notice_sent(now);
+        }
+        if let Err(mpsc::error::TrySendError::Full(LogEvent::Output { lines, .. })) =
+            self.logs.try_send(event)
+        {
+            gate.count_dropped(&lines);
+        }
+    }
+
+    /// Whether messages were dropped and not yet reported.
+    fn owes_notice(&self) -> bool {
+        self.gate.as_ref().is_some_and(|gate| gate.dropped() > 0)
+    }
+
+    /// Reports what was dropped, if the log has room for the line now.
+    fn notice_now(&mut self) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if let Some(text) = gate.notice(now, true)
+            && self
+                .logs
+                .try_send(LogEvent::platform(&self.dyno, text))
+                .is_ok()
+        {
+            gate.notice_sent(now);
+        }
+    }
+
+    /// Says what was dropped since the last notice, so a flood that ends is
+    /// still counted.
+    async fn finish(mut self) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        if let Some(text) = gate.notice(std::time::Instant::now(), true) {
+            let _ = self.logs.send(LogEvent::platform(&self.dyno, text)).await;
+        }
+    }
 }

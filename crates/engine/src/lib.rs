@@ -127,6 +127,11 @@ pub struct EngineConfig {
     /// being stopped gets no new requests, and its signal waits until the
     /// ones under way (its [`WebBackend::requests`]) are done.
     pub drain_requests: bool,
+    /// A server's bounds on a dyno's output: its lines cut at Heroku's length,
+    /// and a flood dropped and counted (L10) rather than ever waited for.
+    /// `None` is foreman's way: long lines pass, and a slow log makes the
+    /// dynos wait.
+    pub output_limits: Option<crew_logs::OutputLimits>,
 }
 
 /// Requests a router has under way to one web dyno: the router counts them,

@@ -632,6 +632,7 @@ impl<R: Runtime> Engine<R> {
                 .settings
                 .stop_timeout
                 .unwrap_or(self.config.stop_timeout),
+            output_limits: self.config.output_limits,
             attach: None,
         };
         let command = spec.command.clone();
@@ -1119,6 +1120,7 @@ impl<R: Runtime> Engine<R> {
             probe_port: None,
             boot_timeout: self.config.boot_timeout,
             stop_timeout: self.config.stop_timeout,
+            output_limits: self.config.output_limits,
             attach,
         };
         let since = SystemTime::now();

@@ -206,6 +206,7 @@ fn start(app: AppSpec, formation: &str, keep_alive: bool) -> Harness {
             keep_alive,
             boot_timeout: Duration::from_secs(60),
             drain_requests: false,
+            output_limits: None,
         },
         logs,
     );

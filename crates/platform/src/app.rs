@@ -10,7 +10,7 @@ use crew_engine::{
     DynoInfo, EngineConfig, EngineError, LocalConfig, LocalPlacement, Placement, PortPool,
     RELEASE_DYNO, ReleaseCommand, ReleaseSpec, ReleaseType,
 };
-use crew_logs::{DEFAULT_CAPACITY, LineFramer, LogEvent, LogRing};
+use crew_logs::{LineFramer, LogEvent, LogRing, OutputLimits, RingLimits};
 use crew_procfile::{Formation, FormationChange, Quantity};
 use crew_runtime::{DynoProcess, DynoSize, DynoSpec, Runtime, ServerRuntime, Signal};
 use crew_store::{FormationRow, Release, Slug};
@@ -35,6 +35,9 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// command and say so.
 const RELEASE_GRACE: Duration = Duration::from_secs(120);
 
+/// Events waiting for an app's log; see [`AppRuntime::new`].
+const LOG_QUEUE: usize = 256;
+
 type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
 
 /// Makes one app's placement, given the app's name and its log.
@@ -55,9 +58,13 @@ pub struct AppRuntime {
 
 impl AppRuntime {
     pub(crate) fn new(name: &str, placements: &PlacementFactory) -> AppRuntime {
-        let ring = Arc::new(LogRing::new(DEFAULT_CAPACITY));
+        let ring = Arc::new(LogRing::with_limits(RingLimits::SERVER));
+        // Dyno output never waits for this channel (it is dropped and counted
+        // when the channel is full), so its length bounds what the app's log
+        // holds in flight: 256 blocks of at most one 64 KiB read and one
+        // 10,000-byte line each.
+        let (logs, mut rx) = mpsc::channel::<LogEvent>(LOG_QUEUE);
         let router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let (logs, mut rx) = mpsc::channel::<LogEvent>(1024);
         let feed = ring.clone();
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
@@ -132,7 +139,8 @@ impl AppRuntime {
         rows: &[FormationRow],
     ) -> Result<ReleaseSpec, PlatformError> {
         let archive = PathBuf::from(&slug.path);
-        let dir = slug::extract(&archive, platform.slug_owner())
+        let group = platform.app_user(&self.name)?.map(|(_, gid)| gid);
+        let dir = slug::extract(&archive, group)
             .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
         let types: Vec<ReleaseType> = slug
             .process_types
@@ -194,7 +202,8 @@ impl AppRuntime {
             Ok(Ok(Some(status))) if status.success() => Ok(Ok(())),
             Ok(Ok(Some(status))) => Ok(Err(exit_reason(status))),
             Ok(Ok(None)) => {
-                Ok(run_release_command(&platform.runtime, &release, command, say).await)
+                let runtime = platform.runtime_of(&self.name);
+                Ok(run_release_command(&runtime, &release, command, say).await)
             }
             Ok(Err(e)) => Err(engine_error(e)),
             Err(_) => Err(PlatformError::Invalid(format!(
@@ -254,23 +263,24 @@ impl AppRuntime {
 }
 
 /// The reference placement: crew's own manifold on this machine, through the
-/// server's runtime.
+/// server's runtime as each app's own user (`runtime_of`).
 pub(crate) fn local_placements(
-    runtime: ServerRuntime,
+    runtime_of: Arc<dyn Fn(&str) -> ServerRuntime + Send + Sync>,
     ports: Arc<PortPool>,
     drain_requests: bool,
 ) -> PlacementFactory {
-    Arc::new(move |_app, logs| {
+    Arc::new(move |app, logs| {
         let config = LocalConfig {
             engine: EngineConfig {
                 stop_timeout: STOP_TIMEOUT,
                 keep_alive: true,
                 boot_timeout: Duration::from_secs(60),
                 drain_requests,
+                output_limits: Some(OutputLimits::SERVER),
             },
             ports: ports.clone(),
         };
-        Box::new(LocalPlacement::new(runtime.clone(), config, logs))
+        Box::new(LocalPlacement::new(runtime_of(app), config, logs))
     })
 }
 

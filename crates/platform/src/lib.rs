@@ -19,6 +19,7 @@ mod slug;
 mod source;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,9 +74,36 @@ fn check_one_off(request: &OneOffRequest) -> Result<(), PlatformError> {
     Ok(())
 }
 
-/// A documented dyno size by name, or an error listing the sizes.
-fn size_named(name: &str) -> Result<DynoSize, PlatformError> {
-    DynoSize::parse(name).map_err(|e| PlatformError::Invalid(e.to_string()))
+/// A documented dyno size by name that fits in `room` bytes of memory (what
+/// this host can give dynos, when they run here), or an error listing the
+/// sizes or naming both numbers.
+fn size_named(name: &str, room: Option<u64>) -> Result<DynoSize, PlatformError> {
+    let size = DynoSize::parse(name).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+    match room {
+        Some(room) if size.memory_bytes > room => Err(PlatformError::Invalid(format!(
+            "dyno size {} needs {} of memory, and this server can give dynos at most {}",
+            size.name,
+            human_bytes(size.memory_bytes),
+            human_bytes(room)
+        ))),
+        _ => Ok(size),
+    }
+}
+
+/// `126 GiB`, `2.5 GiB`, `512 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    if bytes >= GIB {
+        let tenths = bytes * 10 / GIB;
+        if tenths.is_multiple_of(10) {
+            format!("{} GiB", tenths / 10)
+        } else {
+            format!("{}.{} GiB", tenths / 10, tenths % 10)
+        }
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
 }
 
 /// How long a build may take, as on Heroku.
@@ -161,6 +189,9 @@ pub struct PlatformConfig {
     pub isolation: String,
     /// Where apps' dynos run; `None` is this machine, through the runtime.
     pub placements: Option<PlacementFactory>,
+    /// The uids (and gids, the same numbers) apps get, one each, for their
+    /// isolated dynos and builds (`crew server --app-uids`).
+    pub app_uids: RangeInclusive<u32>,
     pub builds: BuildSettings,
 }
 
@@ -188,11 +219,39 @@ fn build_isolation(
     }
 }
 
+/// The default `--app-uids`: a block far above the uids and gids of the
+/// host's users (login.defs hands out up to 60000), of systemd's dynamic users
+/// (61184-65519) and of the usual subordinate-uid ranges of rootless
+/// containers (100000 upwards, 65536 per user, and systemd-nspawn's
+/// 524288-1879048191), and below 2^31, where some tools take a uid for
+/// negative.
+pub const DEFAULT_APP_UIDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
+
 /// Where a host's requests go: the app and its live web dynos.
 pub struct Route {
     pub app: String,
     pub backends: tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>,
     pub log: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// `runtime` as `app`'s dynos use it: isolated dynos as the app's own uid.
+/// An app whose uid cannot be had gets a runtime that refuses to start its
+/// dynos (and says why), never one that would borrow another's user.
+fn runtime_as_app(
+    runtime: &ServerRuntime,
+    store: &Store,
+    uids: &RangeInclusive<u32>,
+    app: &str,
+) -> ServerRuntime {
+    if !runtime.is_isolated() {
+        return runtime.clone();
+    }
+    match store.app_uid(app, uids.clone()) {
+        Ok(uid) => runtime.with_user(Some((uid, uid))),
+        // Only a full range or a broken database gets here; the dynos' start
+        // errors then say the app has no uid.
+        Err(_) => runtime.with_user(None),
+    }
 }
 
 /// The hostname suffix every app answers on without DNS setup.
@@ -206,6 +265,10 @@ pub struct Platform {
     runtime: ServerRuntime,
     isolation: String,
     placements: PlacementFactory,
+    app_uids: RangeInclusive<u32>,
+    /// The memory dynos can have when they run on this machine; `None` when
+    /// an engine places them elsewhere, or the host's memory is unknown.
+    dyno_memory: Option<u64>,
     apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
     domains: std::sync::RwLock<HashMap<String, String>>,
@@ -245,16 +308,24 @@ impl Platform {
         let db = config.data.join("crew.db");
         private::create_private_file(&db)
             .map_err(PlatformError::io(format!("creating {}", db.display())))?;
-        let store = Store::open(&db)?;
+        let store = Arc::new(Store::open(&db)?);
         let buildpacks = Buildpacks::install_builtin(&config.data.join("buildpacks"))
             .map_err(|e| PlatformError::Build(e.to_string()))?
             .with_path_buildpacks(config.builds.path_buildpacks.clone())
             .with_isolation(build_isolation(&runtime, &config.builds, &config.isolation));
         let drain_requests = config.drain_requests;
         let ports = config.ports;
+        let app_uids = config.app_uids.clone();
+        let dyno_memory = config
+            .placements
+            .is_none()
+            .then(crew_runtime::memory_for_dynos)
+            .flatten();
         let placements = config.placements.unwrap_or_else(|| {
+            let (runtime, store, uids) = (runtime.clone(), store.clone(), app_uids.clone());
+            let runtime_of = move |app: &str| runtime_as_app(&runtime, &store, &uids, app);
             app::local_placements(
-                runtime.clone(),
+                Arc::new(runtime_of),
                 Arc::new(PortPool::new(ports)),
                 drain_requests,
             )
@@ -262,9 +333,11 @@ impl Platform {
         let platform = Arc::new(Platform {
             data: config.data,
             exe: config.exe,
-            store: Arc::new(store),
+            store,
             buildpacks,
             placements,
+            app_uids,
+            dyno_memory,
             runtime,
             isolation: config.isolation,
             apps: Mutex::new(HashMap::new()),
@@ -407,9 +480,8 @@ impl Platform {
     pub fn build_isolation(&self) -> String {
         match self.buildpacks.isolation() {
             BuildIsolation::Sandboxed(sandbox) => format!(
-                "sandboxed (namespaces and cgroup as for dynos, uid {}, {} of memory and {} \
-                 processes per build step{})",
-                sandbox.uid,
+                "sandboxed (namespaces and cgroup as for dynos, each app's own uid, {} of \
+                 memory and {} processes per build step{})",
                 crew_buildpack::human_size(sandbox.limits.memory_bytes),
                 sandbox.limits.pids,
                 if sandbox.env.is_empty() {
@@ -427,13 +499,39 @@ impl Platform {
         }
     }
 
-    /// Who owns extracted slugs: the isolated dynos' user, so an app may change
-    /// its `/app`; plain dynos run as crew and use the files as they are.
-    fn slug_owner(&self) -> Option<(u32, u32)> {
-        match &self.runtime {
-            ServerRuntime::Isolated(r) => Some((r.config().uid, r.config().gid)),
-            ServerRuntime::Plain(_) => None,
+    /// The uid and gid `app`'s isolated dynos (formation, one-offs, the release
+    /// command) and builds run as: its own, from `--app-uids`, held for its
+    /// whole life. `None` when dynos run plain, as crew itself.
+    pub fn app_user(&self, app: &str) -> Result<Option<(u32, u32)>, PlatformError> {
+        if !self.runtime.is_isolated() {
+            return Ok(None);
         }
+        let uid = self.store.app_uid(app, self.app_uids.clone())?;
+        Ok(Some((uid, uid)))
+    }
+
+    /// The buildpacks as `app`'s builds use them: sandboxed builds run as
+    /// the app's own uid, as its dynos do.
+    fn buildpacks_for(&self, app: &str) -> Result<Buildpacks, PlatformError> {
+        let (BuildIsolation::Sandboxed(sandbox), Some((uid, gid))) =
+            (self.buildpacks.isolation(), self.app_user(app)?)
+        else {
+            return Ok(self.buildpacks.clone());
+        };
+        let sandbox = BuildSandbox {
+            uid,
+            gid,
+            ..sandbox.clone()
+        };
+        Ok(self
+            .buildpacks
+            .clone()
+            .with_isolation(BuildIsolation::Sandboxed(sandbox)))
+    }
+
+    /// The server's runtime as `app`'s dynos use it: as its own user.
+    pub(crate) fn runtime_of(&self, app: &str) -> ServerRuntime {
+        runtime_as_app(&self.runtime, &self.store, &self.app_uids, app)
     }
 
     pub fn data(&self) -> &Path {
@@ -470,6 +568,12 @@ impl Platform {
 
     pub async fn create_app(&self, name: &str) -> Result<crew_store::App, PlatformError> {
         let app = self.store.create_app(name)?;
+        // The app's uid from the start, so a full range refuses the app rather
+        // than its first dyno.
+        if let Err(e) = self.app_user(name) {
+            let _ = self.store.destroy_app(name);
+            return Err(e);
+        }
         let repo = self.repos().join(format!("{name}.git"));
         app::init_repo(&repo, &self.exe, name).map_err(PlatformError::io(format!(
             "creating the git repository {}",
@@ -542,7 +646,7 @@ impl Platform {
         std::fs::create_dir_all(&cache).map_err(PlatformError::io("creating the build cache"))?;
         let slug_path = slugs.join(format!("{}.tar.gz", build.id));
 
-        let platform = self.clone();
+        let buildpacks = self.buildpacks_for(app)?;
         let app_name = app.to_string();
         let slug_for_build = slug_path.clone();
         let build_out = out.clone();
@@ -566,7 +670,7 @@ impl Platform {
             let mut send = |line: &str| {
                 let _ = build_out.send(line.to_string());
             };
-            let result = platform.buildpacks.build(&request, &mut send);
+            let result = buildpacks.build(&request, &mut send);
             // Made above by crew, under DATA/tmp, named for the build's id.
             let _ = std::fs::remove_dir_all(&scratch);
             Ok(result)
@@ -744,7 +848,7 @@ impl Platform {
                 let size = c
                     .size
                     .as_deref()
-                    .map(|s| size_named(s).map(|size| size.name))
+                    .map(|s| size_named(s, self.dyno_memory).map(|size| size.name))
                     .transpose()?;
                 Ok(FormationChange { size, ..c.clone() })
             })
@@ -813,7 +917,11 @@ impl Platform {
     ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
         self.store.app(app)?;
         check_one_off(&request)?;
-        let size = request.size.as_deref().map(size_named).transpose()?;
+        let size = request
+            .size
+            .as_deref()
+            .map(|s| size_named(s, self.dyno_memory))
+            .transpose()?;
         let runtime = self.app_runtime(app);
         runtime
             .event(
@@ -856,5 +964,31 @@ impl Platform {
         for app in apps {
             app.stop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn a_size_larger_than_the_host_is_refused_with_both_numbers() {
+        const GIB: u64 = 1 << 30;
+        let e = size_named("performance-2xl", Some(22 * GIB)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dyno size performance-2xl needs 126 GiB of memory, and this server can give \
+             dynos at most 22 GiB"
+        );
+        assert!(size_named("performance-m", Some(2 * GIB)).is_err());
+        assert_eq!(
+            size_named("performance-m", Some(22 * GIB)).unwrap().name,
+            "performance-m"
+        );
+        assert!(
+            size_named("performance-2xl", None).is_ok(),
+            "elsewhere, no host to ask"
+        );
+        assert_eq!(human_bytes(5 * GIB / 2), "2.5 GiB");
     }
 }

@@ -135,6 +135,9 @@ impl<R: Routes> Router<R> {
     /// Reads a request from `client`, relays it and its response; says
     /// whether the connection may take another.
     pub(crate) async fn exchange(&self, client: &mut Client) -> After {
+        // The whole head within the idle limit, so a client trickling a byte
+        // at a time cannot hold the connection for good.
+        let head_deadline = tokio::time::Instant::now() + self.config.idle_timeout;
         let prepared = loop {
             let parsed = http1::parse_request(&client.buf, |head| {
                 self.prepare(head, &client.ip, &mut client.out)
@@ -146,7 +149,7 @@ impl<R: Routes> Router<R> {
                 Ok(None) => match read_within(
                     &mut client.stream,
                     &mut client.buf,
-                    self.config.idle_timeout,
+                    head_deadline.saturating_duration_since(tokio::time::Instant::now()),
                 )
                 .await
                 {

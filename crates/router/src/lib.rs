@@ -80,8 +80,32 @@ pub struct RouterConfig {
     pub connect_timeout: Duration,
     /// How long a connection may stay silent: a dyno in the middle of a
     /// response (H15), a client in the middle of a request (H28), and a kept
-    /// client connection between requests (closed without a word).
+    /// client connection between requests (closed without a word). A
+    /// request's head must also arrive whole within it, however it trickles.
     pub idle_timeout: Duration,
+    /// Client connections open at once; more are closed as they come, so
+    /// that a flood of them cannot take the descriptors the API and the
+    /// dynos need. Each proxied request holds a second descriptor, to its dyno.
+    pub max_connections: usize,
+    /// Client connections open at once from one address.
+    pub max_per_client: usize,
+}
+
+impl RouterConfig {
+    /// Connection caps for a process allowed `fd_limit` open files: half of
+    /// what is left after a reserve of a quarter (at least 1,024) for the API,
+    /// `crew run`, dyno pipes and the store, since each client connection may
+    /// hold a dyno connection too; a single address gets a quarter of that.
+    pub fn with_fd_limit(self, fd_limit: u64) -> RouterConfig {
+        let fds = usize::try_from(fd_limit).unwrap_or(usize::MAX);
+        let reserve = (fds / 4).max(1024);
+        let max_connections = (fds.saturating_sub(reserve) / 2).max(16);
+        RouterConfig {
+            max_connections,
+            max_per_client: (max_connections / 4).max(8),
+            ..self
+        }
+    }
 }
 
 impl Default for RouterConfig {
@@ -91,6 +115,8 @@ impl Default for RouterConfig {
             boot_wait: Duration::from_secs(75),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(55),
+            max_connections: 512,
+            max_per_client: 128,
         }
     }
 }
@@ -98,6 +124,8 @@ impl Default for RouterConfig {
 pub struct Router<R: Routes> {
     routes: R,
     config: RouterConfig,
+    /// Client connections open now, in all and by address.
+    open: Arc<OpenConnections>,
     next: AtomicUsize,
     /// The port clients connect to, as `X-Forwarded-Port` sends it; made once,
     /// since every request carries the same.
@@ -109,6 +137,7 @@ impl<R: Routes> Router<R> {
         Router {
             routes,
             config,
+            open: Arc::default(),
             next: AtomicUsize::new(0),
             forwarded_port: port.to_string(),
         }
@@ -128,21 +157,39 @@ impl<R: Routes> Router<R> {
                     continue;
                 }
             };
+            // Over a cap, the connection is closed at once: accepting and
+            // closing keeps the listen queue moving for other clients.
+            let Some(slot) = self.open.enter(client.ip(), &self.config) else {
+                drop(stream);
+                continue;
+            };
             match &workers {
-                Some(workers) => workers.hand_over(stream, client),
+                Some(workers) => workers.hand_over(stream, client, slot),
                 None => {
-                    tokio::spawn(self.clone().connection(stream, client));
+                    tokio::spawn(self.clone().connection(stream, client, slot));
                 }
             }
         }
     }
 
-    /// Serves one client connection's requests, one after another.
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    /// Serves one client connection's requests, one after another; `slot`
+    /// counts it open until it ends.
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+    ) {
+        let _slot = slot;
         let _ = stream.set_nodelay(true);
         let mut client = Client::new(stream, peer.ip().to_string());
         while let After::KeepAlive = self.exchange(&mut client).await {}
         client.linger().await;
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.total.load(Ordering::Relaxed)
     }
 
     /// A connection to one of the up dynos in `list`, starting round robin; a
@@ -291,5 +338,64 @@ impl AccessLine {
                 started.elapsed().as_millis(),
             ),
         );
+    }
+}
+
+/// The router's open client connections, in all and by client address.
+#[derive(Default)]
+struct OpenConnections {
+    total: AtomicUsize,
+    by_client: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl OpenConnections {
+    /// Counts a new connection from `ip` open, unless a cap is reached.
+    fn enter(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        config: &RouterConfig,
+    ) -> Option<ConnectionSlot> {
+        let mut by_client = self
+            .by_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let from_client = by_client.entry(ip).or_insert(0);
+        if self.total.load(Ordering::Relaxed) >= config.max_connections
+            || *from_client >= config.max_per_client
+        {
+            if *from_client == 0 {
+                by_client.remove(&ip);
+            }
+            return None;
+        }
+        *from_client += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(ConnectionSlot {
+            open: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open client connection, counted until dropped.
+pub(crate) struct ConnectionSlot {
+    open: Arc<OpenConnections>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut by_client = self
+            .open
+            .by_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = by_client.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_client.remove(&self.ip);
+            }
+        }
+        self.open.total.fetch_sub(1, Ordering::Relaxed);
     }
 }

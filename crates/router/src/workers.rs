@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::{Router, Routes};
+use crate::{ConnectionSlot, Router, Routes};
 
-type Accepted = (std::net::TcpStream, SocketAddr);
+type Accepted = (std::net::TcpStream, SocketAddr, ConnectionSlot);
 
 pub(crate) struct Workers {
     queues: Vec<mpsc::UnboundedSender<Accepted>>,
@@ -44,9 +44,9 @@ impl Workers {
                     .spawn(move || {
                         runtime.block_on(async move {
                             tokio::spawn(crate::access::flush_forever());
-                            while let Some((stream, client)) = accepted.recv().await {
+                            while let Some((stream, client, slot)) = accepted.recv().await {
                                 if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                                    tokio::spawn(router.clone().connection(stream, client));
+                                    tokio::spawn(router.clone().connection(stream, client, slot));
                                 }
                             }
                         });
@@ -62,12 +62,17 @@ impl Workers {
     }
 
     /// Gives an accepted connection to the next worker, round robin.
-    pub(crate) fn hand_over(&self, stream: tokio::net::TcpStream, client: SocketAddr) {
+    pub(crate) fn hand_over(
+        &self,
+        stream: tokio::net::TcpStream,
+        client: SocketAddr,
+        slot: ConnectionSlot,
+    ) {
         // Out of this runtime's reactor, into the worker's.
         let Ok(stream) = stream.into_std() else {
             return;
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
-        let _ = self.queues[n].send((stream, client));
+        let _ = self.queues[n].send((stream, client, slot));
     }
 }

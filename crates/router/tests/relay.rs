@@ -688,3 +688,123 @@ async fn a_post_a_dyno_closed_on_without_answering_is_not_sent_again() {
     assert!(lines[0].contains("code=H13"), "{lines:?}");
     assert_eq!(POSTS_GOT.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// A dyno answering every request with `200 ok`.
+async fn ok_dyno(mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    while read_head(&mut stream, &mut buf).await.is_some() {
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        if stream.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether the router closes `stream` within `within`, reading whatever it
+/// sends first.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut sink = [0u8; 4096];
+    timeout(within, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// One request on a new connection from `from`; the response, if any.
+async fn get_from(setup: &Setup, from: &str) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(format!("{from}:0").parse().ok()?).ok()?;
+    let mut stream = socket.connect(setup.router).await.ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = Vec::new();
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_flood_from_one_client_is_capped_and_other_clients_still_get_in() {
+    let config = RouterConfig {
+        max_connections: 64,
+        max_per_client: 16,
+        ..RouterConfig::default()
+    };
+    let setup = setup_with(config, ok_dyno).await;
+    // Each sends one header line and stops, as a flood of half requests does.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        let Ok(mut stream) = TcpStream::connect(setup.router).await else {
+            continue;
+        };
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\n").await;
+        flood.push(stream);
+    }
+    let mut closed = 0;
+    for stream in &mut flood {
+        if closed_within(stream, Duration::from_millis(50)).await {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 200 - 16,
+        "only {closed} of 200 connections from one address were closed"
+    );
+    let answer = get_from(&setup, "127.0.0.2").await.unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(flood);
+    let mut again = None;
+    for _ in 0..100 {
+        again = get_from(&setup, "127.0.0.1").await;
+        if again
+            .as_deref()
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        again.is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+        "the flooding address gets in again once its connections close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_trickled_a_byte_at_a_time_is_cut_off() {
+    let idle = Duration::from_millis(300);
+    let setup = setup_idle(idle, ok_dyno).await;
+    let mut client = connect(&setup).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // A byte every 100 ms never leaves the connection idle for 300 ms; the
+    // head as a whole must still arrive within that.
+    let mut sent = 0;
+    let cut = loop {
+        if sent == 50 {
+            break false;
+        }
+        if client.write_all(b"a").await.is_err()
+            || closed_within(&mut client, Duration::from_millis(100)).await
+        {
+            break true;
+        }
+        sent += 1;
+    };
+    assert!(
+        cut,
+        "a head trickled for {sent} bytes (5 s) was still being read"
+    );
+}

@@ -60,7 +60,7 @@ pub use network_namespace::NetworkNamespace;
 pub use plain::{PlainGroup, PlainProcess, PlainRuntime};
 pub use server_runtime::{ServerGroup, ServerProcess, ServerRuntime};
 pub use signal::{ExitStatus, Signal};
-pub use size::{DynoSize, UnknownSize};
+pub use size::{DynoSize, UnknownSize, host_memory, memory_for_dynos};
 pub use terminal::{Console, Resize};
 
 /// Everything needed to start one dyno.

@@ -102,6 +102,43 @@ pub fn open_terminal(cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((controller, dyno_side))
 }
 
+/// A connected pair of Unix stream sockets (close-on-exec).
+pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Takes the descriptor a dyno's init sent over `socket` (see
+/// `Step::Terminal`), without waiting: it was sent before the init said it
+/// was ready.
+pub(crate) fn receive_fd(socket: &OwnedFd) -> io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    rustix::net::recvmsg(
+        socket,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
+        }
+    }
+    Err(io::Error::other("the dyno's init sent no terminal"))
+}
+
 /// Sets a terminal's window size; the kernel then sends SIGWINCH to its
 /// foreground process group.
 pub fn set_window_size(terminal: impl AsFd, cols: u16, rows: u16) -> io::Result<()> {
@@ -119,6 +156,29 @@ pub fn set_window_size(terminal: impl AsFd, cols: u16, rows: u16) -> io::Result<
 
 /// Orphaned descendants are re-parented to crew instead of init, so crew can find
 /// processes that left their group and reap what init here would leave as zombies.
+/// Raises the soft limit on open files to the hard limit, so a server's
+/// connections, pipes and dynos have all the descriptors the system allows;
+/// gives the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        // No hard limit: keep the soft one, which the kernel already allows.
+        return Ok(limit.current.unwrap_or(u64::MAX));
+    };
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        return Ok(hard);
+    }
+    setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    )?;
+    Ok(hard)
+}
+
 pub fn become_subreaper() -> io::Result<()> {
     rustix::process::set_child_subreaper(rustix::process::getpid().into()).map_err(io::Error::from)
 }
@@ -520,6 +580,98 @@ impl Sys for LinuxSys<'_> {
 
     fn no_new_privs(&self) -> SysResult {
         rustix::thread::set_no_new_privs(true).map_err(rustix_errno)
+    }
+
+    fn drop_bounding_set(&self) -> SysResult {
+        use rustix::thread::{CapabilitySet, remove_capability_from_bounding_set};
+        // Capability numbers run from 0 to the kernel's last one; past it the
+        // kernel answers EINVAL.
+        for number in 0..64 {
+            match remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(1 << number))
+            {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::INVAL => return Ok(()),
+                Err(e) => return Err(rustix_errno(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_capabilities(&self) -> SysResult {
+        use rustix::thread::{CapabilitySet, CapabilitySets};
+        rustix::thread::clear_ambient_capability_set().map_err(rustix_errno)?;
+        let none = CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        };
+        rustix::thread::set_capabilities(None, none).map_err(rustix_errno)
+    }
+
+    fn install_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult {
+        let len = libc::c_ushort::try_from(filter.len()).map_err(|_| Errno(libc::EINVAL))?;
+        let program = libc::sock_fprog {
+            len,
+            // `seccompiler::sock_filter` is `#[repr(C)]` with the fields of the
+            // kernel's `struct sock_filter`, in the same order.
+            filter: filter.as_ptr().cast_mut().cast(),
+        };
+        // SAFETY: the kernel copies `len` instructions from `filter`, a live
+        // slice, during the call and keeps no pointer to it.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &program as *const libc::sock_fprog,
+            )
+        };
+        if ret < 0 { Err(errno()) } else { Ok(()) }
+    }
+
+    fn open_terminal(&self, ptmx: &CStr, uid: u32, gid: u32, cols: u16, rows: u16) -> SysResult {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        use std::mem::MaybeUninit;
+        let controller = rustix::fs::open(
+            ptmx,
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rustix_errno)?;
+        rustix::pty::unlockpt(&controller).map_err(rustix_errno)?;
+        let flags = rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY;
+        let dyno_side = rustix::pty::ioctl_tiocgptpeer(&controller, flags).map_err(rustix_errno)?;
+        rustix::fs::fchown(
+            &dyno_side,
+            Some(rustix::fs::Uid::from_raw_unchecked(uid)),
+            Some(rustix::fs::Gid::from_raw_unchecked(gid)),
+        )
+        .map_err(rustix_errno)?;
+        set_window_size(&controller, cols, rows)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [controller.as_fd()];
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(Errno(libc::ENOBUFS));
+        }
+        // SAFETY: descriptor 0 is the socket to the parent, open for the whole
+        // call (arranged there before the setup began).
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+        rustix::net::sendmsg(
+            socket,
+            &[io::IoSlice::new(&[0u8])],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .map_err(rustix_errno)?;
+        for target in 0..3 {
+            // SAFETY: dup2 onto the fixed standard descriptors of this process;
+            // the socket at 0 is closed by it, as intended.
+            check(unsafe { libc::dup2(dyno_side.as_raw_fd(), target) })?;
+        }
+        Ok(())
     }
 
     fn parent_alive(&self, fd: RawFd) -> bool {

@@ -29,6 +29,15 @@ impl ServerRuntime {
     pub fn is_isolated(&self) -> bool {
         matches!(self, ServerRuntime::Isolated(_))
     }
+
+    /// The same runtime, whose isolated dynos run as `user` (an app's own uid
+    /// and gid; `None` refuses to start them). Plain dynos run as crew.
+    pub fn with_user(&self, user: Option<(u32, u32)>) -> ServerRuntime {
+        match self {
+            ServerRuntime::Isolated(r) => ServerRuntime::Isolated(r.with_user(user)),
+            ServerRuntime::Plain(r) => ServerRuntime::Plain(r.clone()),
+        }
+    }
 }
 
 impl Runtime for ServerRuntime {

@@ -130,9 +130,115 @@ impl fmt::Display for DynoSize {
     }
 }
 
+/// The memory this host can give dynos: its memory ([`host_memory`]) less a
+/// reserve for crew itself and the system. The parent cgroup of all dynos is
+/// capped at this, and a dyno size above it is refused. `None` where the
+/// host's memory cannot be read.
+pub fn memory_for_dynos() -> Option<u64> {
+    host_memory().map(dyno_share)
+}
+
+/// The host's memory as crew sees it: `MemTotal` from `/proc/meminfo`, or the
+/// memory limit of the cgroup crew runs under when that is lower.
+pub fn host_memory() -> Option<u64> {
+    let total = meminfo_total(&std::fs::read_to_string("/proc/meminfo").ok()?)?;
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|own| cgroup_limit(std::path::Path::new("/sys/fs/cgroup"), &own));
+    Some(cgroup.map_or(total, |limit| limit.min(total)))
+}
+
+/// What is kept back from dynos: an eighth of the host, at least 256 MiB for
+/// the server and its builds, at most 2 GiB.
+fn dyno_share(host: u64) -> u64 {
+    host.saturating_sub((host / 8).clamp(256 * MIB, 2 * GIB))
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn meminfo_total(meminfo: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        let kib = line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
+        kib.trim().parse::<u64>().ok()?.checked_mul(1024)
+    })
+}
+
+/// The lowest memory limit on the way from crew's own cgroup (`own`, the text
+/// of `/proc/self/cgroup`) up to the root under `root`: v2's `memory.max`,
+/// or v1's `memory.limit_in_bytes`.
+fn cgroup_limit(root: &std::path::Path, own: &str) -> Option<u64> {
+    let mut lowest: Option<u64> = None;
+    for line in own.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (base, file) = if controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let mut dir = base.join(path.trim_start_matches('/'));
+        loop {
+            if let Some(limit) = std::fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+            {
+                lowest = Some(lowest.map_or(limit, |l| l.min(limit)));
+            }
+            if dir == base || !dir.pop() {
+                break;
+            }
+        }
+    }
+    lowest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_memory_comes_from_meminfo() {
+        let meminfo = "MemTotal:       24634876 kB\nMemFree:         1000 kB\n";
+        assert_eq!(meminfo_total(meminfo), Some(24_634_876 * 1024));
+        assert_eq!(meminfo_total("nothing"), None);
+    }
+
+    #[test]
+    fn dynos_get_the_host_less_a_reserve() {
+        assert_eq!(dyno_share(24 * GIB), 22 * GIB);
+        assert_eq!(dyno_share(GIB), GIB - 256 * MIB);
+        assert_eq!(dyno_share(8 * GIB), 7 * GIB);
+        assert_eq!(dyno_share(100 * MIB), 0);
+    }
+
+    #[test]
+    fn the_lowest_cgroup_limit_on_the_way_up_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("system.slice/crew.service")).unwrap();
+        std::fs::write(root.join("system.slice/memory.max"), "8589934592\n").unwrap();
+        std::fs::write(root.join("system.slice/crew.service/memory.max"), "max\n").unwrap();
+        assert_eq!(
+            cgroup_limit(root, "0::/system.slice/crew.service\n"),
+            Some(8 * GIB)
+        );
+        std::fs::create_dir_all(root.join("memory/docker/abc")).unwrap();
+        std::fs::write(
+            root.join("memory/docker/abc/memory.limit_in_bytes"),
+            "2147483648\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cgroup_limit(root, "12:pids:/docker/abc\n4:memory:/docker/abc\n"),
+            Some(2 * GIB)
+        );
+        assert_eq!(cgroup_limit(root, "0::/\n"), None);
+    }
 
     #[test]
     fn documented_sizes() {

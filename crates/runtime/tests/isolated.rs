@@ -411,8 +411,10 @@ async fn the_pids_limit_holds() {
     };
     let mut process = rt
         .spawn_sized(
+            // Not `worker.1`: tmp_is_fresh_and_private's runtime names its
+            // cgroup the same (PID-1-worker.1) when the two run at once.
             &spec(
-                "worker.1",
+                "pids.1",
                 slug.path(),
                 "(i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); done); \
                  set -- /proc/[0-9]*; echo procs=$#",

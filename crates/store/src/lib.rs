@@ -36,6 +36,7 @@ mod model;
 mod releases;
 mod schema;
 mod slugs;
+mod uids;
 mod validate;
 
 #[cfg(test)]

@@ -258,11 +258,12 @@ impl Store {
         self.write(|tx| {
             let app = find_app(tx, app)?;
             let base = current_release_of(tx, &app)?;
-            let mut config = base.config;
+            let mut config = base.config.clone();
             for name in &unset_names {
                 config.remove(name);
             }
             config.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            validate::config_size(&base.config, &config)?;
             let description = match description {
                 Some(text) => text.to_owned(),
                 None => config_change_description(set, &unset_names),

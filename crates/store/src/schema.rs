@@ -73,8 +73,21 @@ CREATE TABLE domains (
 CREATE INDEX domains_by_app ON domains (app_id);
 "#;
 
+/// Each app's own uid (and gid, the same number), which its isolated dynos and
+/// builds run as. The primary key keeps two apps from ever holding one; the row
+/// goes with the app, which frees the number.
+const APP_UIDS: &str = r#"
+CREATE TABLE app_uids (
+    uid    INTEGER PRIMARY KEY CHECK (uid > 0 AND uid < 4294967295),
+    app_id TEXT NOT NULL UNIQUE REFERENCES apps (id) ON DELETE CASCADE
+) STRICT;
+"#;
+
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1).foreign_key_check()])
+    Migrations::new(vec![
+        M::up(V1).foreign_key_check(),
+        M::up(APP_UIDS).foreign_key_check(),
+    ])
 }
 
 #[cfg(test)]

@@ -53,6 +53,33 @@ pub(crate) fn config(config: &BTreeMap<String, String>) -> Result<(), StoreError
     Ok(())
 }
 
+/// Heroku's limit on an app's config: "all keys and values together" at most
+/// 32 KB. It also keeps a dyno's environment well inside what `execve` takes
+/// (a 200 KB value made every dyno fail with E2BIG).
+pub(crate) const MAX_CONFIG_BYTES: usize = 32 * 1024;
+
+/// The bytes of all keys and values together.
+pub(crate) fn config_bytes(config: &BTreeMap<String, String>) -> usize {
+    config.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// Refuses a config change that leaves the app over [`MAX_CONFIG_BYTES`],
+/// unless it shrinks a config that was already over (so one can get back
+/// under the limit a var at a time).
+pub(crate) fn config_size(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let total = config_bytes(after);
+    if total <= MAX_CONFIG_BYTES || total < config_bytes(before) {
+        return Ok(());
+    }
+    Err(StoreError::invalid(format!(
+        "config vars are limited to 32 KB ({MAX_CONFIG_BYTES} bytes) for all keys and values \
+         together; this change would make them {total} bytes"
+    )))
+}
+
 /// The Procfile's alphabet, `^[A-Za-z0-9_-]+$`.
 pub(crate) fn process_type(name: &str) -> Result<(), StoreError> {
     if is_word(name) {

@@ -96,7 +96,7 @@ fn open_migrates_an_empty_file_to_wal_with_every_table() {
     let version: i64 = raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let mut stmt = raw
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .unwrap();
@@ -108,6 +108,7 @@ fn open_migrates_an_empty_file_to_wal_with_every_table() {
     assert_eq!(
         tables,
         [
+            "app_uids",
             "apps",
             "builds",
             "domains",
@@ -1173,4 +1174,36 @@ fn builds_cut_off_by_a_dead_server_are_failed_at_start() {
         BuildStatus::Succeeded
     );
     assert!(store.fail_unfinished_builds().unwrap().is_empty());
+}
+
+#[test]
+fn config_over_herokus_32_kb_is_refused_and_names_the_limit() {
+    let store = store();
+    store.create_app("demo").unwrap();
+    let big = "x".repeat(200 * 1024);
+    let e = store
+        .update_config("demo", &map(&[("BIG", &big)]), &[], None)
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("32 KB (32768 bytes)"), "{text}");
+    assert!(text.contains(&format!("{}", big.len() + 3)), "{text}");
+    assert!(
+        store.config("demo").unwrap().is_empty(),
+        "nothing was stored"
+    );
+
+    // Exactly the limit, keys and values together, is fine; one byte more is not.
+    let value = "v".repeat(32 * 1024 - 2);
+    store
+        .update_config("demo", &map(&[("AB", &value)]), &[], None)
+        .unwrap();
+    let e = store
+        .update_config("demo", &map(&[("C", "")]), &[], None)
+        .unwrap_err();
+    assert!(e.to_string().contains("32 KB"), "{e}");
+    // Unsetting is always possible.
+    store
+        .update_config("demo", &BTreeMap::new(), &["AB".to_owned()], None)
+        .unwrap();
 }

@@ -71,6 +71,7 @@ async fn conformance_local() {
             keep_alive: true,
             boot_timeout: Duration::from_secs(20),
             drain_requests: false,
+            output_limits: None,
         },
         ports: Arc::new(PortPool::new(41000..=41999)),
     };

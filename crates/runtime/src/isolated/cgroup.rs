@@ -96,6 +96,16 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Caps the memory of all dynos together, so that they cannot take the
+    /// memory the server and the host need however many there are.
+    pub(crate) fn cap_memory(&self, bytes: u64) -> io::Result<()> {
+        let file = match &self.hierarchy {
+            Hierarchy::V2 { root } => root.join(&self.name).join("memory.max"),
+            Hierarchy::V1 { memory, .. } => memory.join(&self.name).join("memory.limit_in_bytes"),
+        };
+        fs::write(&file, bytes.to_string()).map_err(|e| context(e, &file, "write"))
+    }
+
     /// Removes the groups of crews that are gone, killing anything left in them.
     pub(crate) fn clean_stale(&self, own_pid: u32, alive: impl Fn(u32) -> bool) {
         for parent in self.parents() {
@@ -448,6 +458,12 @@ mod tests {
         assert_eq!(
             fs::read_to_string(root.join("crew/cgroup.subtree_control")).unwrap(),
             "+memory +pids"
+        );
+        cg.cap_memory(3 << 30).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("crew/memory.max")).unwrap(),
+            (3u64 << 30).to_string(),
+            "all dynos together stay below the host"
         );
         let size = DynoSize::parse("standard-2x").unwrap();
         let group = cg.create("1-1-web.1", &size).unwrap();

@@ -108,9 +108,10 @@ impl ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isolated::plan::{Entry, Layout, build};
+    use crate::isolated::plan::{Entry, Layout, Setup, Walls, build};
     use crate::isolated::sys::Recorder;
     use std::path::Path;
+    use std::sync::Arc;
 
     fn layout() -> Layout {
         Layout {
@@ -131,8 +132,25 @@ mod tests {
             ],
             extra: vec![],
             devices: vec!["null".into(), "zero".into()],
-            uid: 65534,
-            gid: 65534,
+            walls: Walls {
+                masked_proc: vec![("kcore".into(), false), ("acpi".into(), true)],
+                read_only_proc: vec!["sys".into()],
+                seccomp: Arc::new(vec![vec![seccompiler::sock_filter {
+                    code: 6,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                }]]),
+            },
+        }
+    }
+
+    fn setup(terminal: Option<(u16, u16)>) -> Setup<'static> {
+        Setup {
+            hostname: "web.1",
+            uid: 2000000001,
+            gid: 2000000001,
+            terminal,
         }
     }
 
@@ -141,7 +159,7 @@ mod tests {
     /// The whole sequence, exactly: the contract with the kernel.
     #[test]
     fn setup_runs_in_order() {
-        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let sys = Recorder::new();
         sys.signals
             .borrow_mut()
@@ -170,17 +188,16 @@ mod tests {
             format!("mkdir {r}/app 755"),
             format!("mount tmpfs crew-app on {r}/app flags=0x6 data=mode=0755"),
             format!("mkdir {r}/app/upper 755"),
-            format!("chown {r}/app/upper 65534:65534"),
+            format!("chown {r}/app/upper 2000000001:2000000001"),
             format!("mkdir {r}/app/work 700"),
-            format!(
-                "mount overlay overlay on {r}/app flags=0x6 data=lowerdir=/proc/self/fd/6,\
-                 upperdir={r}/app/upper,workdir={r}/app/work"
-            ),
-            "close 6".into(),
             format!("mkdir {r}/tmp 755"),
             format!("mount tmpfs tmpfs on {r}/tmp flags=0x6 data=mode=1777"),
             format!("mkdir {r}/proc 555"),
             format!("mount proc proc on {r}/proc flags=0xe data="),
+            format!("bind /dev/null on {r}/proc/kcore"),
+            format!("mount tmpfs tmpfs on {r}/proc/acpi flags=0xf data=size=0"),
+            format!("bind {r}/proc/sys on {r}/proc/sys"),
+            format!("remount {r}/proc/sys flags=0xf"),
             format!("mkdir {r}/dev 755"),
             format!("mount tmpfs tmpfs on {r}/dev flags=0xa data=mode=0755,size=64k"),
             format!("create {r}/dev/null"),
@@ -201,14 +218,22 @@ mod tests {
             format!("mount tmpfs shm on {r}/dev/shm flags=0x6 data=mode=1777"),
             "hostname web.1".into(),
             format!("chdir {r}"),
+            // Relative to the new root: its options name no host path.
+            "mount overlay overlay on app flags=0x6 data=lowerdir=/proc/self/fd/6,\
+             upperdir=app/upper,workdir=app/work"
+                .into(),
+            "close 6".into(),
             "pivot_root . .".into(),
             "umount detach .".into(),
             "chdir /".into(),
             "remount / flags=0x7".into(),
+            "drop bounding set".into(),
             "setgroups []".into(),
-            "setresgid 65534".into(),
-            "setresuid 65534".into(),
+            "setresgid 2000000001".into(),
+            "setresuid 2000000001".into(),
+            "clear capabilities".into(),
             "no_new_privs".into(),
+            "seccomp 1 instructions".into(),
             "pdeathsig SIGKILL".into(),
             "parent alive on 5".into(),
             "chdir /app".into(),
@@ -227,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_failed_step_is_reported_and_stops_the_setup() {
-        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.fail = Some(("mount overlay".into(), libc::ENODEV));
         assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
@@ -249,14 +274,35 @@ mod tests {
             super::super::sys::Errno(libc::ENODEV),
         );
         assert!(
-            text.starts_with("could not mount overlay on /run/crew/root/app: "),
+            text.starts_with("could not mount overlay on app: "),
             "{text}"
         );
     }
 
+    /// A terminal comes from the dyno's own devpts, after the pivot (so its
+    /// name is `/dev/pts/N` inside) and before the drop (it is root's to open).
+    #[test]
+    fn a_terminal_is_opened_on_the_dyno_devpts_before_the_drop() {
+        let steps = build(
+            &layout(),
+            &setup(Some((80, 24))),
+            Path::new("/srv/slugs/v1"),
+        )
+        .unwrap();
+        let sys = Recorder::new();
+        sys.signals.borrow_mut().push_back(libc::SIGCHLD);
+        sys.reaped.borrow_mut().push_back((2, 0));
+        dyno_init(&sys, &steps, &FDS);
+        let calls = sys.calls();
+        let at = |text: &str| calls.iter().position(|c| c == text).unwrap();
+        let terminal = at("terminal /dev/pts/ptmx for 2000000001:2000000001 80x24");
+        assert!(at("pivot_root . .") < terminal);
+        assert!(terminal < at("setresuid 2000000001"));
+    }
+
     #[test]
     fn a_parent_that_is_gone_ends_the_setup_quietly() {
-        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.go = false;
         assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
@@ -265,7 +311,7 @@ mod tests {
 
     #[test]
     fn the_app_child_execs_and_reports_failure() {
-        let steps = build(&layout(), "web.1", Path::new("/srv/slugs/v1")).unwrap();
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.fork_result = Some(Forked::Child);
         assert_eq!(dyno_init(&sys, &steps, &FDS), 127);

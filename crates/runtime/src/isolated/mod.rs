@@ -1,16 +1,24 @@
 //! Isolated dynos: each one in its own mount, pid, uts, ipc and cgroup
 //! namespaces, seeing its slug at `/app` through an overlay whose writable layer
-//! lives on a tmpfs (so writes vanish at exit), a fresh `/tmp`, its own `/proc`,
-//! a minimal `/dev` and the host's `/usr` and `/etc` read-only; limited by a
-//! cgroup; running as an unprivileged user.
+//! lives on a tmpfs (so writes vanish at exit), a fresh `/tmp`, its own `/proc`
+//! (host-revealing entries masked or read-only), a minimal `/dev` with its own
+//! devpts, and the host's `/usr` and `/etc` read-only; limited by a cgroup;
+//! running as an unprivileged user (a server gives each app its own, see
+//! [`IsolatedRuntime::with_user`]) with no capabilities, not even in its bounding
+//! set, and under seccomp filters in the spirit of Docker's default profile (no
+//! user namespaces, mounts, ptrace, keys, bpf ...; see `kernel`).
 //!
 //! How a dyno starts (see `plan::build` for the exact steps):
 //! 1. the parent makes the dyno's cgroup and writes its limits;
 //! 2. one long-lived thread `clone`s the init into new namespaces, so it is pid 1
 //!    of its own pid namespace, with `PR_SET_PDEATHSIG(SIGKILL)`;
 //! 3. the parent puts it in the cgroup and gives the go-ahead;
-//! 4. the init mounts the new root, `pivot_root`s into it, sets the hostname,
-//!    drops to the app's user, forks the app (`/bin/sh -c CMD` in `/app`) and
+//! 4. the init mounts the new root (the overlay by paths relative to it, so the
+//!    dyno's mount table names no host path), `pivot_root`s into it, sets the
+//!    hostname, opens the dyno's terminal on its own devpts if it has one (and
+//!    sends the controlling side back over a socket), empties the capability
+//!    bounding set, drops to the app's user, installs the seccomp filters
+//!    (compiled in the parent), forks the app (`/bin/sh -c CMD` in `/app`) and
 //!    stays as a tiny init: it reaps orphans, hands every signal it gets to all
 //!    processes of the dyno (`kill(-1)`), and exits with the app's status when the
 //!    app exits. The kernel then kills whatever is left in the pid namespace and
@@ -23,6 +31,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod child;
+pub(crate) mod kernel;
 mod launch;
 pub(crate) mod memory;
 mod output;
@@ -46,7 +55,7 @@ use self::launch::{ChildIo, ChildPlan, Launched, launch};
 use self::memory::MemoryWatch;
 use self::output::DynoOutput;
 pub use self::plan::SandboxBind;
-use self::plan::{DEVICES, Entry, Layout};
+use self::plan::{DEVICES, Entry, Layout, Setup, Walls};
 pub use self::sandbox::{SandboxSpec, Sandboxed};
 use crate::os::{self, ExecImage};
 use crate::terminal::{ConsoleFds, DynoStdio};
@@ -61,9 +70,11 @@ const MEMORY_POLL: Duration = Duration::from_millis(500);
 /// How isolated dynos are made. `Default` is what a server should use.
 #[derive(Debug, Clone)]
 pub struct IsolatedConfig {
-    /// The user and group the app runs as (65534, `nobody`, by default). `/app`
-    /// belongs to them; the slug's own files keep their owners, so a slug meant
-    /// to be changed in place should be extracted owned by this user.
+    /// The user and group dynos run as unless a handle says otherwise (see
+    /// [`IsolatedRuntime::with_user`]; a server gives every app its own). The
+    /// top of `/app` belongs to them; the slug's own files keep their owners,
+    /// so a slug meant to be changed in place should be extracted writable by
+    /// this user or group.
     pub uid: u32,
     pub gid: u32,
     /// An empty directory the dyno's root is mounted on. Each dyno mounts over it
@@ -152,13 +163,15 @@ pub enum IsolationUnavailable {
 pub struct IsolatedRuntime {
     shared: Arc<Shared>,
     sizes: Arc<Mutex<HashMap<String, DynoSize>>>,
+    /// The user and group this handle's dynos run as; `None` refuses to start
+    /// any (an app whose uid could not be had).
+    user: Option<(u32, u32)>,
 }
 
 struct Shared {
     config: IsolatedConfig,
     layout: Layout,
     cgroups: Cgroups,
-    next: AtomicU64,
 }
 
 impl IsolatedRuntime {
@@ -202,26 +215,38 @@ impl IsolatedRuntime {
         cgroups
             .prepare()
             .map_err(|e| IsolationUnavailable::NoCgroups(e.to_string()))?;
+        // Best effort: each dyno keeps its own limit even where the parent's
+        // cannot be set (a parent that already holds more than the cap).
+        if let Some(bytes) = crate::size::memory_for_dynos()
+            && let Err(e) = cgroups.cap_memory(bytes)
+        {
+            tracing::warn!("cannot cap the memory of all dynos together: {e}");
+        }
         cgroups.clean_stale(std::process::id(), os::process_alive);
         std::fs::create_dir_all(&config.root_dir).map_err(|e| {
             IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
         })?;
-        let layout = layout(&config);
+        let mut layout = layout(&config);
+        layout.walls.seccomp = Arc::new(
+            kernel::seccomp_filters()
+                .map_err(|e| IsolationUnavailable::Setup(format!("seccomp filter: {e}")))?,
+        );
+        let user = Some((config.uid, config.gid));
         Ok(IsolatedRuntime {
             shared: Arc::new(Shared {
                 config,
                 layout,
                 cgroups,
-                next: AtomicU64::new(1),
             }),
             sizes: Arc::new(Mutex::new(HashMap::new())),
+            user,
         })
     }
 
     /// Starts a test dyno (`exit 0` over an empty slug) and waits for it. Needs no
     /// tokio runtime.
     pub fn check(&self) -> Result<(), IsolationUnavailable> {
-        let n = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let n = next_id();
         let slug = std::env::temp_dir().join(format!("crew-probe-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&slug)
             .map_err(|e| IsolationUnavailable::Setup(format!("{}: {e}", slug.display())))?;
@@ -260,7 +285,24 @@ impl IsolatedRuntime {
         IsolatedRuntime {
             shared: self.shared.clone(),
             sizes: Arc::new(Mutex::new(HashMap::new())),
+            user: self.user,
         }
+    }
+
+    /// The same handle (sizes shared), whose dynos run as `user` (uid, gid):
+    /// an app's own. `None` makes every start fail, for an app whose uid could
+    /// not be had: it must never borrow another's. Root (0) is refused at start.
+    pub fn with_user(&self, user: Option<(u32, u32)>) -> IsolatedRuntime {
+        IsolatedRuntime {
+            shared: self.shared.clone(),
+            sizes: self.sizes.clone(),
+            user,
+        }
+    }
+
+    /// The user and group this handle's dynos run as.
+    pub fn user(&self) -> Option<(u32, u32)> {
+        self.user
     }
 
     /// The size of dynos of `process_type` (`web`) started from now on through
@@ -360,13 +402,40 @@ impl IsolatedRuntime {
         };
         let slug = std::fs::canonicalize(&spec.cwd).map_err(slug_error)?;
         drop(os::open_dir_path(&slug).map_err(slug_error)?);
-        let steps = plan::build(&shared.layout, &spec.name, &slug).map_err(|_| {
+        let (uid, gid) = match self.user {
+            Some((uid, gid)) if uid != 0 && gid != 0 && uid != u32::MAX && gid != u32::MAX => {
+                (uid, gid)
+            }
+            Some(_) => {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "a dyno may not run as root or as uid -1",
+                )));
+            }
+            None => {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the app has no uid of its own to run its dynos as",
+                )));
+            }
+        };
+        let terminal = match spec.input {
+            DynoInput::Terminal { cols, rows } => Some((cols, rows)),
+            _ => None,
+        };
+        let setup = Setup {
+            hostname: &spec.name,
+            uid,
+            gid,
+            terminal,
+        };
+        let steps = plan::build(&shared.layout, &setup, &slug).map_err(|_| {
             fail(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the dyno name or slug path contains a NUL byte",
             ))
         })?;
-        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let n = next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         let cgroup = shared.cgroups.create(&id, size).map_err(fail)?;
         let pipe_error = |source| RuntimeError::Pipe {
@@ -374,6 +443,35 @@ impl IsolatedRuntime {
             source,
         };
         let result = (|| {
+            if terminal.is_some() {
+                // The terminal comes from the dyno's own devpts instance: its
+                // init opens it and sends the controlling side back here.
+                let (ours, theirs) = os::socket_pair().map_err(pipe_error)?;
+                let io = ChildIo {
+                    output: theirs.try_clone().map_err(pipe_error)?,
+                    stdin: theirs,
+                    errors: None,
+                };
+                let plan = Arc::new(ChildPlan { steps, image });
+                let launched =
+                    launch(plan, io, &cgroup, shared.config.setup_timeout).map_err(fail)?;
+                let received = os::receive_fd(&ours)
+                    .and_then(|controller| {
+                        os::set_nonblocking(&controller)?;
+                        Ok((controller.try_clone()?, controller))
+                    })
+                    .map_err(pipe_error);
+                return match received {
+                    Ok((output, controller)) => {
+                        Ok((launched, output, Some(ConsoleFds::Terminal { controller })))
+                    }
+                    Err(e) => {
+                        os::pidfd_signal(&launched.pidfd, Signal::Kill);
+                        let _ = os::pidfd_reap(&launched.pidfd, true);
+                        Err(e)
+                    }
+                };
+            }
             // An idle dyno (formation, detached one-off) reads a /dev/null of
             // its own, as on Heroku.
             let stdio = DynoStdio::new(spec.input, None).map_err(pipe_error)?;
@@ -401,6 +499,14 @@ impl IsolatedRuntime {
             }
         }
     }
+}
+
+/// A number no other dyno (or probe, or sandboxed program) of this process
+/// has: part of cgroup names, which two runtimes of one process (a test
+/// binary's, say) would otherwise both call `PID-1-web.1`.
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A dyno's size from its process type (the name up to the first dot).
@@ -517,13 +623,24 @@ fn layout(config: &IsolatedConfig) -> Layout {
         .filter(|d| Path::new("/dev").join(d).exists())
         .map(|d| d.to_string())
         .collect();
+    let walls = Walls {
+        masked_proc: kernel::MASKED_PROC
+            .iter()
+            .filter_map(|name| Some((name.to_string(), kernel::proc_entry(name)?)))
+            .collect(),
+        read_only_proc: kernel::READ_ONLY_PROC
+            .iter()
+            .filter(|name| kernel::proc_entry(name).is_some())
+            .map(|name| name.to_string())
+            .collect(),
+        seccomp: Arc::default(),
+    };
     Layout {
         root: config.root_dir.clone(),
         stack,
         extra,
         devices,
-        uid: config.uid,
-        gid: config.gid,
+        walls,
     }
 }
 

@@ -5,6 +5,9 @@ use std::ffi::{CString, NulError};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use seccompiler::BpfProgram;
 
 use super::sys::{Errno, Sys, SysResult, ms};
 
@@ -78,6 +81,23 @@ pub(crate) enum Step {
     SetGid(u32),
     SetUid(u32),
     NoNewPrivs,
+    /// Empties the capability bounding set (needs root: before the drop).
+    DropBoundingSet,
+    /// Clears the inheritable and ambient capabilities (after the drop, when
+    /// the permitted and effective ones are gone too).
+    ClearCapabilities,
+    /// Installs the seccomp filters, compiled in the parent.
+    Seccomp(Arc<Vec<BpfProgram>>),
+    /// Opens a terminal on the dyno's own devpts instance (`ptmx`), gives its
+    /// dyno side to `uid`:`gid`, sends the controlling side to the parent over
+    /// descriptor 0 (a socket) and makes the dyno side descriptors 0, 1 and 2.
+    Terminal {
+        ptmx: CString,
+        uid: u32,
+        gid: u32,
+        cols: u16,
+        rows: u16,
+    },
     /// Ends the setup quietly if the parent died before the death signal was armed.
     CheckParent,
 }
@@ -125,6 +145,20 @@ impl Step {
             Step::SetGid(gid) => sys.set_gid(*gid)?,
             Step::SetUid(uid) => sys.set_uid(*uid)?,
             Step::NoNewPrivs => sys.no_new_privs()?,
+            Step::DropBoundingSet => sys.drop_bounding_set()?,
+            Step::ClearCapabilities => sys.clear_capabilities()?,
+            Step::Seccomp(filters) => {
+                for filter in filters.iter() {
+                    sys.install_seccomp(filter)?;
+                }
+            }
+            Step::Terminal {
+                ptmx,
+                uid,
+                gid,
+                cols,
+                rows,
+            } => sys.open_terminal(ptmx, *uid, *gid, *cols, *rows)?,
             Step::CheckParent => {
                 if !sys.parent_alive(fd::GO) {
                     return Ok(Flow::Abort);
@@ -162,6 +196,10 @@ impl fmt::Display for Step {
             Step::SetGid(g) => write!(f, "switch to group {g}"),
             Step::SetUid(u) => write!(f, "switch to user {u}"),
             Step::NoNewPrivs => write!(f, "set no_new_privs"),
+            Step::DropBoundingSet => write!(f, "empty the capability bounding set"),
+            Step::ClearCapabilities => write!(f, "clear the remaining capabilities"),
+            Step::Seccomp(_) => write!(f, "install the seccomp filter"),
+            Step::Terminal { ptmx, .. } => write!(f, "open a terminal on {}", s(ptmx)),
             Step::CheckParent => write!(f, "check that crew is still there"),
         }
     }
@@ -189,8 +227,32 @@ pub(crate) struct Layout {
     pub extra: Vec<Entry>,
     /// Host device nodes bound into `/dev` (`null`, `zero`, ...).
     pub devices: Vec<String>,
+    /// The kernel surface: masked and read-only `/proc` entries, seccomp.
+    pub walls: Walls,
+}
+
+/// What keeps a dyno (or a sandboxed program) from reaching around its
+/// namespaces (see `kernel`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Walls {
+    /// `/proc` entries to hide, with whether each is a directory.
+    pub masked_proc: Vec<(String, bool)>,
+    /// `/proc` entries to make read-only.
+    pub read_only_proc: Vec<String>,
+    /// Installed last before the program's exec; empty means none (tests only).
+    pub seccomp: Arc<Vec<BpfProgram>>,
+}
+
+/// Who runs behind the walls, and how: what differs between one dyno (or
+/// sandboxed program) and the next, besides what it sees at `/app`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setup<'a> {
+    pub hostname: &'a str,
+    /// The app's user and group.
     pub uid: u32,
     pub gid: u32,
+    /// A terminal of this many columns and rows, from the dyno's devpts.
+    pub terminal: Option<(u16, u16)>,
 }
 
 /// The device nodes a dyno gets, when the host has them.
@@ -227,17 +289,27 @@ pub(crate) enum Workspace<'a> {
 }
 
 /// Every step of a dyno's setup, from the first syscall to `chdir /app`.
-pub(crate) fn build(layout: &Layout, hostname: &str, slug: &Path) -> Result<Vec<Step>, NulError> {
-    build_for(layout, hostname, Workspace::Slug(slug))
+pub(crate) fn build(
+    layout: &Layout,
+    setup: &Setup<'_>,
+    slug: &Path,
+) -> Result<Vec<Step>, NulError> {
+    build_for(layout, setup, Workspace::Slug(slug))
 }
 
 /// Every step of the setup of a dyno or of a sandboxed program: the same walls
 /// (namespaces, stack, /proc, /dev, user), only what is at `/app` differs.
 pub(crate) fn build_for(
     layout: &Layout,
-    hostname: &str,
+    setup: &Setup<'_>,
     workspace: Workspace<'_>,
 ) -> Result<Vec<Step>, NulError> {
+    let Setup {
+        hostname,
+        uid,
+        gid,
+        terminal,
+    } = *setup;
     let root = &layout.root;
     let at = |p: &str| c(root.join(p.trim_start_matches('/')));
     let mut steps = vec![
@@ -314,17 +386,19 @@ pub(crate) fn build_for(
     };
     // /app: an overlay over the slug, its writable layer on a tmpfs mounted at the
     // same place and hidden under it, so nothing of it is reachable but /app.
+    // The overlay itself is mounted just before the pivot, by paths relative to
+    // the new root: its options show in /proc/self/mounts and must name nothing
+    // of the host.
     let app = at(APP)?;
     let upper = at("/app/upper")?;
-    let work = at("/app/work")?;
-    let overlay = [
+    let overlay_layers = [
         Step::Mkdir {
             path: app.clone(),
             mode: 0o755,
         },
         Step::Mount {
             source: c("crew-app")?,
-            target: app.clone(),
+            target: app,
             fstype: c("tmpfs")?,
             flags: ms::NOSUID | ms::NODEV,
             data: c("mode=0755")?,
@@ -334,30 +408,17 @@ pub(crate) fn build_for(
             mode: 0o755,
         },
         Step::Chown {
-            path: upper.clone(),
-            uid: layout.uid,
-            gid: layout.gid,
+            path: upper,
+            uid,
+            gid,
         },
         Step::Mkdir {
-            path: work.clone(),
+            path: at("/app/work")?,
             mode: 0o700,
         },
-        Step::Mount {
-            source: c("overlay")?,
-            target: app,
-            fstype: c("overlay")?,
-            flags: ms::NOSUID | ms::NODEV,
-            data: CString::new(format!(
-                "lowerdir=/proc/self/fd/{},upperdir={},workdir={}",
-                fd::SLUG,
-                overlay_escape(&upper),
-                overlay_escape(&work),
-            ))?,
-        },
-        Step::Close(fd::SLUG),
     ];
     if let Workspace::Slug(_) = workspace {
-        steps.extend(overlay);
+        steps.extend(overlay_layers);
     }
 
     // /tmp and /proc.
@@ -390,6 +451,36 @@ pub(crate) fn build_for(
             data: c("")?,
         },
     ]);
+    // What of /proc tells about the host or reaches into it: hidden, or
+    // read-only (as Docker does).
+    for (name, dir) in &layout.walls.masked_proc {
+        let target = at(&format!("/proc/{name}"))?;
+        steps.push(if *dir {
+            Step::Mount {
+                source: c("tmpfs")?,
+                target,
+                fstype: c("tmpfs")?,
+                flags: ms::RDONLY | ms::NOSUID | ms::NODEV | ms::NOEXEC,
+                data: c("size=0")?,
+            }
+        } else {
+            Step::Bind {
+                source: c("/dev/null")?,
+                target,
+            }
+        });
+    }
+    for name in &layout.walls.read_only_proc {
+        let target = at(&format!("/proc/{name}"))?;
+        steps.push(Step::Bind {
+            source: target.clone(),
+            target: target.clone(),
+        });
+        steps.push(Step::Remount {
+            target,
+            flags: ms::RDONLY | ms::NOSUID | ms::NODEV | ms::NOEXEC,
+        });
+    }
 
     // A minimal /dev.
     steps.extend([
@@ -453,21 +544,58 @@ pub(crate) fn build_for(
         },
     ]);
 
-    // Identity, the switch to the new root, and the drop to the app's user.
+    // The overlay (see above), from inside the new root by relative paths, then
+    // the switch to it. (After the pivot would be too late: the slug's mount
+    // goes with the old root, and overlay refuses a detached layer.)
     steps.extend([
         Step::Hostname(CString::new(hostname)?),
         Step::Chdir(c(root)?),
-        Step::PivotRoot,
-        Step::DetachOldRoot,
-        Step::Chdir(c("/")?),
+    ]);
+    let overlay = [
+        Step::Mount {
+            source: c("overlay")?,
+            target: c(APP.trim_start_matches('/'))?,
+            fstype: c("overlay")?,
+            flags: ms::NOSUID | ms::NODEV,
+            data: CString::new(format!(
+                "lowerdir=/proc/self/fd/{},upperdir=app/upper,workdir=app/work",
+                fd::SLUG
+            ))?,
+        },
+        Step::Close(fd::SLUG),
+    ];
+    if let Workspace::Slug(_) = workspace {
+        steps.extend(overlay);
+    }
+    steps.extend([Step::PivotRoot, Step::DetachOldRoot, Step::Chdir(c("/")?)]);
+    if let Some((cols, rows)) = terminal {
+        steps.push(Step::Terminal {
+            ptmx: c("/dev/pts/ptmx")?,
+            uid,
+            gid,
+            cols,
+            rows,
+        });
+    }
+    // The drop to the app's user, with nothing of root's left: no capability
+    // can come back (bounding set, no_new_privs), and the kernel answers only
+    // what a container's would (seccomp).
+    steps.extend([
         Step::Remount {
             target: c("/")?,
             flags: ms::RDONLY | ms::NOSUID | ms::NODEV,
         },
+        Step::DropBoundingSet,
         Step::DropGroups,
-        Step::SetGid(layout.gid),
-        Step::SetUid(layout.uid),
+        Step::SetGid(gid),
+        Step::SetUid(uid),
+        Step::ClearCapabilities,
         Step::NoNewPrivs,
+    ]);
+    if !layout.walls.seccomp.is_empty() {
+        steps.push(Step::Seccomp(layout.walls.seccomp.clone()));
+    }
+    steps.extend([
         // A change of user clears the parent-death signal: arm it again, then
         // make sure the parent did not die before it was armed.
         Step::DeathSignal,
@@ -512,19 +640,6 @@ fn bound_dirs(steps: &mut Vec<Step>, root: &Path, binds: &[SandboxBind]) -> Resu
     mkdirs(steps, Path::new(APP))
 }
 
-/// Overlay options are split at `,` and layer lists at `:`; a backslash escapes both.
-fn overlay_escape(path: &CString) -> String {
-    let text = path.to_string_lossy();
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        if matches!(ch, ',' | ':' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 /// The step a setup record names, for the parent's error message.
 pub(crate) fn describe(steps: &[Step], index: u32, errno: Errno) -> String {
     let err = errno.io_error();
@@ -539,10 +654,13 @@ pub(crate) fn describe(steps: &[Step], index: u32, errno: Errno) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn overlay_paths_are_escaped() {
-        let p = CString::new("/a,b:c\\d").unwrap();
-        assert_eq!(overlay_escape(&p), "/a\\,b\\:c\\\\d");
+    fn setup(hostname: &str, uid: u32, gid: u32) -> Setup<'_> {
+        Setup {
+            hostname,
+            uid,
+            gid,
+            terminal: None,
+        }
     }
 
     #[test]
@@ -561,10 +679,9 @@ mod tests {
                 },
             ],
             devices: vec![],
-            uid: 1,
-            gid: 1,
+            walls: Walls::default(),
         };
-        let steps = build(&layout, "web.1", Path::new("/slug")).unwrap();
+        let steps = build(&layout, &setup("web.1", 1, 1), Path::new("/slug")).unwrap();
         let mkdirs: Vec<String> = steps
             .iter()
             .filter_map(|s| match s {
@@ -594,8 +711,7 @@ mod tests {
             stack: vec![],
             extra: vec![],
             devices: vec![],
-            uid: 7,
-            gid: 8,
+            walls: Walls::default(),
         };
         let bind = |host: &str, inside: &str, writable| SandboxBind {
             host: host.into(),
@@ -607,7 +723,7 @@ mod tests {
             bind("/data/buildpacks/python", "/buildpack", false),
             bind("/scratch/tmp", "/tmp", true),
         ];
-        let steps = build_for(&layout, "build", Workspace::Binds(&binds)).unwrap();
+        let steps = build_for(&layout, &setup("build", 7, 8), Workspace::Binds(&binds)).unwrap();
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
         // No slug, no overlay, no tmpfs at /tmp: the binds, writable or not.
         assert!(!steps.iter().any(|s| matches!(s, Step::OpenDir { .. })));
@@ -640,13 +756,18 @@ mod tests {
             text.iter().any(|t| t == "mount proc on /r/proc"),
             "{text:?}"
         );
-        let tail: Vec<&Step> = steps.iter().rev().take(7).collect();
+        let tail: Vec<&Step> = steps.iter().rev().take(9).collect();
         assert!(tail.contains(&&Step::SetUid(7)) && tail.contains(&&Step::SetGid(8)));
         assert!(tail.contains(&&Step::NoNewPrivs));
         assert_eq!(steps.last(), Some(&Step::Chdir(cs("/app"))));
 
         // Without a bind there, /app is an empty directory and /tmp a tmpfs.
-        let steps = build_for(&layout, "build", Workspace::Binds(&binds[1..2])).unwrap();
+        let steps = build_for(
+            &layout,
+            &setup("build", 7, 8),
+            Workspace::Binds(&binds[1..2]),
+        )
+        .unwrap();
         assert!(steps.contains(&Step::Mkdir {
             path: cs("/r/app"),
             mode: 0o755
@@ -665,9 +786,8 @@ mod tests {
             stack: vec![],
             extra: vec![],
             devices: vec![],
-            uid: 1,
-            gid: 1,
+            walls: Walls::default(),
         };
-        assert!(build(&layout, "web\0.1", Path::new("/slug")).is_err());
+        assert!(build(&layout, &setup("web\0.1", 1, 1), Path::new("/slug")).is_err());
     }
 }

@@ -21,7 +21,6 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::cgroup::DynoCgroup;
 use super::launch::{ChildIo, ChildPlan, launch};
@@ -90,12 +89,15 @@ impl IsolatedRuntime {
             )));
         }
         let image = exec_image(spec).map_err(fail)?;
-        let mut layout = shared.layout.clone();
-        layout.uid = spec.uid;
-        layout.gid = spec.gid;
-        let steps = plan::build_for(&layout, &spec.name, Workspace::Binds(&spec.binds))
+        let setup = plan::Setup {
+            hostname: &spec.name,
+            uid: spec.uid,
+            gid: spec.gid,
+            terminal: None,
+        };
+        let steps = plan::build_for(&shared.layout, &setup, Workspace::Binds(&spec.binds))
             .map_err(|_| invalid("the name or a bind path contains a NUL byte"))?;
-        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        let n = super::next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         let cgroup = shared.cgroups.create(&id, &spec.limits).map_err(fail)?;
         let started = (|| {

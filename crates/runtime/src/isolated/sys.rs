@@ -87,6 +87,14 @@ pub(crate) trait Sys {
     fn set_uid(&self, uid: u32) -> SysResult;
     /// `PR_SET_NO_NEW_PRIVS`.
     fn no_new_privs(&self) -> SysResult;
+    /// `PR_CAPBSET_DROP` of every capability the kernel knows.
+    fn drop_bounding_set(&self) -> SysResult;
+    /// `capset` to nothing and `PR_CAP_AMBIENT_CLEAR_ALL`.
+    fn clear_capabilities(&self) -> SysResult;
+    /// `seccomp(SECCOMP_SET_MODE_FILTER)` with one compiled filter.
+    fn install_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult;
+    /// See [`super::plan::Step::Terminal`].
+    fn open_terminal(&self, ptmx: &CStr, uid: u32, gid: u32, cols: u16, rows: u16) -> SysResult;
     /// Whether the parent still holds its end of the go pipe.
     fn parent_alive(&self, fd: RawFd) -> bool;
     /// A plain fork (no new namespaces).
@@ -244,6 +252,28 @@ mod recorder {
         }
         fn no_new_privs(&self) -> SysResult {
             self.call("no_new_privs".into())
+        }
+        fn drop_bounding_set(&self) -> SysResult {
+            self.call("drop bounding set".into())
+        }
+        fn clear_capabilities(&self) -> SysResult {
+            self.call("clear capabilities".into())
+        }
+        fn install_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult {
+            self.call(format!("seccomp {} instructions", filter.len()))
+        }
+        fn open_terminal(
+            &self,
+            ptmx: &CStr,
+            uid: u32,
+            gid: u32,
+            cols: u16,
+            rows: u16,
+        ) -> SysResult {
+            self.call(format!(
+                "terminal {} for {uid}:{gid} {cols}x{rows}",
+                s(ptmx)
+            ))
         }
         fn parent_alive(&self, fd: RawFd) -> bool {
             let _ = self.call(format!("parent alive on {fd}"));
