@@ -266,6 +266,10 @@ pub struct AppInfo {
     /// crew: how the server isolates dynos, `on (…)` or `off: why`.
     #[serde(default)]
     pub isolation: Option<String>,
+    /// crew: the router's failed requests by Heroku error code (`H13`) since
+    /// the server started.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub router_errors: std::collections::BTreeMap<String, u64>,
 }
 
 /// `GET /account`: the one account a crew server has, the token's owner.

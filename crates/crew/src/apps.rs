@@ -159,6 +159,16 @@ pub fn info(args: &AppOnly) -> Result<u8> {
     if let Some(isolation) = &app.isolation {
         text.push_str(&format!("Isolation: {isolation}\n"));
     }
+    // The codes are Heroku's (`crew logs --source router` has the lines while
+    // the ring keeps them); counted since the server started.
+    let errors: Vec<String> = app
+        .router_errors
+        .iter()
+        .map(|(code, n)| format!("{code} {n}"))
+        .collect();
+    if !errors.is_empty() {
+        text.push_str(&format!("Router errors: {}\n", errors.join(", ")));
+    }
     crate::say(&text);
     Ok(0)
 }

@@ -607,6 +607,7 @@ impl ServerBackend {
             .and_then(|r| r.slug_id.as_ref())
             .and_then(|id| store.slug(id).ok());
         let repo = self.platform.repos().join(format!("{}.git", app.name));
+        let router_errors = self.platform.router_errors(&app.name);
         AppInfo {
             git_url: format!("{}/{}.git", self.url, app.name),
             web_url: format!("http://{}.localhost:{}/", app.name, self.router_port),
@@ -640,6 +641,7 @@ impl ServerBackend {
             internal_routing: None,
             archived_at: None,
             isolation: Some(self.platform.isolation().to_string()),
+            router_errors,
         }
     }
 

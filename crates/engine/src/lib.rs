@@ -143,12 +143,15 @@ pub struct RequestCount(std::sync::atomic::AtomicUsize);
 impl RequestCount {
     /// Counts one request until the guard is dropped.
     pub fn enter(self: &Arc<Self>) -> RequestGuard {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SeqCst, as `get`: a router counts a request, then looks whether the
+        // dyno is still in the rotation; the engine takes it out, then looks
+        // at the count. One of the two sees the other.
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         RequestGuard(self.clone())
     }
 
     pub fn get(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

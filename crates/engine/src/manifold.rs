@@ -372,6 +372,9 @@ impl<R: Runtime> Engine<R> {
                 slot.draining = true;
                 let messages = self.messages_tx.clone();
                 let requests = slot.requests.clone();
+                // Out of the rotation before its count is looked at: a router
+                // counts a request, then checks the dyno is still in it.
+                self.publish_backends();
                 tokio::spawn(async move {
                     let deadline = Instant::now() + DRAIN_LIMIT;
                     // The router may still be picking this dyno for a request

@@ -51,6 +51,9 @@ pub struct AppRuntime {
     logs: mpsc::Sender<LogEvent>,
     placement: Box<dyn Placement>,
     router_log: Arc<dyn Fn(String) + Send + Sync>,
+    /// How many of the router's requests failed, by Heroku error code, since
+    /// the server started: the access lines themselves leave the ring.
+    router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 impl AppRuntime {
@@ -61,6 +64,7 @@ impl AppRuntime {
         // holds in flight: 256 blocks of at most one 64 KiB read and one
         // 10,000-byte line each.
         let (logs, mut rx) = mpsc::channel::<LogEvent>(LOG_QUEUE);
+        let router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
         let feed = ring.clone();
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
@@ -69,7 +73,8 @@ impl AppRuntime {
         });
         AppRuntime {
             name: name.to_string(),
-            router_log: router_log(ring.clone()),
+            router_log: router_log(ring.clone(), router_errors.clone()),
+            router_errors,
             ring,
             placement: placements(name, logs.clone()),
             logs,
@@ -84,6 +89,15 @@ impl AppRuntime {
 
     pub(crate) fn router_log(&self) -> Arc<dyn Fn(String) + Send + Sync> {
         self.router_log.clone()
+    }
+
+    /// The router's failed requests by error code (`H13`), since the server
+    /// started.
+    pub fn router_errors(&self) -> BTreeMap<String, u64> {
+        self.router_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn ring(&self) -> Arc<LogRing> {
@@ -271,14 +285,31 @@ pub(crate) fn local_placements(
 }
 
 /// Writes router lines to the app's log without ever making a request wait for
-/// a task.
-fn router_log(ring: Arc<LogRing>) -> Arc<dyn Fn(String) + Send + Sync> {
+/// a task, and counts the errors among them by code.
+fn router_log(
+    ring: Arc<LogRing>,
+    errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+) -> Arc<dyn Fn(String) + Send + Sync> {
     let source: Arc<str> = Arc::from("router");
     // Straight into the ring, not through the app's log channel: a channel
     // hop per request woke the task that feeds the ring for every line, which
     // cost the router more than proxying did. Router lines may therefore
     // interleave with dyno lines a little differently than they happened.
-    Arc::new(move |line: String| ring.push(&LogEvent::platform(&source, line)))
+    Arc::new(move |line: String| {
+        if let Some(code) = line
+            .strip_prefix("at=error code=")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
+            match errors.get_mut(code) {
+                Some(count) => *count += 1,
+                None => {
+                    errors.insert(code.to_string(), 1);
+                }
+            }
+        }
+        ring.push(&LogEvent::platform(&source, line))
+    })
 }
 
 fn engine_error(e: EngineError) -> PlatformError {

@@ -554,6 +554,13 @@ impl Platform {
             .clone()
     }
 
+    /// The router's failed requests to `app` by error code since the server
+    /// started; none for an app that has not run.
+    pub fn router_errors(&self, app: &str) -> std::collections::BTreeMap<String, u64> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.get(app).map(|a| a.router_errors()).unwrap_or_default()
+    }
+
     pub fn logs(&self, app: &str) -> Result<Arc<LogRing>, PlatformError> {
         self.store.app(app)?;
         Ok(self.app_runtime(app).ring())

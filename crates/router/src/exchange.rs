@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use crew_engine::{DynoState, WebBackend};
+use crew_engine::{DynoState, RequestGuard, WebBackend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::http1::{self, Forwarding, Framing, HeadError, Remaining, RequestHead, ResponseHead};
 use crate::pool::{self, DynoConnection};
@@ -96,8 +97,16 @@ struct Proxy {
     upgrade: bool,
     expect_continue: bool,
     head_request: bool,
+    /// GET, HEAD, OPTIONS, TRACE, PUT or DELETE: sending it twice does what
+    /// sending it once does (RFC 9110, 9.2.2).
+    idempotent: bool,
     len: usize,
 }
+
+/// The most dynos, or connections, one request is sent to: a dyno that
+/// closes the connection without an answer (stopped, crashed, or closing a
+/// kept connection) has the request sent to another when that is safe.
+const ATTEMPTS: usize = 3;
 
 /// How a request failed on its way to a dyno, and whose fault it was.
 enum SendError {
@@ -116,6 +125,8 @@ struct Picked {
     connection: DynoConnection,
     list: Arc<Vec<WebBackend>>,
     index: usize,
+    /// The dyno's count of requests under way, entered for this one.
+    counted: RequestGuard,
     connect: Duration,
     pooled: bool,
 }
@@ -243,6 +254,10 @@ impl<R: Routes> Router<R> {
             upgrade: head.upgrade,
             expect_continue: head.expect_continue,
             head_request: head.is_head(),
+            idempotent: matches!(
+                head.method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
             len: head.len,
         })
     }
@@ -257,6 +272,7 @@ impl<R: Routes> Router<R> {
             upgrade,
             expect_continue,
             head_request,
+            idempotent,
             len: _,
         } = proxy;
         // The body's first bytes go with the head, when they are here already.
@@ -273,63 +289,81 @@ impl<R: Routes> Router<R> {
         // to its end.
         let close_on_error = |body: &Remaining| !keep_alive || !body.is_done();
 
-        let picked = match self.pick(route, upgrade, started).await {
-            Ok(picked) => picked,
-            Err((code, desc, tried)) => {
-                line.error(code, desc, &tried, started, 503);
-                let close = close_on_error(&request_body);
-                return unavailable(client, code, desc, head_request, close).await;
+        let mut backends = route.backends;
+        // The dynos this request failed on, in order.
+        let mut failed: Vec<String> = Vec::new();
+        let (mut dyno, list, index, connect, _counted, response) = loop {
+            let picked = match self.pick(&mut backends, upgrade, started, &failed).await {
+                Ok(picked) => picked,
+                Err((code, desc, tried)) => {
+                    line.error(code, desc, &tried, started, 503);
+                    let close = close_on_error(&request_body);
+                    return unavailable(client, code, desc, head_request, close).await;
+                }
+            };
+            let Picked {
+                connection: mut dyno,
+                list,
+                index,
+                counted,
+                connect,
+                pooled,
+            } = picked;
+            let backend = &list[index];
+            let mut answered = false;
+            let sent = tokio::time::timeout(
+                self.config.request_timeout,
+                self.send_once(
+                    client,
+                    &mut dyno,
+                    &mut request_body,
+                    expect_continue,
+                    head_request,
+                    &mut answered,
+                ),
+            )
+            .await;
+            match sent {
+                Ok(Ok(response)) => break (dyno, list, index, connect, counted, response),
+                // Safe to send again: the whole request is here to send,
+                // nothing of a response went to the client, and either the
+                // method is idempotent or the dyno closed a kept connection
+                // (which it does before reading a request, not after).
+                Ok(Err(SendError::Dyno))
+                    if replayable
+                        && !answered
+                        && (idempotent || pooled)
+                        && failed.len() + 1 < ATTEMPTS =>
+                {
+                    failed.push(backend.name.clone());
+                    continue;
+                }
+                Ok(Err(SendError::Client)) => return After::Close,
+                Ok(Err(SendError::ClientIdle)) => {
+                    line.error("H28", "Client Connection Idle", &backend.name, started, 499);
+                    return After::Close;
+                }
+                Ok(Err(SendError::Dyno)) => {
+                    let desc = "Connection closed without response";
+                    line.error("H13", desc, &backend.name, started, 503);
+                    let close = close_on_error(&request_body);
+                    return unavailable(client, "H13", desc, head_request, close).await;
+                }
+                Ok(Err(SendError::BadResponse)) => {
+                    let desc = "Bad response from the app";
+                    line.error("H17", desc, &backend.name, started, 503);
+                    let close = close_on_error(&request_body);
+                    return unavailable(client, "H17", desc, head_request, close).await;
+                }
+                Err(_) => {
+                    let desc = "Request timeout";
+                    line.error("H12", desc, &backend.name, started, 503);
+                    let close = close_on_error(&request_body);
+                    return unavailable(client, "H12", desc, head_request, close).await;
+                }
             }
         };
-        let Picked {
-            connection: mut dyno,
-            list,
-            index,
-            connect,
-            pooled,
-        } = picked;
         let backend = &list[index];
-        let _counted = backend.requests.enter();
-
-        let sent = tokio::time::timeout(
-            self.config.request_timeout,
-            self.send(
-                client,
-                &mut dyno,
-                backend,
-                &mut request_body,
-                expect_continue,
-                pooled && replayable,
-                head_request,
-            ),
-        )
-        .await;
-        let response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(SendError::Client)) => return After::Close,
-            Ok(Err(SendError::ClientIdle)) => {
-                line.error("H28", "Client Connection Idle", &backend.name, started, 499);
-                return After::Close;
-            }
-            Ok(Err(SendError::Dyno)) => {
-                let desc = "Connection closed without response";
-                line.error("H13", desc, &backend.name, started, 503);
-                let close = close_on_error(&request_body);
-                return unavailable(client, "H13", desc, head_request, close).await;
-            }
-            Ok(Err(SendError::BadResponse)) => {
-                let desc = "Bad response from the app";
-                line.error("H17", desc, &backend.name, started, 503);
-                let close = close_on_error(&request_body);
-                return unavailable(client, "H17", desc, head_request, close).await;
-            }
-            Err(_) => {
-                let desc = "Request timeout";
-                line.error("H12", desc, &backend.name, started, 503);
-                let close = close_on_error(&request_body);
-                return unavailable(client, "H12", desc, head_request, close).await;
-            }
-        };
 
         if upgrade && response.status == 101 {
             line.info(&backend.name, connect, started, 101, 0);
@@ -355,7 +389,15 @@ impl<R: Routes> Router<R> {
         }
         // A connection is only kept after a response read to its end, with
         // nothing after it.
-        if complete && response.reusable && http11 && !upgrade && dyno.buf.is_empty() {
+        // Nor is one to a dyno that has left the rotation meanwhile: it gets
+        // no new request, so the connection would only wait to be closed.
+        if complete
+            && response.reusable
+            && http11
+            && !upgrade
+            && dyno.buf.is_empty()
+            && crate::still_up(&backends.borrow(), &list, index)
+        {
             pool::give(backend, dyno);
         }
         if complete && !close {
@@ -366,35 +408,8 @@ impl<R: Routes> Router<R> {
     }
 
     /// Sends the request in `client.out` and the rest of its body, and reads
-    /// the response's head, passing any interim (1xx) responses on. A kept
-    /// connection that the dyno closed is replaced once, when `retry`.
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
-        &self,
-        client: &mut Client,
-        dyno: &mut DynoConnection,
-        backend: &WebBackend,
-        request_body: &mut Remaining,
-        expect_continue: bool,
-        mut retry: bool,
-        head_request: bool,
-    ) -> Result<ResponseHead, SendError> {
-        loop {
-            match self
-                .send_once(client, dyno, request_body, expect_continue, head_request)
-                .await
-            {
-                Err(SendError::Dyno) if retry => {
-                    retry = false;
-                    *dyno = pool::connect(backend, self.config.connect_timeout)
-                        .await
-                        .map_err(|_| SendError::Dyno)?;
-                }
-                done => return done,
-            }
-        }
-    }
-
+    /// the response's head, passing any interim (1xx) responses on; `answered`
+    /// says whether anything went to the client.
     async fn send_once(
         &self,
         client: &mut Client,
@@ -402,6 +417,7 @@ impl<R: Routes> Router<R> {
         request_body: &mut Remaining,
         expect_continue: bool,
         head_request: bool,
+        answered: &mut bool,
     ) -> Result<ResponseHead, SendError> {
         dyno.stream
             .write_all(&client.out)
@@ -411,6 +427,7 @@ impl<R: Routes> Router<R> {
             // The router, not the dyno, tells the client to go on: the dyno
             // never saw the `Expect`.
             if expect_continue {
+                *answered = true;
                 client
                     .stream
                     .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -447,6 +464,7 @@ impl<R: Routes> Router<R> {
         loop {
             match http1::parse_response(&dyno.buf, head_request) {
                 Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                    *answered = true;
                     client
                         .stream
                         .write_all(&dyno.buf[..head.len])
@@ -465,28 +483,41 @@ impl<R: Routes> Router<R> {
     }
 
     /// An up dyno and a connection to it, waiting while the app boots; or the
-    /// Heroku code, description and the dynos tried when there is none.
+    /// Heroku code, description and the dynos tried when there is none. The
+    /// dynos in `failed` are tried last. A dyno that left the rotation while
+    /// it was being connected to is given up for one still in it.
     async fn pick(
         &self,
-        route: AppRoute,
+        backends: &mut watch::Receiver<Arc<Vec<WebBackend>>>,
         upgrade: bool,
         started: Instant,
+        failed: &[String],
     ) -> Result<Picked, (&'static str, &'static str, String)> {
         let deadline = started + self.config.boot_wait;
-        let mut backends = route.backends;
         loop {
             let list = backends.borrow_and_update().clone();
             if list.iter().any(|b| b.state == DynoState::Up) {
-                return match self.connect(&list, upgrade).await {
-                    Ok((connection, index, connect, pooled)) => Ok(Picked {
-                        connection,
-                        list,
-                        index,
-                        connect,
-                        pooled,
-                    }),
-                    Err(tried) => Err(("H19", "Backend connection timeout", tried)),
+                let connected = match self.connect(&list, upgrade, failed).await {
+                    Ok(connected) => connected,
+                    Err(tried) => return Err(("H19", "Backend connection timeout", tried)),
                 };
+                // Counted first, then checked: the engine, which takes a dyno
+                // out of the list before it waits for its count to be zero,
+                // either sees this request or this request sees the change.
+                if !crate::still_up(&backends.borrow(), &list, connected.index) {
+                    if Instant::now() >= deadline {
+                        return Err(("H20", "App boot timeout", String::new()));
+                    }
+                    continue;
+                }
+                return Ok(Picked {
+                    connection: connected.connection,
+                    list,
+                    index: connected.index,
+                    counted: connected.counted,
+                    connect: connected.connect,
+                    pooled: connected.pooled,
+                });
             }
             if !list.iter().any(|b| b.state == DynoState::Starting) {
                 return Err(if list.is_empty() {

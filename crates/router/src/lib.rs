@@ -17,6 +17,13 @@
 //! counter ([`crew_engine::RequestCount`], one atomic per dyno). The engine
 //! stops routing to a web dyno before it stops it, and waits until that count is
 //! zero before sending the signal, so deploys, restarts and scaling drop nothing.
+//! A request counts itself on a dyno before it connects, then checks the dyno
+//! is still in the engine's latest list; the engine takes the dyno out of the
+//! list before it looks at the count, so one of them sees the other. A dyno
+//! that closes the connection without an answer (it crashed, or closed a kept
+//! connection) has the request sent to another up dyno, at most three tries in
+//! all, when nothing of a response has gone to the client, the whole request
+//! is at hand, and the method is idempotent or the connection was a kept one.
 //!
 //! Connections are served by one single-threaded runtime per core ([`workers`]),
 //! each with its own idle dyno connections ([`pool`]), so a request, the dyno
@@ -41,7 +48,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crew_engine::{DynoState, WebBackend};
+use crew_engine::{DynoState, RequestGuard, WebBackend};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -186,14 +193,19 @@ impl<R: Routes> Router<R> {
     }
 
     /// A connection to one of the up dynos in `list`, starting round robin; a
-    /// dyno that cannot be reached is skipped. Gives the dyno's index in
-    /// `list`, the time connecting took and whether the connection was kept
-    /// from an earlier request; or, on failure, which dynos were tried.
+    /// dyno that cannot be reached is skipped. The dynos in `failed` (which
+    /// already failed this request) come last, and only on a new connection.
+    /// The dyno's request count is entered before it is connected to, so that
+    /// the engine, which stops a dyno once its count is zero, never stops it
+    /// under a request on its way. Gives the dyno's index in `list`, its
+    /// count's guard, the time connecting took and whether the connection was
+    /// kept from an earlier request; or, on failure, which dynos were tried.
     async fn connect(
         &self,
         list: &[WebBackend],
         upgrade: bool,
-    ) -> Result<(DynoConnection, usize, Duration, bool), String> {
+        failed: &[String],
+    ) -> Result<Connected, String> {
         let up = || {
             list.iter()
                 .enumerate()
@@ -202,22 +214,71 @@ impl<R: Routes> Router<R> {
         };
         let count = up().count();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let was_failed = |i: usize| failed.iter().any(|name| *name == list[i].name);
+        let round = || up().cycle().skip(start % count.max(1)).take(count);
+        // Those that have not failed this request first; then, when there are
+        // some, those that have, on a new connection.
+        let first = round().filter(|&i| failed.is_empty() || !was_failed(i));
+        let again = round()
+            .filter(|_| !failed.is_empty())
+            .filter(|&i| was_failed(i));
         let mut tried = Vec::new();
-        for index in up().cycle().skip(start % count.max(1)).take(count) {
+        for (index, retried) in first.map(|i| (i, false)).chain(again.map(|i| (i, true))) {
             let backend = &list[index];
+            let counted = backend.requests.enter();
             // A kept-alive connection costs no connect, hence 0 ms. An upgrade
             // gets a connection of its own, which it never gives back.
-            if !upgrade && let Some(connection) = pool::take(backend) {
-                return Ok((connection, index, Duration::ZERO, true));
+            if !upgrade
+                && !retried
+                && let Some(connection) = pool::take(backend)
+            {
+                return Ok(Connected {
+                    connection,
+                    index,
+                    counted,
+                    connect: Duration::ZERO,
+                    pooled: true,
+                });
             }
             let began = Instant::now();
             match pool::connect(backend, self.config.connect_timeout).await {
-                Ok(connection) => return Ok((connection, index, began.elapsed(), false)),
+                Ok(connection) => {
+                    return Ok(Connected {
+                        connection,
+                        index,
+                        counted,
+                        connect: began.elapsed(),
+                        pooled: false,
+                    });
+                }
                 Err(_) => tried.push(backend.name.as_str()),
             }
         }
         Err(tried.join(","))
     }
+}
+
+/// A connection to a dyno, as [`Router::connect`] gives it.
+struct Connected {
+    connection: DynoConnection,
+    index: usize,
+    counted: RequestGuard,
+    connect: Duration,
+    pooled: bool,
+}
+
+/// Whether `backend` (from an older list) may still take requests by the
+/// engine's latest list: it is there, at the same place, and `up`.
+fn still_up(latest: &Arc<Vec<WebBackend>>, list: &Arc<Vec<WebBackend>>, index: usize) -> bool {
+    let Some(backend) = list.get(index) else {
+        return false;
+    };
+    if Arc::ptr_eq(latest, list) {
+        return backend.state == DynoState::Up;
+    }
+    latest
+        .iter()
+        .any(|b| b.name == backend.name && b.addr == backend.addr && b.state == DynoState::Up)
 }
 
 /// A fresh request id: a version 4 UUID from a per-thread generator. A request

@@ -556,6 +556,139 @@ async fn silent_dynos_and_clients_are_cut_off_with_h15_and_h28() {
     assert_eq!(setup.lines.lock().unwrap().len(), 2);
 }
 
+/// What a dyno of [`setup_dynos`] does with each connection.
+type Serve = fn(TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A router in front of dynos that each run their own `serve`, all `up`.
+async fn setup_dynos(serves: Vec<Serve>) -> Setup {
+    let mut tasks = Vec::new();
+    let mut list = Vec::new();
+    for (i, serve) in serves.into_iter().enumerate() {
+        let dyno = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        list.push(WebBackend {
+            name: format!("web.{}", i + 1),
+            addr: dyno.local_addr().unwrap(),
+            state: DynoState::Up,
+            namespace: None,
+            requests: Default::default(),
+        });
+        tasks.push(tokio::spawn(async move {
+            while let Ok((stream, _)) = dyno.accept().await {
+                tokio::spawn(serve(stream));
+            }
+        }));
+    }
+    let (tx, rx) = watch::channel(Arc::new(list));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router_addr = listener.local_addr().unwrap();
+    let config = RouterConfig {
+        request_timeout: Duration::from_secs(5),
+        ..RouterConfig::default()
+    };
+    let router = Arc::new(Router::new(
+        OneApp {
+            backends: rx,
+            lines: lines.clone(),
+        },
+        config,
+        router_addr.port(),
+    ));
+    tasks.push(tokio::spawn(router.serve(listener)));
+    Setup {
+        router: router_addr,
+        lines,
+        _backends: tx,
+        tasks,
+    }
+}
+
+/// How many requests the dying dyno of these tests was sent.
+static DYING_GOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A dyno on its way out: it reads a request, then closes the connection
+/// without an answer, as one that got SIGTERM (or SIGKILL) under it does.
+fn dying(mut stream: TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut buf = Vec::new();
+        if read_head(&mut stream, &mut buf).await.is_some() {
+            DYING_GOT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+}
+
+/// Answers every request on a kept connection with `ok`.
+fn answering(mut stream: TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_head(&mut stream, &mut buf).await {
+            let length = content_length(&head);
+            read_at_least(&mut stream, &mut buf, length).await;
+            buf.drain(..length);
+            let answered = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            if answered.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_request_a_dyno_closed_on_without_answering_goes_to_another_dyno() {
+    let setup = setup_dynos(vec![dying, answering]).await;
+    let mut client = connect(&setup).await;
+    let mut buf = Vec::new();
+    // Round robin sends every other request to the dying dyno first.
+    for method in ["GET", "HEAD", "PUT", "DELETE", "GET", "GET"] {
+        let request = format!("{method} / HTTP/1.1\r\nHost: app.localhost\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let head = timeout(DEADLINE, read_head(&mut client, &mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{method}: {head}");
+        if method != "HEAD" {
+            read_at_least(&mut client, &mut buf, 2).await;
+            buf.drain(..2);
+        }
+    }
+    let lines = access_lines(&setup, 6).await;
+    assert!(lines.iter().all(|l| l.contains("dyno=web.2 ")), "{lines:?}");
+}
+
+static POSTS_GOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// [`dying`], counting in [`POSTS_GOT`].
+fn dying_on_posts(mut stream: TcpStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut buf = Vec::new();
+        if read_head(&mut stream, &mut buf).await.is_some() {
+            POSTS_GOT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_a_dyno_closed_on_without_answering_is_not_sent_again() {
+    // The dyno may have acted on it: only the client can tell whether to
+    // send it again.
+    let setup = setup_dynos(vec![dying_on_posts]).await;
+    let mut client = connect(&setup).await;
+    client
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .await
+        .unwrap();
+    let all = read_to_end(&mut client).await;
+    assert!(all.starts_with("HTTP/1.1 503"), "{all}");
+    let lines = access_lines(&setup, 1).await;
+    assert!(lines[0].contains("code=H13"), "{lines:?}");
+    assert_eq!(POSTS_GOT.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// A dyno answering every request with `200 ok`.
 async fn ok_dyno(mut stream: TcpStream) {
     let mut buf = Vec::new();

@@ -1,0 +1,269 @@
+//! Operations under load drop no request (issue 22): keep-alive clients send
+//! GETs through the router without a pause while the app's config changes, it
+//! restarts (all of it, one dyno), rolls back and a web dyno is killed, a few
+//! rounds over.
+
+mod common;
+mod platform;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{App, poll_until};
+use platform::{DEPLOY, Server, commit_all, dyno_pids, have_git, repo};
+
+/// Answers every GET with its DYNO, on kept-alive connections, as the demo
+/// app's Python server does.
+const APP: &str = r#"
+import os
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+class Hello(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = ("dyno=%s\n" % os.environ.get("DYNO")).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hello).serve_forever()
+"#;
+
+const CLIENTS: usize = 4;
+const ROUNDS: usize = 2;
+
+/// One kept-alive connection to the router, opened again when the router
+/// closes it (which is not a failure: a client retries on a new connection
+/// only when no response came).
+struct KeepAlive {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    /// The status of one GET and the last line of its body, or why there was
+    /// none.
+    fn get(&mut self) -> Result<(u16, String), String> {
+        let fresh = self.conn.is_none();
+        if fresh {
+            let stream = TcpStream::connect(("127.0.0.1", self.port))
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+            self.conn = Some(BufReader::new(stream));
+        }
+        match self.exchange() {
+            Ok((status, keep, last)) => {
+                if !keep {
+                    self.conn = None;
+                }
+                Ok((status, last))
+            }
+            Err(e) => {
+                self.conn = None;
+                // A kept connection the router closed while idle: as any
+                // HTTP client does, try once on a new one.
+                if fresh { Err(e) } else { self.get() }
+            }
+        }
+    }
+
+    fn exchange(&mut self) -> Result<(u16, bool, String), String> {
+        let conn = self.conn.as_mut().ok_or("no connection")?;
+        conn.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: steady.localhost\r\n\r\n")
+            .map_err(|e| format!("write: {e}"))?;
+        let mut line = String::new();
+        conn.read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status line: {line:?}"))?;
+        let mut length = 0usize;
+        let mut keep = true;
+        loop {
+            line.clear();
+            conn.read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let lower = header.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().map_err(|_| "bad content-length")?;
+            }
+            if lower == "connection: close" {
+                keep = false;
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)
+            .map_err(|e| format!("read body: {e}"))?;
+        let body = String::from_utf8_lossy(&body);
+        let last = body.trim_end().lines().last().unwrap_or("").to_string();
+        Ok((status, keep, last))
+    }
+}
+
+/// Clients sending GETs until dropped; what failed is kept.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..CLIENTS)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    let mut client = KeepAlive { port, conn: None };
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match client.get() {
+                            Ok((200, _)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                if let Ok(mut f) = failures.lock() {
+                                    f.push(format!("{other:?}"));
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    /// Waits for `n` more answers, so that each operation happens under load.
+    fn served(&self, n: usize) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        assert!(
+            poll_until(DEPLOY, || self.ok.load(Ordering::Relaxed) >= target),
+            "the load stopped getting answers"
+        );
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn config_changes_restarts_rollbacks_and_a_crash_under_keep_alive_load_drop_no_get() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app: App = repo(&server, "web: python3 app.py\n");
+    app.write("app.py", APP);
+    commit_all(&server, app.path(), "app");
+    server.ok(app.path(), &["apps:create", "steady"]);
+    let (pushed, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(pushed, "{text}");
+    server.ok(app.path(), &["scale", "web=2"]);
+    server.wait_up(app.path(), "steady", 2);
+
+    let load = Load::start(server.router);
+    load.served(200);
+    for round in 0..ROUNDS {
+        server.ok(app.path(), &["config:set", &format!("ROUND={round}")]);
+        load.served(200);
+        server.wait_up(app.path(), "steady", 2);
+        load.served(200);
+        server.ok(app.path(), &["restart"]);
+        load.served(200);
+        server.wait_up(app.path(), "steady", 2);
+        server.ok(app.path(), &["restart", "web.1"]);
+        load.served(200);
+        server.wait_up(app.path(), "steady", 2);
+        server.ok(app.path(), &["rollback"]);
+        load.served(200);
+        let ps = server.wait_up(app.path(), "steady", 2);
+        load.served(200);
+        // A crash: the GETs on the dyno's kept connections, and the one it was
+        // answering, go to the other dyno.
+        let pid = dyno_pids(&ps).first().copied().expect("a dyno's pid");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(killed.success(), "kill -KILL {pid}");
+        load.served(200);
+        server.wait_up(app.path(), "steady", 2);
+        load.served(200);
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        failures.len() + ok,
+        &failures[..failures.len().min(10)]
+    );
+}
+
+#[test]
+fn apps_info_counts_the_routers_failed_requests_by_code() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app: App = repo(&server, "web: python3 app.py\n");
+    app.write("app.py", APP);
+    commit_all(&server, app.path(), "app");
+    server.ok(app.path(), &["apps:create", "steady"]);
+    let (pushed, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(pushed, "{text}");
+    server.wait_up(app.path(), "steady", 1);
+    let info = server.ok(app.path(), &["apps:info"]);
+    assert!(!info.contains("Router errors"), "{info}");
+    server.ok(app.path(), &["scale", "web=0"]);
+    let mut client = KeepAlive {
+        port: server.router,
+        conn: None,
+    };
+    for _ in 0..3 {
+        let got = client.get();
+        assert!(matches!(&got, Ok((503, _))), "{got:?}");
+    }
+    let mut info = String::new();
+    let counted = poll_until(DEPLOY, || {
+        info = server.ok(app.path(), &["apps:info"]);
+        info.contains("Router errors: H14 3\n")
+    });
+    assert!(counted, "{info}");
+}
