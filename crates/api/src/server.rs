@@ -1100,13 +1100,62 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Serves `router` on TCP until the task is dropped.
+/// Serves `router` on TCP until the task is dropped: plain HTTP, and with
+/// `tls` TLS too on the same port. A TLS connection opens with a handshake
+/// record (content type 0x16), which no HTTP request line starts with, so the
+/// first byte tells them apart.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    let Some(tls) = tls else {
+        return axum::serve(listener, router).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or a connection reset before accept:
+                // neither ends the server; a pause lets descriptors free up.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HANDSHAKE, stream.peek(&mut first)).await {
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = if first[0] == 0x16 {
+                let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await
+            } else {
+                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await
+            };
+            // A client that hangs up mid-request is its own business.
+            let _ = served;
+        });
+    }
 }
+
+/// How long a connection may take to send its first byte and finish a TLS
+/// handshake; a client that stalls longer is dropped.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Percent-encodes a query value; names here are short and mostly ASCII.
 fn encode(value: &str) -> String {

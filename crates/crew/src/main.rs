@@ -12,6 +12,7 @@ mod run;
 mod server;
 mod settings;
 mod start;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -361,9 +361,27 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         router_port,
     });
     let router = crew_api::server::require_token(crew_api::server::router(backend), token.clone());
-    let server = tokio::spawn(crew_api::server::serve_tcp(listener, router));
+    let tls = crate::tls::server_tls(
+        &data,
+        &args.hostnames,
+        args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+    )
+    .context("setting up TLS for the API")?;
+    let server = tokio::spawn(crew_api::server::serve_tcp(
+        listener,
+        router,
+        Some(tls.config),
+    ));
     write_locator(&url, &data);
     println!("crew server listening on {url}");
+    let https = url.replacen("http://", "https://", 1);
+    println!("the API answers TLS on the same port: {https}");
+    if let Some(ca) = &tls.ca {
+        let ca = ca.display();
+        println!("its certificate is from crew's CA in {ca}; to trust it:");
+        println!("  export NODE_EXTRA_CA_CERTS={ca}    # the Heroku CLI");
+        println!("  git config --global http.{https}/.sslCAInfo {ca}    # or GIT_SSL_CAINFO={ca}");
+    }
     println!("router serving every app at http://APP.localhost:{router_port}/");
     println!("API token in {}", data.join("api-token").display());
     println!(
