@@ -114,6 +114,9 @@ struct Heroku {
     home: App,
     url: String,
     token: String,
+    /// The CA certificate the CLI trusts (`NODE_EXTRA_CA_CERTS`), when it
+    /// talks to the server over TLS.
+    ca: Option<PathBuf>,
 }
 
 impl Heroku {
@@ -125,12 +128,51 @@ impl Heroku {
                 home: App::new(),
                 url: server.url.clone(),
                 token: server.token(),
+                ca: None,
             }),
             Err(why) => {
                 eprintln!("skipped: {why}");
                 None
             }
         }
+    }
+
+    /// The CLI pointed at the server's `https://` URL, trusting crew's CA
+    /// the way `crew server` says to.
+    fn over_tls(server: &Server) -> Option<Heroku> {
+        let mut heroku = Heroku::new(server)?;
+        heroku.url = server.url.replacen("http://", "https://", 1);
+        heroku.ca = Some(server.data().join("tls/ca.pem"));
+        Some(heroku)
+    }
+
+    /// `git ARGS` in `dir` as the CLI's user: its HOME (the credential
+    /// helper the CLI put in .gitconfig), the CLI on PATH and its variables.
+    fn git(&self, dir: &Path, args: &[&str]) -> (bool, String) {
+        let git = self.command(dir, &[]);
+        let bin_dir = self.bin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![bin_dir];
+        dirs.extend(std::env::split_paths(&path));
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .envs(git.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env("PATH", std::env::join_paths(dirs).unwrap_or_default())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // Which CA git trusts is the repository's http.sslCAInfo, not
+            // the machine's environment (which overrides it).
+            .env_remove("GIT_SSL_CAINFO")
+            .env_remove("CURL_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running git");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
     }
 
     fn command(&self, dir: &Path, args: &[&str]) -> Command {
@@ -161,6 +203,10 @@ impl Heroku {
             .env("HEROKU_DISABLE_AUTOUPDATE", "true")
             .env("NO_COLOR", "1")
             .env("COLUMNS", "200");
+        match &self.ca {
+            Some(ca) => command.env("NODE_EXTRA_CA_CERTS", ca),
+            None => command.env_remove("NODE_EXTRA_CA_CERTS"),
+        };
         command
     }
 
@@ -668,4 +714,75 @@ fn the_heroku_cli_resizes_one_type_and_only_that_type_restarts() {
     );
     let out = heroku.stdout(dir, &["ps:scale", "-a", "resize"]);
     assert_eq!(out.trim(), "web=1:standard-2x worker=1:standard-2x");
+}
+
+#[test]
+fn git_push_heroku_main_works_over_https_with_the_clis_credential_helper() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let out = server.output();
+    let ca = server.data().join("tls/ca.pem");
+    assert_has(
+        &out,
+        &[
+            "the API answers TLS on the same port: https://",
+            &format!("export NODE_EXTRA_CA_CERTS={}", ca.display()),
+            &format!(".sslCAInfo {}", ca.display()),
+        ],
+    );
+    let key = std::fs::metadata(server.data().join("tls/ca-key.pem")).expect("the CA key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    let port = server.url.trim_start_matches("http://");
+
+    // The whole API over TLS: the CLI verifies crew's certificate against
+    // the CA it was told to trust.
+    let out = heroku.ok(dir, &["apps:create", "shop"]);
+    assert!(out.contains("Creating shop... done"), "{out}");
+    let (_, remotes) = heroku.git(dir, &["remote", "-v"]);
+    let remote = format!("https://{port}/shop.git");
+    assert!(remotes.contains(&format!("heroku\t{remote}")), "{remotes}");
+
+    // Without trusting the CA, git refuses the certificate.
+    let (ok, text) = heroku.git(dir, &["ls-remote", "heroku"]);
+    assert!(!ok, "git trusted an unknown CA:\n{text}");
+
+    // Trusted through the repository's http.sslCAInfo, the push goes
+    // through with the CLI's credential helper (Basic, the token as password).
+    let ca_text = ca.to_string_lossy().into_owned();
+    let (ok, text) = heroku.git(dir, &["config", "http.sslCAInfo", &ca_text]);
+    assert!(ok, "{text}");
+    let (ok, text) = heroku.git(dir, &["push", "heroku", "main"]);
+    assert!(ok, "git push heroku main failed:\n{text}");
+    assert!(text.contains("Released v2"), "{text}");
+
+    // Plain HTTP keeps working on the same port: `git push crew main`.
+    let (ok, text) = server.git(dir, &["commit", "--allow-empty", "-qm", "second"]);
+    assert!(ok, "{text}");
+    let text = push(&server, dir, "shop");
+    assert!(text.contains("Released v3"), "{text}");
+
+    // A TLS client without the token is refused like a plain one.
+    let (ok, text) = heroku.git(
+        dir,
+        &[
+            "-c",
+            "credential.helper=",
+            "ls-remote",
+            &format!("https://{port}/shop.git"),
+        ],
+    );
+    assert!(
+        !ok,
+        "an https request without the token was served:\n{text}"
+    );
 }
