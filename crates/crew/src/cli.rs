@@ -191,8 +191,9 @@ pub struct GitRemoteArgs {
 
 #[derive(Args, Debug)]
 pub struct AppsCreateArgs {
-    /// 2 to 30 characters: a lowercase letter, then lowercase letters, digits and dashes
-    pub name: String,
+    /// 2 to 30 characters: a lowercase letter, then lowercase letters, digits
+    /// and dashes; without it the server makes one up (`adjective-noun-1234`)
+    pub name: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod control;
 mod export;
+mod names;
 mod run;
 mod server;
 mod settings;

@@ -749,11 +749,28 @@ impl Backend for ServerBackend {
     }
 
     async fn create_app(&self, request: AppCreate) -> Result<AppInfo, ApiError> {
-        let name = request
-            .name
-            .ok_or_else(|| ApiError::invalid("an app needs a name"))?;
-        let app = self.platform.create_app(&name).await.map_err(api_error)?;
-        Ok(self.app_info(app))
+        if let Some(name) = request.name {
+            let app = self.platform.create_app(&name).await.map_err(api_error)?;
+            return Ok(self.app_info(app));
+        }
+        // No name: draw Heroku-style names until one is free. With 48 × 48 ×
+        // 9000 names, running out of draws means the server is all but full.
+        for _ in 0..100 {
+            let random = crate::names::random()
+                .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))?;
+            match self
+                .platform
+                .create_app(&crate::names::app_name(random))
+                .await
+            {
+                Ok(app) => return Ok(self.app_info(app)),
+                Err(PlatformError::Store(StoreError::AppExists { .. })) => continue,
+                Err(e) => return Err(api_error(e)),
+            }
+        }
+        Err(ApiError::invalid(
+            "no free app name in 100 tries: give the app a name",
+        ))
     }
 
     async fn app(&self, app: &str) -> Result<AppInfo, ApiError> {

@@ -786,3 +786,57 @@ fn git_push_heroku_main_works_over_https_with_the_clis_credential_helper() {
         "an https request without the token was served:\n{text}"
     );
 }
+
+/// Whether `name` is `adjective-noun-NNNN` and fits crew's app-name rule.
+fn heroku_style(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() == 3
+        && name.len() <= 30
+        && parts[..2]
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[2].len() == 4
+        && parts[2].bytes().all(|b| b.is_ascii_digit())
+}
+
+#[test]
+fn heroku_create_without_a_name_makes_a_heroku_style_one() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+
+    let out = heroku.ok(dir, &["create"]);
+    let made = out
+        .split_whitespace()
+        .find(|w| heroku_style(w))
+        .unwrap_or_else(|| panic!("no new app name in:\n{out}"))
+        .to_string();
+    assert!(out.contains("Creating app... done"), "{out}");
+    let (_, remotes) = heroku.git(dir, &["remote", "-v"]);
+    assert!(remotes.contains(&format!("/{made}.git")), "{remotes}");
+
+    // `crew apps:create` too, and never a name in use.
+    let mut names = vec![made];
+    for _ in 0..3 {
+        let out = server.ok(dir, &["apps:create"]);
+        let name = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Created "))
+            .unwrap_or_else(|| panic!("no `Created NAME` in:\n{out}"))
+            .trim()
+            .to_string();
+        assert!(heroku_style(&name), "{name}");
+        assert!(!names.contains(&name), "{name} made twice");
+        names.push(name);
+    }
+    let apps = server.ok(dir, &["apps"]);
+    for name in &names {
+        assert!(apps.contains(name.as_str()), "{name} missing in:\n{apps}");
+    }
+}
