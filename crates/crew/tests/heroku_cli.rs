@@ -840,3 +840,61 @@ fn heroku_create_without_a_name_makes_a_heroku_style_one() {
         assert!(apps.contains(name.as_str()), "{name} missing in:\n{apps}");
     }
 }
+
+#[test]
+fn heroku_run_attaches_through_the_rendezvous() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    push(&server, dir, "shop");
+
+    let out = heroku.stdout(dir, &["run", "-a", "shop", "echo", "hello-from-the-dyno"]);
+    assert!(out.contains("hello-from-the-dyno"), "{out}");
+
+    // -x: the dyno's exit code is the CLI's.
+    let (ok, out, err) = heroku.run(
+        dir,
+        &["run", "-x", "-a", "shop", "--", "sh", "-c", "exit 3"],
+    );
+    assert!(!ok, "{out}{err}");
+    let mut cli = Crew::spawn_client(heroku.command(
+        dir,
+        &["run", "-x", "-a", "shop", "--", "sh", "-c", "exit 3"],
+    ));
+    assert_eq!(cli.wait_exit(COMMAND).code(), Some(3), "{}", cli.stderr());
+    let (ok, out, err) = heroku.run(dir, &["run", "-x", "-a", "shop", "true"]);
+    assert!(ok, "{out}{err}");
+
+    // Without a terminal, the end of stdin is the dyno's end of input.
+    let mut command = heroku.command(dir, &["run", "--no-tty", "-a", "shop", "cat"]);
+    command.stdin(Stdio::piped());
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running heroku");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"hi\n").expect("writing stdin");
+    }
+    let deadline = Instant::now() + COMMAND;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("heroku's output");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && out.contains("hi"),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
