@@ -898,3 +898,115 @@ fn heroku_run_attaches_through_the_rendezvous() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A tmux server of the test's own, killed when dropped.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn command(&self) -> Command {
+        let mut tmux = Command::new("tmux");
+        tmux.arg("-S").arg(&self.socket);
+        tmux
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", "cli"])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .command()
+            .args(["send-keys", "-t", "cli"])
+            .args(keys)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "tmux send-keys {keys:?}");
+    }
+
+    fn wait_screen(&self, what: &str) -> String {
+        let mut screen = String::new();
+        let seen = poll_until(COMMAND, || {
+            screen = self.screen();
+            screen.contains(what)
+        });
+        assert!(seen, "`{what}` never showed:\n{screen}");
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self
+            .command()
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn heroku_run_bash_is_interactive_in_a_terminal() {
+    if !have_git() {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: no tmux");
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    push(&server, dir, "shop");
+
+    let tmux = Tmux {
+        socket: heroku.home.join("tmux.sock"),
+    };
+    let cli = heroku.command(dir, &["run", "-a", "shop", "bash"]);
+    // tmux runs the CLI in a terminal of 100x30 with this environment.
+    let mut start = tmux.command();
+    start
+        .args(["new-session", "-d", "-s", "cli", "-x", "100", "-y", "30"])
+        .current_dir(dir)
+        .envs(cli.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("COLUMNS")
+        .env_remove("TMUX")
+        .env("TERM", "xterm")
+        .arg(format!(
+            "{} run -a shop bash; sleep 600",
+            heroku.bin.display()
+        ));
+    let status = start.status().expect("running tmux");
+    assert!(status.success(), "tmux new-session failed");
+
+    tmux.wait_screen("up, run.");
+    // Typed keys reach the dyno's shell, and its terminal has the CLI's size.
+    tmux.keys(&["echo $((6*7)) $(stty size)", "Enter"]);
+    tmux.wait_screen("42 30 100");
+    // Ctrl-C interrupts what runs in the dyno, not the session.
+    tmux.keys(&["sleep 600", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((1+1))", "Enter"]);
+    tmux.wait_screen("still-2");
+    // `exit` ends the dyno and the CLI.
+    tmux.keys(&["exit", "Enter"]);
+    let ended = poll_until(COMMAND, || {
+        let ps = server.ok(dir, &["ps", "--json", "-a", "shop"]);
+        !ps.contains("\"run.")
+            || ps
+                .split("\"run.")
+                .skip(1)
+                .all(|d| !d.contains("\"up\"") && !d.contains("\"starting\""))
+    });
+    assert!(ended, "the one-off still runs:\n{}", tmux.screen());
+}
