@@ -850,13 +850,19 @@ fn heroku_run_attaches_through_the_rendezvous() {
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
-    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let app = repo(
+        &server,
+        "worker: while true; do sleep 1; done\ngreet: echo greeting-from-the-procfile\n",
+    );
     let dir = app.path();
     heroku.ok(dir, &["apps:create", "shop"]);
     push(&server, dir, "shop");
 
     let out = heroku.stdout(dir, &["run", "-a", "shop", "echo", "hello-from-the-dyno"]);
     assert!(out.contains("hello-from-the-dyno"), "{out}");
+    // A first word naming a process type runs that type's command.
+    let out = heroku.stdout(dir, &["run", "-a", "shop", "greet"]);
+    assert!(out.contains("greeting-from-the-procfile"), "{out}");
 
     // -x: the dyno's exit code is the CLI's.
     let (ok, out, err) = heroku.run(
