@@ -216,6 +216,72 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// An attachment whose dyno prints `out`, and whose stdin lands in the
+    /// returned reader.
+    fn dyno(out: &'static [u8]) -> (Attached, tokio::io::DuplexStream) {
+        let (dyno_in, dyno_in_w) = tokio::io::duplex(1024);
+        let attached = Attached {
+            output: Box::pin(out),
+            input: Some(Box::pin(dyno_in_w)),
+            resize: None,
+            exit: Box::pin(async { 0 }),
+            hangup: Box::new(()),
+        };
+        (attached, dyno_in)
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_good_once_and_an_unknown_one_gets_nothing() {
+        let rendezvous = Rendezvous::default();
+        let (attached, _dyno_in) = dyno(b"output");
+        let secret = rendezvous.offer(attached, true).expect("urandom");
+        assert!(secret.bytes().all(looks_like_secret));
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        rendezvous.serve(b"0123abcd", server).await;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("reading");
+        assert!(got.is_empty(), "{got:?}");
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let session = tokio::spawn({
+            let rendezvous = rendezvous.clone();
+            let secret = secret.clone();
+            async move { rendezvous.serve(secret.as_bytes(), server).await }
+        });
+        client.write_all(b"\x04").await.expect("writing");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("reading");
+        session.await.expect("the session");
+        assert_eq!(got, b"rendezvous\r\noutput");
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        rendezvous.serve(secret.as_bytes(), server).await;
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("reading");
+        assert!(got.is_empty(), "a secret served twice: {got:?}");
+    }
+
+    #[tokio::test]
+    async fn without_a_terminal_0x04_ends_the_dynos_stdin() {
+        let rendezvous = Rendezvous::default();
+        let (attached, mut dyno_in) = dyno(b"");
+        let secret = rendezvous.offer(attached, true).expect("urandom");
+        let (mut client, server) = tokio::io::duplex(1024);
+        let session = tokio::spawn({
+            let rendezvous = rendezvous.clone();
+            async move { rendezvous.serve(secret.as_bytes(), server).await }
+        });
+        client.write_all(b"hi\n\x04").await.expect("writing");
+        let mut stdin = String::new();
+        dyno_in
+            .read_to_string(&mut stdin)
+            .await
+            .expect("the dyno's stdin");
+        assert_eq!(stdin, "hi\n");
+        session.await.expect("the session");
+    }
+
     #[test]
     fn the_exit_marker_line_is_held_until_whole() {
         let marker = "\u{FFFF} heroku-command-exit-status: 3";
