@@ -594,8 +594,7 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         "web=2 worker=1"
     );
 
-    // One-offs: detached works, with its output in the log; attached needs a
-    // TLS rendezvous crew does not serve, and says so.
+    // One-offs: detached works, with its output in the log; attached too.
     let out = heroku.ok(
         dir,
         &[
@@ -662,9 +661,18 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         "{}",
         heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
     );
-    let (ok, out, err) = heroku.run(dir, &["run", "-a", "demo", "echo attached"]);
-    assert!(!ok, "{out}{err}");
-    assert_has(&err, &["Error ID: attach_unsupported", "rendezvous"]);
+    // Attached, the rendezvous is TLS even when the API is asked over plain
+    // HTTP: it works once the CLI trusts crew's CA.
+    let mut command = heroku.command(dir, &["run", "-a", "demo", "echo attached"]);
+    command.env("NODE_EXTRA_CA_CERTS", server.data().join("tls/ca.pem"));
+    let mut cli = Crew::spawn_client(command);
+    let status = cli.wait_exit(COMMAND);
+    assert!(
+        status.success() && cli.stdout().contains("attached"),
+        "{}{}",
+        cli.stdout(),
+        cli.stderr()
+    );
     eprintln!(
         "ps, logs and run through the Heroku CLI took {:.0?}",
         started.elapsed()
