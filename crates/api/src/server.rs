@@ -273,6 +273,11 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         .route("/users/{user}/apps", get(list_apps::<B>))
         .route("/apps/{app}", get(app_info::<B>).delete(destroy_app::<B>))
         .route("/apps/{app}/addons", get(no_addons::<B>))
+        .route("/apps/{app}/addon-attachments", get(no_addons::<B>))
+        .route("/addons", get(nothing))
+        .route("/addon-attachments", get(nothing))
+        .route("/regions", get(regions))
+        .route("/stacks", get(stacks))
         .route("/apps/{app}/collaborators", get(no_collaborators::<B>))
         .route(
             "/apps/{app}/config-vars",
@@ -953,7 +958,40 @@ async fn release_config<B: Backend>(
     b.release_config(&app, &release).await.map(Json)
 }
 
-/// crew has no add-ons: an empty list, for an app that exists.
+/// An empty list: what crew has none of at all (add-ons).
+async fn nothing() -> Json<Vec<serde_json::Value>> {
+    Json(Vec::new())
+}
+
+/// The one region crew has, where `apps:info` says an app is: this server.
+async fn regions() -> Json<serde_json::Value> {
+    Json(serde_json::json!([{
+        "id": "local",
+        "name": "local",
+        "description": "This crew server",
+        "country": "",
+        "locale": "",
+        "private_capable": false,
+        "provider": { "name": "crew", "region": "local" },
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }]))
+}
+
+/// The one stack crew builds for and runs on, as `apps:info` names it.
+async fn stacks() -> Json<serde_json::Value> {
+    Json(serde_json::json!([{
+        "id": "crew",
+        "name": "crew",
+        "state": "default",
+        "default": true,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }]))
+}
+
+/// crew has no add-ons (nor attachments of them): an empty list, for an app
+/// that exists.
 async fn no_addons<B: Backend>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,

@@ -829,6 +829,14 @@ fn heroku_create_without_a_name_makes_a_heroku_style_one() {
     let (_, remotes) = heroku.git(dir, &["remote", "-v"]);
     assert!(remotes.contains(&format!("/{made}.git")), "{remotes}");
 
+    // The one stack and region, and no add-ons.
+    let out = heroku.ok(dir, &["stack", "-a", &made]);
+    assert_has(&out, &["Available Stacks", "* crew"]);
+    let out = heroku.ok(dir, &["regions"]);
+    assert_has(&out, &["local", "This crew server", "Common Runtime"]);
+    let out = heroku.ok(dir, &["addons", "-a", &made]);
+    assert!(out.contains("No add-ons"), "{out}");
+
     // `crew apps:create` too, and never a name in use.
     let mut names = vec![made];
     for _ in 0..3 {
