@@ -129,6 +129,22 @@ fn add_remote(remote: &str, url: &str, key: Option<&str>, app: &str) -> Result<(
             ])
             .status();
     }
+    // The same server over TLS (the remote `heroku create` adds) is signed
+    // by crew's own CA: this repository trusts it for that URL alone.
+    if let (Some(ca), Some(rest)) = (crate::client::server_ca(), url.strip_prefix("http://")) {
+        let https = format!("https://{rest}");
+        let _ = std::process::Command::new("git")
+            .args([
+                "config",
+                &format!("http.{https}/.sslCAInfo"),
+                &ca.to_string_lossy(),
+            ])
+            .status();
+        crate::say(&format!(
+            "This repository trusts crew's CA ({}) for {https}\n",
+            ca.display()
+        ));
+    }
     Ok(())
 }
 

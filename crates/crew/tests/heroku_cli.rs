@@ -764,11 +764,16 @@ fn git_push_heroku_main_works_over_https_with_the_clis_credential_helper() {
     let (ok, text) = heroku.git(dir, &["ls-remote", "heroku"]);
     assert!(!ok, "git trusted an unknown CA:\n{text}");
 
-    // Trusted through the repository's http.sslCAInfo, the push goes
-    // through with the CLI's credential helper (Basic, the token as password).
-    let ca_text = ca.to_string_lossy().into_owned();
-    let (ok, text) = heroku.git(dir, &["config", "http.sslCAInfo", &ca_text]);
-    assert!(ok, "{text}");
+    // `crew git:remote` makes the repository trust crew's CA for the
+    // server's https URL (http.URL.sslCAInfo); then the push goes through
+    // with the CLI's credential helper (Basic, the token as password).
+    let out = server.ok(dir, &["git:remote", "-a", "shop"]);
+    assert!(out.contains("trusts crew's CA"), "{out}");
+    let (_, config) = heroku.git(dir, &["config", "--local", "--list"]);
+    assert!(
+        config.contains(&format!("http.https://{port}/.sslcainfo={}", ca.display())),
+        "{config}"
+    );
     let (ok, text) = heroku.git(dir, &["push", "heroku", "main"]);
     assert!(ok, "git push heroku main failed:\n{text}");
     assert!(text.contains("Released v2"), "{text}");
@@ -776,8 +781,8 @@ fn git_push_heroku_main_works_over_https_with_the_clis_credential_helper() {
     // Plain HTTP keeps working on the same port: `git push crew main`.
     let (ok, text) = server.git(dir, &["commit", "--allow-empty", "-qm", "second"]);
     assert!(ok, "{text}");
-    let text = push(&server, dir, "shop");
-    assert!(text.contains("Released v3"), "{text}");
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok && text.contains("Released v3"), "{text}");
 
     // A TLS client without the token is refused like a plain one.
     let (ok, text) = heroku.git(
