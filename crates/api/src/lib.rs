@@ -11,5 +11,6 @@
 pub mod attach;
 pub mod client;
 pub mod git;
+pub mod rendezvous;
 pub mod server;
 pub mod types;

@@ -273,6 +273,11 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         .route("/users/{user}/apps", get(list_apps::<B>))
         .route("/apps/{app}", get(app_info::<B>).delete(destroy_app::<B>))
         .route("/apps/{app}/addons", get(no_addons::<B>))
+        .route("/apps/{app}/addon-attachments", get(no_addons::<B>))
+        .route("/addons", get(nothing))
+        .route("/addon-attachments", get(nothing))
+        .route("/regions", get(regions))
+        .route("/stacks", get(stacks))
         .route("/apps/{app}/collaborators", get(no_collaborators::<B>))
         .route(
             "/apps/{app}/config-vars",
@@ -443,12 +448,24 @@ async fn create_dyno<B: Backend>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case(crate::attach::PROTOCOL));
     let from_heroku = from_heroku_cli(request.headers());
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let rendezvous = request
+        .extensions()
+        .get::<crate::rendezvous::Rendezvous>()
+        .cloned();
     let upgrade = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>();
     let Json(dyno) =
         <Json<DynoCreate> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
     if dyno.attach == Some(true) && dyno.pid.is_none() {
+        if let (true, Some(rendezvous), Some(host)) = (from_heroku, &rendezvous, &host) {
+            return rendezvous_dyno(b, app, dyno, rendezvous, host).await;
+        }
         if from_heroku {
             return Err(ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -485,6 +502,64 @@ async fn create_dyno<B: Backend>(
     }
     let dyno = b.create_dyno(&app, dyno).await?;
     Ok((StatusCode::CREATED, Json(dyno)).into_response())
+}
+
+/// `heroku run`: starts the one-off and answers its `attach_url` (see
+/// [`crate::rendezvous`]).
+async fn rendezvous_dyno<B: Backend>(
+    b: Arc<B>,
+    app: String,
+    mut dyno: DynoCreate,
+    rendezvous: &crate::rendezvous::Rendezvous,
+    host: &str,
+) -> Reply<Response> {
+    // The CLI sends COLUMNS and LINES when its stdout is a terminal; a
+    // terminal it has then, unless told --no-tty.
+    let size = |key: &str| {
+        dyno.env
+            .as_ref()
+            .and_then(|env| env.get(key))
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|n| *n > 0)
+    };
+    if dyno.force_no_tty != Some(true)
+        && let (Some(cols), Some(rows)) = (size("COLUMNS"), size("LINES"))
+    {
+        dyno.terminal = Some(crate::types::TerminalSize { cols, rows });
+    }
+    let pipes = dyno.terminal.is_none();
+    let command = dyno.command.clone();
+    let size = dyno.size.clone().unwrap_or_else(|| "standard-1x".into());
+    let before: Vec<String> = b
+        .dynos(&app)
+        .await
+        .map(|all| all.into_iter().map(|d| d.name).collect())
+        .unwrap_or_default();
+    let attached = b.attach(&app, dyno).await?;
+    let secret = rendezvous
+        .offer(attached, pipes)
+        .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))?;
+    let name = b
+        .dynos(&app)
+        .await
+        .ok()
+        .and_then(|all| {
+            all.into_iter()
+                .find(|d| d.process_type == "run" && !before.contains(&d.name))
+                .map(|d| d.name)
+        })
+        .unwrap_or_else(|| "run".into());
+    let body = serde_json::json!({
+        "id": name,
+        "name": name,
+        "type": "run",
+        "state": "starting",
+        "command": command,
+        "size": size,
+        "attach_url": format!("rendezvous://{host}/{secret}"),
+        "app": { "name": app },
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// Heroku's CLI (`User-Agent: heroku-cli/11.10.0 linux-x64`) wants an attached
@@ -883,7 +958,40 @@ async fn release_config<B: Backend>(
     b.release_config(&app, &release).await.map(Json)
 }
 
-/// crew has no add-ons: an empty list, for an app that exists.
+/// An empty list: what crew has none of at all (add-ons).
+async fn nothing() -> Json<Vec<serde_json::Value>> {
+    Json(Vec::new())
+}
+
+/// The one region crew has, where `apps:info` says an app is: this server.
+async fn regions() -> Json<serde_json::Value> {
+    Json(serde_json::json!([{
+        "id": "local",
+        "name": "local",
+        "description": "This crew server",
+        "country": "",
+        "locale": "",
+        "private_capable": false,
+        "provider": { "name": "crew", "region": "local" },
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }]))
+}
+
+/// The one stack crew builds for and runs on, as `apps:info` names it.
+async fn stacks() -> Json<serde_json::Value> {
+    Json(serde_json::json!([{
+        "id": "crew",
+        "name": "crew",
+        "state": "default",
+        "default": true,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }]))
+}
+
+/// crew has no add-ons (nor attachments of them): an empty list, for an app
+/// that exists.
 async fn no_addons<B: Backend>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
@@ -1100,13 +1208,151 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Serves `router` on TCP until the task is dropped.
+/// Serves `router` on TCP until the task is dropped: plain HTTP, and with
+/// `tls` TLS too on the same port. A TLS connection opens with a handshake
+/// record (content type 0x16), which no HTTP request line starts with, so the
+/// first byte tells them apart.
 pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    let Some(tls) = tls else {
+        return axum::serve(listener, router).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let rendezvous = crate::rendezvous::Rendezvous::default();
+    let router = router.layer(axum::Extension(rendezvous.clone()));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or a connection reset before accept:
+                // neither ends the server; a pause lets descriptors free up.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let rendezvous = rendezvous.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HANDSHAKE, stream.peek(&mut first)).await {
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let http = hyper::server::conn::http1::Builder::new();
+            let served = if first[0] == 0x16 {
+                let Ok(Ok(mut stream)) =
+                    tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                // Over TLS the first line is an HTTP request or a
+                // rendezvous secret (`heroku run`).
+                let Ok(Some(start)) =
+                    tokio::time::timeout(HANDSHAKE, first_line(&mut stream)).await
+                else {
+                    return;
+                };
+                if start
+                    .first()
+                    .copied()
+                    .is_some_and(crate::rendezvous::looks_like_secret)
+                {
+                    let line = start.split(|b| *b == b'\n').next().unwrap_or_default();
+                    rendezvous.serve(line, stream).await;
+                    return;
+                }
+                let stream = Replayed {
+                    start,
+                    at: 0,
+                    inner: stream,
+                };
+                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await
+            } else {
+                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await
+            };
+            // A client that hangs up mid-request is its own business.
+            let _ = served;
+        });
+    }
 }
+
+/// Reads until the first `\n` (or 256 bytes, or the end): enough to tell a
+/// rendezvous secret from a request. `None` when the client sent nothing.
+async fn first_line<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut start = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !start.contains(&b'\n') && start.len() < 256 {
+        let n = stream.read(&mut chunk[..256 - start.len()]).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        start.extend_from_slice(&chunk[..n]);
+    }
+    (!start.is_empty()).then_some(start)
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+struct Replayed<S> {
+    start: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replayed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.start.len() {
+            let n = buf.remaining().min(self.start.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.start[at..at + n]);
+            self.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How long a connection may take to send its first byte and finish a TLS
+/// handshake; a client that stalls longer is dropped.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Percent-encodes a query value; names here are short and mostly ASCII.
 fn encode(value: &str) -> String {

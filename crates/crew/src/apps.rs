@@ -55,13 +55,17 @@ pub fn apps() -> Result<u8> {
 pub fn create(args: &AppsCreateArgs) -> Result<u8> {
     let client = server_client()?;
     let (url, key) = server_credentials()?;
-    let app: AppInfo = announce(&format!("Creating {}", args.name), async {
+    let doing = match &args.name {
+        Some(name) => format!("Creating {name}"),
+        None => "Creating app".to_string(),
+    };
+    let app: AppInfo = announce(&doing, async {
         client
             .call(
                 Method::POST,
                 "/apps",
                 &AppCreate {
-                    name: Some(args.name.clone()),
+                    name: args.name.clone(),
                 },
             )
             .await
@@ -70,7 +74,7 @@ pub fn create(args: &AppsCreateArgs) -> Result<u8> {
                 if e.to_string().contains("already taken") {
                     e.context(format!(
                         "to push to an app that exists, add its remote with `crew git:remote -a {}`",
-                        args.name
+                        args.name.as_deref().unwrap_or_default()
                     ))
                 } else {
                     e
@@ -78,6 +82,9 @@ pub fn create(args: &AppsCreateArgs) -> Result<u8> {
             })
     })?;
     let git_url = format!("{url}/{}.git", app.name);
+    if args.name.is_none() {
+        crate::say(&format!("Created {}\n", app.name));
+    }
     crate::say(&format!("{} | {git_url}\n", app.web_url));
     // Inside a git repository, `git push crew main` should just work.
     if inside_repo() {
@@ -121,6 +128,22 @@ fn add_remote(remote: &str, url: &str, key: Option<&str>, app: &str) -> Result<(
                 &format!("Authorization: Bearer {key}"),
             ])
             .status();
+    }
+    // The same server over TLS (the remote `heroku create` adds) is signed
+    // by crew's own CA: this repository trusts it for that URL alone.
+    if let (Some(ca), Some(rest)) = (crate::client::server_ca(), url.strip_prefix("http://")) {
+        let https = format!("https://{rest}");
+        let _ = std::process::Command::new("git")
+            .args([
+                "config",
+                &format!("http.{https}/.sslCAInfo"),
+                &ca.to_string_lossy(),
+            ])
+            .status();
+        crate::say(&format!(
+            "This repository trusts crew's CA ({}) for {https}\n",
+            ca.display()
+        ));
     }
     Ok(())
 }

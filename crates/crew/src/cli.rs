@@ -191,8 +191,9 @@ pub struct GitRemoteArgs {
 
 #[derive(Args, Debug)]
 pub struct AppsCreateArgs {
-    /// 2 to 30 characters: a lowercase letter, then lowercase letters, digits and dashes
-    pub name: String,
+    /// 2 to 30 characters: a lowercase letter, then lowercase letters, digits
+    /// and dashes; without it the server makes one up (`adjective-noun-1234`)
+    pub name: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -332,6 +333,17 @@ pub struct ServerArgs {
     /// path; without it, builds take only git URLs and built-in names
     #[arg(long, value_name = "DIR")]
     pub buildpack_dir: Option<PathBuf>,
+    /// A name clients reach the API by, besides localhost and 127.0.0.1: it
+    /// goes into the TLS certificate crew makes; repeat for more
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostnames: Vec<String>,
+    /// The API's TLS certificate chain (PEM) instead of one from crew's own
+    /// CA; goes with --tls-key
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn build_user(text: &str) -> Result<(u32, u32), String> {

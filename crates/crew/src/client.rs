@@ -111,6 +111,27 @@ pub fn server_credentials() -> Result<(String, Option<String>)> {
     Ok((url, key))
 }
 
+/// The CA certificate of the server this machine runs (`CREW_CA_CERT`, else
+/// `tls/ca.pem` beside the token the locator names, else in the default data
+/// directory), when there is one.
+pub fn server_ca() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("CREW_CA_CERT").filter(|p| !p.is_empty()) {
+        return Some(path.into());
+    }
+    let locator = std::fs::read_to_string(crate::server::locator_file()).ok();
+    let data = locator
+        .as_deref()
+        .and_then(|l| l.lines().nth(1))
+        .and_then(|token| {
+            std::path::Path::new(token)
+                .parent()
+                .map(|p| p.to_path_buf())
+        })
+        .unwrap_or_else(crate::server::default_data_dir);
+    let ca = crate::tls::ca_path(&data);
+    ca.is_file().then_some(ca)
+}
+
 /// The password for `host` (with or without its port) in `~/.netrc`.
 fn netrc_password(host: &str) -> Option<String> {
     let text = std::fs::read_to_string(crate::server::home().join(".netrc")).ok()?;

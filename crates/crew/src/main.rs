@@ -8,10 +8,12 @@ mod cli;
 mod client;
 mod control;
 mod export;
+mod names;
 mod run;
 mod server;
 mod settings;
 mod start;
+mod tls;
 
 use std::process::ExitCode;
 

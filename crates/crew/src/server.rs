@@ -462,9 +462,27 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         router_port,
     });
     let router = crew_api::server::require_token(crew_api::server::router(backend), token.clone());
-    let server = tokio::spawn(crew_api::server::serve_tcp(listener, router));
+    let tls = crate::tls::server_tls(
+        &data,
+        &args.hostnames,
+        args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+    )
+    .context("setting up TLS for the API")?;
+    let server = tokio::spawn(crew_api::server::serve_tcp(
+        listener,
+        router,
+        Some(tls.config),
+    ));
     write_locator(&url, &data);
     println!("crew server listening on {url}");
+    let https = url.replacen("http://", "https://", 1);
+    println!("the API answers TLS on the same port: {https}");
+    if let Some(ca) = &tls.ca {
+        let ca = ca.display();
+        println!("its certificate is from crew's CA in {ca}; to trust it:");
+        println!("  export NODE_EXTRA_CA_CERTS={ca}    # the Heroku CLI");
+        println!("  git config --global http.{https}/.sslCAInfo {ca}    # or GIT_SSL_CAINFO={ca}");
+    }
     println!("router serving every app at http://APP.localhost:{router_port}/");
     println!("API token in {}", data.join("api-token").display());
     println!(
@@ -839,11 +857,28 @@ impl Backend for ServerBackend {
     }
 
     async fn create_app(&self, request: AppCreate) -> Result<AppInfo, ApiError> {
-        let name = request
-            .name
-            .ok_or_else(|| ApiError::invalid("an app needs a name"))?;
-        let app = self.platform.create_app(&name).await.map_err(api_error)?;
-        Ok(self.app_info(app))
+        if let Some(name) = request.name {
+            let app = self.platform.create_app(&name).await.map_err(api_error)?;
+            return Ok(self.app_info(app));
+        }
+        // No name: draw Heroku-style names until one is free. With 48 × 48 ×
+        // 9000 names, running out of draws means the server is all but full.
+        for _ in 0..100 {
+            let random = crate::names::random()
+                .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))?;
+            match self
+                .platform
+                .create_app(&crate::names::app_name(random))
+                .await
+            {
+                Ok(app) => return Ok(self.app_info(app)),
+                Err(PlatformError::Store(StoreError::AppExists { .. })) => continue,
+                Err(e) => return Err(api_error(e)),
+            }
+        }
+        Err(ApiError::invalid(
+            "no free app name in 100 tries: give the app a name",
+        ))
     }
 
     async fn app(&self, app: &str) -> Result<AppInfo, ApiError> {

@@ -114,6 +114,9 @@ struct Heroku {
     home: App,
     url: String,
     token: String,
+    /// The CA certificate the CLI trusts (`NODE_EXTRA_CA_CERTS`), when it
+    /// talks to the server over TLS.
+    ca: Option<PathBuf>,
 }
 
 impl Heroku {
@@ -125,12 +128,51 @@ impl Heroku {
                 home: App::new(),
                 url: server.url.clone(),
                 token: server.token(),
+                ca: None,
             }),
             Err(why) => {
                 eprintln!("skipped: {why}");
                 None
             }
         }
+    }
+
+    /// The CLI pointed at the server's `https://` URL, trusting crew's CA
+    /// the way `crew server` says to.
+    fn over_tls(server: &Server) -> Option<Heroku> {
+        let mut heroku = Heroku::new(server)?;
+        heroku.url = server.url.replacen("http://", "https://", 1);
+        heroku.ca = Some(server.data().join("tls/ca.pem"));
+        Some(heroku)
+    }
+
+    /// `git ARGS` in `dir` as the CLI's user: its HOME (the credential
+    /// helper the CLI put in .gitconfig), the CLI on PATH and its variables.
+    fn git(&self, dir: &Path, args: &[&str]) -> (bool, String) {
+        let git = self.command(dir, &[]);
+        let bin_dir = self.bin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![bin_dir];
+        dirs.extend(std::env::split_paths(&path));
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .envs(git.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .env("PATH", std::env::join_paths(dirs).unwrap_or_default())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            // Which CA git trusts is the repository's http.sslCAInfo, not
+            // the machine's environment (which overrides it).
+            .env_remove("GIT_SSL_CAINFO")
+            .env_remove("CURL_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running git");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
     }
 
     fn command(&self, dir: &Path, args: &[&str]) -> Command {
@@ -161,6 +203,10 @@ impl Heroku {
             .env("HEROKU_DISABLE_AUTOUPDATE", "true")
             .env("NO_COLOR", "1")
             .env("COLUMNS", "200");
+        match &self.ca {
+            Some(ca) => command.env("NODE_EXTRA_CA_CERTS", ca),
+            None => command.env_remove("NODE_EXTRA_CA_CERTS"),
+        };
         command
     }
 
@@ -548,8 +594,7 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         "web=2 worker=1"
     );
 
-    // One-offs: detached works, with its output in the log; attached needs a
-    // TLS rendezvous crew does not serve, and says so.
+    // One-offs: detached works, with its output in the log; attached too.
     let out = heroku.ok(
         dir,
         &[
@@ -616,9 +661,18 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         "{}",
         heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
     );
-    let (ok, out, err) = heroku.run(dir, &["run", "-a", "demo", "echo attached"]);
-    assert!(!ok, "{out}{err}");
-    assert_has(&err, &["Error ID: attach_unsupported", "rendezvous"]);
+    // Attached, the rendezvous is TLS even when the API is asked over plain
+    // HTTP: it works once the CLI trusts crew's CA.
+    let mut command = heroku.command(dir, &["run", "-a", "demo", "echo attached"]);
+    command.env("NODE_EXTRA_CA_CERTS", server.data().join("tls/ca.pem"));
+    let mut cli = Crew::spawn_client(command);
+    let status = cli.wait_exit(COMMAND);
+    assert!(
+        status.success() && cli.stdout().contains("attached"),
+        "{}{}",
+        cli.stdout(),
+        cli.stderr()
+    );
     eprintln!(
         "ps, logs and run through the Heroku CLI took {:.0?}",
         started.elapsed()
@@ -668,4 +722,318 @@ fn the_heroku_cli_resizes_one_type_and_only_that_type_restarts() {
     );
     let out = heroku.stdout(dir, &["ps:scale", "-a", "resize"]);
     assert_eq!(out.trim(), "web=1:standard-2x worker=1:standard-2x");
+}
+
+#[test]
+fn git_push_heroku_main_works_over_https_with_the_clis_credential_helper() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let out = server.output();
+    let ca = server.data().join("tls/ca.pem");
+    assert_has(
+        &out,
+        &[
+            "the API answers TLS on the same port: https://",
+            &format!("export NODE_EXTRA_CA_CERTS={}", ca.display()),
+            &format!(".sslCAInfo {}", ca.display()),
+        ],
+    );
+    let key = std::fs::metadata(server.data().join("tls/ca-key.pem")).expect("the CA key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    let port = server.url.trim_start_matches("http://");
+
+    // The whole API over TLS: the CLI verifies crew's certificate against
+    // the CA it was told to trust.
+    let out = heroku.ok(dir, &["apps:create", "shop"]);
+    assert!(out.contains("Creating shop... done"), "{out}");
+    let (_, remotes) = heroku.git(dir, &["remote", "-v"]);
+    let remote = format!("https://{port}/shop.git");
+    assert!(remotes.contains(&format!("heroku\t{remote}")), "{remotes}");
+
+    // Without trusting the CA, git refuses the certificate.
+    let (ok, text) = heroku.git(dir, &["ls-remote", "heroku"]);
+    assert!(!ok, "git trusted an unknown CA:\n{text}");
+
+    // `crew git:remote` makes the repository trust crew's CA for the
+    // server's https URL (http.URL.sslCAInfo); then the push goes through
+    // with the CLI's credential helper (Basic, the token as password).
+    let out = server.ok(dir, &["git:remote", "-a", "shop"]);
+    assert!(out.contains("trusts crew's CA"), "{out}");
+    let (_, config) = heroku.git(dir, &["config", "--local", "--list"]);
+    assert!(
+        config.contains(&format!("http.https://{port}/.sslcainfo={}", ca.display())),
+        "{config}"
+    );
+    let (ok, text) = heroku.git(dir, &["push", "heroku", "main"]);
+    assert!(ok, "git push heroku main failed:\n{text}");
+    assert!(text.contains("Released v2"), "{text}");
+
+    // Plain HTTP keeps working on the same port: `git push crew main`.
+    let (ok, text) = server.git(dir, &["commit", "--allow-empty", "-qm", "second"]);
+    assert!(ok, "{text}");
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok && text.contains("Released v3"), "{text}");
+
+    // A TLS client without the token is refused like a plain one.
+    let (ok, text) = heroku.git(
+        dir,
+        &[
+            "-c",
+            "credential.helper=",
+            "ls-remote",
+            &format!("https://{port}/shop.git"),
+        ],
+    );
+    assert!(
+        !ok,
+        "an https request without the token was served:\n{text}"
+    );
+}
+
+/// Whether `name` is `adjective-noun-NNNN` and fits crew's app-name rule.
+fn heroku_style(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() == 3
+        && name.len() <= 30
+        && parts[..2]
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[2].len() == 4
+        && parts[2].bytes().all(|b| b.is_ascii_digit())
+}
+
+#[test]
+fn heroku_create_without_a_name_makes_a_heroku_style_one() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+
+    let out = heroku.ok(dir, &["create"]);
+    let made = out
+        .split_whitespace()
+        .find(|w| heroku_style(w))
+        .unwrap_or_else(|| panic!("no new app name in:\n{out}"))
+        .to_string();
+    assert!(out.contains("Creating app... done"), "{out}");
+    let (_, remotes) = heroku.git(dir, &["remote", "-v"]);
+    assert!(remotes.contains(&format!("/{made}.git")), "{remotes}");
+
+    // The one stack and region, and no add-ons.
+    let out = heroku.ok(dir, &["stack", "-a", &made]);
+    assert_has(&out, &["Available Stacks", "* crew"]);
+    let out = heroku.ok(dir, &["regions"]);
+    assert_has(&out, &["local", "This crew server", "Common Runtime"]);
+    let out = heroku.ok(dir, &["addons", "-a", &made]);
+    assert!(out.contains("No add-ons"), "{out}");
+
+    // `crew apps:create` too, and never a name in use.
+    let mut names = vec![made];
+    for _ in 0..3 {
+        let out = server.ok(dir, &["apps:create"]);
+        let name = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Created "))
+            .unwrap_or_else(|| panic!("no `Created NAME` in:\n{out}"))
+            .trim()
+            .to_string();
+        assert!(heroku_style(&name), "{name}");
+        assert!(!names.contains(&name), "{name} made twice");
+        names.push(name);
+    }
+    let apps = server.ok(dir, &["apps"]);
+    for name in &names {
+        assert!(apps.contains(name.as_str()), "{name} missing in:\n{apps}");
+    }
+}
+
+#[test]
+fn heroku_run_attaches_through_the_rendezvous() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(
+        &server,
+        "worker: while true; do sleep 1; done\ngreet: echo greeting-from-the-procfile\n",
+    );
+    let dir = app.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    push(&server, dir, "shop");
+
+    let out = heroku.stdout(dir, &["run", "-a", "shop", "echo", "hello-from-the-dyno"]);
+    assert!(out.contains("hello-from-the-dyno"), "{out}");
+    // A first word naming a process type runs that type's command.
+    let out = heroku.stdout(dir, &["run", "-a", "shop", "greet"]);
+    assert!(out.contains("greeting-from-the-procfile"), "{out}");
+
+    // -x: the dyno's exit code is the CLI's.
+    let (ok, out, err) = heroku.run(
+        dir,
+        &["run", "-x", "-a", "shop", "--", "sh", "-c", "exit 3"],
+    );
+    assert!(!ok, "{out}{err}");
+    let mut cli = Crew::spawn_client(heroku.command(
+        dir,
+        &["run", "-x", "-a", "shop", "--", "sh", "-c", "exit 3"],
+    ));
+    assert_eq!(cli.wait_exit(COMMAND).code(), Some(3), "{}", cli.stderr());
+    let (ok, out, err) = heroku.run(dir, &["run", "-x", "-a", "shop", "true"]);
+    assert!(ok, "{out}{err}");
+
+    // Without a terminal, the end of stdin is the dyno's end of input.
+    let mut command = heroku.command(dir, &["run", "--no-tty", "-a", "shop", "cat"]);
+    command.stdin(Stdio::piped());
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running heroku");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"hi\n").expect("writing stdin");
+    }
+    let deadline = Instant::now() + COMMAND;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("heroku's output");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && out.contains("hi"),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A tmux server of the test's own, killed when dropped.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn command(&self) -> Command {
+        let mut tmux = Command::new("tmux");
+        tmux.arg("-S").arg(&self.socket);
+        tmux
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", "cli"])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .command()
+            .args(["send-keys", "-t", "cli"])
+            .args(keys)
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "tmux send-keys {keys:?}");
+    }
+
+    fn wait_screen(&self, what: &str) -> String {
+        let mut screen = String::new();
+        let seen = poll_until(COMMAND, || {
+            screen = self.screen();
+            screen.contains(what)
+        });
+        assert!(seen, "`{what}` never showed:\n{screen}");
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self
+            .command()
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn heroku_run_bash_is_interactive_in_a_terminal() {
+    if !have_git() {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: no tmux");
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    push(&server, dir, "shop");
+
+    let tmux = Tmux {
+        socket: heroku.home.join("tmux.sock"),
+    };
+    let cli = heroku.command(dir, &["run", "-a", "shop", "bash"]);
+    // tmux runs the CLI in a terminal of 100x30 with this environment.
+    let mut start = tmux.command();
+    start
+        .args(["new-session", "-d", "-s", "cli", "-x", "100", "-y", "30"])
+        .current_dir(dir)
+        .envs(cli.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("COLUMNS")
+        .env_remove("TMUX")
+        .env("TERM", "xterm")
+        .arg(format!(
+            "{} run -a shop bash; sleep 600",
+            heroku.bin.display()
+        ));
+    let status = start.status().expect("running tmux");
+    assert!(status.success(), "tmux new-session failed");
+
+    tmux.wait_screen("up, run.");
+    // Typed keys reach the dyno's shell, and its terminal has the CLI's size.
+    tmux.keys(&["echo $((6*7)) $(stty size)", "Enter"]);
+    tmux.wait_screen("42 30 100");
+    // Ctrl-C interrupts what runs in the dyno, not the session.
+    tmux.keys(&["sleep 600", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((1+1))", "Enter"]);
+    tmux.wait_screen("still-2");
+    // `exit` ends the dyno and the CLI.
+    tmux.keys(&["exit", "Enter"]);
+    let ended = poll_until(COMMAND, || {
+        let ps = server.ok(dir, &["ps", "--json", "-a", "shop"]);
+        !ps.contains("\"run.")
+            || ps
+                .split("\"run.")
+                .skip(1)
+                .all(|d| !d.contains("\"up\"") && !d.contains("\"starting\""))
+    });
+    assert!(ended, "the one-off still runs:\n{}", tmux.screen());
 }

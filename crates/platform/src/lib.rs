@@ -917,6 +917,8 @@ impl Platform {
     ) -> Result<(DynoInfo, Option<crew_engine::Attachment>), PlatformError> {
         self.store.app(app)?;
         check_one_off(&request)?;
+        let mut request = request;
+        request.command = self.process_type_command(app, request.command);
         let size = request
             .size
             .as_deref()
@@ -937,6 +939,25 @@ impl Platform {
                 input: request.input,
             })
             .await
+    }
+
+    /// A one-off whose first word names a process type of the current
+    /// release runs that type's command, the rest of the line after it, as
+    /// `heroku run web` does; any other command is left as it is.
+    fn process_type_command(&self, app: &str, command: String) -> String {
+        let trimmed = command.trim_start();
+        let (first, rest) =
+            trimmed.split_at(trimmed.find(char::is_whitespace).unwrap_or(trimmed.len()));
+        let slug = self
+            .store
+            .current_release(app)
+            .ok()
+            .and_then(|release| release.slug_id)
+            .and_then(|id| self.store.slug(&id).ok());
+        match slug.as_ref().and_then(|s| s.process_types.get(first)) {
+            Some(type_command) => format!("{type_command}{rest}"),
+            None => command,
+        }
     }
 
     pub async fn restart(&self, app: &str, target: Option<String>) -> Result<(), PlatformError> {
