@@ -407,7 +407,8 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         resolv_conf: data.join("resolv.conf"),
         ..DynoNetworkConfig::default()
     });
-    let (runtime, isolation) = choose_runtime(args.isolation, network, plain, &data, args.app_uids)?;
+    let (runtime, isolation) =
+        choose_runtime(args.isolation, network, plain, &data, args.app_uids)?;
     let network = match &runtime {
         ServerRuntime::Isolated(r) => r.config().network.clone(),
         ServerRuntime::Plain(_) => None,
