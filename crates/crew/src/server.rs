@@ -404,7 +404,19 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         range,
         bridge: args.dyno_bridge.clone(),
         dns_upstream: args.dyno_dns,
-        resolv_conf: data.join("resolv.conf"),
+        // Outside the data dir: a dyno's mount table shows where the file it
+        // sees as /etc/resolv.conf comes from, and must not name the data dir.
+        resolv_conf: PathBuf::from("/run/crew").join(format!(
+            "{}.resolv.conf",
+            args.dyno_bridge
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                })
+                .collect::<String>()
+        )),
         ..DynoNetworkConfig::default()
     });
     let (runtime, isolation) =

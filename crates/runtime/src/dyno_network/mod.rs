@@ -433,6 +433,7 @@ impl DynoNetwork {
     /// network; for tests and for a server that could not start.
     pub fn remove(&self) -> io::Result<()> {
         let _ = firewall::remove(&self.inner.config.bridge);
+        let _ = std::fs::remove_file(&self.inner.config.resolv_conf);
         Netlink::open()?.delete_link(self.inner.bridge_index)
     }
 
