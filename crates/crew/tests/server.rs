@@ -326,10 +326,11 @@ fn a_config_change_during_a_release_command_keeps_both() {
     if !have_git() {
         return;
     }
-    let server = Server::start();
-    // The release command waits until something listens on this port: the
-    // network is what a release command shares with the test (its /tmp is
-    // its own when dynos are isolated).
+    // The release command waits until something listens on this port of the
+    // host's loopback, so its dynos share the host's network here: with a
+    // network of its own (the default) a dyno cannot reach the host at all,
+    // and its /tmp is its own too.
+    let server = Server::start_with(&["--dyno-network", "off"]);
     let gate = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");

@@ -286,7 +286,9 @@ fn the_release_command_runs_in_a_container_of_the_new_release() {
         "it ran the new release's slug:\n{text}"
     );
     assert!(
-        text.contains("Release command failed; the current release keeps running."),
+        text.contains(
+            "Release command failed: it exited with status 3; the current release keeps running."
+        ),
         "{text}"
     );
     assert!(!text.contains("Released v4"), "{text}");

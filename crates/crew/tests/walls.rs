@@ -420,11 +420,14 @@ fn a_build_cut_off_by_a_killed_server_is_failed_and_its_scratch_dir_removed_at_s
     if !have_git() {
         return;
     }
-    let mut server = Server::start_with(&["--isolation", "off"]);
-    // A buildpack whose compile takes long enough to kill the server in it.
-    let buildpack = tempfile::tempdir().expect("tempdir");
-    let bin = buildpack.path().join("bin");
-    std::fs::create_dir(&bin).expect("mkdir");
+    // A buildpack whose compile takes long enough to kill the server in it,
+    // in the one directory the server takes path buildpacks from.
+    let buildpacks = tempfile::tempdir().expect("tempdir");
+    let buildpack = buildpacks.path().join("slow");
+    let bin = buildpack.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let buildpack_dir = buildpacks.path().display().to_string();
+    let mut server = Server::start_with(&["--isolation", "off", "--buildpack-dir", &buildpack_dir]);
     for (name, script) in [
         ("detect", "#!/bin/sh\necho slow\n"),
         ("compile", "#!/bin/sh\nsleep 20\n"),
@@ -441,7 +444,7 @@ fn a_build_cut_off_by_a_killed_server_is_failed_and_its_scratch_dir_removed_at_s
         dir,
         &[
             "config:set",
-            &format!("BUILDPACK_URL={}", buildpack.path().display()),
+            &format!("BUILDPACK_URL={}", buildpack.display()),
         ],
     );
     let _push = KillOnDrop(
