@@ -357,7 +357,7 @@ pub(crate) fn build_for(
                 let rel = path.strip_prefix("/").unwrap_or(path);
                 let target = c(root.join(rel))?;
                 if !exists {
-                    push_parents(&mut steps, &mut made, root, rel)?;
+                    push_dirs(&mut steps, &mut made, root, parent_of(rel))?;
                     steps.push(Step::CreateFile(target.clone()));
                     made.push(rel.to_path_buf());
                 }
@@ -373,17 +373,7 @@ pub(crate) fn build_for(
             Entry::Bind { path, dir } => {
                 let rel = path.strip_prefix("/").unwrap_or(path);
                 // Parents of deeper paths (`/run/systemd/resolve/...`).
-                let mut parent = PathBuf::new();
-                for part in rel.parent().into_iter().flat_map(Path::components) {
-                    parent.push(part);
-                    if !made.contains(&parent) {
-                        steps.push(Step::Mkdir {
-                            path: c(root.join(&parent))?,
-                            mode: 0o755,
-                        });
-                        made.push(parent.clone());
-                    }
-                }
+                push_dirs(&mut steps, &mut made, root, parent_of(rel))?;
                 let target = c(root.join(rel))?;
                 steps.push(if *dir {
                     Step::Mkdir {
@@ -639,23 +629,10 @@ pub(crate) fn build_for(
 /// exists either way, since the program starts there.
 fn bound_dirs(steps: &mut Vec<Step>, root: &Path, binds: &[SandboxBind]) -> Result<(), NulError> {
     let mut made: Vec<PathBuf> = Vec::new();
-    let mut mkdirs = |steps: &mut Vec<Step>, inside: &Path| -> Result<(), NulError> {
-        let mut dir = PathBuf::new();
-        for part in inside.strip_prefix("/").unwrap_or(inside).components() {
-            dir.push(part);
-            if !made.contains(&dir) {
-                steps.push(Step::Mkdir {
-                    path: c(root.join(&dir))?,
-                    mode: 0o755,
-                });
-                made.push(dir.clone());
-            }
-        }
-        Ok(())
-    };
+    let inside = |p: &'_ Path| p.strip_prefix("/").unwrap_or(p).to_path_buf();
     for bind in binds {
-        mkdirs(steps, &bind.inside)?;
-        let target = c(root.join(bind.inside.strip_prefix("/").unwrap_or(&bind.inside)))?;
+        push_dirs(steps, &mut made, root, &inside(&bind.inside))?;
+        let target = c(root.join(inside(&bind.inside)))?;
         steps.push(Step::Bind {
             source: c(&bind.host)?,
             target: target.clone(),
@@ -666,25 +643,31 @@ fn bound_dirs(steps: &mut Vec<Step>, root: &Path, binds: &[SandboxBind]) -> Resu
             flags: read_only | ms::NOSUID | ms::NODEV,
         });
     }
-    mkdirs(steps, Path::new(APP))
+    push_dirs(steps, &mut made, root, &inside(Path::new(APP)))
 }
 
-/// Steps that make the parents of `rel` under `root` not made yet.
-fn push_parents(
+/// The directory `rel` (relative to the new root) is in; empty at the top.
+fn parent_of(rel: &Path) -> &Path {
+    rel.parent().unwrap_or(Path::new(""))
+}
+
+/// Steps that make `dir` under `root`, and each directory on the way to it,
+/// that are not in `made` yet (which they are then added to).
+fn push_dirs(
     steps: &mut Vec<Step>,
     made: &mut Vec<PathBuf>,
     root: &Path,
-    rel: &Path,
+    dir: &Path,
 ) -> Result<(), NulError> {
-    let mut parent = PathBuf::new();
-    for part in rel.parent().into_iter().flat_map(Path::components) {
-        parent.push(part);
-        if !made.contains(&parent) {
+    let mut path = PathBuf::new();
+    for part in dir.components() {
+        path.push(part);
+        if !made.contains(&path) {
             steps.push(Step::Mkdir {
-                path: c(root.join(&parent))?,
+                path: c(root.join(&path))?,
                 mode: 0o755,
             });
-            made.push(parent.clone());
+            made.push(path.clone());
         }
     }
     Ok(())
