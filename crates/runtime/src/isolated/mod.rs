@@ -445,14 +445,7 @@ impl IsolatedRuntime {
         let n = next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         // Its network first: an error there leaves nothing to undo.
-        let prepared = match &shared.config.network {
-            Some(network) => Some(network.take().map_err(fail)?),
-            None => None,
-        };
-        let (namespace, lease) = match prepared {
-            Some(p) => (Some(p.namespace), Some(p.lease)),
-            None => (None, None),
-        };
+        let (namespace, lease) = self.take_network().map_err(fail)?;
         let cgroup = shared.cgroups.create(&id, size).map_err(fail)?;
         let pipe_error = |source| RuntimeError::Pipe {
             dyno: spec.name.clone(),
@@ -515,6 +508,20 @@ impl IsolatedRuntime {
                 remove_soon(&cgroup);
                 Err(e)
             }
+        }
+    }
+}
+
+impl IsolatedRuntime {
+    /// A network namespace of its own for the next dyno or sandboxed program,
+    /// and its address, from the pool; neither without a dyno network.
+    fn take_network(&self) -> io::Result<(Option<OwnedFd>, Option<Lease>)> {
+        match &self.shared.config.network {
+            Some(network) => {
+                let prepared = network.take()?;
+                Ok((Some(prepared.namespace), Some(prepared.lease)))
+            }
+            None => Ok((None, None)),
         }
     }
 }

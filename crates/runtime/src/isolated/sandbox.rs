@@ -103,13 +103,7 @@ impl IsolatedRuntime {
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         // A network of its own, as a dyno has (package registries through the
         // NAT, nothing of the host): taken first, so an error leaves nothing.
-        let (namespace, lease) = match &shared.config.network {
-            Some(network) => {
-                let prepared = network.take().map_err(fail)?;
-                (Some(prepared.namespace), Some(prepared.lease))
-            }
-            None => (None, None),
-        };
+        let (namespace, lease) = self.take_network().map_err(fail)?;
         let cgroup = shared.cgroups.create(&id, &spec.limits).map_err(fail)?;
         let started = (|| {
             let stdin = std::fs::File::open("/dev/null")?;
