@@ -175,7 +175,7 @@ pub fn dyno_command(command: &str) -> Vec<String> {
     vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        format!("{PROFILE}{}", crew_runtime::shell::exec_form(command)),
+        format!("{PROFILE}{}", crew_procfile::shell::exec_form(command)),
     ]
 }
 

@@ -1,5 +1,7 @@
 //! Parsers for the text that describes a crew app: the `Procfile`, the `.env` file,
-//! formation expressions such as `web=2,worker+1`, and the local port formula.
+//! formation expressions such as `web=2,worker+1`, and the local port formula;
+//! and how a Procfile command line is handed to `sh -c` ([`shell::exec_form`]),
+//! which every placement shares.
 //!
 //! Theory of operation: every function here takes text (or numbers) and returns
 //! values or a typed error that names the offending line or expression. The crate
@@ -18,6 +20,7 @@ mod ports;
 mod procfile;
 
 pub mod dotenv;
+pub mod shell;
 
 pub use formation::{
     Formation, FormationChange, FormationError, MAX_QUANTITY, Quantity, parse_changes,

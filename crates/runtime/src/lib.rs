@@ -31,6 +31,10 @@
 //! a [`Console`] instead: a pipe to its stdin, or a new pseudo-terminal that is
 //! its stdin, stdout and stderr and its controlling terminal.
 //!
+//! A running isolated dyno can take one more process, behind exactly its
+//! walls (`run:inside`, [`DynoProcess::enter`], see `isolated::inside`); a
+//! plain one refuses.
+//!
 //! A [`NetworkNamespace`] makes sockets in another process's network
 //! namespace, so that a router can reach dynos on a network this machine is
 //! not on (a Swarm overlay, through a container that is).
@@ -44,10 +48,15 @@
 pub mod dyno_network;
 pub mod isolated;
 mod network_namespace;
+// The one module allowed `unsafe` (the workspace denies it everywhere else,
+// see the root Cargo.toml): the libc calls that rustix does not wrap safely
+// (clone into new namespaces, a child's signal dispositions, the dyno init's
+// async-signal-safe `LinuxSys`, fd passing). One file, so a reviewer can
+// audit every `unsafe` of crew together.
+#[allow(unsafe_code)]
 pub mod os;
 mod plain;
 mod server_runtime;
-pub mod shell;
 mod signal;
 mod size;
 mod slug_copy;
@@ -123,6 +132,21 @@ pub enum RuntimeError {
         dyno: String,
         source: std::io::Error,
     },
+    /// `run:inside` could not start its process in the dyno.
+    #[error("cannot run a process inside {dyno}: {reason}")]
+    Inside { dyno: String, reason: String },
+}
+
+/// A process started inside a running dyno (`run:inside`): its own output
+/// and console, its exit, and a hang-up for when its client goes.
+pub struct Entered {
+    pub output: Output,
+    pub console: Option<Console>,
+    /// The process's exit status (its whole session is in the dyno, and dies
+    /// with it).
+    pub exit: std::pin::Pin<Box<dyn Future<Output = ExitStatus> + Send>>,
+    /// Sends SIGHUP to the process, as when its terminal closes.
+    pub hangup: Box<dyn FnOnce() + Send>,
 }
 
 /// Makes dynos. Implemented by the plain process runtime and by test doubles.
@@ -149,6 +173,15 @@ pub trait DynoProcess: Send + 'static {
     /// [`DynoInput::Pipe`] or [`DynoInput::Terminal`]; `None` after the first call.
     fn take_console(&mut self) -> Option<Console> {
         None
+    }
+    /// Starts `spec` (command, environment, input) inside this running dyno:
+    /// in its namespaces and cgroup, as its user, behind its walls. Runtimes
+    /// that cannot say why.
+    fn enter(&self, spec: &DynoSpec) -> Result<Entered, RuntimeError> {
+        Err(RuntimeError::Inside {
+            dyno: spec.name.clone(),
+            reason: "this runtime cannot start a process inside a running dyno".into(),
+        })
     }
     /// A handle that can signal the dyno while its exit is being awaited.
     fn group(&self) -> Self::Group;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use rustix::process::{Pid, WaitOptions};
 
-use crate::isolated::child::dyno_init;
+use crate::isolated::child::{app_main, dyno_init};
 use crate::isolated::plan::Step;
-use crate::isolated::sys::{CHILD_FDS, Errno, Forked, Sys, SysResult};
+use crate::isolated::sys::{CHILD_FDS, Errno, Sys, SysResult};
 use crate::{ExitStatus, Signal};
 
 fn to_os(signal: Signal) -> rustix::process::Signal {
@@ -327,7 +327,16 @@ pub(crate) struct LinuxSys<'a> {
     /// Where this process's command line lives, to overwrite it in the init.
     cmdline: Option<(usize, usize)>,
     terminal: bool,
+    /// The stack the app's process runs on from its start to its exec (see
+    /// [`Sys::spawn_app`]), in the init's memory.
+    app_stack: Box<std::cell::UnsafeCell<AppStack>>,
 }
+
+/// Room for `app_main`: a few calls deep, a signal set, no more.
+const APP_STACK_BYTES: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct AppStack([u8; APP_STACK_BYTES]);
 
 impl<'a> LinuxSys<'a> {
     pub(crate) fn new(image: &'a ExecImage, cmdline: Option<(usize, usize)>) -> LinuxSys<'a> {
@@ -344,8 +353,19 @@ impl<'a> LinuxSys<'a> {
             envp: list(&image.envp),
             cmdline,
             terminal: image.terminal,
+            app_stack: Box::new(std::cell::UnsafeCell::new(AppStack([0; APP_STACK_BYTES]))),
         }
     }
+}
+
+/// Where the app's process starts (see [`Sys::spawn_app`]).
+extern "C" fn app_entry(sys: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `sys` is the `LinuxSys` whose `spawn_app` made this process. It
+    // lives in the memory this process shares with the init, which is
+    // suspended in that call (CLONE_VFORK) until this process execs or exits,
+    // so the borrow outlives every use here.
+    let sys = unsafe { &*(sys as *const LinuxSys<'static>) };
+    app_main(sys)
 }
 
 fn full_signal_set() -> libc::sigset_t {
@@ -421,18 +441,10 @@ impl Sys for LinuxSys<'_> {
             .map_err(rustix_errno)
     }
 
-    fn wait_for_go(&self, fd: RawFd) -> SysResult<bool> {
-        let mut byte = [0u8; 1];
-        loop {
-            // SAFETY: reads at most one byte into a live buffer.
-            let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
-            match n {
-                1 => return Ok(true),
-                0 => return Ok(false),
-                _ if errno().0 == libc::EINTR => continue,
-                _ => return Err(errno()),
-            }
-        }
+    fn join_cgroup(&self, fd: RawFd) -> SysResult {
+        // SAFETY: writes one byte from a live buffer to a descriptor number.
+        let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        if n < 0 { Err(errno()) } else { Ok(()) }
     }
 
     fn new_cgroup_namespace(&self) -> SysResult {
@@ -528,6 +540,15 @@ impl Sys for LinuxSys<'_> {
         )
         .map(drop)
         .map_err(rustix_errno)
+    }
+
+    fn make_device(&self, path: &CStr, rdev: u64) -> SysResult {
+        use rustix::fs::{FileType, Mode};
+        let mode = Mode::from_raw_mode(0o666);
+        rustix::fs::mknodat(rustix::fs::CWD, path, FileType::CharacterDevice, mode, rdev)
+            .map_err(rustix_errno)?;
+        // mknod applies the umask; the node must be usable by the app.
+        rustix::fs::chmod(path, mode).map_err(rustix_errno)
     }
 
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult {
@@ -685,16 +706,23 @@ impl Sys for LinuxSys<'_> {
         !(n > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0)
     }
 
-    fn fork(&self) -> SysResult<Forked> {
-        // SAFETY: a raw clone with only SIGCHLD is fork(2) without glibc's atfork
-        // handlers (whose locks may be held by threads that do not exist in this
-        // copy). The child only makes system calls and then execs or _exits.
-        let ret = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
-        match ret {
-            r if r < 0 => Err(errno()),
-            0 => Ok(Forked::Child),
-            pid => Ok(Forked::Parent(pid as i32)),
-        }
+    fn spawn_app(&self) -> SysResult<i32> {
+        let stack = self.app_stack.get().cast::<u8>();
+        // SAFETY: `posix_spawn`'s way. The child shares this process's memory
+        // (CLONE_VM) but not its signal handlers, and runs `app_entry` on a
+        // stack of its own (the top of `app_stack`, 16-byte aligned as the
+        // struct is) while this process is suspended (CLONE_VFORK) until it
+        // execs or exits, so nothing here runs beside it. It only makes system
+        // calls on data built before the init's clone.
+        let pid = unsafe {
+            libc::clone(
+                app_entry,
+                stack.add(APP_STACK_BYTES).cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                std::ptr::from_ref(self).cast_mut().cast(),
+            )
+        };
+        if pid < 0 { Err(errno()) } else { Ok(pid) }
     }
 
     fn exec_app(&self) -> Errno {
@@ -749,6 +777,17 @@ impl Sys for LinuxSys<'_> {
         (pid > 0).then_some((pid, status))
     }
 
+    fn reap_all(&self) {
+        loop {
+            // SAFETY: waitpid with no status pointer reaps any child, blocking.
+            let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) };
+            if pid < 0 && errno().0 != libc::EINTR {
+                // ECHILD: none is left.
+                return;
+            }
+        }
+    }
+
     fn signal_all(&self, signal: i32) {
         // SAFETY: kill(-1) from pid 1 of the dyno's pid namespace reaches every
         // other process of that namespace and nothing outside it.
@@ -758,6 +797,56 @@ impl Sys for LinuxSys<'_> {
     fn write_status(&self, fd: RawFd, status: i32) {
         write_all(fd, &status.to_le_bytes());
     }
+}
+
+/// Which side of a plain fork the caller is on (`run:inside`'s supervisor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forked {
+    Child,
+    Parent(i32),
+}
+
+impl LinuxSys<'_> {
+    /// A plain fork (no new namespaces), for `run:inside`'s supervisor and its
+    /// one process. The child may only make system calls until it execs or
+    /// calls [`exit_now`].
+    pub(crate) fn fork(&self) -> SysResult<Forked> {
+        // SAFETY: a raw clone with only SIGCHLD is fork(2) without glibc's atfork
+        // handlers (whose locks may be held by threads that do not exist in this
+        // copy). The child only makes system calls and then execs or _exits.
+        let ret = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
+        match ret {
+            r if r < 0 => Err(errno()),
+            0 => Ok(Forked::Child),
+            pid => Ok(Forked::Parent(pid as i32)),
+        }
+    }
+}
+
+/// Ends a forked child at once, without running anything of the parent's
+/// copy (no atexit handlers, no destructors, no stdio flush).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) only ends this process.
+    unsafe { libc::_exit(code) }
+}
+
+/// `kill(-group, signal)` with a raw signal number: every process of one
+/// process group (for signals the `Signal` enum does not name).
+pub(crate) fn signal_group_raw(group: i32, signal: i32) {
+    if group <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid names that process group and
+    // nothing else; `group` > 0 so it is never -1 (every process).
+    unsafe { libc::kill(-group, signal) };
+}
+
+/// Joins the namespaces `flags` names of the process behind `pidfd` (setns on
+/// a pidfd: Linux 5.8 or later), all at once.
+pub(crate) fn join_namespaces_of(pidfd: RawFd, flags: libc::c_int) -> SysResult {
+    // SAFETY: setns(2) on a descriptor number this process holds; it changes
+    // only this (single-threaded, freshly forked) process's namespaces.
+    check(unsafe { libc::setns(pidfd, flags) })
 }
 
 /// `clone(flags)` with no new stack: fork semantics, plus whatever namespaces
@@ -859,8 +948,14 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: Signal) {
 
 /// Whether the process behind a pidfd has exited.
 pub(crate) fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    poll_readable(pidfd)
+}
+
+/// Whether a read from `fd` would not block now (data, end of file or an
+/// exited process).
+pub(crate) fn poll_readable(fd: &OwnedFd) -> bool {
     use rustix::event::{PollFd, PollFlags};
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
     let zero = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -943,12 +1038,6 @@ pub(crate) fn read_status(fd: &OwnedFd) -> Option<i32> {
         Ok(4) => Some(i32::from_le_bytes(buf)),
         _ => None,
     }
-}
-
-pub(crate) fn write_byte(fd: &OwnedFd) -> io::Result<()> {
-    rustix::io::write(fd, b"g")
-        .map(drop)
-        .map_err(io::Error::from)
 }
 
 /// Makes a descriptor non-blocking (for the status pipe, read after the exit).

@@ -82,6 +82,20 @@ impl DynoProcess for ServerProcess {
         }
     }
 
+    /// Only an isolated dyno has namespaces to enter; a plain one is refused
+    /// rather than given a process that would not share its walls.
+    fn enter(&self, spec: &DynoSpec) -> Result<crate::Entered, RuntimeError> {
+        match self {
+            ServerProcess::Isolated(p) => p.enter(spec),
+            ServerProcess::Plain(_) => Err(RuntimeError::Inside {
+                dyno: spec.name.clone(),
+                reason: "this server runs its dynos without isolation, so there are no \
+                         namespaces to enter; use `run` for a one-off instead"
+                    .into(),
+            }),
+        }
+    }
+
     fn group(&self) -> ServerGroup {
         match self {
             ServerProcess::Isolated(p) => ServerGroup::Isolated(p.group()),

@@ -693,3 +693,74 @@ async fn start_time() {
         plain[plain.len() / 2]
     );
 }
+
+/// crew reports a dyno's exit as soon as its init writes the app's status,
+/// without waiting for the init's own exit: so by then every other process
+/// of the dyno (an orphaned daemon too) must already be killed and reaped.
+#[tokio::test]
+async fn the_exit_is_reported_only_once_every_other_process_is_gone() {
+    let Some(rt) = runtime("exit_reported") else {
+        return;
+    };
+    let slug = slug();
+    let mut dyno = spec(
+        "run.7",
+        slug.path(),
+        // Their output goes elsewhere, so the end of the dyno's output does
+        // not wait for them.
+        "setsid sh -c 'sleep 309 >/dev/null 2>&1 &'; sleep 310 >/dev/null 2>&1 & \
+         read line; exit 4",
+    );
+    dyno.input = crew_runtime::DynoInput::Pipe;
+    let mut process = rt.spawn(&dyno).unwrap();
+    let mut console = process.take_console().expect("a console for stdin");
+    let dir = pids_dir(&process.cgroup_path());
+    // init, sh, the daemon and the background sleep.
+    until("four processes", Duration::from_secs(5), || {
+        cgroup_pids(&dir).len() >= 4
+    })
+    .await;
+    let init = process.pid().unwrap();
+    let others: Vec<u32> = cgroup_pids(&dir)
+        .into_iter()
+        .filter(|p| *p != init)
+        .collect();
+    assert!(others.len() >= 3, "{others:?}");
+    use tokio::io::AsyncWriteExt;
+    console.input.write_all(b"go\n").await.unwrap();
+    let (_, status) = finish(&mut process).await;
+    assert_eq!(status, ExitStatus::Code(4));
+    let alive: Vec<u32> = others.iter().copied().filter(|p| !dead(*p)).collect();
+    assert!(alive.is_empty(), "still there after the exit: {alive:?}");
+}
+
+/// The dyno's `/dev` has the usual character devices, usable by the app
+/// (made with mknod, not bound from the host), and the app cannot make more.
+#[tokio::test]
+async fn dev_has_working_devices_and_no_way_to_make_more() {
+    let Some(rt) = runtime("devices") else {
+        return;
+    };
+    let slug = slug();
+    let (out, status) = run(
+        &rt,
+        &spec(
+            "run.8",
+            slug.path(),
+            "for d in null zero full random urandom; do \
+               [ -c /dev/$d ] && stat -c \"$d %a %t,%T\" /dev/$d; done; \
+             echo x > /dev/null && echo null-writable; \
+             [ \"$(head -c 3 /dev/zero | od -An -tx1 | tr -d ' ')\" = 000000 ] && echo zeros; \
+             [ \"$(head -c 16 /dev/urandom | wc -c)\" = 16 ] && echo random; \
+             mknod /tmp/mem c 1 1 2>/dev/null || echo no-mknod; \
+             grep -c ' /dev/null ' /proc/self/mounts",
+        ),
+    )
+    .await;
+    assert!(status.success() || status == ExitStatus::Code(1), "{out}");
+    assert_eq!(
+        out,
+        "null 666 1,3\nzero 666 1,5\nfull 666 1,7\nrandom 666 1,8\nurandom 666 1,9\n\
+         null-writable\nzeros\nrandom\nno-mknod\n0\n"
+    );
+}

@@ -83,7 +83,11 @@ impl Walls<'_> {
 
 /// Inside a dyno's namespace: TCP arriving on `eth0` goes to the same port
 /// on the dyno's loopback, so a web server bound to 127.0.0.1 is reached as
-/// one bound to every address is. Needs `route_localnet` on `eth0`.
+/// one bound to every address is. Needs `route_localnet` on `eth0`. The
+/// pool writes it over netlink ([`super::nftables`]), not with `nft`; this
+/// text is what `nft list ruleset` shows there, and a test holds the two
+/// together.
+#[cfg(test)]
 pub(crate) const LOOPBACK_FORWARD: &str = "table ip crew_dyno {\n\
      \tchain prerouting {\n\
      \t\ttype nat hook prerouting priority dstnat; policy accept;\n\

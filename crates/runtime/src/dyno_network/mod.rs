@@ -36,6 +36,7 @@
 mod dns;
 mod firewall;
 mod netlink;
+mod nftables;
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -559,15 +560,22 @@ fn prepare(inner: &Arc<Inner>, host: &mut Netlink, host_name: &str) -> Result<Pr
             .link_index("eth0")?
             .ok_or_else(|| io::Error::other("eth0 vanished once made"))?;
         netlink.add_address(eth0, lease.address(), inner.config.range.prefix)?;
+        // IPv6 on eth0 could reach nothing (the bridge has none, and the
+        // walls drop what a dyno sends over it); off before eth0 is up, the
+        // kernel sends no address checks, router solicitations or
+        // multicast reports from every new dyno. Loopback keeps `::1`.
+        // Best effort, as for the bridge.
+        let _ = std::fs::write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1");
         netlink.set_up(eth0)?;
         netlink.add_default_route(inner.gateway)?;
         // An app that listens on 127.0.0.1 (the default of many frameworks,
         // and what worked before dynos had networks) is still reached:
         // TCP from eth0 goes on to the dyno's own loopback. Both are made
-        // here, on this thread, so they land in the dyno's namespace (a
-        // process started by a thread starts in that thread's namespace).
+        // here, on this thread, so they land in the dyno's namespace (the
+        // sysctl file and the netfilter socket are the thread's
+        // namespace's).
         std::fs::write("/proc/sys/net/ipv4/conf/eth0/route_localnet", "1")?;
-        firewall::apply(firewall::LOOPBACK_FORWARD)?;
+        nftables::apply_loopback_forward()?;
         Ok(namespace)
     })();
     if let Err(e) = os::enter_network_namespace(&inner.host_namespace) {
@@ -582,6 +590,15 @@ fn prepare(inner: &Arc<Inner>, host: &mut Netlink, host_name: &str) -> Result<Pr
         .link_index(host_name)
         .map_err(once("find the host's end of a veth"))?
         .ok_or_else(|| Failure::Once(format!("the veth {host_name} vanished")))?;
+    // A bridge port needs no IPv6 of its own (the bridge has none either):
+    // turned off before the port is up, the host never gives it a
+    // link-local address, nor runs address checks and multicast reports on
+    // it for the dyno's lifetime. Best effort: a host without IPv6 has no
+    // such file.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"),
+        "1",
+    );
     host.attach_isolated(index, inner.bridge_index)
         .map_err(once("attach a veth to the bridge"))?;
     Ok(Prepared { namespace, lease })

@@ -70,6 +70,15 @@ impl Cgroups {
         &self.hierarchy
     }
 
+    /// How many `cgroup.procs` files a dyno joins (see
+    /// [`DynoCgroup::procs_files`]).
+    pub(crate) fn procs_file_count(&self) -> usize {
+        match self.hierarchy {
+            Hierarchy::V2 { .. } => 1,
+            Hierarchy::V1 { .. } => 2,
+        }
+    }
+
     /// The parent directories of every dyno cgroup.
     fn parents(&self) -> Vec<PathBuf> {
         match &self.hierarchy {
@@ -285,18 +294,24 @@ impl DynoCgroup {
         &self.memory
     }
 
-    /// Moves a process into the group.
-    pub(crate) fn attach(&self, pid: u32) -> io::Result<()> {
+    /// The group's `cgroup.procs` files, open for writing: a process joins
+    /// the group by writing its pid (or `0`, itself) to each. One on v2; the
+    /// memory and the pids hierarchies' on v1.
+    pub(crate) fn procs_files(&self) -> io::Result<Vec<fs::File>> {
         let dirs: &[&PathBuf] = if self.v2 {
             &[&self.memory]
         } else {
             &[&self.memory, &self.pids]
         };
-        for dir in dirs {
-            let file = dir.join("cgroup.procs");
-            fs::write(&file, pid.to_string()).map_err(|e| context(e, &file, "write to"))?;
-        }
-        Ok(())
+        dirs.iter()
+            .map(|dir| {
+                let file = dir.join("cgroup.procs");
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .map_err(|e| context(e, &file, "open"))
+            })
+            .collect()
     }
 
     /// Every process in the group (host pids).
@@ -397,6 +412,7 @@ impl DynoCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     const MOUNTINFO: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -475,7 +491,11 @@ mod tests {
         assert_eq!(read("pids.max"), "512");
         assert_eq!(read("memory.oom.group"), "1");
         assert_eq!(group.counters(), (0, 0));
-        group.attach(4242).unwrap();
+        // The kernel makes the file in a real group.
+        fs::write(d.join("cgroup.procs"), "").unwrap();
+        let files = group.procs_files().unwrap();
+        assert_eq!(files.len(), 1);
+        (&files[0]).write_all(b"4242").unwrap();
         assert_eq!(read("cgroup.procs"), "4242");
         assert_eq!(group.procs(), vec![4242]);
 
@@ -527,7 +547,13 @@ mod tests {
             (64u64 << 20).to_string()
         );
         assert_eq!(fs::read_to_string(p.join("pids.max")).unwrap(), "16");
-        group.attach(77).unwrap();
+        fs::write(m.join("cgroup.procs"), "").unwrap();
+        fs::write(p.join("cgroup.procs"), "").unwrap();
+        let files = group.procs_files().unwrap();
+        assert_eq!(files.len(), 2, "memory and pids");
+        for mut file in files {
+            file.write_all(b"77").unwrap();
+        }
         assert_eq!(fs::read_to_string(m.join("cgroup.procs")).unwrap(), "77");
         assert_eq!(fs::read_to_string(p.join("cgroup.procs")).unwrap(), "77");
 

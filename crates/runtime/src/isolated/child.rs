@@ -1,5 +1,5 @@
 //! What the dyno's init does, from the `clone` to its exit: walk the setup plan,
-//! fork the app, then reap and forward signals until the app exits.
+//! start the app, then reap and forward signals until the app exits.
 //!
 //! This runs in the child of a `clone` made by a multi-threaded process. Only
 //! system calls through [`Sys`] happen here: nothing allocates, locks or panics.
@@ -7,12 +7,12 @@
 use std::os::fd::RawFd;
 
 use super::plan::{Flow, Step, fd};
-use super::sys::{CHILD_FDS, Forked, Sys};
+use super::sys::{CHILD_FDS, Sys};
 use crate::ExitStatus;
 
 /// The setup record step number for "exec of the app failed".
 pub(crate) const EXEC_STEP: u32 = u32::MAX;
-/// The setup record step number for "setup done, the app is forked".
+/// The setup record step number for "setup done, the app is started".
 pub(crate) const READY_STEP: u32 = u32::MAX - 1;
 
 /// Runs the init; returns its exit code. `fds` are the parent's descriptors that
@@ -34,18 +34,13 @@ pub(crate) fn dyno_init<S: Sys>(sys: &S, steps: &[Step], fds: &[RawFd; CHILD_FDS
             }
         }
     }
-    match sys.fork() {
+    match sys.spawn_app() {
         Err(errno) => {
             let index = u32::try_from(steps.len()).unwrap_or(0);
             sys.report(fd::SETUP, index, errno.0);
             1
         }
-        Ok(Forked::Child) => {
-            let errno = sys.exec_app();
-            sys.report(fd::SETUP, EXEC_STEP, errno.0);
-            127
-        }
-        Ok(Forked::Parent(app)) => {
+        Ok(app) => {
             sys.report(fd::SETUP, READY_STEP, 0);
             // The app's copy closes on exec; with ours gone too the parent
             // reads end-of-file once the app runs.
@@ -54,6 +49,14 @@ pub(crate) fn dyno_init<S: Sys>(sys: &S, steps: &[Step], fds: &[RawFd; CHILD_FDS
             init_loop(sys, app)
         }
     }
+}
+
+/// The app's process, from its start (in the init's memory, see
+/// [`Sys::spawn_app`]) to its exec; returns the exit code if the exec failed.
+pub(crate) fn app_main<S: Sys>(sys: &S) -> i32 {
+    let errno = sys.exec_app();
+    sys.report(fd::SETUP, EXEC_STEP, errno.0);
+    127
 }
 
 /// Signals init passes on to every process of the dyno.
@@ -69,8 +72,13 @@ const FORWARDED: [i32; 8] = [
 ];
 
 /// pid 1 of the dyno: reaps every orphan, hands signals to all processes, and
-/// exits with the app's status when the app exits (the kernel then kills the
-/// rest of the pid namespace).
+/// exits with the app's status when the app exits.
+///
+/// When the app exits, init kills and reaps every other process of the dyno
+/// itself (what the kernel would do when init exits) and only then writes
+/// the status: crew may report the exit as soon as it reads it, since nothing
+/// of the dyno runs any more, without waiting for init's own exit, in which
+/// the kernel tears down the dyno's namespaces and mounts.
 pub(crate) fn init_loop<S: Sys>(sys: &S, app: i32) -> i32 {
     loop {
         let signal = match sys.wait_signal() {
@@ -83,6 +91,8 @@ pub(crate) fn init_loop<S: Sys>(sys: &S, app: i32) -> i32 {
         if signal == libc::SIGCHLD {
             while let Some((pid, status)) = sys.reap() {
                 if pid == app {
+                    sys.signal_all(libc::SIGKILL);
+                    sys.reap_all();
                     sys.write_status(fd::STATUS, status);
                     return ExitStatus::from_wait(status).code();
                 }
@@ -108,7 +118,7 @@ impl ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isolated::plan::{Entry, Layout, Setup, Walls, build};
+    use crate::isolated::plan::{Device, Entry, Layout, Setup, Walls, build};
     use crate::isolated::sys::Recorder;
     use std::path::Path;
     use std::sync::Arc;
@@ -131,7 +141,16 @@ mod tests {
                 },
             ],
             extra: vec![],
-            devices: vec!["null".into(), "zero".into()],
+            devices: vec![
+                Device {
+                    name: "null".into(),
+                    rdev: 0x103,
+                },
+                Device {
+                    name: "zero".into(),
+                    rdev: 0x105,
+                },
+            ],
             walls: Walls {
                 masked_proc: vec![("kcore".into(), false), ("acpi".into(), true)],
                 read_only_proc: vec!["sys".into()],
@@ -142,6 +161,7 @@ mod tests {
                     k: 0x7fff_0000,
                 }]]),
             },
+            cgroup_files: 2,
         }
     }
 
@@ -154,7 +174,7 @@ mod tests {
         }
     }
 
-    const FDS: [RawFd; CHILD_FDS] = [10, 11, 11, 12, 13, 14];
+    const FDS: [RawFd; CHILD_FDS] = [10, 11, 11, 12, 13, 14, 15, 16];
 
     /// The whole sequence, exactly: the contract with the kernel.
     #[test]
@@ -170,13 +190,16 @@ mod tests {
         let r = "/run/crew/root";
         let expected = [
             "block signals".to_string(),
-            "arrange fds [10, 11, 11, 12, 13, 14]".into(),
+            "arrange fds [10, 11, 11, 12, 13, 14, 15, 16]".into(),
             "pdeathsig SIGKILL".into(),
-            "wait for go on 5".into(),
+            "join cgroup on 6".into(),
+            "join cgroup on 7".into(),
+            "close 6".into(),
+            "close 7".into(),
             "unshare cgroup".into(),
             "name crew-init".into(),
             "mount / rprivate".into(),
-            "open /srv/slugs/v1 as 6".into(),
+            "open /srv/slugs/v1 as 8".into(),
             format!("mount tmpfs crew-root on {r} flags=0x6 data=mode=0755"),
             format!("mkdir {r}/usr 755"),
             format!("bind /usr on {r}/usr"),
@@ -200,10 +223,8 @@ mod tests {
             format!("remount {r}/proc/sys flags=0xf"),
             format!("mkdir {r}/dev 755"),
             format!("mount tmpfs tmpfs on {r}/dev flags=0xa data=mode=0755,size=64k"),
-            format!("create {r}/dev/null"),
-            format!("bind /dev/null on {r}/dev/null"),
-            format!("create {r}/dev/zero"),
-            format!("bind /dev/zero on {r}/dev/zero"),
+            format!("mknod {r}/dev/null 0x103"),
+            format!("mknod {r}/dev/zero 0x105"),
             format!("symlink {r}/dev/fd -> /proc/self/fd"),
             format!("symlink {r}/dev/stdin -> /proc/self/fd/0"),
             format!("symlink {r}/dev/stdout -> /proc/self/fd/1"),
@@ -219,10 +240,10 @@ mod tests {
             "hostname web.1".into(),
             format!("chdir {r}"),
             // Relative to the new root: its options name no host path.
-            "mount overlay overlay on app flags=0x6 data=lowerdir=/proc/self/fd/6,\
+            "mount overlay overlay on app flags=0x6 data=lowerdir=/proc/self/fd/8,\
              upperdir=app/upper,workdir=app/work"
                 .into(),
-            "close 6".into(),
+            "close 8".into(),
             "pivot_root . .".into(),
             "umount detach .".into(),
             "chdir /".into(),
@@ -237,7 +258,7 @@ mod tests {
             "pdeathsig SIGKILL".into(),
             "parent alive on 5".into(),
             "chdir /app".into(),
-            "fork".into(),
+            "spawn app".into(),
             format!("report on 3: step {READY_STEP} errno 0"),
             "close 3".into(),
             "close 5".into(),
@@ -245,6 +266,9 @@ mod tests {
             "kill -1 15".into(),
             "sigwait -> Some(17)".into(),
             "reap -> Some((2, 15))".into(),
+            // Nothing of the dyno is left when the status is written.
+            "kill -1 9".into(),
+            "reap all".into(),
             "status on 4: 0xf".into(),
         ];
         assert_eq!(sys.calls(), expected);
@@ -304,24 +328,55 @@ mod tests {
     fn a_parent_that_is_gone_ends_the_setup_quietly() {
         let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
-        sys.go = false;
+        sys.parent = false;
         assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
-        assert_eq!(sys.calls().last().unwrap(), "wait for go on 5");
+        let calls = sys.calls();
+        assert_eq!(calls.last().unwrap(), "parent alive on 5");
+        assert!(!calls.iter().any(|c| c.starts_with("report")), "{calls:?}");
+    }
+
+    /// On cgroup v2 there is one `cgroup.procs` to join; the second place is
+    /// closed all the same.
+    #[test]
+    fn the_init_joins_one_cgroup_file_on_v2() {
+        let mut v2 = layout();
+        v2.cgroup_files = 1;
+        let steps = build(&v2, &setup(None), Path::new("/srv/slugs/v1")).unwrap();
+        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            text[..5],
+            [
+                "set the parent-death signal",
+                "join the dyno's cgroup",
+                "close descriptor 6",
+                "close descriptor 7",
+                "make a cgroup namespace"
+            ]
+        );
     }
 
     #[test]
     fn the_app_child_execs_and_reports_failure() {
-        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
-        let mut sys = Recorder::new();
-        sys.fork_result = Some(Forked::Child);
-        assert_eq!(dyno_init(&sys, &steps, &FDS), 127);
-        let calls = sys.calls();
+        let sys = Recorder::new();
+        assert_eq!(app_main(&sys), 127);
         assert_eq!(
-            calls[calls.len() - 2..],
+            sys.calls(),
             [
                 "exec app".to_string(),
                 format!("report on 3: step {EXEC_STEP} errno 2")
             ]
+        );
+    }
+
+    #[test]
+    fn a_failed_spawn_is_reported_as_the_step_after_the_last() {
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
+        let mut sys = Recorder::new();
+        sys.fail = Some(("spawn app".into(), libc::EAGAIN));
+        assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
+        assert_eq!(
+            sys.calls().last().unwrap(),
+            &format!("report on 3: step {} errno {}", steps.len(), libc::EAGAIN)
         );
     }
 
@@ -342,7 +397,13 @@ mod tests {
         };
         assert_eq!(code, 3);
         let calls = sys.calls();
-        assert!(!calls.iter().any(|c| c.starts_with("kill -1")), "{calls:?}");
+        // SIGPIPE is not passed on; the rest is killed once the app is gone.
+        let kills: Vec<&String> = calls.iter().filter(|c| c.starts_with("kill -1")).collect();
+        assert_eq!(kills, ["kill -1 9"], "{calls:?}");
+        assert_eq!(
+            calls[calls.len() - 3..],
+            ["kill -1 9", "reap all", "status on 4: 0x300"]
+        );
     }
 
     /// One turn of the loop, for the test above.

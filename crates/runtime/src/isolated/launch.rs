@@ -1,10 +1,11 @@
 //! The parent's side of starting a dyno: one long-lived thread makes every
 //! `clone` (the init's parent-death signal follows that thread, so it must live
-//! as long as crew), and the caller then does the handshake: put the init in its
-//! cgroup, give it the go-ahead, and read its setup report.
+//! as long as crew), and the caller then reads the init's setup report. The
+//! init joins its cgroup itself, through the `cgroup.procs` files opened here,
+//! so nothing waits for a round trip between the two.
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -104,7 +105,7 @@ pub(crate) struct ChildIo {
     pub errors: Option<OwnedFd>,
 }
 
-/// Clones the init, hands it to `cgroup`, and waits until its app runs or its
+/// Clones the init, which joins `cgroup`, and waits until its app runs or its
 /// setup failed. On failure nothing of the dyno is left running.
 pub(crate) fn launch(
     plan: Arc<ChildPlan>,
@@ -116,6 +117,13 @@ pub(crate) fn launch(
     let (setup_r, setup_w) = os::pipe()?;
     let (status_r, status_w) = os::pipe()?;
     let (go_r, go_w) = os::pipe()?;
+    let procs = cgroup.procs_files()?;
+    let Some(first) = procs.first() else {
+        return Err(io::Error::other("a cgroup without a cgroup.procs file"));
+    };
+    // On v2 the second place holds the first file again; only v1's plan
+    // writes to it.
+    let second = procs.get(1).unwrap_or(first);
     let fds = [
         os::raw(&io.stdin),
         os::raw(&io.output),
@@ -123,6 +131,8 @@ pub(crate) fn launch(
         os::raw(&setup_w),
         os::raw(&status_w),
         os::raw(&go_r),
+        first.as_raw_fd(),
+        second.as_raw_fd(),
     ];
     let (reply, answer) = mpsc::sync_channel(1);
     spawner()?
@@ -137,7 +147,7 @@ pub(crate) fn launch(
         .recv()
         .map_err(|_| io::Error::other("the thread that starts dynos is gone"))??;
     // The child has its copies; ours must close so end-of-file can happen.
-    drop((io, setup_w, status_w, go_r));
+    drop((io, setup_w, status_w, go_r, procs));
 
     let pidfd = match os::pidfd_open(pid) {
         Ok(fd) => fd,
@@ -155,12 +165,6 @@ pub(crate) fn launch(
         let _ = os::pidfd_reap(pidfd, true);
         Err(error)
     };
-    if let Err(e) = cgroup.attach(pid) {
-        return fail(&pidfd, e);
-    }
-    if let Err(e) = os::write_byte(&go_w) {
-        return fail(&pidfd, e);
-    }
     let records = os::read_setup_records(&setup_r, timeout);
     drop(go_w);
     let records = match records {

@@ -12,7 +12,7 @@
 //! 1. the parent makes the dyno's cgroup and writes its limits;
 //! 2. one long-lived thread `clone`s the init into new namespaces, so it is pid 1
 //!    of its own pid namespace, with `PR_SET_PDEATHSIG(SIGKILL)`;
-//! 3. the parent puts it in the cgroup and gives the go-ahead;
+//! 3. the init writes itself into the cgroup (through files the parent opened);
 //! 4. the init mounts the new root (the overlay by paths relative to it, so the
 //!    dyno's mount table names no host path), `pivot_root`s into it, sets the
 //!    hostname, opens the dyno's terminal on its own devpts if it has one (and
@@ -31,6 +31,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod child;
+mod inside;
 pub(crate) mod kernel;
 mod launch;
 pub(crate) mod memory;
@@ -55,7 +56,7 @@ use self::launch::{ChildIo, ChildPlan, Launched, launch};
 use self::memory::MemoryWatch;
 use self::output::DynoOutput;
 pub use self::plan::SandboxBind;
-use self::plan::{DEVICES, Entry, Layout, Setup, Walls};
+use self::plan::{DEVICES, Device, Entry, Layout, Setup, Walls};
 pub use self::sandbox::{SandboxSpec, Sandboxed};
 use crate::dyno_network::{DynoNetwork, Lease};
 use crate::os::{self, ExecImage};
@@ -232,6 +233,7 @@ impl IsolatedRuntime {
             IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
         })?;
         let mut layout = layout(&config);
+        layout.cgroup_files = cgroups.procs_file_count();
         layout.walls.seccomp = Arc::new(
             kernel::seccomp_filters()
                 .map_err(|e| IsolationUnavailable::Setup(format!("seccomp filter: {e}")))?,
@@ -393,6 +395,10 @@ impl IsolatedRuntime {
             console,
             done: Some(done_rx),
             status: None,
+            inside: inside::Target {
+                runtime: self.clone(),
+                slug: spec.cwd.clone(),
+            },
         })
     }
 
@@ -661,8 +667,14 @@ fn layout(config: &IsolatedConfig) -> Layout {
     }
     let devices = DEVICES
         .iter()
-        .filter(|d| Path::new("/dev").join(d).exists())
-        .map(|d| d.to_string())
+        .filter_map(|name| {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let meta = std::fs::metadata(Path::new("/dev").join(name)).ok()?;
+            meta.file_type().is_char_device().then(|| Device {
+                name: name.to_string(),
+                rdev: meta.rdev(),
+            })
+        })
         .collect();
     let walls = Walls {
         masked_proc: kernel::MASKED_PROC
@@ -682,6 +694,7 @@ fn layout(config: &IsolatedConfig) -> Layout {
         extra,
         devices,
         walls,
+        cgroup_files: 1,
     }
 }
 
@@ -746,8 +759,16 @@ impl Dyno {
     }
 }
 
-/// Watches one dyno until its init exits: memory events become R14/R15 lines
-/// (and a kill), then the exit status goes to `wait` and the cgroup is removed.
+/// Watches one dyno until its app exits: memory events become R14/R15 lines
+/// (and a kill), then the exit status goes to `wait`, and once the init is
+/// gone too the cgroup is removed.
+///
+/// The status is taken from the status pipe as soon as the init writes it:
+/// by then every other process of the dyno is killed and reaped (see
+/// `child::init_loop`), and only the init's own exit is left, in which the
+/// kernel tears down the dyno's namespaces; that need not delay the report.
+/// If the pipe closes without a status, the init died (a kill) and its own
+/// status is the dyno's.
 async fn supervise(
     dyno: Arc<Dyno>,
     status_pipe: OwnedFd,
@@ -774,20 +795,41 @@ async fn supervise(
     let mut tick = tokio::time::interval(MEMORY_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let exit = dyno.pidfd.try_clone().and_then(os::async_readable).ok();
-    while !dyno.exited() {
-        tokio::select! {
-            () = exited(&dyno, exit.as_ref()) => {}
-            _ = tick.tick() => observe(&mut watch),
+    // Without a registered pipe, fall back to waiting for the init's exit,
+    // after which the status is in the pipe all the same.
+    let (status_pipe, status) = match os::async_readable(status_pipe) {
+        Ok(pipe) => {
+            loop {
+                tokio::select! {
+                    ready = readable(&pipe) => if ready { break },
+                    _ = tick.tick() => observe(&mut watch),
+                }
+            }
+            let status = os::read_status(pipe.get_ref());
+            (Some(pipe), status)
         }
-    }
-    drop(exit);
-    let result = match os::pidfd_reap(&dyno.pidfd, true) {
-        Ok(Some(ExitStatus::Code(code))) => Ok(os::read_status(&status_pipe)
-            .map(ExitStatus::from_wait)
-            .unwrap_or(ExitStatus::Code(code))),
-        Ok(Some(signaled)) => Ok(signaled),
-        Ok(None) => Err(io::Error::other("the dyno's init vanished")),
-        Err(e) => Err(e),
+        Err(_) => (None, None),
+    };
+    let result = match status {
+        Some(raw) => Ok(ExitStatus::from_wait(raw)),
+        None => {
+            while !dyno.exited() {
+                tokio::select! {
+                    () = exited(&dyno, exit.as_ref()) => {}
+                    _ = tick.tick() => observe(&mut watch),
+                }
+            }
+            match os::pidfd_reap(&dyno.pidfd, true) {
+                Ok(Some(ExitStatus::Code(code))) => Ok(status_pipe
+                    .as_ref()
+                    .and_then(|p| os::read_status(p.get_ref()))
+                    .map(ExitStatus::from_wait)
+                    .unwrap_or(ExitStatus::Code(code))),
+                Ok(Some(signaled)) => Ok(signaled),
+                Ok(None) => Err(io::Error::other("the dyno's init vanished")),
+                Err(e) => Err(e),
+            }
+        }
     };
     observe(&mut watch);
     // After an R15 the dyno was killed, even if its app managed a clean exit
@@ -801,6 +843,12 @@ async fn supervise(
     });
     drop(notices);
     let _ = done.send(result);
+    // The init finishes its exit (or was reaped above); then its cgroup goes.
+    while !dyno.exited() {
+        exited(&dyno, exit.as_ref()).await;
+    }
+    drop(exit);
+    let _ = os::pidfd_reap(&dyno.pidfd, false);
     dyno.cgroup.kill();
     for _ in 0..100 {
         if dyno.cgroup.remove() {
@@ -809,6 +857,23 @@ async fn supervise(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::warn!(cgroup = %dyno.cgroup.path().display(), "could not remove a dyno's cgroup");
+}
+
+/// Resolves when a pipe has something to read or was closed: `true` then,
+/// `false` on a spurious wake-up.
+async fn readable(pipe: &AsyncFd<OwnedFd>) -> bool {
+    match pipe.readable().await {
+        Ok(mut guard) => {
+            if os::poll_readable(pipe.get_ref()) {
+                true
+            } else {
+                guard.clear_ready();
+                false
+            }
+        }
+        // The reactor failed: the pidfd path takes over.
+        Err(_) => true,
+    }
 }
 
 /// Resolves when the pidfd may have become readable.
@@ -834,6 +899,8 @@ pub struct IsolatedProcess {
     console: Option<Console>,
     done: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
     status: Option<ExitStatus>,
+    /// What `run:inside` needs to start a process behind the same walls.
+    inside: inside::Target,
 }
 
 impl IsolatedProcess {
@@ -867,14 +934,24 @@ impl DynoProcess for IsolatedProcess {
         self.console.take()
     }
 
+    fn enter(&self, spec: &DynoSpec) -> Result<crate::Entered, RuntimeError> {
+        let mut target = self.inside.clone();
+        target.slug = std::fs::canonicalize(&target.slug).map_err(|e| RuntimeError::Inside {
+            dyno: spec.name.clone(),
+            reason: format!("its slug directory: {e}"),
+        })?;
+        inside::enter(&self.dyno, &target, spec)
+    }
+
     fn group(&self) -> IsolatedGroup {
         IsolatedGroup {
             dyno: self.dyno.clone(),
         }
     }
 
-    /// Resolves when the app exits, with its status. By then every process of the
-    /// dyno is gone, and any R14/R15 line is in the output.
+    /// Resolves when the app exits, with its status. By then every other
+    /// process of the dyno is killed and reaped (only its init may still be
+    /// finishing its own exit), and any R14/R15 line is in the output.
     async fn wait(&mut self) -> Result<ExitStatus, RuntimeError> {
         if let Some(status) = self.status {
             return Ok(status);

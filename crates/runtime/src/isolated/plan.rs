@@ -19,11 +19,17 @@ pub(crate) mod fd {
     pub const SETUP: RawFd = 3;
     /// The app's final wait status, written by init just before it exits.
     pub const STATUS: RawFd = 4;
-    /// The parent's go-ahead; its hang-up means the parent is gone.
+    /// Held open by the parent until the setup is done: its hang-up means the
+    /// parent is gone.
     pub const GO: RawFd = 5;
+    /// The dyno's `cgroup.procs` (on cgroup v1 the memory hierarchy's), which
+    /// the init writes itself into.
+    pub const CGROUP: RawFd = 6;
+    /// On cgroup v1, the pids hierarchy's `cgroup.procs`.
+    pub const CGROUP_PIDS: RawFd = 7;
     /// The slug directory (`O_PATH`), the overlay's lower layer. Opened by the
     /// init itself: overlay refuses a layer from another mount namespace.
-    pub const SLUG: RawFd = 6;
+    pub const SLUG: RawFd = 8;
 }
 
 /// Where the dyno sees its slug.
@@ -33,7 +39,10 @@ pub(crate) const APP: &str = "/app";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
     DeathSignal,
-    WaitForGo,
+    /// Writes the init into the `cgroup.procs` file at this descriptor (the
+    /// parent opened it): the init joins its dyno's cgroup itself, with no
+    /// round trip to the parent.
+    JoinCgroup(i32),
     NewCgroupNamespace,
     Name(CString),
     PrivateMounts,
@@ -61,6 +70,11 @@ pub(crate) enum Step {
         mode: u32,
     },
     CreateFile(CString),
+    /// A character device node, `rw-rw-rw-`, as the host's `/dev/null` is.
+    Device {
+        path: CString,
+        rdev: u64,
+    },
     Symlink {
         target: CString,
         link: CString,
@@ -114,11 +128,7 @@ impl Step {
     pub(crate) fn run<S: Sys>(&self, sys: &S) -> SysResult<Flow> {
         match self {
             Step::DeathSignal => sys.set_death_signal()?,
-            Step::WaitForGo => {
-                if !sys.wait_for_go(fd::GO)? {
-                    return Ok(Flow::Abort);
-                }
-            }
+            Step::JoinCgroup(n) => sys.join_cgroup(*n)?,
             Step::NewCgroupNamespace => sys.new_cgroup_namespace()?,
             Step::Name(name) => sys.set_process_name(name)?,
             Step::PrivateMounts => sys.make_mounts_private()?,
@@ -134,6 +144,7 @@ impl Step {
             Step::Remount { target, flags } => sys.remount(target, *flags)?,
             Step::Mkdir { path, mode } => sys.mkdir(path, *mode)?,
             Step::CreateFile(path) => sys.create_file(path)?,
+            Step::Device { path, rdev } => sys.make_device(path, *rdev)?,
             Step::Symlink { target, link } => sys.symlink(target, link)?,
             Step::Chown { path, uid, gid } => sys.chown(path, *uid, *gid)?,
             Step::Close(n) => sys.close(*n)?,
@@ -175,7 +186,7 @@ impl fmt::Display for Step {
         let s = |c: &CString| c.to_string_lossy().into_owned();
         match self {
             Step::DeathSignal => write!(f, "set the parent-death signal"),
-            Step::WaitForGo => write!(f, "wait for the go-ahead"),
+            Step::JoinCgroup(_) => write!(f, "join the dyno's cgroup"),
             Step::NewCgroupNamespace => write!(f, "make a cgroup namespace"),
             Step::Name(n) => write!(f, "name the init `{}`", s(n)),
             Step::PrivateMounts => write!(f, "make the mounts private"),
@@ -185,6 +196,7 @@ impl fmt::Display for Step {
             Step::Remount { target, .. } => write!(f, "make {} read-only", s(target)),
             Step::Mkdir { path, .. } => write!(f, "make the directory {}", s(path)),
             Step::CreateFile(p) => write!(f, "create {}", s(p)),
+            Step::Device { path, .. } => write!(f, "make the device {}", s(path)),
             Step::Symlink { target, link } => write!(f, "link {} to {}", s(link), s(target)),
             Step::Chown { path, uid, gid } => write!(f, "give {} to {uid}:{gid}", s(path)),
             Step::Close(n) => write!(f, "close descriptor {n}"),
@@ -233,10 +245,13 @@ pub(crate) struct Layout {
     /// Further read-only paths (files or directories), such as the target of a
     /// symlinked `/etc/resolv.conf`; their parents are made as needed.
     pub extra: Vec<Entry>,
-    /// Host device nodes bound into `/dev` (`null`, `zero`, ...).
-    pub devices: Vec<String>,
+    /// Host character devices made again in `/dev` (`null`, `zero`, ...).
+    pub devices: Vec<Device>,
     /// The kernel surface: masked and read-only `/proc` entries, seccomp.
     pub walls: Walls,
+    /// How many `cgroup.procs` files a dyno joins: one on cgroup v2, the
+    /// memory and pids hierarchies' on v1.
+    pub cgroup_files: usize,
 }
 
 /// What keeps a dyno (or a sandboxed program) from reaching around its
@@ -261,6 +276,13 @@ pub(crate) struct Setup<'a> {
     pub gid: u32,
     /// A terminal of this many columns and rows, from the dyno's devpts.
     pub terminal: Option<(u16, u16)>,
+}
+
+/// A character device of the host's `/dev`: its name and number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Device {
+    pub name: String,
+    pub rdev: u64,
 }
 
 /// The device nodes a dyno gets, when the host has them.
@@ -320,13 +342,17 @@ pub(crate) fn build_for(
     } = *setup;
     let root = &layout.root;
     let at = |p: &str| c(root.join(p.trim_start_matches('/')));
-    let mut steps = vec![
-        Step::DeathSignal,
-        Step::WaitForGo,
+    let mut steps = vec![Step::DeathSignal, Step::JoinCgroup(fd::CGROUP)];
+    if layout.cgroup_files > 1 {
+        steps.push(Step::JoinCgroup(fd::CGROUP_PIDS));
+    }
+    steps.extend([
+        Step::Close(fd::CGROUP),
+        Step::Close(fd::CGROUP_PIDS),
         Step::NewCgroupNamespace,
         Step::Name(CString::new(INIT_NAME)?),
         Step::PrivateMounts,
-    ];
+    ]);
     if let Workspace::Slug(slug) = workspace {
         steps.push(Step::OpenDir {
             path: c(slug)?,
@@ -515,12 +541,14 @@ pub(crate) fn build_for(
             data: c("mode=0755,size=64k")?,
         },
     ]);
+    // Device nodes of their own rather than binds of the host's: no mount
+    // each (every mount is copied and torn down with the dyno's namespace),
+    // and the same device all the same. The dyno cannot make others: it has
+    // no CAP_MKNOD.
     for device in &layout.devices {
-        let target = at(&format!("/dev/{device}"))?;
-        steps.push(Step::CreateFile(target.clone()));
-        steps.push(Step::Bind {
-            source: c(format!("/dev/{device}"))?,
-            target,
+        steps.push(Step::Device {
+            path: at(&format!("/dev/{}", device.name))?,
+            rdev: device.rdev,
         });
     }
     for (name, target) in [
@@ -713,6 +741,7 @@ mod tests {
             ],
             devices: vec![],
             walls: Walls::default(),
+            cgroup_files: 2,
         };
         let steps = build(&layout, &setup("web.1", 1, 1), Path::new("/slug")).unwrap();
         let mkdirs: Vec<String> = steps
@@ -745,6 +774,7 @@ mod tests {
             extra: vec![],
             devices: vec![],
             walls: Walls::default(),
+            cgroup_files: 2,
         };
         let bind = |host: &str, inside: &str, writable| SandboxBind {
             host: host.into(),
@@ -834,6 +864,7 @@ mod tests {
             ],
             devices: vec![],
             walls: Walls::default(),
+            cgroup_files: 2,
         };
         let steps = build(&layout, &setup("web.1", 1, 1), Path::new("/slug")).unwrap();
         let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
@@ -863,6 +894,7 @@ mod tests {
             extra: vec![],
             devices: vec![],
             walls: Walls::default(),
+            cgroup_files: 2,
         };
         assert!(build(&layout, &setup("web\0.1", 1, 1), Path::new("/slug")).is_err());
     }

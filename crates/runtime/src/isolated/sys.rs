@@ -21,15 +21,8 @@ impl Errno {
 
 pub(crate) type SysResult<T = ()> = Result<T, Errno>;
 
-/// Which side of a fork the caller is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Forked {
-    Child,
-    Parent(i32),
-}
-
 /// How many descriptors the init is given, at fixed numbers (see `child`).
-pub(crate) const CHILD_FDS: usize = 6;
+pub(crate) const CHILD_FDS: usize = 8;
 
 /// Mount flags, with the values of the Linux ABI (`MS_*`).
 pub(crate) mod ms {
@@ -46,8 +39,8 @@ pub(crate) trait Sys {
     fn arrange_fds(&self, fds: &[RawFd; CHILD_FDS]) -> SysResult;
     /// `PR_SET_PDEATHSIG(SIGKILL)`.
     fn set_death_signal(&self) -> SysResult;
-    /// Reads the parent's go-ahead; `false` if the parent went away instead.
-    fn wait_for_go(&self, fd: RawFd) -> SysResult<bool>;
+    /// Writes `0` (this process) into the `cgroup.procs` file open at `fd`.
+    fn join_cgroup(&self, fd: RawFd) -> SysResult;
     /// `unshare(CLONE_NEWCGROUP)`: the dyno's cgroup becomes its `/`.
     fn new_cgroup_namespace(&self) -> SysResult;
     /// Names the process (`comm` and the command line others see in `/proc`).
@@ -71,6 +64,8 @@ pub(crate) trait Sys {
     fn mkdir(&self, path: &CStr, mode: u32) -> SysResult;
     /// Creates an empty file to bind a file onto.
     fn create_file(&self, path: &CStr) -> SysResult;
+    /// `mknod(path, S_IFCHR | 0666, rdev)`, whatever the umask.
+    fn make_device(&self, path: &CStr, rdev: u64) -> SysResult;
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult;
     fn chown(&self, path: &CStr, uid: u32, gid: u32) -> SysResult;
     fn close(&self, fd: RawFd) -> SysResult;
@@ -97,8 +92,11 @@ pub(crate) trait Sys {
     fn open_terminal(&self, ptmx: &CStr, uid: u32, gid: u32, cols: u16, rows: u16) -> SysResult;
     /// Whether the parent still holds its end of the go pipe.
     fn parent_alive(&self, fd: RawFd) -> bool;
-    /// A plain fork (no new namespaces).
-    fn fork(&self) -> SysResult<Forked>;
+    /// Starts the app's process: a child that shares the init's memory and
+    /// runs [`super::child::app_main`] while the init waits, until it execs or
+    /// exits (`vfork`'s way, as `posix_spawn` does: no copy of the address
+    /// space is made only to be thrown away by the exec). Returns its pid.
+    fn spawn_app(&self) -> SysResult<i32>;
     /// In the app's process: restores the signal mask and dispositions, starts a
     /// session and execs the command. Returns only on failure.
     fn exec_app(&self) -> Errno;
@@ -108,6 +106,8 @@ pub(crate) trait Sys {
     fn wait_signal(&self) -> SysResult<i32>;
     /// Reaps one exited child without blocking: (pid, raw wait status).
     fn reap(&self) -> Option<(i32, i32)>;
+    /// Reaps every child, waiting for those still exiting, until none is left.
+    fn reap_all(&self);
     /// `kill(-1, signal)`: every process of the dyno but init itself.
     fn signal_all(&self, signal: i32);
     /// Writes the app's raw wait status to the status pipe.
@@ -129,8 +129,8 @@ mod recorder {
         pub calls: RefCell<Vec<String>>,
         /// The call (by its recorded text's prefix) that should fail, with errno.
         pub fail: Option<(String, i32)>,
-        pub go: bool,
-        pub fork_result: Option<Forked>,
+        /// What `parent_alive` answers.
+        pub parent: bool,
         pub signals: RefCell<VecDeque<i32>>,
         pub reaped: RefCell<VecDeque<(i32, i32)>>,
     }
@@ -138,8 +138,7 @@ mod recorder {
     impl Recorder {
         pub(crate) fn new() -> Recorder {
             Recorder {
-                go: true,
-                fork_result: Some(Forked::Parent(2)),
+                parent: true,
                 ..Recorder::default()
             }
         }
@@ -176,9 +175,8 @@ mod recorder {
         fn set_death_signal(&self) -> SysResult {
             self.call("pdeathsig SIGKILL".into())
         }
-        fn wait_for_go(&self, fd: RawFd) -> SysResult<bool> {
-            self.call(format!("wait for go on {fd}"))?;
-            Ok(self.go)
+        fn join_cgroup(&self, fd: RawFd) -> SysResult {
+            self.call(format!("join cgroup on {fd}"))
         }
         fn new_cgroup_namespace(&self) -> SysResult {
             self.call("unshare cgroup".into())
@@ -216,6 +214,9 @@ mod recorder {
         }
         fn mkdir(&self, path: &CStr, mode: u32) -> SysResult {
             self.call(format!("mkdir {} {mode:o}", s(path)))
+        }
+        fn make_device(&self, path: &CStr, rdev: u64) -> SysResult {
+            self.call(format!("mknod {} {rdev:#x}", s(path)))
         }
         fn create_file(&self, path: &CStr) -> SysResult {
             self.call(format!("create {}", s(path)))
@@ -277,11 +278,11 @@ mod recorder {
         }
         fn parent_alive(&self, fd: RawFd) -> bool {
             let _ = self.call(format!("parent alive on {fd}"));
-            true
+            self.parent
         }
-        fn fork(&self) -> SysResult<Forked> {
-            self.call("fork".into())?;
-            Ok(self.fork_result.unwrap_or(Forked::Parent(2)))
+        fn spawn_app(&self) -> SysResult<i32> {
+            self.call("spawn app".into())?;
+            Ok(2)
         }
         fn exec_app(&self) -> Errno {
             let _ = self.call("exec app".into());
@@ -300,6 +301,9 @@ mod recorder {
             let next = self.reaped.borrow_mut().pop_front();
             let _ = self.call(format!("reap -> {next:?}"));
             next
+        }
+        fn reap_all(&self) {
+            let _ = self.call("reap all".into());
         }
         fn signal_all(&self, signal: i32) {
             let _ = self.call(format!("kill -1 {signal}"));
