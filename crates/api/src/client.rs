@@ -38,6 +38,16 @@ pub enum ClientError {
         endpoint: Endpoint,
         source: std::io::Error,
     },
+    /// The TLS handshake failed: most often a certificate the trusted CAs
+    /// did not sign, or one for another name.
+    #[error(
+        "could not talk TLS to crew at https://{address}: {source} (trust the server's CA \
+         with CREW_CA=PATH/ca.pem; crew never falls back to plain HTTP)"
+    )]
+    Tls {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("talking to crew at {endpoint}: {source}")]
     Http {
         endpoint: Endpoint,
@@ -59,11 +69,67 @@ pub enum ClientError {
 pub struct Client {
     endpoint: Endpoint,
     token: Option<String>,
+    /// TCP endpoints spoken to over TLS (`https://`).
+    tls: Option<Tls>,
+}
+
+/// How a client speaks TLS: the roots it trusts and the name the server's
+/// certificate must have.
+#[derive(Clone)]
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("name", &self.name).finish()
+    }
 }
 
 impl Client {
     pub fn new(endpoint: Endpoint, token: Option<String>) -> Client {
-        Client { endpoint, token }
+        Client {
+            endpoint,
+            token,
+            tls: None,
+        }
+    }
+
+    /// Speaks TLS to a TCP endpoint, trusting what `config` trusts and
+    /// checking the certificate against the endpoint's host name. Never
+    /// falls back to plain HTTP.
+    pub fn with_tls(
+        mut self,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Client, ClientError> {
+        let Endpoint::Tcp(addr) = &self.endpoint else {
+            return Err(ClientError::Decode {
+                endpoint: self.endpoint.clone(),
+                detail: "TLS is only for a server's TCP address".into(),
+            });
+        };
+        let host = match addr.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => addr.as_str(),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+            ClientError::Decode {
+                endpoint: self.endpoint.clone(),
+                detail: format!("`{host}` is not a name a certificate can have: {e}"),
+            }
+        })?;
+        self.tls = Some(Tls {
+            connector: tokio_rustls::TlsConnector::from(config),
+            name,
+        });
+        Ok(self)
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -135,23 +201,25 @@ impl Client {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(connect_error)?;
-                let (sender, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(http_error)?;
-                tokio::spawn(connection.with_upgrades());
-                sender
+                http1_over(stream).await.map_err(http_error)?
             }
             Endpoint::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr.as_str())
                     .await
                     .map_err(connect_error)?;
-                let (sender, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                if let Some(tls) = &self.tls {
+                    let stream = tls
+                        .connector
+                        .connect(tls.name.clone(), stream)
                         .await
-                        .map_err(http_error)?;
-                tokio::spawn(connection.with_upgrades());
-                sender
+                        .map_err(|source| ClientError::Tls {
+                            address: addr.clone(),
+                            source,
+                        })?;
+                    http1_over(stream).await.map_err(http_error)?
+                } else {
+                    http1_over(stream).await.map_err(http_error)?
+                }
             }
         };
         sender.send_request(request).await.map_err(http_error)
@@ -296,4 +364,17 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             ),
         },
     }
+}
+
+/// An HTTP/1.1 connection over `stream`, driven in the background (upgrades
+/// included, for attached one-offs): plain TCP, TLS or a Unix socket alike.
+async fn http1_over<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection.with_upgrades());
+    Ok(sender)
 }

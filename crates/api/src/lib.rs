@@ -13,4 +13,5 @@ pub mod client;
 pub mod git;
 pub mod rendezvous;
 pub mod server;
+mod settings;
 pub mod types;

@@ -265,7 +265,14 @@ mod tests {
     #[tokio::test]
     async fn without_a_terminal_0x04_ends_the_dynos_stdin() {
         let rendezvous = Rendezvous::default();
-        let (attached, mut dyno_in) = dyno(b"");
+        let (mut attached, mut dyno_in) = dyno(b"");
+        // A dyno that reads its stdin lives until that stdin ends: one that
+        // has already exited has no stdin left to carry.
+        let (exited, exit) = tokio::sync::oneshot::channel::<()>();
+        attached.exit = Box::pin(async move {
+            let _ = exit.await;
+            0
+        });
         let secret = rendezvous.offer(attached, true).expect("urandom");
         let (mut client, server) = tokio::io::duplex(1024);
         let session = tokio::spawn({
@@ -279,6 +286,7 @@ mod tests {
             .await
             .expect("the dyno's stdin");
         assert_eq!(stdin, "hi\n");
+        let _ = exited.send(());
         session.await.expect("the session");
     }
 

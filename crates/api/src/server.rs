@@ -214,6 +214,43 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Reply<crate::attach::Attached>> + Send {
         async { Err(local_only()) }
     }
+    /// `run:inside`: a process inside the running dyno `dyno`, attached to
+    /// the caller like [`Backend::attach`].
+    fn attach_inside(
+        &self,
+        _app: &str,
+        _dyno: &str,
+        _request: DynoCreate,
+    ) -> impl Future<Output = Reply<crate::attach::Attached>> + Send {
+        async { Err(local_only()) }
+    }
+    /// `PATCH /apps/{app}`: renames the app, or turns maintenance mode on or off.
+    fn update_app(
+        &self,
+        _app: &str,
+        _update: crate::types::AppUpdate,
+    ) -> impl Future<Output = Reply<AppInfo>> + Send {
+        async { Err(local_only()) }
+    }
+    /// The buildpacks the app's next build uses, in order (none: detected).
+    fn buildpacks(&self, _app: &str) -> impl Future<Output = Reply<Vec<String>>> + Send {
+        async { Err(local_only()) }
+    }
+    fn set_buildpacks(
+        &self,
+        _app: &str,
+        _buildpacks: Vec<String>,
+    ) -> impl Future<Output = Reply<Vec<String>>> + Send {
+        async { Err(local_only()) }
+    }
+    /// The output of a release's release command and the secret its
+    /// `output_stream_url` carries, if it has one.
+    fn release_output(
+        &self,
+        _release_id: &str,
+    ) -> impl Future<Output = Reply<Option<(String, String)>>> + Send {
+        async { Err(local_only()) }
+    }
     /// Makes an empty source for a build to name, and returns its id.
     fn create_source(&self) -> impl Future<Output = Reply<String>> + Send {
         async { Err(local_only()) }
@@ -238,7 +275,7 @@ fn local_only() -> ApiError {
 
 /// The routes, answered by `backend`.
 pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
-    axum::Router::new()
+    let router = axum::Router::new()
         .route("/account", get(account::<B>))
         .route(
             "/apps/{app}/dynos",
@@ -248,7 +285,9 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         )
         .route(
             "/apps/{app}/dynos/{dyno}",
-            get(dyno_info::<B>).delete(restart_one::<B>),
+            get(dyno_info::<B>)
+                .delete(restart_one::<B>)
+                .post(run_inside::<B>),
         )
         .route("/apps/{app}/dynos/{dyno}/actions/stop", post(stop::<B>))
         .route(
@@ -271,7 +310,12 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         .route("/apps/{app}/log-sessions", post(log_session::<B>))
         .route("/apps", get(list_apps::<B>).post(create_app::<B>))
         .route("/users/{user}/apps", get(list_apps::<B>))
-        .route("/apps/{app}", get(app_info::<B>).delete(destroy_app::<B>))
+        .route(
+            "/apps/{app}",
+            get(app_info::<B>)
+                .delete(destroy_app::<B>)
+                .patch(crate::settings::update_app::<B>),
+        )
         .route("/apps/{app}/addons", get(no_addons::<B>))
         .route("/apps/{app}/addon-attachments", get(no_addons::<B>))
         .route("/addons", get(nothing))
@@ -299,14 +343,11 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
             "/apps/{app}/domains",
             get(domains::<B>).post(add_domain::<B>),
         )
-        .route(
-            "/apps/{app}/domains/{hostname}",
-            axum::routing::delete(remove_domain::<B>),
-        )
         .route("/{repo}/info/refs", get(git::<B>))
         .route("/{repo}/git-receive-pack", post(git::<B>))
         .route("/{repo}/git-upload-pack", post(git::<B>))
-        .route("/apps/{app}/log-stream", get(log_stream::<B>))
+        .route("/apps/{app}/log-stream", get(log_stream::<B>));
+    crate::settings::routes(router)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::Extension(Arc::new(LogSessions::default())))
         .with_state(backend)
@@ -397,7 +438,7 @@ impl LogSessions {
 }
 
 /// Whether two secrets are equal, in time that depends only on their lengths.
-fn same_secret(expected: &str, given: &str) -> bool {
+pub(crate) fn same_secret(expected: &str, given: &str) -> bool {
     subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()).into()
 }
 
@@ -486,19 +527,7 @@ async fn create_dyno<B: Backend>(
             )));
         };
         let attached = b.attach(&app, dyno).await?;
-        tokio::spawn(async move {
-            if let Ok(upgraded) = upgrade.await {
-                crate::attach::bridge(hyper_util::rt::TokioIo::new(upgraded), attached).await;
-            }
-        });
-        return Ok((
-            StatusCode::SWITCHING_PROTOCOLS,
-            [
-                (header::CONNECTION, "upgrade"),
-                (header::UPGRADE, crate::attach::PROTOCOL),
-            ],
-        )
-            .into_response());
+        return Ok(switch_to_attach(upgrade, attached));
     }
     let dyno = b.create_dyno(&app, dyno).await?;
     Ok((StatusCode::CREATED, Json(dyno)).into_response())
@@ -513,20 +542,7 @@ async fn rendezvous_dyno<B: Backend>(
     rendezvous: &crate::rendezvous::Rendezvous,
     host: &str,
 ) -> Reply<Response> {
-    // The CLI sends COLUMNS and LINES when its stdout is a terminal; a
-    // terminal it has then, unless told --no-tty.
-    let size = |key: &str| {
-        dyno.env
-            .as_ref()
-            .and_then(|env| env.get(key))
-            .and_then(|v| v.parse::<u16>().ok())
-            .filter(|n| *n > 0)
-    };
-    if dyno.force_no_tty != Some(true)
-        && let (Some(cols), Some(rows)) = (size("COLUMNS"), size("LINES"))
-    {
-        dyno.terminal = Some(crate::types::TerminalSize { cols, rows });
-    }
+    terminal_from_cli_env(&mut dyno);
     let pipes = dyno.terminal.is_none();
     let command = dyno.command.clone();
     let size = dyno.size.clone().unwrap_or_else(|| "standard-1x".into());
@@ -556,6 +572,72 @@ async fn rendezvous_dyno<B: Backend>(
         "state": "starting",
         "command": command,
         "size": size,
+        "attach_url": format!("rendezvous://{host}/{secret}"),
+        "app": { "name": app },
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /apps/APP/dynos/DYNO` (Heroku's `run:inside`, Accept
+/// `version=3.run-inside`): a process inside a running dyno, always attached:
+/// through the rendezvous for Heroku's CLI, through an upgraded connection for
+/// crew's.
+async fn run_inside<B: Backend>(
+    State(b): State<Arc<B>>,
+    Path((app, dyno_name)): Path<(String, String)>,
+    mut request: axum::extract::Request,
+) -> Reply<Response> {
+    let wants_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(crate::attach::PROTOCOL));
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let rendezvous = request
+        .extensions()
+        .get::<crate::rendezvous::Rendezvous>()
+        .cloned();
+    let upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>();
+    let Json(mut dyno) =
+        <Json<DynoCreate> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+    if wants_upgrade {
+        let Some(upgrade) = upgrade else {
+            return Err(ApiError::bad_request(
+                "this connection cannot be upgraded for run:inside",
+            ));
+        };
+        let attached = b.attach_inside(&app, &dyno_name, dyno).await?;
+        return Ok(switch_to_attach(upgrade, attached));
+    }
+    let (Some(rendezvous), Some(host)) = (rendezvous, host) else {
+        return Err(ApiError::bad_request(format!(
+            "run:inside is attached: use `crew run:inside -a {app} {dyno_name} COMMAND`, or \
+             Heroku's CLI over https"
+        )));
+    };
+    terminal_from_cli_env(&mut dyno);
+    let pipes = dyno.terminal.is_none();
+    let command = dyno.command.clone();
+    let attached = b.attach_inside(&app, &dyno_name, dyno).await?;
+    let secret = rendezvous
+        .offer(attached, pipes)
+        .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))?;
+    let process_type = dyno_name
+        .split_once('.')
+        .map_or(dyno_name.as_str(), |(t, _)| t)
+        .to_string();
+    let body = serde_json::json!({
+        "id": dyno_name,
+        "name": dyno_name,
+        "type": process_type,
+        "state": "up",
+        "command": command,
         "attach_url": format!("rendezvous://{host}/{secret}"),
         "app": { "name": app },
     });
@@ -1044,14 +1126,6 @@ async fn add_domain<B: Backend>(
     ))
 }
 
-async fn remove_domain<B: Backend>(
-    State(b): State<Arc<B>>,
-    Path((app, hostname)): Path<(String, String)>,
-) -> Reply<Json<serde_json::Value>> {
-    b.remove_domain(&app, &hostname).await?;
-    Ok(Json(serde_json::json!({})))
-}
-
 async fn builds<B: Backend>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
@@ -1133,6 +1207,11 @@ pub fn require_token(router: axum::Router, token: String) -> axum::Router {
                     && is_log_stream_with_session(request.uri())
                 {
                     request.extensions_mut().insert(NeedsLogSession);
+                    return next.run(request).await;
+                }
+                // A release output's secret URL (checked by its handler), and
+                // the registry's answer for crew's built-in buildpacks.
+                if crate::settings::open_without_token(request.method(), request.uri()) {
                     return next.run(request).await;
                 }
                 let mut response = ApiError {
@@ -1379,6 +1458,45 @@ pub async fn serve_unix(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Answers `101 Switching Protocols` to crew's client and, once the
+/// connection is upgraded, carries `attached` over it in crew's framing.
+fn switch_to_attach(
+    upgrade: hyper::upgrade::OnUpgrade,
+    attached: crate::attach::Attached,
+) -> Response {
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            crate::attach::bridge(hyper_util::rt::TokioIo::new(upgraded), attached).await;
+        }
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, "upgrade"),
+            (header::UPGRADE, crate::attach::PROTOCOL),
+        ],
+    )
+        .into_response()
+}
+
+/// Heroku's CLI asks for a terminal by sending `COLUMNS` and `LINES` in the
+/// dyno's env when its stdout is one (unless told `--no-tty`); there is no
+/// resize message, so that is the terminal's size for good.
+fn terminal_from_cli_env(dyno: &mut DynoCreate) {
+    let size = |key: &str| {
+        dyno.env
+            .as_ref()
+            .and_then(|env| env.get(key))
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|n| *n > 0)
+    };
+    if dyno.force_no_tty != Some(true)
+        && let (Some(cols), Some(rows)) = (size("COLUMNS"), size("LINES"))
+    {
+        dyno.terminal = Some(crate::types::TerminalSize { cols, rows });
+    }
 }
 
 #[cfg(test)]

@@ -312,8 +312,9 @@ pub struct ReleaseInfo {
     pub eligible_for_rollback: bool,
     #[serde(default)]
     pub addon_plan_names: Vec<String>,
-    /// Where a release command's output streams; crew shows it in the push
-    /// and the log instead, so this is null.
+    /// Where the release command's output is read (`heroku releases:output`),
+    /// once it has run: a URL on this server with a secret of its own, since
+    /// the CLI sends no token there. Null for a release without one.
     #[serde(default)]
     pub output_stream_url: Option<String>,
 }
@@ -375,8 +376,68 @@ pub struct BuildInfo {
 pub struct DomainInfo {
     pub id: String,
     pub hostname: String,
+    /// `heroku` for the app's own hostname (`APP.localhost`), `custom` for
+    /// the ones added.
     pub kind: String,
     pub created_at: String,
+    /// Where the domain's DNS should point: this server.
+    #[serde(default)]
+    pub cname: Option<String>,
+    /// `none`: crew routes a domain as soon as it is added (no certificate
+    /// to provision), so nothing waits on it.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub app: Option<AppRef>,
+    #[serde(default)]
+    pub acm_status: Option<String>,
+    #[serde(default)]
+    pub sni_endpoint: Option<NamedRef>,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// `PATCH /apps/{app}`: a rename, maintenance mode, or the build stack (crew
+/// has one). Any other field is refused rather than ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_stack: Option<String>,
+}
+
+/// One of an app's buildpacks, as `GET /apps/{app}/buildpack-installations`
+/// lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildpackInstallation {
+    pub buildpack: BuildpackRef,
+    /// From 0, in the order they run.
+    pub ordinal: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildpackRef {
+    pub url: String,
+    pub name: String,
+}
+
+/// `PUT /apps/{app}/buildpack-installations`: the whole new list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildpackUpdates {
+    pub updates: Vec<BuildpackUpdate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildpackUpdate {
+    /// A URL, or a name such as `heroku/python`. Missing is an empty name,
+    /// refused with the list of what is: the CLI sends none for a name the
+    /// registry does not know.
+    #[serde(default)]
+    pub buildpack: String,
 }
 
 /// `POST /apps/{app}/domains`.

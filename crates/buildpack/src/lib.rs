@@ -126,6 +126,9 @@ pub struct Buildpacks {
     dir: PathBuf,
     isolation: BuildIsolation,
     paths: PathBuildpacks,
+    /// The app's own list (`heroku buildpacks:set`), used when BUILDPACK_URL
+    /// is not set.
+    chosen: Vec<BuildpackSource>,
 }
 
 /// How a build's programs run (see the crate documentation).
@@ -208,6 +211,34 @@ impl BuildpackSource {
             Ok(BuildpackSource::Path(PathBuf::from(text)))
         } else {
             Err(BuildError::InvalidBuildpackUrl(text.to_owned()))
+        }
+    }
+}
+
+impl BuildpackSource {
+    /// Reads a buildpack as an app chooses it through the API: what
+    /// [`BuildpackSource::parse`] reads, and also Heroku's names for the
+    /// languages crew has built in (`heroku/python`, and the registry's and
+    /// codon's `.tgz` URLs of them), which become crew's own buildpack.
+    pub fn parse_choice(text: &str) -> Result<BuildpackSource, BuildError> {
+        let text = text.trim();
+        let text = text.strip_prefix("urn:buildpack:").unwrap_or(text);
+        let heroku_name = text.strip_prefix("heroku/").or_else(|| {
+            [
+                "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku/",
+                "https://codon-buildpacks.s3.amazonaws.com/buildpacks/heroku/",
+            ]
+            .iter()
+            .find_map(|prefix| text.strip_prefix(prefix)?.strip_suffix(".tgz"))
+        });
+        match heroku_name {
+            Some(name) if BUILTIN_NAMES.contains(&name) && name != "unsupported" => {
+                Ok(BuildpackSource::Builtin(name.to_owned()))
+            }
+            Some(_) if !text.contains("://") => {
+                Err(BuildError::InvalidBuildpackUrl(text.to_owned()))
+            }
+            _ => BuildpackSource::parse(text),
         }
     }
 }
@@ -436,6 +467,7 @@ impl Buildpacks {
             dir: dir.to_path_buf(),
             isolation: BuildIsolation::Host { warning: None },
             paths: PathBuildpacks::Anywhere,
+            chosen: Vec::new(),
         })
     }
 
@@ -453,6 +485,14 @@ impl Buildpacks {
 
     pub fn isolation(&self) -> &BuildIsolation {
         &self.isolation
+    }
+
+    /// The buildpacks an app chose (in order), which its builds use unless
+    /// BUILDPACK_URL names one; empty leaves the choice to `.buildpacks` and
+    /// detection.
+    pub fn with_chosen(mut self, chosen: Vec<BuildpackSource>) -> Buildpacks {
+        self.chosen = chosen;
+        self
     }
 
     /// The directory the built-ins were installed into.
@@ -480,6 +520,12 @@ impl Buildpacks {
         if let Some(url) = config.get("BUILDPACK_URL").filter(|u| !u.trim().is_empty()) {
             return Ok(Selection {
                 sources: vec![BuildpackSource::parse(url)?],
+                explicit: true,
+            });
+        }
+        if !self.chosen.is_empty() {
+            return Ok(Selection {
+                sources: self.chosen.clone(),
                 explicit: true,
             });
         }
@@ -1083,6 +1129,39 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn herokus_names_for_the_built_in_languages_are_crews_own() {
+        for (text, want) in [
+            ("heroku/python", "python"),
+            ("heroku/nodejs", "nodejs"),
+            ("urn:buildpack:heroku/ruby", "ruby"),
+            (
+                "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku/go.tgz",
+                "go",
+            ),
+            (
+                "https://codon-buildpacks.s3.amazonaws.com/buildpacks/heroku/nodejs.tgz",
+                "nodejs",
+            ),
+            ("procfile", "procfile"),
+        ] {
+            assert_eq!(
+                BuildpackSource::parse_choice(text).ok(),
+                Some(BuildpackSource::Builtin(want.into())),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            BuildpackSource::parse_choice("https://github.com/heroku/heroku-buildpack-php").ok(),
+            Some(BuildpackSource::Git(
+                "https://github.com/heroku/heroku-buildpack-php".into()
+            ))
+        );
+        for bad in ["heroku/php", "heroku/unsupported", "heroku/../x", "x/y", ""] {
+            assert!(BuildpackSource::parse_choice(bad).is_err(), "{bad}");
         }
     }
 

@@ -179,6 +179,7 @@ fn start_error(error: crew_runtime::RuntimeError) -> io::Error {
         RuntimeError::Spawn { source, .. }
         | RuntimeError::Pipe { source, .. }
         | RuntimeError::Wait { source, .. } => source.kind(),
+        RuntimeError::Inside { .. } => io::ErrorKind::Other,
     };
     io::Error::new(kind, error.to_string())
 }

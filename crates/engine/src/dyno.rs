@@ -21,7 +21,7 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 const GROUP_POLL: Duration = Duration::from_millis(20);
 
 /// What the engine tells a dyno task.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) enum Control {
     /// Send `signal` to the whole dyno, then SIGKILL what is left after `timeout`.
     Stop { signal: Signal, timeout: Duration },
@@ -29,6 +29,67 @@ pub(crate) enum Control {
     Kill,
     /// Send `signal` to the whole dyno; nothing more.
     Signal(Signal),
+    /// `run:inside`: start a process inside the running dyno.
+    Enter(Box<Inside>),
+}
+
+/// A `run:inside` request on its way to the dyno's task, which answers it:
+/// only that task holds the process to enter.
+pub(crate) struct Inside {
+    pub request: crate::RunRequest,
+    pub reply: oneshot::Sender<Result<crate::Attachment, crate::EngineError>>,
+}
+
+impl std::fmt::Debug for Inside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inside")
+            .field("command", &self.request.command)
+            .finish()
+    }
+}
+
+impl Inside {
+    fn refuse(self, dyno: &str) {
+        let _ = self.reply.send(Err(crate::EngineError::Engine(format!(
+            "{dyno} is not running"
+        ))));
+    }
+}
+
+/// Starts `inside` in `process`, with the dyno's environment (the request's
+/// variables replacing the dyno's of the same name), and answers it.
+fn enter<P: DynoProcess>(process: &P, dyno: &DynoSpec, inside: Inside) {
+    let Inside { request, reply } = inside;
+    let mut env = dyno.env.clone();
+    for (key, value) in request.env {
+        match env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => env.push((key, value)),
+        }
+    }
+    let spec = DynoSpec {
+        name: dyno.name.clone(),
+        command: request.command,
+        env,
+        cwd: dyno.cwd.clone(),
+        size: None,
+        input: request.input,
+    };
+    let result = process.enter(&spec).map(|entered| {
+        let (io, io_rx) = oneshot::channel();
+        let _ = io.send(Ok((entered.output, entered.console)));
+        let (exit, exit_rx) = oneshot::channel();
+        let status = entered.exit;
+        tokio::spawn(async move {
+            let _ = exit.send(status.await);
+        });
+        crate::Attachment {
+            io: io_rx,
+            exit: exit_rx,
+            hangup: crate::Hangup::new(entered.hangup),
+        }
+    });
+    let _ = reply.send(result.map_err(|e| crate::EngineError::Engine(e.to_string())));
 }
 
 /// What a dyno task tells the engine.
@@ -129,7 +190,10 @@ pub(crate) async fn run<R: Runtime>(
     let status = loop {
         tokio::select! {
             status = process.wait() => break status,
-            command = control.recv() => stopping.apply(command, &group),
+            command = control.recv() => match command {
+                Some(Control::Enter(inside)) => enter(&process, &launch.spec, *inside),
+                other => stopping.apply(other, &group),
+            },
             () = stopping.expired(), if stopping.armed() => stopping.escalate(&group),
             () = tokio::time::sleep_until(probe.as_ref().map_or_else(Instant::now, |p| p.next)), if probe.is_some() => {
                 if let Some(p) = probe.as_mut() {
@@ -242,6 +306,7 @@ impl StopTimer {
                 }
             }
             Some(Control::Signal(signal)) => group.signal(signal),
+            Some(Control::Enter(inside)) => inside.refuse("the dyno"),
             // A closed channel means the engine is gone: nobody is left to wait for.
             Some(Control::Kill) | None => self.escalate(group),
         }

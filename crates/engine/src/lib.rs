@@ -2,10 +2,11 @@
 //!
 //! One task, the engine, owns every dyno's state. Everything else talks to it
 //! through an [`EngineHandle`], whose requests travel over a channel: scale,
-//! restart, stop, ps and shut down. Each dyno run has a task of its own
-//! ([`dyno`]) that spawns through the [`Runtime`], pumps output into the log
-//! channel, probes a web dyno's PORT, carries out stops, and reports back what
-//! happened. No other code touches a child process.
+//! restart, stop, ps, run, run inside a running dyno (which that dyno's task
+//! answers, since only it holds the process) and shut down. Each dyno run has
+//! a task of its own ([`dyno`]) that spawns through the [`Runtime`], pumps
+//! output into the log channel, probes a web dyno's PORT, carries out stops,
+//! and reports back what happened. No other code touches a child process.
 //!
 //! A server reaches an app's formation through the [`Placement`] trait:
 //! [`LocalPlacement`] wraps this engine, and a remote engine can stand in.
@@ -236,6 +237,9 @@ pub struct DynoInfo {
     pub size: Option<String>,
     /// The machine it runs on, for engines with more than one; `None` here.
     pub node: Option<String>,
+    /// The release (its version) the dyno was started on, where the engine
+    /// knows it: during a rolling deploy old and new dynos differ.
+    pub release: Option<u32>,
 }
 
 impl DynoInfo {
@@ -260,6 +264,7 @@ impl DynoInfo {
             restart_in: None,
             size,
             node: None,
+            release: None,
         }
     }
 }
@@ -368,6 +373,12 @@ pub(crate) enum Request {
         RunRequest,
         oneshot::Sender<Result<(DynoInfo, Option<Attachment>), EngineError>>,
     ),
+    /// `run:inside`: a process in the running dyno named first.
+    Inside(
+        String,
+        RunRequest,
+        oneshot::Sender<Result<Attachment, EngineError>>,
+    ),
     Shutdown(ShutdownReason),
     Kill,
 }
@@ -446,6 +457,20 @@ impl EngineHandle {
         request: RunRequest,
     ) -> Result<(DynoInfo, Option<Attachment>), EngineError> {
         self.ask(|tx| Request::Run(request, tx))
+            .await
+            .unwrap_or(Err(EngineError::ShuttingDown))
+    }
+
+    /// Starts `request` inside the running dyno `dyno` (`web.1`, `run.3`):
+    /// in its namespaces and cgroup, as its user, with its environment plus
+    /// the request's (see [`crew_runtime::DynoProcess::enter`]). Always
+    /// attached: the input is a pipe or a terminal.
+    pub async fn run_inside(
+        &self,
+        dyno: String,
+        request: RunRequest,
+    ) -> Result<Attachment, EngineError> {
+        self.ask(|tx| Request::Inside(dyno, request, tx))
             .await
             .unwrap_or(Err(EngineError::ShuttingDown))
     }

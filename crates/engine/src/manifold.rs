@@ -45,6 +45,8 @@ type Key = (u32, usize, u32);
 struct Slot {
     /// The type as the slot's own release defined it.
     spec: Arc<ProcessTypeSpec>,
+    /// That release's version, where the app has one.
+    release: Option<u32>,
     number: u32,
     name: Arc<str>,
     /// Fixed by the formula locally; taken from the pool for each run on a server.
@@ -77,6 +79,8 @@ struct Slot {
 /// registered its own pid.
 struct OneOffSlot {
     name: Arc<str>,
+    /// The release it started on.
+    release: Option<u32>,
     command: String,
     size: Option<String>,
     pid: Option<u32>,
@@ -91,8 +95,10 @@ enum Message {
     Dyno(u64, Event),
     OneOffExited(u32),
     OneOff(u32, Event),
-    /// A draining web dyno has no requests left: its stop can go out.
-    Drained(Key, u64),
+    /// A draining web dyno has no requests left: its stop can go out. Named
+    /// by its run, since a restart may move the slot to a new generation
+    /// while it drains.
+    Drained(u64),
 }
 
 /// The longest a web dyno's stop waits for its requests to finish.
@@ -185,7 +191,7 @@ impl<R: Runtime> Engine<R> {
                     Message::Dyno(id, event) => self.on_event(id, event),
                     Message::OneOffExited(number) => self.on_one_off_exit(number),
                     Message::OneOff(number, event) => self.on_one_off_event(number, event),
-                    Message::Drained(key, run) => self.drained(key, run),
+                    Message::Drained(run) => self.drained(run),
                 },
                 () = sleep_until(next_restart), if next_restart.is_some() => self.restart_due(),
             }
@@ -231,6 +237,7 @@ impl<R: Runtime> Engine<R> {
             Request::Run(request, reply) => {
                 let _ = reply.send(self.run_one_off(request));
             }
+            Request::Inside(dyno, request, reply) => self.run_inside(&dyno, request, reply),
             Request::Deploy(app, formation) => self.deploy(*app, formation),
             Request::Shutdown(reason) => self.begin_shutdown(reason),
             Request::Kill => self.kill_all(),
@@ -254,6 +261,7 @@ impl<R: Runtime> Engine<R> {
                 restart_in: s.restart_at.map(|at| at.saturating_duration_since(now)),
                 size: spec.size.as_ref().map(|s| s.name.clone()),
                 node: None,
+                release: s.release,
             }
         });
         let one_offs = self.one_offs.iter().map(|(number, o)| DynoInfo {
@@ -269,6 +277,7 @@ impl<R: Runtime> Engine<R> {
             restart_in: None,
             size: o.size.clone(),
             node: None,
+            release: o.release,
         });
         formation.chain(one_offs).collect()
     }
@@ -383,20 +392,15 @@ impl<R: Runtime> Engine<R> {
                     while requests.get() > 0 && Instant::now() < deadline {
                         tokio::time::sleep(DRAIN_POLL).await;
                     }
-                    let _ = messages.send(Message::Drained(key, run_id));
+                    let _ = messages.send(Message::Drained(run_id));
                 });
             }
             _ => self.send_stop(key),
         }
     }
 
-    fn drained(&mut self, key: Key, run_id: u64) {
-        if self
-            .slots
-            .get(&key)
-            .and_then(|s| s.run.as_ref())
-            .is_some_and(|r| r.id == run_id)
-        {
+    fn drained(&mut self, run_id: u64) {
+        if let Some(key) = self.slot_of_run(run_id) {
             self.send_stop(key);
         }
     }
@@ -415,8 +419,12 @@ impl<R: Runtime> Engine<R> {
         let control = self.stop_control(&slot.spec);
         let name = slot.name.clone();
         if let Some(run) = &slot.run {
+            let said = match &control {
+                Control::Stop { signal, .. } => Some(*signal),
+                _ => None,
+            };
             let _ = run.control.send(control);
-            if let Control::Stop { signal, .. } = control {
+            if let Some(signal) = said {
                 self.platform(&name, format!("Stopping all processes with {signal}"));
             }
         }
@@ -510,6 +518,7 @@ impl<R: Runtime> Engine<R> {
             key,
             Slot {
                 spec,
+                release: self.app.release,
                 number,
                 name,
                 port,
@@ -845,7 +854,9 @@ impl<R: Runtime> Engine<R> {
         }
         let keys = self.targets(target)?;
         let mut names = Vec::new();
+        let mut rolling = Vec::new();
         for key in keys {
+            let rolls = self.rolls(key);
             let Some(slot) = self.slots.get_mut(&key) else {
                 continue;
             };
@@ -853,14 +864,66 @@ impl<R: Runtime> Engine<R> {
             slot.backoff.reset();
             let name = slot.name.clone();
             let running = slot.run.is_some();
+            // An older release's web dyno is being replaced already, and
+            // serves until its replacement is up.
+            let replaced = key.0 != self.generation && slot.spec.name == "web";
             self.platform(&name, "Restarting");
-            if running {
+            if replaced {
+                continue;
+            } else if rolls {
+                rolling.push(key);
+            } else if running {
                 self.stop_slot(key, Next::Restart);
             } else {
                 self.launch(key);
             }
         }
+        if !rolling.is_empty() {
+            self.roll(&rolling);
+        }
         Ok(names)
+    }
+
+    /// Whether a restart replaces this dyno as a deploy does, a new run beside
+    /// the old one that serves until the new one is up, rather than stopping it
+    /// first: an `up` web dyno of the current release on a server, whose
+    /// dynos drain their requests and take their ports from a pool (two runs
+    /// of `web.1` cannot share the fixed port `crew start` gives it).
+    fn rolls(&self, key: Key) -> bool {
+        self.config.drain_requests
+            && matches!(self.app.ports, Ports::Pool(_))
+            && key.0 == self.generation
+            && self.slots.get(&key).is_some_and(|s| {
+                s.spec.name == "web"
+                    && s.state == DynoState::Up
+                    && s.run.is_some()
+                    && s.next == Next::Decide
+                    && !s.draining
+                    && !s.stopping
+            })
+    }
+
+    /// Restarts the web dynos `keys` the way a deploy replaces them: every
+    /// other slot of the current generation moves, as it is, to a new one, so
+    /// that reconcile starts a new run for each of `keys` there and retires
+    /// the old ones once the new ones are past starting. Without this a
+    /// restart of the whole app, or of `web`, left no dyno to route to until
+    /// the new ones were up.
+    fn roll(&mut self, keys: &[Key]) {
+        let old = self.generation;
+        self.generation += 1;
+        let moving: Vec<Key> = self
+            .slots
+            .keys()
+            .filter(|k| k.0 == old && !keys.contains(k))
+            .copied()
+            .collect();
+        for key in moving {
+            if let Some(slot) = self.slots.remove(&key) {
+                self.slots.insert((self.generation, key.1, key.2), slot);
+            }
+        }
+        self.reconcile();
     }
 
     fn stop(&mut self, target: &str) -> Result<Vec<String>, EngineError> {
@@ -999,6 +1062,7 @@ impl<R: Runtime> Engine<R> {
             number,
             OneOffSlot {
                 name: name.clone(),
+                release: self.app.release,
                 command: one_off.command.clone(),
                 size: None,
                 pid: Some(one_off.pid),
@@ -1038,6 +1102,7 @@ impl<R: Runtime> Engine<R> {
             restart_in: None,
             size: None,
             node: None,
+            release: self.app.release,
         })
     }
 
@@ -1133,6 +1198,7 @@ impl<R: Runtime> Engine<R> {
             number,
             OneOffSlot {
                 name: name.clone(),
+                release: self.app.release,
                 command: command.clone(),
                 size: size.clone(),
                 pid: None,
@@ -1151,6 +1217,48 @@ impl<R: Runtime> Engine<R> {
             ..DynoInfo::starting_one_off(number, command, port, size)
         };
         Ok((info, attachment))
+    }
+
+    /// `run:inside`: hands the request to the running dyno's task, which
+    /// answers it (see [`dyno::Inside`]).
+    fn run_inside(
+        &mut self,
+        dyno: &str,
+        mut request: RunRequest,
+        reply: oneshot::Sender<Result<Attachment, EngineError>>,
+    ) {
+        let running = |state: DynoState, pid: Option<u32>| {
+            state == DynoState::Up || (state == DynoState::Starting && pid.is_some())
+        };
+        let formation = self
+            .slots
+            .values()
+            .filter(|s| &*s.name == dyno && !s.stopping && running(s.state, s.pid))
+            .find_map(|s| s.run.as_ref());
+        let one_off = self
+            .one_offs
+            .values()
+            .filter(|o| &*o.name == dyno && running(o.state, o.pid))
+            .find_map(|o| o.run.as_ref());
+        let Some(run) = formation.or(one_off) else {
+            let known = self.slots.values().any(|s| &*s.name == dyno)
+                || self.one_offs.values().any(|o| &*o.name == dyno);
+            let _ = reply.send(Err(if known {
+                EngineError::Engine(format!("{dyno} is not running"))
+            } else {
+                EngineError::UnknownDyno(dyno.to_string())
+            }));
+            return;
+        };
+        request.command = command_line(self.app.command_prefix.as_deref(), &request.command);
+        let inside = dyno::Inside { request, reply };
+        if let Err(refused) = run.control.send(Control::Enter(Box::new(inside)))
+            && let Control::Enter(inside) = refused.0
+        {
+            let _ = inside
+                .reply
+                .send(Err(EngineError::Engine(format!("{dyno} is not running"))));
+        }
     }
 
     fn on_one_off_event(&mut self, number: u32, event: Event) {
@@ -1291,7 +1399,7 @@ fn exit_line(code: i32) -> String {
 /// What `sh -c` runs for a command: the release's prefix, then the command,
 /// `exec`ed when it is a simple one.
 fn command_line(prefix: Option<&str>, command: &str) -> String {
-    let command = crew_runtime::shell::exec_form(command);
+    let command = crew_procfile::shell::exec_form(command);
     match prefix {
         Some(prefix) => format!("{prefix}{command}"),
         None => command,

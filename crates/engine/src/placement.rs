@@ -86,6 +86,20 @@ pub trait Placement: Send + Sync + 'static {
         &self,
         request: RunRequest,
     ) -> BoxFuture<'_, Result<(DynoInfo, Option<Attachment>), EngineError>>;
+    /// `run:inside`: a process inside the running dyno `dyno`, attached.
+    /// Placements that cannot say so.
+    fn run_inside(
+        &self,
+        dyno: String,
+        request: RunRequest,
+    ) -> BoxFuture<'_, Result<Attachment, EngineError>> {
+        let _ = (dyno, request);
+        Box::pin(async {
+            Err(EngineError::Engine(
+                "run:inside is not supported on this placement yet; use `run` for a one-off".into(),
+            ))
+        })
+    }
     /// One dyno (`web.2`), one type (`web`) or, with `None`, everything.
     fn restart(&self, target: Option<String>) -> BoxFuture<'_, Result<(), EngineError>>;
     /// One dyno or one type, down until restarted or scaled.
@@ -232,6 +246,19 @@ impl<R: Runtime + Clone> Placement for LocalPlacement<R> {
             match self.handle().await {
                 Some(handle) => handle.run(request).await,
                 None => Err(EngineError::NoRelease),
+            }
+        })
+    }
+
+    fn run_inside(
+        &self,
+        dyno: String,
+        request: RunRequest,
+    ) -> BoxFuture<'_, Result<Attachment, EngineError>> {
+        Box::pin(async move {
+            match self.handle().await {
+                Some(handle) => handle.run_inside(dyno, request).await,
+                None => Err(EngineError::UnknownDyno(dyno)),
             }
         })
     }

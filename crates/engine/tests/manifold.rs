@@ -563,3 +563,36 @@ async fn a_deploy_starts_the_new_release_and_stops_the_old_one() {
     stopped.sort();
     assert_eq!(stopped, ["clock.1", "worker.1", "worker.2"]);
 }
+
+/// `heroku ps:wait` waits until every dyno is on the current release, so a
+/// dyno says which release it started on, not which one is current now.
+#[tokio::test(start_paused = true)]
+async fn each_dyno_names_the_release_it_started_on_through_a_rollout() {
+    let mut v1 = app(&[("worker", "stubborn")]);
+    v1.release = Some(1);
+    let h = start(v1, "worker=1", true);
+    until_ps(&h.engine, Duration::from_secs(5), |ps| {
+        ps.len() == 1 && ps[0].state == DynoState::Up
+    })
+    .await;
+    assert_eq!(h.engine.ps().await[0].release, Some(1));
+
+    let mut v2 = app(&[("worker", "run")]);
+    v2.release = Some(2);
+    let mut formation = Formation::new(v2.types.iter().map(|t| t.name.clone()), 0);
+    formation
+        .apply(&parse_changes(["worker=1"]).expect("changes"))
+        .expect("valid");
+    h.engine.deploy(v2, formation);
+    // The old dyno ignores SIGTERM, so for the stop timeout both are there.
+    until_ps(&h.engine, Duration::from_secs(4), |ps| ps.len() == 2).await;
+    let mut releases: Vec<Option<u32>> = h.engine.ps().await.iter().map(|d| d.release).collect();
+    releases.sort();
+    assert_eq!(releases, [Some(1), Some(2)], "old and new side by side");
+
+    until_ps(&h.engine, Duration::from_secs(10), |ps| {
+        ps.len() == 1 && ps[0].state == DynoState::Up
+    })
+    .await;
+    assert_eq!(h.engine.ps().await[0].release, Some(2));
+}

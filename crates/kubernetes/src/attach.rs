@@ -48,10 +48,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::pods;
+use crate::pods::{self, CONTAINER, terminated};
 
-/// The container of a one-off's pod, as `crew_cluster` names it.
-pub(crate) const CONTAINER: &str = "run";
 /// The label the Job controller puts on its pods.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// How much of a stream kube buffers between the WebSocket and crew, each
@@ -353,18 +351,6 @@ fn size(cols: u16, rows: u16) -> TerminalSize {
 fn ended(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Succeeded" | "Failed")) && terminated(pod).is_some()
-}
-
-/// The one-off container's exit code, once it terminated.
-pub(crate) fn terminated(pod: &Pod) -> Option<i32> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|s| s.name == CONTAINER)
-        .and_then(|s| s.state.as_ref()?.terminated.as_ref())
-        .map(|t| t.exit_code)
 }
 
 /// What the pod's status says about a failure without a container exit

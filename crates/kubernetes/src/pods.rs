@@ -208,6 +208,8 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
             restart_in: None,
             size: info.size.clone(),
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            // Pods carry no release label yet: the platform names the current one.
+            release: None,
         },
         pod: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
@@ -225,7 +227,7 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
             .as_ref()
             .and_then(|a| a.get(ATTACHED))
             .is_some_and(|v| v == "true"),
-        exit_code: crate::attach::terminated(pod),
+        exit_code: terminated(pod),
     }
 }
 
@@ -343,6 +345,21 @@ fn log_state(pod: &Pod) -> LogState {
     } else {
         LogState::None
     }
+}
+
+/// The container of a one-off's pod, as `crew_cluster` names it.
+pub(crate) const CONTAINER: &str = "run";
+
+/// The one-off container's exit code, once it terminated.
+pub(crate) fn terminated(pod: &Pod) -> Option<i32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == CONTAINER)
+        .and_then(|s| s.state.as_ref()?.terminated.as_ref())
+        .map(|t| t.exit_code)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::attach::{self, Started};
-use crate::logs;
+use crate::{logs, pods};
 
 /// The process type label of a release command's Job and pod.
 pub(crate) const RELEASE_TYPE: &str = "release";
@@ -88,7 +88,7 @@ pub(crate) async fn follow(
         }
         match pods.get_opt(&pod).await {
             Ok(Some(p)) => {
-                if let Some(code) = attach::terminated(&p) {
+                if let Some(code) = pods::terminated(&p) {
                     return Ok(code);
                 }
                 if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed") {

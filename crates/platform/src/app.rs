@@ -1,6 +1,7 @@
 //! The running side of one app: its placement (where its dynos run) and its log.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use crew_engine::{
 use crew_logs::{LineFramer, LogEvent, LogRing, OutputLimits, RingLimits};
 use crew_procfile::{Formation, FormationChange, Quantity};
 use crew_runtime::{DynoProcess, DynoSize, DynoSpec, Runtime, ServerRuntime, Signal};
-use crew_store::{FormationRow, Release, Slug};
+use crew_store::{FormationRow, Release, Slug, Store};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::{Platform, PlatformError, slug};
+use crate::error::PlatformError;
+use crate::slug;
 
 /// What every dyno runs before its command, as Heroku's dynos do: the
 /// buildpacks' `.profile.d` scripts, then the app's own `.profile`.
@@ -44,27 +46,120 @@ type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
 pub type PlacementFactory =
     Arc<dyn Fn(&str, mpsc::Sender<LogEvent>) -> Box<dyn Placement> + Send + Sync>;
 
+/// What an app's running side reads from its server to run a release: the
+/// store, the server's runtime and the range of app uids. The platform lends
+/// one for each call, so this module never reaches into `Platform` itself.
+pub(crate) struct ReleaseContext<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) runtime: &'a ServerRuntime,
+    pub(crate) app_uids: &'a RangeInclusive<u32>,
+}
+
+impl ReleaseContext<'_> {
+    /// The uid and gid `app`'s isolated dynos and builds run as; `None` when
+    /// dynos run plain. See `Platform::app_user`.
+    pub(crate) fn app_user(&self, app: &str) -> Result<Option<(u32, u32)>, PlatformError> {
+        if !self.runtime.is_isolated() {
+            return Ok(None);
+        }
+        let uid = self.store.app_uid(app, self.app_uids.clone())?;
+        Ok(Some((uid, uid)))
+    }
+
+    /// The server's runtime as `app`'s dynos use it: as its own user.
+    pub(crate) fn runtime_of(&self, app: &str) -> ServerRuntime {
+        runtime_as_app(self.runtime, self.store, self.app_uids, app)
+    }
+}
+
+/// `runtime` as `app`'s dynos use it: isolated dynos as the app's own uid.
+/// An app whose uid cannot be had gets a runtime that refuses to start its
+/// dynos (and says why), never one that would borrow another's user.
+pub(crate) fn runtime_as_app(
+    runtime: &ServerRuntime,
+    store: &Store,
+    uids: &RangeInclusive<u32>,
+    app: &str,
+) -> ServerRuntime {
+    if !runtime.is_isolated() {
+        return runtime.clone();
+    }
+    match store.app_uid(app, uids.clone()) {
+        Ok(uid) => runtime.with_user(Some((uid, uid))),
+        // Only a full range or a broken database gets here; the dynos' start
+        // errors then say the app has no uid.
+        Err(_) => runtime.with_user(None),
+    }
+}
+
+/// The router's error lines an app keeps apart from its log, so that the
+/// failed requests of a busy app can still be found once the log's last
+/// 10,000 lines no longer hold them: the latest 1,000, or as many as 256 KiB
+/// holds (a sixteenth of what the log may hold; some 800 access lines of the
+/// usual 250 bytes).
+const ROUTER_ERROR_LINES: usize = 1_000;
+const ROUTER_ERROR_BYTES: usize = 256 * 1024;
+
 /// The running side of one app: where its dynos are placed, and its log.
 pub struct AppRuntime {
     name: String,
     ring: Arc<LogRing>,
+    /// The router's latest error lines, which are also in `ring` until they
+    /// leave it.
+    router_error_lines: Arc<LogRing>,
     logs: mpsc::Sender<LogEvent>,
     placement: Box<dyn Placement>,
     router_log: Arc<dyn Fn(String) + Send + Sync>,
     /// How many of the router's requests failed, by Heroku error code, since
     /// the server started: the access lines themselves leave the ring.
     router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    /// Whether the router answers every request with the maintenance page
+    /// (`heroku maintenance:on`); the store has the lasting copy.
+    maintenance: std::sync::atomic::AtomicBool,
 }
 
 impl AppRuntime {
     pub(crate) fn new(name: &str, placements: &PlacementFactory) -> AppRuntime {
         let ring = Arc::new(LogRing::with_limits(RingLimits::SERVER));
+        let router_error_lines = Arc::new(LogRing::with_limits(RingLimits {
+            lines: ROUTER_ERROR_LINES,
+            bytes: ROUTER_ERROR_BYTES,
+            ..RingLimits::SERVER
+        }));
+        AppRuntime::with_log(name, placements, ring, router_error_lines, Arc::default())
+    }
+
+    /// The running side of an app that was `previous` under another name: a
+    /// new placement (names of services and dynos follow the app's), the same
+    /// log, router error lines and router counts.
+    pub(crate) fn renamed(
+        previous: &AppRuntime,
+        name: &str,
+        placements: &PlacementFactory,
+    ) -> AppRuntime {
+        let runtime = AppRuntime::with_log(
+            name,
+            placements,
+            previous.ring.clone(),
+            previous.router_error_lines.clone(),
+            previous.router_errors.clone(),
+        );
+        runtime.set_maintenance(previous.in_maintenance());
+        runtime
+    }
+
+    fn with_log(
+        name: &str,
+        placements: &PlacementFactory,
+        ring: Arc<LogRing>,
+        router_error_lines: Arc<LogRing>,
+        router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    ) -> AppRuntime {
         // Dyno output never waits for this channel (it is dropped and counted
         // when the channel is full), so its length bounds what the app's log
         // holds in flight: 256 blocks of at most one 64 KiB read and one
         // 10,000-byte line each.
         let (logs, mut rx) = mpsc::channel::<LogEvent>(LOG_QUEUE);
-        let router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
         let feed = ring.clone();
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
@@ -73,12 +168,28 @@ impl AppRuntime {
         });
         AppRuntime {
             name: name.to_string(),
-            router_log: router_log(ring.clone(), router_errors.clone()),
+            router_log: router_log(
+                ring.clone(),
+                router_error_lines.clone(),
+                router_errors.clone(),
+            ),
             router_errors,
+            router_error_lines,
             ring,
             placement: placements(name, logs.clone()),
             logs,
+            maintenance: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn set_maintenance(&self, on: bool) {
+        self.maintenance
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the router holds the app's requests for maintenance.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The app's web dynos for the router; an empty list before the first
@@ -104,6 +215,11 @@ impl AppRuntime {
         self.ring.clone()
     }
 
+    /// The router's latest error lines, kept apart from [`AppRuntime::ring`].
+    pub fn router_error_lines(&self) -> Arc<LogRing> {
+        self.router_error_lines.clone()
+    }
+
     /// A platform event in the app's log, as `crew[SOURCE]: text`.
     pub(crate) async fn event(&self, source: &str, text: impl Into<String>) {
         let source: Arc<str> = Arc::from(source);
@@ -112,14 +228,14 @@ impl AppRuntime {
 
     /// Runs the app's current release with its stored formation: starts it, or
     /// rolls the running dynos over to it.
-    pub(crate) async fn boot(&self, platform: &Platform) -> Result<(), PlatformError> {
-        let release = platform.store.current_release(&self.name)?;
+    pub(crate) async fn boot(&self, server: &ReleaseContext<'_>) -> Result<(), PlatformError> {
+        let release = server.store.current_release(&self.name)?;
         let Some(slug_id) = &release.slug_id else {
             return Ok(());
         };
-        let slug = platform.store.slug(slug_id)?;
-        let rows = platform.store.formation(&self.name)?;
-        let spec = self.release_spec(platform, &release, &slug, &rows)?;
+        let slug = server.store.slug(slug_id)?;
+        let rows = server.store.formation(&self.name)?;
+        let spec = self.release_spec(server, &release, &slug, &rows)?;
         let formation = formation_of(&spec.types, &rows)?;
         self.placement
             .apply(spec, formation)
@@ -133,13 +249,13 @@ impl AppRuntime {
     /// runs with are made here alike.
     pub(crate) fn release_spec(
         &self,
-        platform: &Platform,
+        server: &ReleaseContext<'_>,
         release: &Release,
         slug: &Slug,
         rows: &[FormationRow],
     ) -> Result<ReleaseSpec, PlatformError> {
         let archive = PathBuf::from(&slug.path);
-        let group = platform.app_user(&self.name)?.map(|(_, gid)| gid);
+        let group = server.app_user(&self.name)?.map(|(_, gid)| gid);
         let dir = slug::extract(&archive, group)
             .map_err(PlatformError::io(format!("extracting slug {}", slug.id)))?;
         let types: Vec<ReleaseType> = slug
@@ -159,7 +275,7 @@ impl AppRuntime {
             app: self.name.clone(),
             version: release.version,
             types,
-            env: dyno_env(&platform.runtime, &dir, &release.config),
+            env: dyno_env(server.runtime, &dir, &release.config),
             slug_archive: archive,
             slug_dir: dir,
             command_prefix: Some(PROFILE.to_string()),
@@ -173,7 +289,7 @@ impl AppRuntime {
     /// an error in the engine's words.
     pub(crate) async fn release_command(
         &self,
-        platform: &Platform,
+        server: &ReleaseContext<'_>,
         release: ReleaseSpec,
         command: &str,
         say: &(dyn Fn(String) + Sync),
@@ -202,7 +318,7 @@ impl AppRuntime {
             Ok(Ok(Some(status))) if status.success() => Ok(Ok(())),
             Ok(Ok(Some(status))) => Ok(Err(exit_reason(status))),
             Ok(Ok(None)) => {
-                let runtime = platform.runtime_of(&self.name);
+                let runtime = server.runtime_of(&self.name);
                 Ok(run_release_command(&runtime, &release, command, say).await)
             }
             Ok(Err(e)) => Err(engine_error(e)),
@@ -242,6 +358,17 @@ impl AppRuntime {
             )),
             other => engine_error(other),
         })
+    }
+
+    pub(crate) async fn run_inside(
+        &self,
+        dyno: String,
+        request: crew_engine::RunRequest,
+    ) -> Result<crew_engine::Attachment, PlatformError> {
+        self.placement
+            .run_inside(dyno, request)
+            .await
+            .map_err(engine_error)
     }
 
     pub(crate) async fn restart(&self, target: Option<String>) -> Result<(), PlatformError> {
@@ -288,6 +415,7 @@ pub(crate) fn local_placements(
 /// a task, and counts the errors among them by code.
 fn router_log(
     ring: Arc<LogRing>,
+    error_lines: Arc<LogRing>,
     errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 ) -> Arc<dyn Fn(String) + Send + Sync> {
     let source: Arc<str> = Arc::from("router");
@@ -296,10 +424,10 @@ fn router_log(
     // cost the router more than proxying did. Router lines may therefore
     // interleave with dyno lines a little differently than they happened.
     Arc::new(move |line: String| {
-        if let Some(code) = line
+        let code = line
             .strip_prefix("at=error code=")
-            .and_then(|rest| rest.split(' ').next())
-        {
+            .and_then(|rest| rest.split(' ').next());
+        if let Some(code) = code {
             let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
             match errors.get_mut(code) {
                 Some(count) => *count += 1,
@@ -308,7 +436,14 @@ fn router_log(
                 }
             }
         }
-        ring.push(&LogEvent::platform(&source, line))
+        // One event for both, so that a line in both has one time, by which
+        // a reader tells the copies apart.
+        let error = code.is_some();
+        let event = LogEvent::platform(&source, line);
+        if error {
+            error_lines.push(&event);
+        }
+        ring.push(&event)
     })
 }
 
@@ -382,15 +517,22 @@ pub(crate) fn init_repo(repo: &Path, exe: &Path, app: &str) -> std::io::Result<(
         )));
     }
     configure_repo(repo)?;
+    write_hook(repo, exe, app)
+}
+
+/// The repository's pre-receive hook, which names the app: written when the
+/// repository is made, and again when the app is renamed.
+pub(crate) fn write_hook(repo: &Path, exe: &Path, app: &str) -> std::io::Result<()> {
     let hook = repo.join("hooks").join("pre-receive");
     std::fs::create_dir_all(repo.join("hooks"))?;
     let quoted = exe.display().to_string().replace('\'', "'\\''");
+    let partial = repo.join("hooks").join("pre-receive.partial");
     std::fs::write(
-        &hook,
+        &partial,
         format!("#!/bin/sh\nexec '{quoted}' __pre-receive {app}\n"),
     )?;
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&partial, &hook)
 }
 
 /// What every app repository is set to, new or made by an older crew:

@@ -12,9 +12,17 @@
 //!
 //! Each app has a log ring fed by its engine and by the platform's own events
 //! (`crew[api]: Release v3 created`).
+//!
+//! An app's settings outside its releases are in `settings.rs`: a rename moves
+//! its directory and repository and restarts its dynos under the new name (the
+//! log ring goes along); maintenance mode is a flag the router reads on every
+//! request; chosen buildpacks feed the next build. A release command's output
+//! is kept with its release.
 
 mod app;
+mod error;
 mod private;
+mod settings;
 mod slug;
 mod source;
 
@@ -27,11 +35,13 @@ use std::time::Duration;
 use crew_buildpack::{BuildIsolation, BuildRequest, BuildSandbox, Buildpacks};
 use crew_engine::{DynoInfo, PortPool};
 use crew_logs::LogRing;
-use crew_procfile::{FormationChange, FormationError};
+use crew_procfile::FormationChange;
 use crew_runtime::{DynoSize, ServerRuntime};
-use crew_store::{FormationRow, Release, ReleaseStatus, Store, StoreError};
+use crew_store::{FormationRow, Release, ReleaseStatus, Store};
 
+use crate::app::ReleaseContext;
 pub use crate::app::{AppRuntime, PlacementFactory};
+pub use crate::error::PlatformError;
 pub use crate::source::{MAX_SOURCE_BYTES, SourceId};
 pub use crew_buildpack::PathBuildpacks;
 
@@ -149,34 +159,6 @@ impl Default for BuildSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PlatformError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Formation(#[from] FormationError),
-    #[error("{0}")]
-    Build(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no such process: {0}")]
-    UnknownDyno(String),
-    #[error("the server is shutting down")]
-    ShuttingDown,
-}
-
-impl PlatformError {
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PlatformError {
-        let what = what.into();
-        move |source| PlatformError::Io { what, source }
-    }
-}
-
 pub struct PlatformConfig {
     pub data: PathBuf,
     /// The crew binary, for git hooks and the watchdog.
@@ -232,26 +214,8 @@ pub struct Route {
     pub app: String,
     pub backends: tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>,
     pub log: Arc<dyn Fn(String) + Send + Sync>,
-}
-
-/// `runtime` as `app`'s dynos use it: isolated dynos as the app's own uid.
-/// An app whose uid cannot be had gets a runtime that refuses to start its
-/// dynos (and says why), never one that would borrow another's user.
-fn runtime_as_app(
-    runtime: &ServerRuntime,
-    store: &Store,
-    uids: &RangeInclusive<u32>,
-    app: &str,
-) -> ServerRuntime {
-    if !runtime.is_isolated() {
-        return runtime.clone();
-    }
-    match store.app_uid(app, uids.clone()) {
-        Ok(uid) => runtime.with_user(Some((uid, uid))),
-        // Only a full range or a broken database gets here; the dynos' start
-        // errors then say the app has no uid.
-        Err(_) => runtime.with_user(None),
-    }
+    /// The app is in maintenance mode: the router answers for it.
+    pub maintenance: bool,
 }
 
 /// The hostname suffix every app answers on without DNS setup.
@@ -323,7 +287,7 @@ impl Platform {
             .flatten();
         let placements = config.placements.unwrap_or_else(|| {
             let (runtime, store, uids) = (runtime.clone(), store.clone(), app_uids.clone());
-            let runtime_of = move |app: &str| runtime_as_app(&runtime, &store, &uids, app);
+            let runtime_of = move |app: &str| app::runtime_as_app(&runtime, &store, &uids, app);
             app::local_placements(
                 Arc::new(runtime_of),
                 Arc::new(PortPool::new(ports)),
@@ -364,7 +328,8 @@ impl Platform {
                 platform.remember_domain(&domain.hostname, Some(&app.name));
             }
             let runtime = platform.app_runtime(&app.name);
-            runtime.boot(&platform).await?;
+            runtime.set_maintenance(platform.store.app_settings(&app.name)?.maintenance);
+            runtime.boot(&platform.release_context()).await?;
         }
         Ok(platform)
     }
@@ -463,6 +428,7 @@ impl Platform {
         Some(Route {
             backends: runtime.web_backends(),
             log: runtime.router_log(),
+            maintenance: runtime.in_maintenance(),
             app,
         })
     }
@@ -503,11 +469,16 @@ impl Platform {
     /// command) and builds run as: its own, from `--app-uids`, held for its
     /// whole life. `None` when dynos run plain, as crew itself.
     pub fn app_user(&self, app: &str) -> Result<Option<(u32, u32)>, PlatformError> {
-        if !self.runtime.is_isolated() {
-            return Ok(None);
+        self.release_context().app_user(app)
+    }
+
+    /// What an app's running side reads from this server to run a release.
+    fn release_context(&self) -> ReleaseContext<'_> {
+        ReleaseContext {
+            store: &self.store,
+            runtime: &self.runtime,
+            app_uids: &self.app_uids,
         }
-        let uid = self.store.app_uid(app, self.app_uids.clone())?;
-        Ok(Some((uid, uid)))
     }
 
     /// The buildpacks as `app`'s builds use them: sandboxed builds run as
@@ -527,11 +498,6 @@ impl Platform {
             .buildpacks
             .clone()
             .with_isolation(BuildIsolation::Sandboxed(sandbox)))
-    }
-
-    /// The server's runtime as `app`'s dynos use it: as its own user.
-    pub(crate) fn runtime_of(&self, app: &str) -> ServerRuntime {
-        runtime_as_app(&self.runtime, &self.store, &self.app_uids, app)
     }
 
     pub fn data(&self) -> &Path {
@@ -564,6 +530,13 @@ impl Platform {
     pub fn logs(&self, app: &str) -> Result<Arc<LogRing>, PlatformError> {
         self.store.app(app)?;
         Ok(self.app_runtime(app).ring())
+    }
+
+    /// The router's latest error lines for `app`, kept apart from its log
+    /// (which has them too, until they leave it).
+    pub fn router_error_lines(&self, app: &str) -> Result<Arc<LogRing>, PlatformError> {
+        self.store.app(app)?;
+        Ok(self.app_runtime(app).router_error_lines())
     }
 
     pub async fn create_app(&self, name: &str) -> Result<crew_store::App, PlatformError> {
@@ -646,7 +619,9 @@ impl Platform {
         std::fs::create_dir_all(&cache).map_err(PlatformError::io("creating the build cache"))?;
         let slug_path = slugs.join(format!("{}.tar.gz", build.id));
 
-        let buildpacks = self.buildpacks_for(app)?;
+        let buildpacks = self
+            .buildpacks_for(app)?
+            .with_chosen(self.chosen_buildpacks(app)?);
         let app_name = app.to_string();
         let slug_for_build = slug_path.clone();
         let build_out = out.clone();
@@ -752,14 +727,30 @@ impl Platform {
         if let Some(slug) = &slug {
             // Extracted before the release can become current, also without
             // a release command: a slug that cannot be unpacked fails here.
-            let spec = runtime.release_spec(self, &release, slug, &self.store.formation(app)?)?;
+            let spec = runtime.release_spec(
+                &self.release_context(),
+                &release,
+                slug,
+                &self.store.formation(app)?,
+            )?;
             if let Some(command) = &slug.release_command {
+                // Kept with the release for `heroku releases:output`, without
+                // the pusher's indent.
+                let output = Mutex::new(String::new());
                 let say = |line: String| {
+                    let mut kept = output.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() <= 2 * crew_store::MAX_RELEASE_OUTPUT {
+                        kept.push_str(line.strip_prefix("       ").unwrap_or(&line));
+                        kept.push('\n');
+                    }
+                    drop(kept);
                     if let Some(out) = out {
                         let _ = out.send(line);
                     }
                 };
-                say(format!("       Running release command `{command}`..."));
+                if let Some(out) = out {
+                    let _ = out.send(format!("       Running release command `{command}`..."));
+                }
                 runtime
                     .event(
                         "api",
@@ -768,7 +759,18 @@ impl Platform {
                     .await;
                 // Where the app's dynos run: the placement's engine, or this
                 // machine when the placement leaves it here.
-                let ran = runtime.release_command(self, spec, command, &say).await;
+                let ran = runtime
+                    .release_command(&self.release_context(), spec, command, &say)
+                    .await;
+                let keep = |output: &Mutex<String>| {
+                    let text = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Err(e) = self.store.set_release_output(app, release.version, &text) {
+                        eprintln!(
+                            "crew: keeping the release command's output of {app} v{}: {e}",
+                            release.version
+                        );
+                    }
+                };
                 if !matches!(ran, Ok(Ok(()))) {
                     self.store
                         .set_release_status(app, release.version, ReleaseStatus::Failed)?;
@@ -789,10 +791,12 @@ impl Platform {
                     say(format!(
                         " !     Release command failed{why}; the current release keeps running."
                     ));
+                    keep(&output);
                     return Err(PlatformError::Build(format!(
                         "release command `{command}` failed{why}"
                     )));
                 }
+                keep(&output);
             }
         }
         self.store
@@ -805,7 +809,7 @@ impl Platform {
         }
         let release = self.store.release(app, release.version)?;
         if slug.is_some() {
-            runtime.boot(self).await?;
+            runtime.boot(&self.release_context()).await?;
         }
         Ok(release)
     }
@@ -896,7 +900,7 @@ impl Platform {
             .event("api", format!("Scaled to {}", text.join(" ")))
             .await;
         if resized {
-            runtime.boot(self).await?;
+            runtime.boot(&self.release_context()).await?;
         } else {
             runtime.scale(&rows).await?;
         }
@@ -938,6 +942,48 @@ impl Platform {
                 size,
                 input: request.input,
             })
+            .await
+    }
+
+    /// `run:inside`: `request` inside the running dyno `dyno` of `app`, in
+    /// its namespaces and cgroup, as its user, with its environment plus the
+    /// request's; attached (the input is a pipe or a terminal). A first word
+    /// naming a process type runs that type's command, as for `run`.
+    pub async fn run_inside(
+        &self,
+        app: &str,
+        dyno: &str,
+        request: OneOffRequest,
+    ) -> Result<crew_engine::Attachment, PlatformError> {
+        self.store.app(app)?;
+        check_one_off(&request)?;
+        if request.input == crew_runtime::DynoInput::Idle {
+            return Err(PlatformError::Invalid(
+                "run:inside is always attached: its input is a pipe or a terminal".into(),
+            ));
+        }
+        let mut request = request;
+        request.command = self.process_type_command(app, request.command);
+        let runtime = self.app_runtime(app);
+        runtime
+            .event(
+                "api",
+                format!(
+                    "Starting process with command `{}` inside {dyno}",
+                    request.command
+                ),
+            )
+            .await;
+        runtime
+            .run_inside(
+                dyno.to_string(),
+                crew_engine::RunRequest {
+                    command: request.command,
+                    env: request.env,
+                    size: None,
+                    input: request.input,
+                },
+            )
             .await
     }
 

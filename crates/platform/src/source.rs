@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::PlatformError;
+use crate::error::PlatformError;
 
 /// The most a source tarball may hold, as on Heroku where a slug may be
 /// 500 MB compressed and a source must fit in one.

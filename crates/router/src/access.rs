@@ -10,6 +10,7 @@
 //! passed on, are late by at most [`DELAY`].
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,5 +80,74 @@ pub(crate) async fn flush_forever() {
             log(line);
         }
         last = Some(Instant::now());
+    }
+}
+
+/// An access line, begun when the request comes in: `at=info ` and the parts
+/// known then. It is finished, and written, once the response is done.
+pub(crate) struct AccessLine {
+    text: String,
+    log: Log,
+}
+
+const AT_INFO: &str = "at=info ";
+
+impl AccessLine {
+    pub(crate) fn new(
+        log: Log,
+        method: &str,
+        path: &str,
+        host: &str,
+        request_id: &str,
+        fwd: &str,
+    ) -> AccessLine {
+        // Room for the end of the line too, so it is one allocation.
+        let mut text = String::with_capacity(160 + path.len() + host.len() + request_id.len());
+        let _ = write!(
+            text,
+            "{AT_INFO}method={method} path=\"{path}\" host={host} request_id={request_id} fwd=\"{fwd}\""
+        );
+        AccessLine { text, log }
+    }
+
+    pub(crate) fn info(
+        mut self,
+        dyno: &str,
+        connect: Duration,
+        started: Instant,
+        status: u16,
+        bytes: u64,
+    ) {
+        let _ = write!(
+            self.text,
+            " dyno={dyno} connect={}ms service={}ms status={status} bytes={bytes}",
+            connect.as_millis(),
+            started.elapsed().as_millis(),
+        );
+        write(&self.log, self.text);
+    }
+
+    /// Heroku logs a request held for maintenance as information, not as an
+    /// error: the app's owner asked for it.
+    pub(crate) fn maintenance(self, started: Instant) {
+        write(
+            &self.log,
+            format!(
+                "{AT_INFO}code=H80 desc=\"Maintenance mode\" {} dyno= connect=0ms service={}ms status=503 bytes=0",
+                &self.text[AT_INFO.len()..],
+                started.elapsed().as_millis(),
+            ),
+        );
+    }
+
+    pub(crate) fn error(self, code: &str, desc: &str, dyno: &str, started: Instant, status: u16) {
+        write(
+            &self.log,
+            format!(
+                "at=error code={code} desc=\"{desc}\" {} dyno={dyno} connect=0ms service={}ms status={status} bytes=0",
+                &self.text[AT_INFO.len()..],
+                started.elapsed().as_millis(),
+            ),
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! it comes. A request whose whole body went in that first write can be sent
 //! again on a new connection when a kept-alive one turns out to be closed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::http1::{self, Forwarding, Framing, HeadError, Remaining, RequestHead, ResponseHead};
+use crate::access::AccessLine;
+use crate::http1::{
+    self, Forwarding, Framing, HeadError, READ_SIZE, Remaining, RequestHead, ResponseHead,
+};
 use crate::pool::{self, DynoConnection};
-use crate::{AccessLine, AppRoute, Router, Routes, new_request_id};
-
-/// What a read asks the kernel for at least.
-pub(crate) const READ_SIZE: usize = 16 * 1024;
+use crate::{AppRoute, ConnectionSlot, Router, Routes};
 
 /// A client's connection: what has been read from it and not used, and the
 /// buffer the router writes to it and to dynos from.
@@ -79,12 +80,33 @@ pub(crate) enum After {
 enum Prepared {
     NoSuchApp {
         host: String,
-        framing: Framing,
-        keep_alive: bool,
-        head_request: bool,
-        len: usize,
+        request: Unrelayed,
+    },
+    /// The app is in maintenance mode: the router answers.
+    Maintenance {
+        line: AccessLine,
+        request: Unrelayed,
     },
     Proxy(Proxy),
+}
+
+/// A request the router answers itself with a page, without reading its body.
+struct Unrelayed {
+    framing: Framing,
+    keep_alive: bool,
+    head_request: bool,
+    len: usize,
+}
+
+impl Unrelayed {
+    fn of(head: &RequestHead<'_, '_>) -> Unrelayed {
+        Unrelayed {
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            head_request: head.is_head(),
+            len: head.len,
+        }
+    }
 }
 
 struct Proxy {
@@ -101,6 +123,43 @@ struct Proxy {
     /// sending it once does (RFC 9110, 9.2.2).
     idempotent: bool,
     len: usize,
+}
+
+/// Writes the router's own page for a request whose body it did not read, so
+/// the connection is kept only when there was none. `page` is the status,
+/// its reason, the page's title and text.
+async fn answer_with_page(
+    client: &mut Client,
+    request: Unrelayed,
+    (status, reason, title, text): (u16, &str, &str, &str),
+) -> After {
+    client.buf.advance(request.len);
+    let close = !request.keep_alive || request.framing != Framing::Empty;
+    client.out.clear();
+    http1::page(
+        &mut client.out,
+        status,
+        reason,
+        title,
+        text,
+        request.head_request,
+        close,
+    );
+    match client.stream.write_all(&client.out).await {
+        Ok(()) if !close => After::KeepAlive,
+        _ => After::Close,
+    }
+}
+
+/// A fresh request id: a version 4 UUID from a per-thread generator. A request
+/// id only has to be unique, not unguessable, and asking the kernel for random
+/// bytes on every request was a syscall each.
+fn new_request_id(buffer: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    let random = fastrand::u128(..).to_le_bytes();
+    uuid::Builder::from_random_bytes(random)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(buffer)
 }
 
 /// The most dynos, or connections, one request is sent to: a dyno that
@@ -132,6 +191,21 @@ struct Picked {
 }
 
 impl<R: Routes> Router<R> {
+    /// Serves one client connection's requests, one after another; `slot`
+    /// counts it open until it ends.
+    pub(crate) async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: ConnectionSlot,
+    ) {
+        let _slot = slot;
+        let _ = stream.set_nodelay(true);
+        let mut client = Client::new(stream, peer.ip().to_string());
+        while let After::KeepAlive = self.exchange(&mut client).await {}
+        client.linger().await;
+    }
+
     /// Reads a request from `client`, relays it and its response; says
     /// whether the connection may take another.
     pub(crate) async fn exchange(&self, client: &mut Client) -> After {
@@ -167,30 +241,16 @@ impl<R: Routes> Router<R> {
         };
         let started = Instant::now();
         match prepared {
-            Prepared::NoSuchApp {
-                host,
-                framing,
-                keep_alive,
-                head_request,
-                len,
-            } => {
-                client.buf.advance(len);
-                // Its body was not read, so nothing more can be.
-                let close = !keep_alive || framing != Framing::Empty;
-                client.out.clear();
-                http1::page(
-                    &mut client.out,
-                    404,
-                    "Not Found",
-                    "No such app",
-                    &format!("There is no app at {host}."),
-                    head_request,
-                    close,
-                );
-                match client.stream.write_all(&client.out).await {
-                    Ok(()) if !close => After::KeepAlive,
-                    _ => After::Close,
-                }
+            Prepared::NoSuchApp { host, request } => {
+                let text = format!("There is no app at {host}.");
+                let page = (404, "Not Found", "No such app", text.as_str());
+                answer_with_page(client, request, page).await
+            }
+            Prepared::Maintenance { line, request } => {
+                line.maintenance(started);
+                let text = "This app is being worked on. Please try again in a little while.";
+                let page = (503, "Service Unavailable", "Down for maintenance", text);
+                answer_with_page(client, request, page).await
             }
             Prepared::Proxy(proxy) => {
                 client.buf.advance(proxy.len);
@@ -212,10 +272,7 @@ impl<R: Routes> Router<R> {
         let Some(route) = self.routes.route(&hostname) else {
             return Prepared::NoSuchApp {
                 host: hostname.into_owned(),
-                framing: head.framing,
-                keep_alive: head.keep_alive,
-                head_request: head.is_head(),
-                len: head.len,
+                request: Unrelayed::of(head),
             };
         };
         let given = head
@@ -237,6 +294,12 @@ impl<R: Routes> Router<R> {
             request_id,
             ip,
         );
+        if route.maintenance {
+            return Prepared::Maintenance {
+                line,
+                request: Unrelayed::of(head),
+            };
+        }
         head.write_for_dyno(
             out,
             &Forwarding {

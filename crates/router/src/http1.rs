@@ -10,6 +10,9 @@ use std::fmt::Write as _;
 /// The most a request or response head may take; nginx's default is 8 KB per
 /// header line, and Heroku's router limits a head to 8 KB of headers.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
+/// What a read asks the kernel for at least.
+pub(crate) const READ_SIZE: usize = 16 * 1024;
 /// Headers per head.
 pub(crate) const MAX_HEADERS: usize = 100;
 

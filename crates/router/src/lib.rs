@@ -6,6 +6,9 @@
 //! `up`; a dyno that refuses the connection is skipped for the next one.
 //! Connections to dynos are kept alive and reused.
 //!
+//! An app in maintenance mode gets every request answered by the router: a
+//! maintenance page with a 503, and `at=info code=H80` in its log, as on Heroku.
+//!
 //! When no dyno can take a request the router answers with a 503 page and a
 //! Heroku error code in the app's log: `H14` with no web dynos, `H10` when they
 //! have all crashed, `H20` when none came up within 75 s while booting, `H12`
@@ -42,17 +45,13 @@ mod http1;
 mod pool;
 mod workers;
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crew_engine::{DynoState, RequestGuard, WebBackend};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::exchange::{After, Client};
 use crate::pool::DynoConnection;
 
 /// Where a host's requests go.
@@ -62,6 +61,9 @@ pub struct AppRoute {
     pub backends: watch::Receiver<Arc<Vec<WebBackend>>>,
     /// Writes one line to the app's log as `crew[router]`.
     pub log: Arc<dyn Fn(String) + Send + Sync>,
+    /// The app is in maintenance mode: every request gets the maintenance
+    /// page with a 503, and `H80` in the log; no dyno sees it.
+    pub maintenance: bool,
 }
 
 /// Finds the app for a `Host` header (without its port, lowercased).
@@ -172,21 +174,6 @@ impl<R: Routes> Router<R> {
         }
     }
 
-    /// Serves one client connection's requests, one after another; `slot`
-    /// counts it open until it ends.
-    async fn connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: ConnectionSlot,
-    ) {
-        let _slot = slot;
-        let _ = stream.set_nodelay(true);
-        let mut client = Client::new(stream, peer.ip().to_string());
-        while let After::KeepAlive = self.exchange(&mut client).await {}
-        client.linger().await;
-    }
-
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         self.open.total.load(Ordering::Relaxed)
@@ -279,66 +266,6 @@ fn still_up(latest: &Arc<Vec<WebBackend>>, list: &Arc<Vec<WebBackend>>, index: u
     latest
         .iter()
         .any(|b| b.name == backend.name && b.addr == backend.addr && b.state == DynoState::Up)
-}
-
-/// A fresh request id: a version 4 UUID from a per-thread generator. A request
-/// id only has to be unique, not unguessable, and asking the kernel for random
-/// bytes on every request was a syscall each.
-fn new_request_id(buffer: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
-    let random = fastrand::u128(..).to_le_bytes();
-    uuid::Builder::from_random_bytes(random)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(buffer)
-}
-
-/// An access line, begun when the request comes in: `at=info ` and the parts
-/// known then. It is finished, and written, once the response is done.
-struct AccessLine {
-    text: String,
-    log: access::Log,
-}
-
-const AT_INFO: &str = "at=info ";
-
-impl AccessLine {
-    fn new(
-        log: access::Log,
-        method: &str,
-        path: &str,
-        host: &str,
-        request_id: &str,
-        fwd: &str,
-    ) -> AccessLine {
-        // Room for the end of the line too, so it is one allocation.
-        let mut text = String::with_capacity(160 + path.len() + host.len() + request_id.len());
-        let _ = write!(
-            text,
-            "{AT_INFO}method={method} path=\"{path}\" host={host} request_id={request_id} fwd=\"{fwd}\""
-        );
-        AccessLine { text, log }
-    }
-
-    fn info(mut self, dyno: &str, connect: Duration, started: Instant, status: u16, bytes: u64) {
-        let _ = write!(
-            self.text,
-            " dyno={dyno} connect={}ms service={}ms status={status} bytes={bytes}",
-            connect.as_millis(),
-            started.elapsed().as_millis(),
-        );
-        access::write(&self.log, self.text);
-    }
-
-    fn error(self, code: &str, desc: &str, dyno: &str, started: Instant, status: u16) {
-        access::write(
-            &self.log,
-            format!(
-                "at=error code={code} desc=\"{desc}\" {} dyno={dyno} connect=0ms service={}ms status={status} bytes=0",
-                &self.text[AT_INFO.len()..],
-                started.elapsed().as_millis(),
-            ),
-        );
-    }
 }
 
 /// The router's open client connections, in all and by client address.

@@ -104,6 +104,6 @@ pub(crate) async fn connect(
     let _ = stream.set_nodelay(true);
     Ok(DynoConnection {
         stream,
-        buf: BytesMut::with_capacity(crate::exchange::READ_SIZE),
+        buf: BytesMut::with_capacity(crate::http1::READ_SIZE),
     })
 }

@@ -26,10 +26,12 @@ struct OneApp {
 impl Routes for OneApp {
     fn route(&self, host: &str) -> Option<AppRoute> {
         let lines = self.lines.clone();
-        (host == "app.localhost").then(|| AppRoute {
+        // `down.localhost` is the same app in maintenance mode.
+        (host == "app.localhost" || host == "down.localhost").then(|| AppRoute {
             app: "app".to_string(),
             backends: self.backends.clone(),
             log: Arc::new(move |line| lines.lock().unwrap().push(line)),
+            maintenance: host == "down.localhost",
         })
     }
 }
@@ -249,6 +251,61 @@ async fn chunked_responses_stream_and_the_connection_goes_on() {
         lines[0].contains("path=\"/stream\"") && lines[0].contains("status=200"),
         "{lines:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_in_maintenance_gets_the_maintenance_page_and_h80_and_no_dyno_sees_it() {
+    let seen = Arc::new(Mutex::new(0usize));
+    let counted = seen.clone();
+    let setup = setup(move |mut stream| {
+        let counted = counted.clone();
+        async move {
+            let mut buf = Vec::new();
+            while read_head(&mut stream, &mut buf).await.is_some() {
+                *counted.lock().unwrap() += 1;
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await;
+    let mut client = connect(&setup).await;
+    // A kept connection goes on after the page; a body it did not read
+    // closes it.
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: down.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut client, &mut got, b"</html>\n").await;
+    let page = String::from_utf8_lossy(&got).into_owned();
+    assert!(page.starts_with("HTTP/1.1 503 "), "{page}");
+    assert!(page.contains("maintenance"), "{page}");
+    client
+        .write_all(b"POST /b HTTP/1.1\r\nHost: down.localhost\r\nContent-Length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    let rest = read_to_end(&mut client).await;
+    assert!(rest.starts_with("HTTP/1.1 503 "), "{rest}");
+    let lines = access_lines(&setup, 2).await;
+    for line in &lines {
+        assert!(
+            line.starts_with("at=info code=H80 desc=\"Maintenance mode\" method=")
+                && line.contains("host=down.localhost")
+                && line.contains("status=503"),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(*seen.lock().unwrap(), 0, "a dyno saw a request");
+    // The same app out of maintenance reaches its dyno.
+    let mut client = connect(&setup).await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_end(&mut client).await.ends_with("ok"));
 }
 
 /// A dyno that answers every request with the length of its body and a

@@ -27,6 +27,7 @@
 //! Wherever a method takes `app`, either the app's name or its id is accepted, as in
 //! Heroku's `{app_id_or_name}`: a UUID is too long to be a name, so they never clash.
 
+mod app_settings;
 mod apps;
 mod domains;
 mod error;
@@ -50,6 +51,9 @@ use std::time::Duration;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+pub use app_settings::{
+    AppSettings, MAX_BUILDPACK_LEN, MAX_BUILDPACKS, MAX_RELEASE_OUTPUT, ReleaseOutput,
+};
 pub use error::StoreError;
 pub use model::{
     App, Build, BuildStatus, DEFAULT_SIZE, Domain, FormationRow, MAX_QUANTITY, NewRelease, NewSlug,

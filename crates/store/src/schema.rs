@@ -83,10 +83,26 @@ CREATE TABLE app_uids (
 ) STRICT;
 "#;
 
+/// What an app keeps besides its releases: whether the router holds its
+/// requests for maintenance, and the buildpacks its next build uses (a JSON
+/// list, empty for "detect"). The output of each release's release command,
+/// with the secret its `output_stream_url` carries.
+const APP_SETTINGS: &str = r#"
+ALTER TABLE apps ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0 CHECK (maintenance IN (0, 1));
+ALTER TABLE apps ADD COLUMN buildpacks TEXT NOT NULL DEFAULT '[]';
+
+CREATE TABLE release_outputs (
+    release_id TEXT PRIMARY KEY NOT NULL REFERENCES releases (id) ON DELETE CASCADE,
+    secret     TEXT NOT NULL,
+    output     TEXT NOT NULL
+) STRICT;
+"#;
+
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1).foreign_key_check(),
         M::up(APP_UIDS).foreign_key_check(),
+        M::up(APP_SETTINGS).foreign_key_check(),
     ])
 }
 

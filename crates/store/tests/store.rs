@@ -96,7 +96,7 @@ fn open_migrates_an_empty_file_to_wal_with_every_table() {
     let version: i64 = raw
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mut stmt = raw
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .unwrap();
@@ -113,6 +113,7 @@ fn open_migrates_an_empty_file_to_wal_with_every_table() {
             "builds",
             "domains",
             "formation",
+            "release_outputs",
             "releases",
             "slugs"
         ]

@@ -2,7 +2,7 @@
 //! `2026-11-27T20:11:16.324106628Z com.docker.swarm.node.id=…,com.docker.swarm.service.id=…,com.docker.swarm.task.id=… text\n`.
 //! The details name the task, which names the dyno (`web.2`).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -28,7 +28,7 @@ pub fn parse(frame: &Bytes) -> Option<Line> {
     // The time, if the frame starts with one.
     if let Some(space) = rest.iter().position(|&b| b == b' ')
         && let Ok(text) = std::str::from_utf8(&rest[..space])
-        && let Some(t) = crate::placement::parse_time(text)
+        && let Some(t) = parse_time(text)
     {
         at = Some(t);
         rest = rest.slice(space + 1..);
@@ -53,6 +53,14 @@ pub fn parse(frame: &Bytes) -> Option<Line> {
         Bytes::from(v)
     };
     Some(Line { at, task, text })
+}
+
+/// Docker's RFC 3339 times, nanoseconds included.
+pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    let nanos = t.timestamp_nanos_opt()?;
+    let nanos = u64::try_from(nanos).ok()?;
+    Some(UNIX_EPOCH + Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::docker::{Docker, DockerError, LogStream, Service, Task, Upgraded, label_filter};
 use crate::gateway::Gateway;
+use crate::logline::parse_time;
 use crate::spec::{
     self, LABEL_APP, LABEL_DYNO, LABEL_TYPE, RUN_TYPE, Timings, network_name, run_name,
 };
@@ -193,14 +194,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn engine(e: impl std::fmt::Display) -> EngineError {
     EngineError::Engine(e.to_string())
-}
-
-/// Docker's RFC 3339 times, nanoseconds included.
-pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
-    let nanos = t.timestamp_nanos_opt()?;
-    let nanos = u64::try_from(nanos).ok()?;
-    Some(UNIX_EPOCH + Duration::from_nanos(nanos))
 }
 
 fn task_time(task: &Task) -> SystemTime {
@@ -586,6 +579,9 @@ impl Shared {
                         restart_in: None,
                         size: None,
                         node: current.node_id.as_deref().map(short_id),
+                        // Tasks carry no release label yet: the platform
+                        // names the current one.
+                        release: None,
                     },
                     node: current.node_id.clone(),
                     task: current.id.clone(),
