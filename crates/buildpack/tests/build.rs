@@ -323,14 +323,35 @@ fn python_app_builds_a_relocatable_virtualenv() {
         return;
     }
     let fx = fixture();
+    // A wheel with a console script, installed with no index: the script's
+    // #! line is the one that must survive the move.
     let src = fx.app(
         "src",
         &[
-            ("requirements.txt", ""),
+            (
+                "requirements.txt",
+                "--no-index\n--find-links ./wheels\ntinycli==1.0\n",
+            ),
             ("Procfile", "web: python3 app.py\n"),
             ("app.py", "print('hello')\n"),
         ],
     );
+    let wheel = r#"import os, zipfile
+os.makedirs("wheels", exist_ok=True)
+with zipfile.ZipFile("wheels/tinycli-1.0-py3-none-any.whl", "w") as z:
+    z.writestr("tinycli.py", "def main():\n    print('tinycli ran')\n")
+    z.writestr("tinycli-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinycli\nVersion: 1.0\n")
+    z.writestr("tinycli-1.0.dist-info/WHEEL",
+        "Wheel-Version: 1.0\nGenerator: crew-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr("tinycli-1.0.dist-info/entry_points.txt", "[console_scripts]\ntinycli = tinycli:main\n")
+    z.writestr("tinycli-1.0.dist-info/RECORD", "")
+"#;
+    let made = Command::new("python3")
+        .args(["-c", wheel])
+        .current_dir(&src)
+        .status()
+        .expect("run python3");
+    assert!(made.success(), "writing the test wheel failed");
     let built = fx.build(&src, &[], MINUTE);
     if built.result.is_err()
         && built
@@ -360,7 +381,7 @@ fn python_app_builds_a_relocatable_virtualenv() {
     let home = fx.path("dyno-home");
     unpack(&built.slug, &home);
     let script = ". \"$HOME/.profile.d/python.sh\" && python3 -c 'import sys; print(sys.prefix)' \
-                  && head -n 1 \"$(command -v pip)\"";
+                  && head -n 1 \"$(command -v tinycli)\" && tinycli";
     let run = Command::new("sh")
         .args(["-c", script])
         .env("HOME", &home)
@@ -379,6 +400,7 @@ fn python_app_builds_a_relocatable_virtualenv() {
         "{stdout}"
     );
     assert_eq!(lines.next(), Some("#!/usr/bin/env python3"), "{stdout}");
+    assert_eq!(lines.next(), Some("tinycli ran"), "{stdout}");
 }
 
 #[test]

@@ -318,15 +318,47 @@ fn a_python_app_with_unchanged_requirements_gets_its_virtualenv_back_from_the_ca
     let (ok, text) = push_again(&server, &app, "again");
     assert!(ok, "{text}");
     assert!(
-        text.contains("Requirements unchanged: restoring the virtualenv from the cache"),
+        text.contains("requirements.txt unchanged: restoring the virtualenv from the cache"),
         "{text}"
     );
     assert!(!text.contains("Installing requirements"), "{text}");
+    assert!(!text.contains("Installing pip"), "{text}");
     let seen = poll_until(DEPLOY, || {
         server.ok(app.path(), &["releases"]).contains("v3")
     });
     assert!(seen, "{}", server.ok(app.path(), &["releases"]));
     assert_eq!(answer(&server, app.path(), "pycache"), "tinypkg says hi\n");
+    // pip builds the venv from outside it: the slug holds none.
+    let (ok, out, err) = server.cli(
+        app.path(),
+        &[
+            "run",
+            "-a",
+            "pycache",
+            "python -c 'import tinypkg; print(tinypkg.GREETING)'; python -c 'import pip' 2>/dev/null && echo pip-in-slug || echo no-pip",
+        ],
+    );
+    assert!(
+        ok && out.contains("tinypkg says hi") && out.contains("no-pip"),
+        "{out}\n{err}"
+    );
+
+    // A venv built by another Python (the stack's was upgraded) is not used,
+    // even with unchanged requirements.
+    let built_with = server.data().join("apps/pycache/cache/python/venv.python");
+    assert!(built_with.is_file(), "no {}", built_with.display());
+    std::fs::write(&built_with, "/usr/bin/python3 3.0.1 (an older build)\n")
+        .expect("write the cached venv's python");
+    let (ok, text) = push_again(&server, &app, "a new stack python");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("The stack's Python is not the one the cached virtualenv was built with"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Successfully installed tinypkg-1.0"),
+        "{text}"
+    );
 
     // A changed file that requirements.txt includes is a changed key: pip
     // runs again.
@@ -495,4 +527,283 @@ fn a_typescript_app_is_built_with_its_dev_dependencies_which_are_then_pruned() {
         ],
     );
     assert!(ok && out.contains("dev-pruned"), "{out}\n{err}");
+}
+
+/// The stack's Go toolchain, the one the go buildpack uses.
+fn have_go() -> bool {
+    let found = Path::new("/usr/bin/go").exists();
+    if !found {
+        eprintln!("skipped: /usr/bin/go is needed (.ci/run installs golang-go)");
+    }
+    found
+}
+
+const GO_MAIN: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+
+	"example.org/greet"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, greet.Greeting)
+	})
+	if err := http.ListenAndServe(":"+os.Getenv("PORT"), nil); err != nil {
+		panic(err)
+	}
+}
+"#;
+
+#[test]
+fn a_go_app_with_vendored_modules_is_built_serves_and_reuses_its_build_cache() {
+    if !have_git() || !have_go() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "web: bin/goweb\nworker: bin/worker\n");
+    // One dependency, vendored: no module proxy is reachable from the tests.
+    app.write(
+        "go.mod",
+        "module example.com/goweb\n\ngo 1.19\n\nrequire example.org/greet v1.0.0\n",
+    );
+    app.write(
+        "vendor/modules.txt",
+        "# example.org/greet v1.0.0\n## explicit; go 1.19\nexample.org/greet\n",
+    );
+    app.write(
+        "vendor/example.org/greet/greet.go",
+        "package greet\n\nconst Greeting = \"go says hi\"\n",
+    );
+    app.write("main.go", GO_MAIN);
+    // A second command, named after its directory.
+    app.write(
+        "cmd/worker/main.go",
+        "package main\n\nimport (\n\t\"fmt\"\n\t\"time\"\n)\n\nfunc main() {\n\tfmt.Println(\"go worker up\")\n\ttime.Sleep(time.Hour)\n}\n",
+    );
+    commit_all(&server, app.path(), "a go app");
+    let (ok, text) = push(&server, &app, "goweb");
+    assert!(ok, "{text}");
+    for said in [
+        "-----> Go app detected",
+        "-----> Using the vendored modules (vendor/)",
+        "First build of this app",
+        "-----> Building example.com/goweb into bin/goweb",
+        "-----> Building example.com/goweb/cmd/worker into bin/worker",
+        "       example.org/greet",
+        "       net/http",
+    ] {
+        assert!(text.contains(said), "no {said:?} in:\n{text}");
+    }
+    server.ok(app.path(), &["scale", "web=1", "worker=1"]);
+    assert_eq!(answer(&server, app.path(), "goweb"), "go says hi\n");
+    let seen = poll_until(DEPLOY, || {
+        server
+            .ok(app.path(), &["logs", "-n", "50"])
+            .contains("go worker up")
+    });
+    assert!(seen, "{}", server.ok(app.path(), &["logs", "-n", "50"]));
+
+    // The second push compiles nothing: every package comes from the cache.
+    let (ok, text) = push_again(&server, &app, "again");
+    assert!(ok, "{text}");
+    assert!(text.contains("Reusing the build cache"), "{text}");
+    assert!(!text.contains("       net/http"), "{text}");
+    assert!(!text.contains("       example.org/greet"), "{text}");
+    let seen = poll_until(DEPLOY, || {
+        server.ok(app.path(), &["releases"]).contains("v3")
+    });
+    assert!(seen, "{}", server.ok(app.path(), &["releases"]));
+    assert_eq!(answer(&server, app.path(), "goweb"), "go says hi\n");
+}
+
+#[test]
+fn python_lockfiles_without_their_tool_on_the_stack_fail_naming_the_file_and_the_tool() {
+    if !have_git() || !have_python() {
+        return;
+    }
+    let server = Server::start();
+    // A Pipfile alone pins nothing: refused whatever the stack has.
+    let app = repo(&server, "web: python -m http.server $PORT\n");
+    app.write("Pipfile", "[packages]\n");
+    commit_all(&server, app.path(), "a Pipfile");
+    let (ok, text) = push(&server, &app, "pipfileonly");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "Pipfile found, but no Pipfile.lock: the versions to install are not pinned."
+        ),
+        "{text}"
+    );
+
+    let pyproject = "[project]\nname = \"locked\"\nversion = \"1.0\"\ndependencies = []\n";
+    for (name, tool, files) in [
+        (
+            "pipenvapp",
+            "pipenv",
+            vec![("Pipfile", "[packages]\n"), ("Pipfile.lock", "{}\n")],
+        ),
+        (
+            "poetryapp",
+            "poetry",
+            vec![("pyproject.toml", pyproject), ("poetry.lock", "# poetry\n")],
+        ),
+        (
+            "uvapp",
+            "uv",
+            vec![("pyproject.toml", pyproject), ("uv.lock", "version = 1\n")],
+        ),
+    ] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            eprintln!("skipped the {tool} refusal: this stack has {tool}");
+            continue;
+        }
+        let app = repo(&server, "web: python -m http.server $PORT\n");
+        let lockfile = files[1].0;
+        for (file, text) in files {
+            app.write(file, text);
+        }
+        commit_all(&server, app.path(), "a locked app");
+        let (ok, text) = push(&server, &app, name);
+        assert!(!ok, "{text}");
+        assert!(text.contains("-----> Python app detected"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{lockfile} found, but this stack has no {tool} to install it with."
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("commit a requirements.txt made from the lock"),
+            "{text}"
+        );
+    }
+}
+
+/// A PEP 517 build backend that packs `hello_app/*.py` into a wheel
+/// depending on tinypkg.
+const TEST_BUILD_BACKEND: &str = r#"import os, zipfile
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "hello_app-1.0-py3-none-any.whl"
+    info = "hello_app-1.0.dist-info/"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        for f in sorted(os.listdir("hello_app")):
+            if f.endswith(".py"):
+                z.write(os.path.join("hello_app", f), "hello_app/" + f)
+        z.writestr(info + "METADATA",
+                   "Metadata-Version: 2.1\nName: hello-app\nVersion: 1.0\nRequires-Dist: tinypkg\n")
+        z.writestr(info + "WHEEL",
+                   "Wheel-Version: 1.0\nGenerator: crew-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(info + "RECORD", "")
+    return name
+"#;
+
+#[test]
+fn a_pyproject_app_without_a_lockfile_is_installed_with_pip_install_dot() {
+    if !have_git() || !have_python() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "web: python -m hello_app\n");
+    write_wheel(&app.join("wheels"));
+    // A build backend of the app's own: setuptools would need `wheel` from
+    // an index, and none is reachable.
+    app.write("crew_test_backend.py", TEST_BUILD_BACKEND);
+    app.write(
+        "pyproject.toml",
+        "[build-system]\nrequires = []\nbuild-backend = \"crew_test_backend\"\nbackend-path = [\".\"]\n\n\
+         [project]\nname = \"hello-app\"\nversion = \"1.0\"\ndependencies = [\"tinypkg\"]\n",
+    );
+    app.write("hello_app/__init__.py", "");
+    app.write(
+        "hello_app/__main__.py",
+        "import runpy, tinypkg\ntinypkg.GREETING = 'pyproject says hi'\nrunpy.run_module('tinypkg', run_name='__main__')\n",
+    );
+    commit_all(&server, app.path(), "a pyproject app");
+    server.ok(app.path(), &["apps:create", "pyproj"]);
+    // No index is reachable: tinypkg comes from the app's wheels.
+    server.ok(
+        app.path(),
+        &["config:set", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=./wheels"],
+    );
+    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("-----> Installing the app's package with pip (pip install .)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Successfully installed hello-app-1.0"),
+        "{text}"
+    );
+    server.ok(app.path(), &["scale", "web=1"]);
+    assert_eq!(answer(&server, app.path(), "pyproj"), "pyproject says hi\n");
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The tests reach no registry, so corepack cannot fetch yarn or pnpm here:
+/// the build must fail saying which lockfile needs what, not fall back to npm
+/// (which would ignore the lockfile) or to a "Procfile app".
+#[test]
+fn yarn_and_pnpm_lockfiles_the_stack_cannot_install_fail_naming_the_lockfile_and_the_lack() {
+    if !have_git() || !have_npm() {
+        return;
+    }
+    let server = Server::start();
+    for (name, manager, lockfile, lock) in [
+        (
+            "yarnapp",
+            "yarn",
+            "yarn.lock",
+            "# THIS IS AN AUTOGENERATED FILE. DO NOT EDIT THIS FILE DIRECTLY.\n# yarn lockfile v1\n\n\n",
+        ),
+        (
+            "pnpmapp",
+            "pnpm",
+            "pnpm-lock.yaml",
+            "lockfileVersion: '9.0'\n\nsettings:\n  autoInstallPeers: true\n  excludeLinksFromLockfile: false\n\nimporters:\n\n  .: {}\n",
+        ),
+    ] {
+        if on_path(manager) {
+            eprintln!("skipped the {manager} refusal: this stack has {manager} itself");
+            continue;
+        }
+        let app = repo(&server, "web: node index.js\n");
+        app.write(
+            "package.json",
+            format!(r#"{{"name": "{name}", "version": "1.0.0", "private": true}}"#),
+        );
+        app.write(lockfile, lock);
+        app.write("index.js", "console.log('hi');\n");
+        commit_all(&server, app.path(), "a locked node app");
+        server.ok(app.path(), &["apps:create", name]);
+        // Corepack's own switch, so the test never tries the registry.
+        server.ok(app.path(), &["config:set", "COREPACK_ENABLE_NETWORK=0"]);
+        let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
+        assert!(!ok, "{text}");
+        assert!(text.contains("-----> Node.js app detected"), "{text}");
+        let said = if on_path("corepack") {
+            format!("{lockfile} found, but corepack {manager} could not run {manager}.")
+        } else {
+            format!(
+                "{lockfile} found, but this stack has neither {manager} nor corepack to install it with."
+            )
+        };
+        assert!(text.contains(&said), "no {said:?} in:\n{text}");
+        assert!(!text.contains("Installing dependencies with npm"), "{text}");
+    }
 }
