@@ -22,6 +22,35 @@ use crate::cli::{ExportArgs, ExportKind, TextFormat};
 use crate::client::{Target, block_on};
 
 pub fn export(args: &ExportArgs) -> Result<u8> {
+    if args.kind.is_init() {
+        return crate::init_export::export(args);
+    }
+    let init_only = args.root.is_some()
+        || args.port.is_some()
+        || args.user.is_some()
+        || args.log.is_some()
+        || args.run_dir.is_some()
+        || args.template.is_some()
+        || args.timeout.is_some();
+    if init_only {
+        bail!(
+            "-d, -p, -u, -l, -r, -t and --timeout are for the init formats (systemd, supervisord, …)"
+        );
+    }
+    // LOCATION is -o's other spelling here.
+    let located;
+    let args = if args.output.is_none() && args.location.is_some() {
+        located = ExportArgs {
+            output: args.location.clone(),
+            ..args.clone()
+        };
+        &located
+    } else {
+        args
+    };
+    if args.location.is_some() && args.location != args.output {
+        bail!("give the directory once: as LOCATION or as -o");
+    }
     if args.run.is_some() && args.kind != ExportKind::Kubernetes {
         bail!("--run makes a Kubernetes Job; it has no meaning for `crew export swarm` or `image`");
     }
@@ -38,7 +67,7 @@ pub fn export(args: &ExportArgs) -> Result<u8> {
     match args.kind {
         ExportKind::Kubernetes => export_kubernetes(args, &release),
         ExportKind::Swarm => export_swarm(args, &release),
-        ExportKind::Image => Ok(0),
+        _ => Ok(0),
     }
 }
 

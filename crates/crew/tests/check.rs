@@ -17,7 +17,11 @@ fn check_lists_the_types_in_file_order() {
         "{}",
         out.report()
     );
-    assert_eq!(out.stderr, "", "a clean Procfile has no warnings");
+    assert!(
+        !out.stderr.contains("warning"),
+        "a clean Procfile has no warnings\n{}",
+        out.report()
+    );
 }
 
 #[test]
@@ -133,4 +137,27 @@ fn check_reads_the_procfile_in_the_root_given_with_d() {
     let out = app.run(&["check", "-d", "backend"]);
     out.assert_code(0);
     assert_eq!(out.stdout(), "valid procfile detected (api)\n");
+}
+
+#[test]
+fn check_says_foremans_line_on_stdout_and_honchos_on_stderr() {
+    // foreman's scripts read stdout; honcho's read stderr (it logs the line).
+    let app = App::with_procfile("web: true\nworker: true\n");
+    let out = app.run(&["check"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout(), "valid procfile detected (web, worker)\n");
+    assert_eq!(out.stderr, "Valid procfile detected (web, worker)\n");
+}
+
+#[test]
+fn check_says_it_once_when_both_streams_are_one() {
+    let app = App::with_procfile("web: true\n");
+    let out = app
+        .shell("\"$CREW\" check 2>&1")
+        .output()
+        .expect("running sh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "valid procfile detected (web)\n"
+    );
 }
