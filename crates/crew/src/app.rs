@@ -13,22 +13,57 @@ pub struct Location {
     pub procfile: PathBuf,
 }
 
-/// foreman's rules: the Procfile is `-f`, else `ROOT/Procfile`; the root is `-d`,
-/// else the Procfile's directory.
-pub fn locate(args: &AppArgs) -> Result<Location> {
+/// foreman's rules, with honcho's `PROCFILE`: the Procfile is `-f`, else
+/// `PROCFILE` from the env files (the last one that sets it), else `PROCFILE`
+/// from the shell, else `ROOT/Procfile`. The root is `-d`, else the directory of
+/// a `-f` Procfile, else the current directory. A `PROCFILE` path is relative to
+/// the root, and does not move it: the env files that named it live there.
+pub fn locate(args: &AppArgs, env_files: &[PathBuf]) -> Result<Location> {
     let cwd = std::env::current_dir().context("finding the current directory")?;
-    let procfile = match (&args.procfile, &args.root) {
-        (Some(p), _) => cwd.join(p),
-        (None, Some(root)) => cwd.join(root).join("Procfile"),
-        (None, None) => cwd.join("Procfile"),
-    };
+    if let Some(p) = &args.procfile {
+        let procfile = cwd.join(p);
+        let root = match &args.root {
+            Some(root) => cwd.join(root),
+            None => procfile
+                .parent()
+                .map_or_else(|| cwd.clone(), Path::to_path_buf),
+        };
+        return Ok(Location { root, procfile });
+    }
     let root = match &args.root {
         Some(root) => cwd.join(root),
-        None => procfile
-            .parent()
-            .map_or_else(|| cwd.clone(), Path::to_path_buf),
+        None => cwd,
+    };
+    let mut named = None;
+    for file in env_file_paths(&root, env_files) {
+        let text = read_text(&file, "env file")?;
+        let entries =
+            dotenv::parse(&text).with_context(|| format!("env file {}", file.display()))?;
+        if let Some((_, value)) = entries.into_iter().rev().find(|(k, _)| k == "PROCFILE") {
+            named = Some(value);
+        }
+    }
+    if named.is_none() {
+        named = std::env::var("PROCFILE").ok();
+    }
+    let procfile = match named.filter(|p| !p.trim().is_empty()) {
+        Some(p) => root.join(p.trim()),
+        None => root.join("Procfile"),
     };
     Ok(Location { root, procfile })
+}
+
+/// The env files to read: the given ones relative to the root, else `ROOT/.env`
+/// when it is a file.
+pub fn env_file_paths(root: &Path, given: &[PathBuf]) -> Vec<PathBuf> {
+    if given.is_empty() {
+        Some(root.join(".env"))
+            .filter(|p| p.is_file())
+            .into_iter()
+            .collect()
+    } else {
+        given.iter().map(|f| root.join(f)).collect()
+    }
 }
 
 impl Location {
@@ -72,22 +107,33 @@ pub struct Environment {
     pub port_base: u16,
 }
 
+/// The base port by foreman's precedence: `-p`, then the last `PORT` of the
+/// env files (with the file it came from), then the shell's `PORT`, then
+/// 5000.
+pub(crate) fn base_port(flag: Option<u16>, file_port: Option<(String, PathBuf)>) -> Result<u16> {
+    Ok(match (flag, file_port) {
+        (Some(port), _) => port,
+        (None, Some((value, file))) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("PORT={value} in {} is not a port number", file.display()))?,
+        (None, None) => match std::env::var("PORT") {
+            Ok(value) if !value.is_empty() => value
+                .trim()
+                .parse()
+                .with_context(|| format!("PORT={value} in the environment is not a port number"))?,
+            _ => DEFAULT_BASE_PORT,
+        },
+    })
+}
+
 /// The shell's environment, then the env files on top (foreman's precedence), then
 /// `PYTHONUNBUFFERED=1` unless something set it, since output goes through a pipe.
 pub fn environment(root: &Path, args: &EnvArgs) -> Result<Environment> {
     let mut vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let files: Vec<PathBuf> = if args.env.is_empty() {
-        let default = root.join(".env");
-        if default.is_file() {
-            vec![default]
-        } else {
-            Vec::new()
-        }
-    } else {
-        args.env.iter().map(|f| root.join(f)).collect()
-    };
+    let files = env_file_paths(root, &args.env);
     let mut file_port = None;
     for file in &files {
         let text = read_text(file, "env file")?;
@@ -103,19 +149,7 @@ pub fn environment(root: &Path, args: &EnvArgs) -> Result<Environment> {
     if !vars.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
         vars.push(("PYTHONUNBUFFERED".into(), "1".into()));
     }
-    let port_base =
-        match (args.port, file_port) {
-            (Some(port), _) => port,
-            (None, Some((value, file))) => value.trim().parse().with_context(|| {
-                format!("PORT={value} in {} is not a port number", file.display())
-            })?,
-            (None, None) => match std::env::var("PORT") {
-                Ok(value) if !value.is_empty() => value.trim().parse().with_context(|| {
-                    format!("PORT={value} in the environment is not a port number")
-                })?,
-                _ => DEFAULT_BASE_PORT,
-            },
-        };
+    let port_base = base_port(args.port, file_port)?;
     if port_base == 0 {
         bail!("the base port must be between 1 and 65535");
     }

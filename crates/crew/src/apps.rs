@@ -15,10 +15,7 @@ use crate::client::{Target, announce, block_on, server_credentials};
 /// A client for server-wide routes (`/apps`), which name no app.
 fn server_client() -> Result<crew_api::client::Client> {
     let (url, key) = server_credentials()?;
-    Ok(crew_api::client::Client::new(
-        crew_api::client::Endpoint::Tcp(crate::client::host_of(&url)),
-        key,
-    ))
+    crate::client::server_client(&url, key)
 }
 
 /// `-a APP`, else the app of the `crew` git remote.
@@ -166,15 +163,20 @@ pub fn git_remote(args: &GitRemoteArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn info(args: &AppOnly) -> Result<u8> {
-    let target = target(args)?;
-    let app: AppInfo = block_on(async {
+/// The app `target` names, as the API shows it.
+fn read_app(target: &Target) -> Result<AppInfo> {
+    block_on(async {
         target
             .client
             .get(&format!("/apps/{}", target.app))
             .await
             .context("reading the app")
-    })?;
+    })
+}
+
+pub fn info(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let app = read_app(&target)?;
     let mut text = format!(
         "=== {}\nCreated:   {}\nGit URL:   {}\nWeb URL:   {}\nStack:     {}\n",
         app.name, app.created_at, app.git_url, app.web_url, app.stack.name
@@ -182,8 +184,12 @@ pub fn info(args: &AppOnly) -> Result<u8> {
     if let Some(isolation) = &app.isolation {
         text.push_str(&format!("Isolation: {isolation}\n"));
     }
-    // The codes are Heroku's (`crew logs --source router` has the lines while
-    // the ring keeps them); counted since the server started.
+    if app.maintenance {
+        text.push_str("Maintenance: on (the router answers every request with a 503 page)\n");
+    }
+    // The codes are Heroku's (`crew logs --source router` has the lines, the
+    // latest 1,000 failed ones even after the log has let them go); counted
+    // since the server started.
     let errors: Vec<String> = app
         .router_errors
         .iter()
@@ -340,19 +346,24 @@ pub fn releases(args: &AppOnly) -> Result<u8> {
     Ok(0)
 }
 
-pub fn release_info(args: &ReleaseArgs) -> Result<u8> {
-    let target = target(&args.app)?;
+/// The release `args` names (`vN`), else the latest.
+fn named_release(target: &Target, args: &ReleaseArgs) -> Result<ReleaseInfo> {
     let version = match &args.release {
         Some(v) => v.trim_start_matches('v').to_string(),
-        None => latest_release(&target)?.to_string(),
+        None => latest_release(target)?.to_string(),
     };
-    let r: ReleaseInfo = block_on(async {
+    block_on(async {
         target
             .client
             .get(&target.path(&format!("/releases/{version}")))
             .await
             .context("reading the release")
-    })?;
+    })
+}
+
+pub fn release_info(args: &ReleaseArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let r = named_release(&target, args)?;
     crate::say(&format!(
         "=== Release v{}\nBy:      crew\nChange:  {}\nStatus:  {}\nWhen:    {}\nCurrent: {}\n",
         r.version, r.description, r.status, r.created_at, r.current
@@ -436,7 +447,8 @@ pub fn domains(args: &AppOnly) -> Result<u8> {
             .context("listing domains")
     })?;
     let mut text = format!("=== {} Custom Domains\n", target.app);
-    for d in domains {
+    // The app's own hostname (`kind: heroku`) is not a custom one.
+    for d in domains.iter().filter(|d| d.kind == "custom") {
         text.push_str(&d.hostname);
         text.push('\n');
     }
@@ -473,5 +485,178 @@ pub fn remove_domain(args: &DomainArgs) -> Result<u8> {
             .await
             .map_err(anyhow::Error::from)
     })?;
+    Ok(0)
+}
+
+/// `crew apps:rename NEW`: the server moves everything; here the `crew`
+/// remote follows, when it named the old app.
+pub fn rename(args: &crate::cli::AppsRenameArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    let (url, _) = server_credentials()?;
+    let what = format!("Renaming {} to {}", target.app, args.new_name);
+    let app: AppInfo = announce(&what, async {
+        target
+            .client
+            .call(
+                Method::PATCH,
+                &format!("/apps/{}", target.app),
+                &crew_api::types::AppUpdate {
+                    name: Some(args.new_name.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    let git_url = format!("{url}/{}.git", app.name);
+    crate::say(&format!("{} | {git_url}\n", app.web_url));
+    if inside_repo() {
+        let old_url = format!("{url}/{}.git", target.app);
+        let remote_url = std::process::Command::new("git")
+            .args(["remote", "get-url", "crew"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        if remote_url.as_deref() == Some(old_url.as_str()) {
+            let status = std::process::Command::new("git")
+                .args(["remote", "set-url", "crew", &git_url])
+                .status()
+                .context("updating the `crew` git remote")?;
+            if status.success() {
+                crate::say("Git remote crew updated\n");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn maintenance(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let app = read_app(&target)?;
+    crate::say(if app.maintenance { "on\n" } else { "off\n" });
+    Ok(0)
+}
+
+pub fn set_maintenance(args: &AppOnly, on: bool) -> Result<u8> {
+    let target = target(args)?;
+    let what = format!(
+        "{} maintenance mode for {}",
+        if on { "Enabling" } else { "Disabling" },
+        target.app
+    );
+    let _: AppInfo = announce(&what, async {
+        target
+            .client
+            .call(
+                Method::PATCH,
+                &format!("/apps/{}", target.app),
+                &crew_api::types::AppUpdate {
+                    maintenance: Some(on),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    Ok(0)
+}
+
+/// `crew releases:output [vN]`: what the release command printed, kept with
+/// the release.
+pub fn release_output(args: &ReleaseArgs) -> Result<u8> {
+    use http_body_util::BodyExt;
+    let target = target(&args.app)?;
+    let release = named_release(&target, args)?;
+    let Some(url) = release.output_stream_url else {
+        crate::say(&format!(
+            "Release v{} has no release command output.\n",
+            release.version
+        ));
+        return Ok(0);
+    };
+    // The URL is the server's own: its path on the connection the client has.
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
+        .with_context(|| format!("the server answered a malformed output URL: {url}"))?;
+    let output = block_on(async {
+        let body = target
+            .client
+            .stream(&path)
+            .await
+            .context("reading the release output")?;
+        let bytes = body
+            .collect()
+            .await
+            .context("reading the release output")?
+            .to_bytes();
+        anyhow::Ok(bytes)
+    })?;
+    crate::say(&String::from_utf8_lossy(&output));
+    Ok(0)
+}
+
+fn show_buildpacks(app: &str, list: &[crew_api::types::BuildpackInstallation]) {
+    if list.is_empty() {
+        crate::say(&format!(
+            "{app} has no buildpacks set: the next build detects them.\n"
+        ));
+        return;
+    }
+    let mut text = format!("=== {app} Buildpacks\n");
+    for b in list {
+        text.push_str(&format!("{}. {}\n", b.ordinal + 1, b.buildpack.name));
+    }
+    crate::say(&text);
+}
+
+pub fn buildpacks(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    let list: Vec<crew_api::types::BuildpackInstallation> = block_on(async {
+        target
+            .client
+            .get(&target.path("/buildpack-installations"))
+            .await
+            .context("reading the buildpacks")
+    })?;
+    show_buildpacks(&target.app, &list);
+    Ok(0)
+}
+
+fn put_buildpacks(target: &crate::client::Target, list: &[String]) -> Result<()> {
+    let updates = crew_api::types::BuildpackUpdates {
+        updates: list
+            .iter()
+            .map(|b| crew_api::types::BuildpackUpdate {
+                buildpack: b.clone(),
+            })
+            .collect(),
+    };
+    let set: Vec<crew_api::types::BuildpackInstallation> = block_on(async {
+        target
+            .client
+            .call(
+                Method::PUT,
+                &target.path("/buildpack-installations"),
+                &updates,
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    show_buildpacks(&target.app, &set);
+    Ok(())
+}
+
+pub fn set_buildpacks(args: &crate::cli::BuildpacksSetArgs) -> Result<u8> {
+    let target = target(&args.app)?;
+    put_buildpacks(&target, &args.buildpacks)?;
+    Ok(0)
+}
+
+pub fn clear_buildpacks(args: &AppOnly) -> Result<u8> {
+    let target = target(args)?;
+    put_buildpacks(&target, &[])?;
     Ok(0)
 }

@@ -25,6 +25,9 @@ pub struct AttachRequest {
     pub env: BTreeMap<String, String>,
     pub size: Option<String>,
     pub no_tty: bool,
+    /// `run:inside`: the running dyno to start the command in, instead of a
+    /// new one-off.
+    pub inside: Option<String>,
 }
 
 pub fn run(request: AttachRequest) -> Result<u8> {
@@ -49,12 +52,22 @@ pub fn run(request: AttachRequest) -> Result<u8> {
         terminal: window,
         ..Default::default()
     })?;
+    let (path, doing) = match &request.inside {
+        Some(dyno) => (
+            format!("/dynos/{dyno}"),
+            format!("starting the command inside {dyno}"),
+        ),
+        None => (
+            "/dynos".to_string(),
+            "starting the one-off dyno".to_string(),
+        ),
+    };
     block_on(async move {
         let connection = target
             .client
-            .upgrade(&target.path("/dynos"), body, PROTOCOL)
+            .upgrade(&target.path(&path), body, PROTOCOL)
             .await
-            .context("starting the one-off dyno")?;
+            .context(doing)?;
         let _raw = if terminal {
             Some(RawMode::enter().context("switching the terminal to raw mode")?)
         } else {

@@ -11,8 +11,48 @@ use clap::{Args, Parser, Subcommand};
     about = "The Heroku process model: run a Procfile's formation, locally or as a server"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options that may also come before the subcommand, as honcho takes its common
+/// ones: `crew -e .env.test run pytest`, `crew -f Procfile.dev start`. Each
+/// means what it means after the subcommand; given on both sides, the one after
+/// the subcommand wins (the later one, as with honcho's argparse). A command that
+/// has no such option refuses it.
+#[derive(Args, Debug, Default)]
+pub struct GlobalArgs {
+    /// The Procfile [default: PROCFILE from the env files or the shell, else ROOT/Procfile]
+    #[arg(short = 'f', long = "procfile", value_name = "PROCFILE")]
+    pub procfile: Option<PathBuf>,
+    /// The app's directory [default: the Procfile's directory]
+    #[arg(short = 'd', long = "root", alias = "app-root", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Environment files, comma-separated or repeated [default: ROOT/.env if present]
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "FILE[,FILE]",
+        value_delimiter = ','
+    )]
+    pub env: Vec<PathBuf>,
+    /// The base port
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
+    /// Seconds from SIGTERM to SIGKILL when stopping (start, export)
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Never colour (start)
+    #[arg(long, alias = "no-colour")]
+    pub no_color: bool,
+    /// Leave out the HH:MM:SS column (start)
+    #[arg(long)]
+    pub no_timestamp: bool,
+    /// Print each line exactly as the process wrote it (start)
+    #[arg(long)]
+    pub no_prefix: bool,
 }
 
 #[derive(Subcommand)]
@@ -29,7 +69,8 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Restart every process, one type (`web`) or one process (`web.2`)
     Restart(RestartArgs),
-    /// Stop one type or one process; it stays down until restarted
+    /// Stop one type or one process; here it stays down until restarted, on a server (as on Heroku) the formation starts it again and a one-off ends
+    #[command(visible_alias = "ps:stop", alias = "ps:kill", alias = "kill")]
     Stop(StopArgs),
     /// Show recent output and crew's lifecycle lines, or follow them
     Logs(LogsArgs),
@@ -52,6 +93,12 @@ pub enum Command {
     /// Start a one-off dyno on a server and return at once; its output goes to the log
     #[command(name = "run:detached")]
     RunDetached(RunDetachedArgs),
+    /// Run a command inside a running dyno on a server (its namespaces, cgroup and user)
+    #[command(name = "run:inside")]
+    RunInside(RunInsideArgs),
+    /// Wait until every dyno of a server's app runs its current release
+    #[command(name = "ps:wait")]
+    PsWait(PsWaitArgs),
     /// Show an app's config vars
     Config(AppOnly),
     /// Print one config var
@@ -78,8 +125,50 @@ pub enum Command {
     ReleasesInfo(ReleaseArgs),
     /// Make a new release from an old one's slug and config [default: the one before the latest]
     Rollback(ReleaseArgs),
-    /// Write an app as Kubernetes manifests, a Swarm stack file or a docker-archive image
+    /// Write an app as an init system's files (systemd, supervisord, runit, …),
+    /// Kubernetes manifests, a Swarm stack file or a docker-archive image
     Export(ExportArgs),
+    /// Rename an app: its data, repository and dynos go with it; the old name is free
+    #[command(name = "apps:rename")]
+    AppsRename(AppsRenameArgs),
+    /// Show whether an app is in maintenance mode
+    Maintenance(AppOnly),
+    /// Put an app in maintenance mode: the router answers every request with a 503 page
+    #[command(name = "maintenance:on")]
+    MaintenanceOn(AppOnly),
+    /// Take an app out of maintenance mode
+    #[command(name = "maintenance:off")]
+    MaintenanceOff(AppOnly),
+    /// Show the output of a release's release command [default: the latest release]
+    #[command(name = "releases:output")]
+    ReleasesOutput(ReleaseArgs),
+    /// List the buildpacks an app's next build uses
+    Buildpacks(AppOnly),
+    /// Set the buildpacks an app's builds use (heroku/python, a git URL, …), in order
+    #[command(name = "buildpacks:set")]
+    BuildpacksSet(BuildpacksSetArgs),
+    /// Go back to detecting an app's buildpacks
+    #[command(name = "buildpacks:clear")]
+    BuildpacksClear(AppOnly),
+}
+
+#[derive(Args, Debug)]
+pub struct AppsRenameArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    /// The new name: 2 to 30 characters, a lowercase letter, then lowercase
+    /// letters, digits and dashes
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildpacksSetArgs {
+    #[command(flatten)]
+    pub app: AppOnly,
+    /// heroku/ruby, heroku/python, heroku/nodejs, heroku/go, heroku/procfile,
+    /// or a git URL
+    #[arg(required = true, value_name = "BUILDPACK")]
+    pub buildpacks: Vec<String>,
 }
 
 /// What `crew export` writes.
@@ -91,6 +180,30 @@ pub enum ExportKind {
     Swarm,
     /// A release's slug as an image, for `docker load` (needs --slug)
     Image,
+    /// APP.target and a template unit APP-TYPE@.service per type (instances APP-TYPE@N)
+    Systemd,
+    /// APP.conf: a [program:APP-TYPE.N] per process and a [group:APP]
+    Supervisord,
+    /// Upstart jobs: APP.conf, APP-TYPE.conf, APP-TYPE-N.conf
+    Upstart,
+    /// A launchd property list per process: APP-TYPE.N.plist
+    Launchd,
+    /// A runit service directory per process: APP-TYPE.N/{run,log/run}
+    Runit,
+    /// inittab lines, printed or put into an inittab file between crew's markers
+    Inittab,
+    /// Upstart jobs that run each process through start-stop-daemon
+    Daemon,
+}
+
+impl ExportKind {
+    /// The formats foreman writes for an init system, from a local Procfile.
+    pub fn is_init(self) -> bool {
+        !matches!(
+            self,
+            ExportKind::Kubernetes | ExportKind::Swarm | ExportKind::Image
+        )
+    }
 }
 
 /// The text format of manifests and stack files.
@@ -100,15 +213,24 @@ pub enum TextFormat {
     Json,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     pub kind: ExportKind,
-    /// The app on the server; with --procfile or --slug, the name to give it
+    /// Init formats: the directory to write into (inittab: the file to update,
+    /// or `-` to print); Kubernetes and Swarm: the same as -o
+    #[arg(value_name = "LOCATION")]
+    pub location: Option<PathBuf>,
+    /// The app on the server; with --procfile or --slug, the name to give it;
+    /// init formats: the name [default: the app directory's name]
     #[arg(short = 'a', long = "app", value_name = "APP")]
     pub app: Option<String>,
-    /// Export this local Procfile (and .env beside it) instead of a server's app
+    /// Export this local Procfile (and .env beside it) instead of a server's
+    /// app; init formats: the Procfile [default: PROCFILE from the env files, else ROOT/Procfile]
     #[arg(short = 'f', long = "procfile", value_name = "PROCFILE")]
     pub procfile: Option<PathBuf>,
+    /// Init formats: the app's directory, where processes run [default: the Procfile's]
+    #[arg(short = 'd', long = "root", alias = "app-root", value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// With --procfile: env files holding the config vars [default: .env beside the Procfile, if present]
     #[arg(
         short = 'e',
@@ -117,9 +239,34 @@ pub struct ExportArgs {
         value_delimiter = ','
     )]
     pub env: Vec<PathBuf>,
-    /// With --procfile: how many of each type [default: web=1, others 0, as a first deploy]
-    #[arg(short = 'm', long = "formation", value_name = "FORMATION")]
+    /// With --procfile: how many of each type [default: web=1, others 0, as a
+    /// first deploy; init formats: one of each]
+    #[arg(
+        short = 'm',
+        long = "formation",
+        short_alias = 'c',
+        alias = "concurrency",
+        value_name = "FORMATION"
+    )]
     pub formation: Vec<String>,
+    /// Init formats: the base port [default: PORT from the env files or the shell, else 5000]
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
+    /// Init formats: the user processes run as [default: the app's name]
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Init formats: where process logs go [default: /var/log/APP]
+    #[arg(short = 'l', long = "log", value_name = "DIR")]
+    pub log: Option<PathBuf>,
+    /// Init formats: where pid files go (daemon) [default: /var/run/APP]
+    #[arg(short = 'r', long = "run-dir", value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Init formats: a directory of templates that replace crew's own, file by file
+    #[arg(short = 't', long = "template", value_name = "DIR")]
+    pub template: Option<PathBuf>,
+    /// Init formats: seconds from SIGTERM to SIGKILL when a process stops [default: 5]
+    #[arg(long = "timeout", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// With --procfile or --slug: the release number [default: v1]
     #[arg(long, value_name = "vN")]
     pub release: Option<String>,
@@ -468,6 +615,46 @@ pub struct RestartArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct PsWaitArgs {
+    /// The app on the `crew server`
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: String,
+    /// Only dynos of this process type
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub process_type: Option<String>,
+    /// One-off dynos too
+    #[arg(short = 'R', long)]
+    pub with_run: bool,
+    /// Seconds between checks
+    #[arg(short = 'w', long, default_value_t = 10, value_name = "SECONDS")]
+    pub wait_interval: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct RunInsideArgs {
+    /// The app on the `crew server`
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: String,
+    /// Extra environment for the command (repeatable)
+    #[arg(long = "env-var", value_name = "K=V")]
+    pub env_vars: Vec<String>,
+    /// The command's stdin and output are pipes, not a terminal
+    #[arg(long)]
+    pub no_tty: bool,
+    /// The running dyno (`web.1`, `run.2`)
+    #[arg(value_name = "DYNO")]
+    pub dyno: String,
+    /// One shell command line, or a program and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct StopArgs {
     /// An app on a `crew server` instead of the `crew start` running here
     #[arg(short = 'a', long = "app", value_name = "APP")]
@@ -490,19 +677,21 @@ pub struct LogsArgs {
     /// Only this process type or process (`web`, `web.1`)
     #[arg(long = "ps", short = 'p', alias = "dyno", short_alias = 'd')]
     pub ps: Option<String>,
-    /// Only the app's own lines (`app`) or crew's (`crew`)
-    #[arg(long, short = 's', value_name = "app|crew")]
+    /// Only the app's own lines (`app`), crew's (`crew`) or the router's
+    /// (`router`; a server keeps up to 1,000 of its latest errors beyond the log's
+    /// 10,000 lines)
+    #[arg(long, short = 's', value_name = "app|crew|router")]
     pub source: Option<String>,
 }
 
 /// Where the app is: shared by every command that reads a Procfile.
 #[derive(Args, Debug, Clone)]
 pub struct AppArgs {
-    /// The Procfile [default: ROOT/Procfile]
+    /// The Procfile [default: PROCFILE from the env files or the shell, else ROOT/Procfile]
     #[arg(short = 'f', long = "procfile", value_name = "PROCFILE")]
     pub procfile: Option<PathBuf>,
     /// The app's directory, where processes run [default: the Procfile's directory]
-    #[arg(short = 'd', long = "root", value_name = "DIR")]
+    #[arg(short = 'd', long = "root", alias = "app-root", value_name = "DIR")]
     pub root: Option<PathBuf>,
 }
 
@@ -525,6 +714,14 @@ pub struct EnvArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub app: AppArgs,
+    /// Env files, read for PROCFILE [default: ROOT/.env if present]
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "FILE[,FILE]",
+        value_delimiter = ','
+    )]
+    pub env: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -545,14 +742,9 @@ pub struct StartArgs {
         value_name = "FORMATION"
     )]
     pub formation: Vec<String>,
-    /// Seconds from SIGTERM to SIGKILL when stopping
-    #[arg(
-        short = 't',
-        long = "timeout",
-        default_value_t = 5,
-        value_name = "SECONDS"
-    )]
-    pub timeout: u64,
+    /// Seconds from SIGTERM to SIGKILL when stopping [default: 5]
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// Leave out the HH:MM:SS column
     #[arg(long)]
     pub no_timestamp: bool,
@@ -560,7 +752,7 @@ pub struct StartArgs {
     #[arg(long, overrides_with = "no_color")]
     pub color: bool,
     /// Never colour
-    #[arg(long)]
+    #[arg(long, alias = "no-colour")]
     pub no_color: bool,
     /// Print each line exactly as the process wrote it
     #[arg(long)]
@@ -601,4 +793,100 @@ pub struct RunArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+}
+
+impl GlobalArgs {
+    /// Moves the options given before the subcommand into it. An option given
+    /// after the subcommand too keeps that later value; one the subcommand has no
+    /// use for is an error naming it.
+    pub fn apply(self, command: &mut Command) -> Result<(), String> {
+        fn take<T>(before: Option<T>, after: &mut Option<T>) {
+            if after.is_none() {
+                *after = before;
+            }
+        }
+        fn take_list<T>(before: Vec<T>, after: &mut Vec<T>) {
+            if after.is_empty() {
+                *after = before;
+            }
+        }
+        let GlobalArgs {
+            procfile,
+            root,
+            env,
+            port,
+            timeout,
+            no_color,
+            no_timestamp,
+            no_prefix,
+        } = self;
+        // What each command takes, as (given before, name) for the error.
+        let mut refuse: Vec<&str> = Vec::new();
+        let mut unused = |given: bool, name: &'static str| {
+            if given {
+                refuse.push(name);
+            }
+        };
+        match command {
+            Command::Check(args) => {
+                take(procfile, &mut args.app.procfile);
+                take(root, &mut args.app.root);
+                take_list(env, &mut args.env);
+                unused(port.is_some(), "-p");
+                unused(timeout.is_some(), "-t");
+                unused(no_color, "--no-color");
+                unused(no_timestamp, "--no-timestamp");
+                unused(no_prefix, "--no-prefix");
+            }
+            Command::Start(args) => {
+                take(procfile, &mut args.app.procfile);
+                take(root, &mut args.app.root);
+                take_list(env, &mut args.env.env);
+                take(port, &mut args.env.port);
+                take(timeout, &mut args.timeout);
+                // `--color` after the subcommand is the later word and wins.
+                args.no_color |= no_color && !args.color;
+                args.no_timestamp |= no_timestamp;
+                args.no_prefix |= no_prefix;
+            }
+            Command::Run(args) => {
+                take(procfile, &mut args.app.procfile);
+                take(root, &mut args.app.root);
+                take_list(env, &mut args.env.env);
+                take(port, &mut args.env.port);
+                unused(timeout.is_some(), "-t");
+                unused(no_color, "--no-color");
+                unused(no_timestamp, "--no-timestamp");
+                unused(no_prefix, "--no-prefix");
+            }
+            Command::Export(args) => {
+                take(procfile, &mut args.procfile);
+                take(root, &mut args.root);
+                take_list(env, &mut args.env);
+                take(port, &mut args.port);
+                take(timeout, &mut args.timeout);
+                unused(no_color, "--no-color");
+                unused(no_timestamp, "--no-timestamp");
+                unused(no_prefix, "--no-prefix");
+            }
+            _ => {
+                unused(procfile.is_some(), "-f");
+                unused(root.is_some(), "-d");
+                unused(!env.is_empty(), "-e");
+                unused(port.is_some(), "-p");
+                unused(timeout.is_some(), "-t");
+                unused(no_color, "--no-color");
+                unused(no_timestamp, "--no-timestamp");
+                unused(no_prefix, "--no-prefix");
+            }
+        }
+        if refuse.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} before the subcommand: this command has no such option",
+                refuse.join(", ")
+            ))
+        }
+    }
 }

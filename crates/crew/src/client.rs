@@ -45,7 +45,7 @@ impl Target {
     pub fn server(app: &str) -> Result<Target> {
         let (url, key) = server_credentials()?;
         Ok(Target {
-            client: Client::new(Endpoint::Tcp(host_of(&url)), key),
+            client: server_client(&url, key)?,
             app: app.to_string(),
         })
     }
@@ -130,6 +130,77 @@ pub fn server_ca() -> Option<std::path::PathBuf> {
         .unwrap_or_else(crate::server::default_data_dir);
     let ca = crate::tls::ca_path(&data);
     ca.is_file().then_some(ca)
+}
+
+/// A client for the server at `url`: over TLS for `https://`, trusting
+/// [`api_roots`], never falling back to plain HTTP.
+pub fn server_client(url: &str, key: Option<String>) -> Result<Client> {
+    let client = Client::new(Endpoint::Tcp(host_of(url)), key);
+    if !url.starts_with("https://") {
+        return Ok(client);
+    }
+    let (roots, from) = api_roots()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client
+        .with_tls(std::sync::Arc::new(config))
+        .with_context(|| format!("talking TLS to {url} (trusting {from})"))
+}
+
+/// The CAs crew's client trusts for an `https://` API: only `CREW_CA` (or
+/// `CREW_CA_CERT`) when one is set; else crew's own CA of the server on this
+/// machine, `SSL_CERT_FILE` and the system's bundle, whichever exist. Also
+/// says which, for error messages.
+fn api_roots() -> Result<(rustls::RootCertStore, String)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let named = ["CREW_CA", "CREW_CA_CERT"]
+        .iter()
+        .find_map(|k| std::env::var_os(k).filter(|v| !v.is_empty()));
+    let files: Vec<std::path::PathBuf> = match &named {
+        Some(path) => vec![path.clone().into()],
+        None => {
+            let mut files: Vec<std::path::PathBuf> = server_ca().into_iter().collect();
+            if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+                files.push(path.into());
+            }
+            let system = std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+            if system.is_file() {
+                files.push(system);
+            }
+            files
+        }
+    };
+    if files.is_empty() {
+        return Err(anyhow!(
+            "no CA to trust for an https:// server: set CREW_CA to the server's              tls/ca.pem (or SSL_CERT_FILE to a bundle)"
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for file in &files {
+        let certs = CertificateDer::pem_file_iter(file)
+            .with_context(|| format!("reading the CA certificates in {}", file.display()))?;
+        let mut any = false;
+        for cert in certs {
+            let cert =
+                cert.with_context(|| format!("reading the CA certificates in {}", file.display()))?;
+            // A bundle may hold certificates rustls cannot use; skip those.
+            any |= roots.add(cert).is_ok();
+        }
+        if !any && named.is_some() {
+            return Err(anyhow!("{} holds no CA certificate", file.display()));
+        }
+    }
+    let from = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((roots, from))
 }
 
 /// The password for `host` (with or without its port) in `~/.netrc`.

@@ -237,25 +237,53 @@ impl Backend for LocalBackend {
 /// The lines a log query asks for: the backlog, then, with `tail`, new lines as
 /// they come.
 pub fn log_stream(ring: &LogRing, query: LogQuery) -> Result<LogStream, ApiError> {
+    log_stream_with_router_errors(ring, None, query)
+}
+
+/// [`log_stream`], where `router_errors` (a server's) holds the router's
+/// latest error lines apart from `ring`: the router's lines
+/// (`source=router`) then include those that have left the ring.
+pub fn log_stream_with_router_errors(
+    ring: &LogRing,
+    router_errors: Option<&LogRing>,
+    query: LogQuery,
+) -> Result<LogStream, ApiError> {
+    let router = query.source.as_deref() == Some("router");
     let origin = match query.source.as_deref() {
         None => None,
         Some("app") => Some(Origin::App),
-        Some("crew" | "heroku") => Some(Origin::Crew),
+        Some("crew" | "heroku" | "router") => Some(Origin::Crew),
         Some(other) => {
             return Err(ApiError::invalid(format!(
-                "`{other}` is not a log source: use app or crew"
+                "`{other}` is not a log source: use app, crew or router"
             )));
         }
     };
-    let filter = LogFilter {
-        dyno: query.dyno,
-        origin,
+    let dyno = match query.dyno {
+        Some(dyno) if router && dyno != "router" => {
+            return Err(ApiError::invalid(format!(
+                "the router's lines are no dyno's: leave out `{dyno}` with source router"
+            )));
+        }
+        _ if router => Some("router".to_string()),
+        dyno => dyno,
     };
-    let (backlog, live) = ring.read(
-        query.lines.unwrap_or(DEFAULT_LOG_LINES),
-        &filter,
-        query.tail.unwrap_or(false),
-    );
+    let filter = LogFilter { dyno, origin };
+    let count = query.lines.unwrap_or(DEFAULT_LOG_LINES);
+    let (mut backlog, live) = ring.read(count, &filter, query.tail.unwrap_or(false));
+    if let Some(errors) = router_errors.filter(|_| router && backlog.len() < count) {
+        // Fewer than asked for: the backlog is every router line the ring
+        // holds, so the kept error lines from before its first have left the
+        // ring. A line in both has one time in both.
+        let first = backlog.first().map(|r| r.at);
+        let (older, _) = errors.read(count, &LogFilter::default(), false);
+        let mut lines: Vec<LogRecord> = older
+            .into_iter()
+            .filter(|r| first.is_none_or(|at| r.at < at))
+            .collect();
+        lines.append(&mut backlog);
+        backlog = lines.split_off(lines.len().saturating_sub(count));
+    }
     let backlog = futures_util::stream::iter(
         backlog
             .into_iter()

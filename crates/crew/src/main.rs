@@ -8,12 +8,14 @@ mod cli;
 mod client;
 mod control;
 mod export;
+mod init_export;
 mod names;
 mod run;
 mod server;
 mod settings;
 mod start;
 mod tls;
+mod wait;
 
 use std::process::ExitCode;
 
@@ -49,7 +51,12 @@ fn main() -> ExitCode {
         };
     }
     let cli = cli::Cli::parse();
-    let result = match cli.command {
+    let mut command = cli.command;
+    if let Err(message) = cli.global.apply(&mut command) {
+        eprintln!("crew: error: {message}");
+        return ExitCode::from(2);
+    }
+    let result = match command {
         cli::Command::Check(args) => check::check(&args),
         cli::Command::Start(args) => start::start(args),
         cli::Command::Run(args) => run::run(args),
@@ -60,6 +67,8 @@ fn main() -> ExitCode {
         cli::Command::Logs(args) => client::logs(&args),
         cli::Command::Server(args) => server::server(args),
         cli::Command::RunDetached(args) => apps::run_detached(&args),
+        cli::Command::RunInside(args) => run::run_inside(args),
+        cli::Command::PsWait(args) => wait::ps_wait(&args),
         cli::Command::Apps => apps::apps(),
         cli::Command::AppsCreate(args) => apps::create(&args),
         cli::Command::GitRemote(args) => apps::git_remote(&args),
@@ -76,6 +85,14 @@ fn main() -> ExitCode {
         cli::Command::ReleasesInfo(args) => apps::release_info(&args),
         cli::Command::Rollback(args) => apps::rollback(&args),
         cli::Command::Export(args) => export::export(&args),
+        cli::Command::AppsRename(args) => apps::rename(&args),
+        cli::Command::Maintenance(args) => apps::maintenance(&args),
+        cli::Command::MaintenanceOn(args) => apps::set_maintenance(&args, true),
+        cli::Command::MaintenanceOff(args) => apps::set_maintenance(&args, false),
+        cli::Command::ReleasesOutput(args) => apps::release_output(&args),
+        cli::Command::Buildpacks(args) => apps::buildpacks(&args),
+        cli::Command::BuildpacksSet(args) => apps::set_buildpacks(&args),
+        cli::Command::BuildpacksClear(args) => apps::clear_buildpacks(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -21,7 +21,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(app) = &args.server_app {
         return run_on_server(app, &args);
     }
-    let location = app::locate(&args.app)?;
+    let location = app::locate(&args.app, &args.env.env)?;
     location.require_root()?;
     // A Procfile is optional here, since `crew run` also runs plain commands; a
     // broken one is still an error.
@@ -128,6 +128,32 @@ fn run_on_server(app: &str, args: &RunArgs) -> Result<u8> {
         env: crate::apps::env_map(&pairs)?,
         size: args.size.clone(),
         no_tty: args.no_tty,
+        inside: None,
+    })
+}
+
+/// `crew run:inside -a APP DYNO COMMAND`: a process inside a running dyno on
+/// the server (its namespaces, cgroup and user), attached here.
+pub fn run_inside(args: crate::cli::RunInsideArgs) -> Result<u8> {
+    if args.dyno.is_empty()
+        || !args
+            .dyno
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err(anyhow!(
+            "`{}` is not a dyno name: give one such as web.1 (see `crew ps -a {}`)",
+            args.dyno,
+            args.app
+        ));
+    }
+    crate::attach::run(crate::attach::AttachRequest {
+        app: args.app.clone(),
+        command: server_command(&args.command)?,
+        env: crate::apps::env_map(&args.env_vars)?,
+        size: None,
+        no_tty: args.no_tty,
+        inside: Some(args.dyno),
     })
 }
 

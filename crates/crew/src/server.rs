@@ -34,6 +34,18 @@ fn one_off(request: DynoCreate, input: crew_runtime::DynoInput) -> crew_platform
     }
 }
 
+/// What an attached process reads: a terminal of the size the client asked
+/// for, or a pipe with `--no-tty` or without a size.
+fn attached_input(request: &DynoCreate) -> crew_runtime::DynoInput {
+    match (request.force_no_tty, &request.terminal) {
+        (Some(true), _) | (_, None) => crew_runtime::DynoInput::Pipe,
+        (_, Some(size)) => crew_runtime::DynoInput::Terminal {
+            cols: size.cols,
+            rows: size.rows,
+        },
+    }
+}
+
 /// Isolated dynos where the host allows them and the user did not say no; plain
 /// ones, each in its own copy of its slug, otherwise. Also says which, in words.
 fn choose_runtime(
@@ -473,6 +485,11 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         url: url.clone(),
         token: token.clone(),
         router_port,
+        dns_target: args
+            .hostnames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| address.ip().to_string()),
     });
     let router = crew_api::server::require_token(crew_api::server::router(backend), token.clone());
     let tls = crate::tls::server_tls(
@@ -570,6 +587,9 @@ struct ServerBackend {
     url: String,
     token: String,
     router_port: u16,
+    /// Where custom domains' DNS should point (`cname`): the first
+    /// `--hostname`, else the address the server listens on.
+    dns_target: String,
 }
 
 /// The router asks the platform where a host's requests go.
@@ -581,6 +601,7 @@ impl crew_router::Routes for PlatformRoutes {
             app: r.app,
             backends: r.backends,
             log: r.log,
+            maintenance: r.maintenance,
         })
     }
 }
@@ -639,6 +660,7 @@ impl ServerBackend {
             .and_then(|id| store.slug(id).ok());
         let repo = self.platform.repos().join(format!("{}.git", app.name));
         let router_errors = self.platform.router_errors(&app.name);
+        let maintenance = store.app_settings(&app.name).is_ok_and(|s| s.maintenance);
         AppInfo {
             git_url: format!("{}/{}.git", self.url, app.name),
             web_url: format!("http://{}.localhost:{}/", app.name, self.router_port),
@@ -662,7 +684,7 @@ impl ServerBackend {
             },
             space: None,
             process_tier: "production".into(),
-            maintenance: false,
+            maintenance,
             acm: false,
             create_status: "complete".into(),
             released_at: current.as_ref().map(|r| r.created_at.clone()),
@@ -687,6 +709,11 @@ impl ServerBackend {
             name: a.name,
         });
         let succeeded = release.status.as_str() == "succeeded";
+        let output_stream_url = store
+            .release_output(&release.id)
+            .ok()
+            .flatten()
+            .map(|o| format!("{}/release-outputs/{}/{}", self.url, o.release_id, o.secret));
         ReleaseInfo {
             eligible_for_rollback: succeeded && release.slug_id.is_some(),
             id: release.id,
@@ -700,22 +727,26 @@ impl ServerBackend {
             app: app_ref,
             user: account_ref(),
             addon_plan_names: Vec::new(),
-            output_stream_url: None,
+            output_stream_url,
         }
     }
 
-    /// Dynos as the API shows them. What a dyno started on is not kept, so
-    /// each names the current release.
+    /// Dynos as the API shows them, each with the release it started on
+    /// (`heroku ps:wait` waits for them all to be on the current one). A
+    /// placement that does not say names the current release.
     fn dynos_of(&self, app: &crew_store::App, infos: Vec<DynoInfo>) -> Vec<Dyno> {
-        let release = self
-            .platform
-            .store()
-            .current_release(&app.name)
-            .ok()
-            .map(|r| ReleaseRef {
-                id: r.id,
-                version: r.version,
-            });
+        let store = self.platform.store();
+        let as_ref = |r: crew_store::Release| ReleaseRef {
+            id: r.id,
+            version: r.version,
+        };
+        let current = store.current_release(&app.name).ok();
+        let release_of = |info: &DynoInfo| match (info.release, &current) {
+            (Some(version), Some(c)) if version != c.version => {
+                store.release(&app.name, version).ok().map(as_ref)
+            }
+            _ => current.clone().map(as_ref),
+        };
         let app_ref = crew_api::types::AppRef {
             id: app.id.clone(),
             name: app.name.clone(),
@@ -727,7 +758,8 @@ impl ServerBackend {
                     .size
                     .clone()
                     .unwrap_or_else(|| crew_store::DEFAULT_SIZE.to_string());
-                control::api_dyno(info, app_ref.clone(), &size, release.clone())
+                let release = release_of(&info);
+                control::api_dyno(info, app_ref.clone(), &size, release)
             })
             .collect()
     }
@@ -794,13 +826,7 @@ impl Backend for ServerBackend {
         app: &str,
         request: DynoCreate,
     ) -> Result<crew_api::attach::Attached, ApiError> {
-        let input = match (request.force_no_tty, request.terminal) {
-            (Some(true), _) | (_, None) => crew_runtime::DynoInput::Pipe,
-            (_, Some(size)) => crew_runtime::DynoInput::Terminal {
-                cols: size.cols,
-                rows: size.rows,
-            },
-        };
+        let input = attached_input(&request);
         let (_, attachment) = self
             .platform
             .run(app, one_off(request, input))
@@ -808,31 +834,36 @@ impl Backend for ServerBackend {
             .map_err(api_error)?;
         let attachment =
             attachment.ok_or_else(|| ApiError::unavailable("the one-off started detached"))?;
-        let crew_engine::Attachment { io, exit, hangup } = attachment;
-        let (output, console) = match io.await {
-            Ok(Ok(io)) => io,
-            Ok(Err(why)) => return Err(ApiError::unavailable(why)),
-            Err(_) => return Err(ApiError::unavailable("the one-off did not start")),
-        };
-        let (input, resize) = match console {
-            Some(console) => (Some(console.input), console.resize),
-            None => (None, None),
-        };
-        Ok(crew_api::attach::Attached {
-            output: Box::pin(output),
-            input: input.map(|i| Box::pin(i) as _),
-            resize: resize.map(|r| Box::new(move |cols, rows| r.set(cols, rows)) as _),
-            exit: Box::pin(async move { exit.await.map_or(-1, |status| status.code()) }),
-            hangup: Box::new(hangup),
-        })
+        attached(attachment, "the one-off did not start").await
+    }
+
+    async fn attach_inside(
+        &self,
+        app: &str,
+        dyno: &str,
+        request: DynoCreate,
+    ) -> Result<crew_api::attach::Attached, ApiError> {
+        let input = attached_input(&request);
+        let attachment = self
+            .platform
+            .run_inside(app, dyno, one_off(request, input))
+            .await
+            .map_err(api_error)?;
+        attached(attachment, "the process did not start").await
     }
 
     async fn restart(&self, app: &str, target: Option<String>) -> Result<(), ApiError> {
         self.platform.restart(app, target).await.map_err(api_error)
     }
 
+    /// `ps:stop` / `ps:kill`: as on Heroku, a stopped formation dyno is
+    /// started again per the formation (scale to 0 to keep a type down), and a
+    /// one-off ends. A restart is exactly that.
     async fn stop(&self, app: &str, target: String) -> Result<(), ApiError> {
-        self.platform.stop(app, target).await.map_err(api_error)
+        self.platform
+            .restart(app, Some(target))
+            .await
+            .map_err(api_error)
     }
 
     async fn formation(&self, app: &str) -> Result<Vec<FormationEntry>, ApiError> {
@@ -857,7 +888,8 @@ impl Backend for ServerBackend {
 
     async fn logs(&self, app: &str, query: LogQuery) -> Result<LogStream, ApiError> {
         let ring = self.platform.logs(app).map_err(api_error)?;
-        control::log_stream(&ring, query)
+        let router_errors = self.platform.router_error_lines(app).map_err(api_error)?;
+        control::log_stream_with_router_errors(&ring, Some(&router_errors), query)
     }
 
     async fn apps(&self) -> Result<Vec<AppInfo>, ApiError> {
@@ -1006,13 +1038,35 @@ impl Backend for ServerBackend {
         Ok(self.release_info(app, release))
     }
 
+    /// The app's own hostname (`kind: heroku`), then its custom domains.
     async fn domains(&self, app: &str) -> Result<Vec<crew_api::types::DomainInfo>, ApiError> {
-        let domains = self
-            .platform
-            .store()
-            .domains(app)
-            .map_err(|e| api_error(e.into()))?;
-        Ok(domains.into_iter().map(domain_info).collect())
+        let store = self.platform.store();
+        let info = store.app(app).map_err(|e| api_error(e.into()))?;
+        let domains = store.domains(app).map_err(|e| api_error(e.into()))?;
+        let app_ref = AppRef {
+            id: info.id.clone(),
+            name: info.name.clone(),
+        };
+        let own = crew_api::types::DomainInfo {
+            id: info.id.clone(),
+            hostname: format!("{}{}", info.name, crew_platform::LOCAL_SUFFIX),
+            kind: "heroku".into(),
+            created_at: info.created_at.clone(),
+            cname: None,
+            status: "none".into(),
+            app: Some(app_ref.clone()),
+            acm_status: None,
+            sni_endpoint: None,
+            updated_at: info.created_at,
+        };
+        Ok(std::iter::once(own)
+            .chain(domains.into_iter().map(|d| {
+                let mut domain = domain_info(d);
+                domain.cname = Some(self.dns_target.clone());
+                domain.app = Some(app_ref.clone());
+                domain
+            }))
+            .collect())
     }
 
     async fn add_domain(
@@ -1020,10 +1074,73 @@ impl Backend for ServerBackend {
         app: &str,
         request: crew_api::types::DomainCreate,
     ) -> Result<crew_api::types::DomainInfo, ApiError> {
-        self.platform
+        let mut domain = self
+            .platform
             .add_domain(app, &request.hostname)
             .map(domain_info)
+            .map_err(api_error)?;
+        domain.cname = Some(self.dns_target.clone());
+        Ok(domain)
+    }
+
+    async fn update_app(
+        &self,
+        app: &str,
+        update: crew_api::types::AppUpdate,
+    ) -> Result<AppInfo, ApiError> {
+        let mut name = self
+            .platform
+            .store()
+            .app(app)
+            .map_err(|e| api_error(e.into()))?
+            .name;
+        // Everything is checked before anything changes.
+        if let Some(stack) = &update.build_stack
+            && stack != "crew"
+        {
+            return Err(ApiError::invalid(format!(
+                "`{stack}` is not a stack of this server: crew has one, `crew`"
+            )));
+        }
+        if let Some(new_name) = &update.name {
+            name = self
+                .platform
+                .rename_app(&name, new_name)
+                .await
+                .map_err(api_error)?
+                .name;
+        }
+        if let Some(on) = update.maintenance {
+            self.platform
+                .set_maintenance(&name, on)
+                .await
+                .map_err(api_error)?;
+        }
+        self.app(&name).await
+    }
+
+    async fn buildpacks(&self, app: &str) -> Result<Vec<String>, ApiError> {
+        self.platform.buildpacks(app).map_err(api_error)
+    }
+
+    async fn set_buildpacks(
+        &self,
+        app: &str,
+        buildpacks: Vec<String>,
+    ) -> Result<Vec<String>, ApiError> {
+        self.platform
+            .set_buildpacks(app, &buildpacks)
+            .await
             .map_err(api_error)
+    }
+
+    async fn release_output(&self, release_id: &str) -> Result<Option<(String, String)>, ApiError> {
+        Ok(self
+            .platform
+            .store()
+            .release_output(release_id)
+            .map_err(|e| api_error(e.into()))?
+            .map(|o| (o.secret, o.output)))
     }
 
     async fn remove_domain(&self, app: &str, hostname: &str) -> Result<(), ApiError> {
@@ -1204,7 +1321,14 @@ fn domain_info(d: crew_store::Domain) -> crew_api::types::DomainInfo {
         id: d.id,
         hostname: d.hostname,
         kind: "custom".into(),
+        updated_at: d.created_at.clone(),
         created_at: d.created_at,
+        cname: None,
+        // Routed as soon as it is added: nothing to wait for.
+        status: "none".into(),
+        app: None,
+        acm_status: None,
+        sni_endpoint: None,
     }
 }
 
@@ -1325,4 +1449,30 @@ fn export(commit: &str) -> Result<Vec<u8>> {
         anyhow::bail!("git archive {commit} failed: {status}");
     }
     Ok(tarball)
+}
+
+/// An engine's attachment as the API hands it to a client: once the process
+/// runs, its output, its input and terminal size if it has a terminal, its
+/// exit code and a way to hang up on it.
+async fn attached(
+    attachment: crew_engine::Attachment,
+    not_started: &str,
+) -> Result<crew_api::attach::Attached, ApiError> {
+    let crew_engine::Attachment { io, exit, hangup } = attachment;
+    let (output, console) = match io.await {
+        Ok(Ok(io)) => io,
+        Ok(Err(why)) => return Err(ApiError::unavailable(why)),
+        Err(_) => return Err(ApiError::unavailable(not_started)),
+    };
+    let (input, resize) = match console {
+        Some(console) => (Some(console.input), console.resize),
+        None => (None, None),
+    };
+    Ok(crew_api::attach::Attached {
+        output: Box::pin(output),
+        input: input.map(|i| Box::pin(i) as _),
+        resize: resize.map(|r| Box::new(move |cols, rows| r.set(cols, rows)) as _),
+        exit: Box::pin(async move { exit.await.map_or(-1, |status| status.code()) }),
+        hangup: Box::new(hangup),
+    })
 }

@@ -18,8 +18,11 @@ use crate::cli::StartArgs;
 use crate::control::{self, LocalBackend};
 use crate::settings;
 
+/// foreman's seconds from SIGTERM to SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 5;
+
 pub fn start(args: StartArgs) -> Result<u8> {
-    let location = app::locate(&args.app)?;
+    let location = app::locate(&args.app, &args.env.env)?;
     let procfile = app::read_procfile(&location.procfile)?;
     location.require_root()?;
     let env = app::environment(&location.root, &args.env)?;
@@ -53,7 +56,7 @@ pub fn start(args: StartArgs) -> Result<u8> {
         command_prefix: None,
     };
     let config = EngineConfig {
-        stop_timeout: Duration::from_secs(args.timeout),
+        stop_timeout: Duration::from_secs(args.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)),
         keep_alive: args.keep_alive,
         boot_timeout: Duration::from_secs(args.boot_timeout),
         drain_requests: false,

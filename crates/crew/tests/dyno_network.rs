@@ -522,6 +522,26 @@ fn outbound_traffic_reaches_the_internet_through_nat() {
     );
 }
 
+/// Many frameworks listen on 127.0.0.1 unless told otherwise; inside its own
+/// network a dyno's loopback is its own, so the router reaches such a web
+/// dyno only through the rule in the dyno's namespace that sends TCP
+/// arriving on eth0 on to loopback (written by crew over netlink).
+#[test]
+fn a_web_dyno_listening_only_on_its_loopback_is_reached_through_the_router() {
+    let Some(server) = network_server(&[]) else {
+        return;
+    };
+    let gamma = deploy(
+        &server,
+        "gamma",
+        "web: exec python3 -m http.server $PORT --bind 127.0.0.1\n",
+        &[("index.html", "gamma on loopback\n")],
+    );
+    server.wait_up(gamma.path(), "gamma", 1);
+    let (status, body) = http_get(server.router, "gamma.localhost", "/", &[]);
+    assert_eq!((status, body.trim()), (200, "gamma on loopback"), "{body}");
+}
+
 /// A DNS server on loopback that answers every A question with 203.0.113.7.
 fn dns_server() -> u16 {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");

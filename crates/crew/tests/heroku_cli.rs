@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{App, Crew, poll_until};
-use platform::{DEPLOY, Server, have_git, repo};
+use platform::{DEPLOY, Server, have_git, http_get, repo};
 
 /// The CLI release these tests pin.
 const HEROKU_VERSION: &str = "11.10.0";
@@ -196,6 +196,12 @@ impl Heroku {
             // GET /account also asks "particleboard" about delinquency: keep
             // that on the same server instead of heroku.com.
             .env("HEROKU_PARTICLEBOARD_URL", &self.url)
+            // `buildpacks:set heroku/python` asks the buildpack registry for
+            // the name's URL: crew answers for its built-in ones.
+            .env(
+                "HEROKU_BUILDPACK_REGISTRY_URL",
+                format!("{}/buildpack-registry", self.url),
+            )
             // No telemetry, update checks or auto-updates: nothing leaves
             // loopback.
             .env("DISABLE_TELEMETRY", "true")
@@ -566,29 +572,26 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
         out.contains("Restarting all dynos on demo... done"),
         "{out}"
     );
-    wait_new_pid(&server, dir, "demo", "web.1", web1);
-    wait_new_pid(&server, dir, "demo", "web.2", web2);
-    wait_new_pid(&server, dir, "demo", "worker.1", worker);
+    let web1 = wait_new_pid(&server, dir, "demo", "web.1", web1);
+    let web2 = wait_new_pid(&server, dir, "demo", "web.2", web2);
+    let worker = wait_new_pid(&server, dir, "demo", "worker.1", worker);
 
-    // Stops: one dyno, then a type; the formation keeps its counts.
+    // Stops (`ps:stop`, and `ps:kill`, the same command): as on Heroku, a
+    // stopped formation dyno is started again per the formation, whose
+    // counts stay as they were.
     let out = heroku.ok(dir, &["ps:stop", "web.1", "-a", "demo"]);
     assert!(out.contains("Stopping dyno web.1 on demo... done"), "{out}");
-    assert!(
-        poll_until(DEPLOY, || state_of(&server, dir, "demo", "web.1") == "down"),
-        "{}",
-        server.ok(dir, &["ps", "-a", "demo"])
-    );
-    assert_eq!(state_of(&server, dir, "demo", "web.2"), "up");
-    let out = heroku.ok(dir, &["ps:stop", "-p", "worker", "-a", "demo"]);
+    wait_new_pid(&server, dir, "demo", "web.1", web1);
+    assert_eq!(pid_of(&server, dir, "demo", "web.2"), Some(web2));
+    let out = heroku.ok(dir, &["ps:kill", "web.2", "-a", "demo"]);
+    assert!(out.contains("Stopping dyno web.2 on demo... done"), "{out}");
+    wait_new_pid(&server, dir, "demo", "web.2", web2);
+    let out = heroku.ok(dir, &["ps:kill", "-p", "worker", "-a", "demo"]);
     assert!(
         out.contains("Stopping all worker dynos on demo... done"),
         "{out}"
     );
-    assert!(poll_until(DEPLOY, || state_of(
-        &server, dir, "demo", "worker.1"
-    ) == "down"));
-    let out = heroku.ok(dir, &["ps", "-a", "demo"]);
-    assert_has(&out, &["web.1: down ", "web.2: up ", "worker.1: down "]);
+    wait_new_pid(&server, dir, "demo", "worker.1", worker);
     assert_eq!(
         server.ok(dir, &["scale", "-a", "demo"]).trim(),
         "web=2 worker=1"
@@ -1036,4 +1039,934 @@ fn heroku_run_bash_is_interactive_in_a_terminal() {
                 .all(|d| !d.contains("\"up\"") && !d.contains("\"starting\""))
     });
     assert!(ended, "the one-off still runs:\n{}", tmux.screen());
+}
+
+/// The first number of the `Uid:` line of `/proc/PID/status` on the host.
+fn host_uid(pid: u64) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Host processes whose command line is `line` (arguments joined by spaces).
+fn host_processes_running(line: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .is_ok_and(|c| c.trim_end() == line)
+        })
+        .collect()
+}
+
+#[test]
+fn heroku_run_inside_enters_the_running_dyno_behind_its_walls() {
+    if !have_git() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: run:inside needs isolated dynos, which need root");
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let shop = repo(
+        &server,
+        "worker: while true; do sleep 1; done # shop-worker-marker\n",
+    );
+    let other = repo(
+        &server,
+        "worker: while true; do sleep 1; done # other-app-marker\n",
+    );
+    let dir = shop.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    push(&server, dir, "shop");
+    heroku.ok(other.path(), &["apps:create", "other"]);
+    push(&server, other.path(), "other");
+    server.ok(dir, &["scale", "-a", "shop", "worker=1"]);
+    server.ok(other.path(), &["scale", "-a", "other", "worker=1"]);
+    server.wait_up(dir, "shop", 1);
+    server.wait_up(other.path(), "other", 1);
+    let init = pid_of(&server, dir, "shop", "worker.1").expect("worker.1's pid");
+    let app_uid = host_uid(init).expect("the dyno's uid");
+    assert_ne!(app_uid, 0);
+
+    // `ps:wait` finishes: every dyno runs the latest release.
+    let out = heroku.ok(dir, &["ps:wait", "-a", "shop"]);
+    assert!(!out.contains("Error"), "{out}");
+    heroku.ok(dir, &["ps:wait", "-a", "shop", "--type", "worker"]);
+    heroku.ok(dir, &["ps:wait", "-a", "shop", "--with-run"]);
+    server.ok(dir, &["ps:wait", "-a", "shop", "--type", "worker"]);
+
+    // Inside the dyno: its hostname, environment, user, seccomp, its
+    // processes and no other app's.
+    let probe = "echo host=$(hostname) dyno=$DYNO uid=$(id -u) gid=$(id -g); \
+                 grep -E '^(Seccomp|CapBnd|CapEff):' /proc/self/status; \
+                 echo pwd=$(pwd); cat /proc/[0-9]*/cmdline";
+    let out = heroku.stdout(
+        dir,
+        &[
+            "run:inside",
+            "worker.1",
+            "-a",
+            "shop",
+            "-x",
+            "--",
+            "sh",
+            "-c",
+            probe,
+        ],
+    );
+    assert_has(
+        &out,
+        &[
+            "host=worker.1 dyno=worker.1",
+            &format!("uid={app_uid} "),
+            "pwd=/app",
+            "shop-worker-marker",
+        ],
+    );
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("Seccomp:"), "2", "{out}");
+    assert_eq!(field("CapBnd:"), "0000000000000000", "{out}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{out}");
+    assert!(
+        !out.contains("other-app-marker"),
+        "another app seen:\n{out}"
+    );
+    assert!(!out.contains("crew server"), "the host seen:\n{out}");
+
+    // The exit code comes back with -x.
+    let mut cli = Crew::spawn_client(heroku.command(
+        dir,
+        &[
+            "run:inside",
+            "worker.1",
+            "-a",
+            "shop",
+            "-x",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    ));
+    assert_eq!(cli.wait_exit(COMMAND).code(), Some(3), "{}", cli.stderr());
+
+    // crew's own client too, with the request's variables over the dyno's.
+    let (ok, out, err) = server.cli(
+        dir,
+        &[
+            "run:inside",
+            "-a",
+            "shop",
+            "--env-var",
+            "EXTRA=given",
+            "worker.1",
+            "echo $EXTRA $DYNO",
+        ],
+    );
+    assert!(ok && out.contains("given worker.1"), "{out}{err}");
+
+    // A missing dyno is a clear error, through either client.
+    let (ok, out, err) = heroku.run(dir, &["run:inside", "worker.7", "-a", "shop", "true"]);
+    assert!(
+        !ok && format!("{out}{err}").contains("worker.7"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = server.cli(dir, &["run:inside", "-a", "shop", "web.1", "true"]);
+    assert!(!ok && err.contains("web.1"), "{err}");
+
+    // It runs as the app's user and lives in the dyno: stopping the dyno
+    // (`ps:kill`) ends it, nothing of it is left on the host, and the
+    // formation starts the dyno again.
+    let mut inside = Crew::spawn_client(heroku.command(
+        dir,
+        &[
+            "run:inside",
+            "worker.1",
+            "-a",
+            "shop",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 6543",
+        ],
+    ));
+    inside.wait_for("started", COMMAND);
+    let sleepers = host_processes_running("sleep 6543");
+    assert!(!sleepers.is_empty());
+    for pid in &sleepers {
+        assert_eq!(host_uid(u64::from(*pid)), Some(app_uid));
+    }
+    heroku.ok(dir, &["ps:kill", "worker.1", "-a", "shop"]);
+    inside.wait_exit(COMMAND);
+    assert!(
+        poll_until(COMMAND, || host_processes_running("sleep 6543").is_empty()),
+        "run:inside outlived its dyno"
+    );
+    wait_new_pid(&server, dir, "shop", "worker.1", init);
+}
+
+/// `crew ARGS` against `url`, with `home` as HOME, `extra` in the
+/// environment and none of the machine's own CA settings.
+fn crew_at(url: &str, token: &str, home: &Path, extra: &[(&str, &Path)]) -> Command {
+    let mut command = Command::new(common::CREW);
+    command
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .env("HOME", home)
+        .env("CREW_API_URL", url)
+        .env("CREW_API_KEY", token);
+    for key in ["CREW_CA", "CREW_CA_CERT", "SSL_CERT_FILE"] {
+        command.env_remove(key);
+    }
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    command
+}
+
+fn outcome(mut command: Command, args: &[&str]) -> (bool, String) {
+    let output = command.args(args).output().expect("running crew");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (output.status.success(), text)
+}
+
+#[test]
+fn crews_own_client_speaks_https_and_refuses_a_ca_that_did_not_sign() {
+    let server = Server::start();
+    let https = server.url.replacen("http://", "https://", 1);
+    let token = server.token();
+    let ca = server.data().join("tls/ca.pem");
+    let elsewhere = App::new();
+    let other_ca = elsewhere.join("other-ca.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()])
+        .expect("a certificate of another CA");
+    std::fs::write(&other_ca, other.cert.pem()).expect("writing the other CA");
+
+    // CREW_CA names the server's CA: https works, from another machine's
+    // point of view (a HOME that knows no server).
+    let (ok, text) = outcome(
+        crew_at(&https, &token, elsewhere.path(), &[("CREW_CA", &ca)]),
+        &["apps:create", "secure"],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = outcome(
+        crew_at(&https, &token, elsewhere.path(), &[("CREW_CA", &ca)]),
+        &["apps"],
+    );
+    assert!(ok && text.contains("secure"), "{text}");
+    // SSL_CERT_FILE too.
+    let (ok, text) = outcome(
+        crew_at(&https, &token, elsewhere.path(), &[("SSL_CERT_FILE", &ca)]),
+        &["apps:info", "-a", "secure"],
+    );
+    assert!(ok && text.contains("secure"), "{text}");
+    // On the server's own machine (its HOME names its data dir), its CA is
+    // trusted with nothing set.
+    let (ok, text) = outcome(crew_at(&https, &token, server.home.path(), &[]), &["apps"]);
+    assert!(ok && text.contains("secure"), "{text}");
+
+    // A CA that did not sign the server's certificate: a clear error, and
+    // nothing sent in plain HTTP instead.
+    let (ok, text) = outcome(
+        crew_at(&https, &token, elsewhere.path(), &[("CREW_CA", &other_ca)]),
+        &["apps:create", "downgraded"],
+    );
+    assert!(!ok, "a CA that did not sign was trusted:\n{text}");
+    assert_has(&text, &["TLS", "CREW_CA"]);
+    // An explicit CA is the only one trusted, even on the server's machine.
+    let (ok, text) = outcome(
+        crew_at(
+            &https,
+            &token,
+            server.home.path(),
+            &[("CREW_CA", &other_ca)],
+        ),
+        &["apps"],
+    );
+    assert!(!ok, "{text}");
+    let (ok, text) = outcome(
+        crew_at(&https, &token, elsewhere.path(), &[("CREW_CA", &ca)]),
+        &["apps"],
+    );
+    assert!(ok && !text.contains("downgraded"), "{text}");
+    // No CA at all (a HOME that knows no server, no bundle named).
+    let missing = elsewhere.join("missing.pem");
+    let (ok, text) = outcome(
+        crew_at(&https, &token, elsewhere.path(), &[("CREW_CA", &missing)]),
+        &["apps"],
+    );
+    assert!(!ok && text.contains("missing.pem"), "{text}");
+}
+
+#[test]
+fn heroku_run_inside_bash_gets_a_terminal_from_the_dynos_devpts() {
+    if !have_git() {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: run:inside needs isolated dynos, which need root");
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: no tmux");
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    push(&server, dir, "shop");
+    server.ok(dir, &["scale", "-a", "shop", "worker=1"]);
+    server.wait_up(dir, "shop", 1);
+
+    let tmux = Tmux {
+        socket: heroku.home.join("tmux.sock"),
+    };
+    let cli = heroku.command(dir, &[]);
+    let mut start = tmux.command();
+    start
+        .args(["new-session", "-d", "-s", "cli", "-x", "100", "-y", "30"])
+        .current_dir(dir)
+        .envs(cli.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("COLUMNS")
+        .env_remove("TMUX")
+        .env("TERM", "xterm")
+        .arg(format!(
+            "{} run:inside worker.1 -a shop bash; echo cli-ended; sleep 600",
+            heroku.bin.display()
+        ));
+    let status = start.status().expect("running tmux");
+    assert!(status.success(), "tmux new-session failed");
+    // The terminal is one of the dyno's own devpts (its first is /dev/pts/0),
+    // sized like the CLI's, and a controlling terminal (Ctrl-C works).
+    tmux.keys(&["echo in-$(hostname) $(tty) $((6*7)) $(stty size)", "Enter"]);
+    tmux.wait_screen("in-worker.1 /dev/pts/0 42 30 100");
+    tmux.keys(&["sleep 600", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys(&["C-c"]);
+    tmux.keys(&["echo still-$((1+1))", "Enter"]);
+    tmux.wait_screen("still-2");
+    tmux.keys(&["exit", "Enter"]);
+    tmux.wait_screen("cli-ended");
+    assert_eq!(state_of(&server, dir, "shop", "worker.1"), "up");
+}
+
+#[test]
+fn run_inside_is_refused_clearly_where_dynos_are_not_isolated() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start_with(&["--isolation", "off"]);
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "plain"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    server.ok(dir, &["scale", "-a", "plain", "worker=1"]);
+    server.wait_up(dir, "plain", 1);
+    let (ok, out, err) = server.cli(dir, &["run:inside", "-a", "plain", "worker.1", "true"]);
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("without isolation"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(state_of(&server, dir, "plain", "worker.1"), "up");
+}
+
+/// One request to the API on a new connection, with the token when given:
+/// the status and the body.
+fn api(server: &Server, method: &str, path: &str, token: bool, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let port: u16 = server
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the server's port");
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::from("connect failed"));
+    };
+    let _ = stream.set_read_timeout(Some(COMMAND));
+    let auth = if token {
+        format!("Authorization: Bearer {}\r\n", server.token())
+    } else {
+        String::new()
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::from("write failed"));
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+#[test]
+fn heroku_apps_rename_keeps_the_data_and_moves_the_remote() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(&server, "web: python3 -m http.server $PORT\n");
+    let dir = app.path();
+    let port = server.url.trim_start_matches("http://");
+    heroku.ok(dir, &["apps:create", "shop"]);
+    // The repository trusts crew's CA (and gets a `crew` remote).
+    server.ok(dir, &["git:remote", "-a", "shop"]);
+    let (ok, text) = heroku.git(dir, &["push", "heroku", "main"]);
+    assert!(ok && text.contains("Released v2"), "{text}");
+    heroku.ok(dir, &["config:set", "FOO=bar", "-a", "shop"]);
+    heroku.ok(dir, &["domains:add", "www.shop.test", "-a", "shop"]);
+    server.wait_up(dir, "shop", 1);
+    assert_eq!(http_get(server.router, "shop.localhost", "/", &[]).0, 200);
+
+    let out = heroku.ok(dir, &["apps:rename", "store", "-a", "shop"]);
+    assert_has(
+        &out,
+        &[
+            "Renaming shop to store... done",
+            &format!(
+                "http://store.localhost:{}/ | https://{port}/store.git",
+                server.router
+            ),
+            "Git remote heroku updated",
+        ],
+    );
+    let (_, remotes) = heroku.git(dir, &["remote", "-v"]);
+    assert!(
+        remotes.contains(&format!("heroku\thttps://{port}/store.git")),
+        "{remotes}"
+    );
+
+    // Everything went with it: releases, config, domains, the log.
+    let out = heroku.ok(dir, &["releases", "-a", "store"]);
+    assert_has(
+        &out,
+        &["=== store Releases - Current: v3", "Set FOO config vars"],
+    );
+    assert_eq!(
+        server.ok(dir, &["config:get", "FOO", "-a", "store"]).trim(),
+        "bar"
+    );
+    assert!(
+        heroku
+            .ok(dir, &["domains", "-a", "store"])
+            .contains("www.shop.test")
+    );
+    let log = heroku.ok(dir, &["logs", "-n", "200", "-a", "store"]);
+    assert_has(
+        &log,
+        &[
+            "crew[api]: Deploy ",
+            "crew[api]: Renamed from shop to store",
+        ],
+    );
+    // Its dynos run again under the new name, and the router follows.
+    server.wait_up(dir, "store", 1);
+    assert_eq!(http_get(server.router, "store.localhost", "/", &[]).0, 200);
+    assert_eq!(http_get(server.router, "www.shop.test", "/", &[]).0, 200);
+    assert_eq!(http_get(server.router, "shop.localhost", "/", &[]).0, 404);
+
+    // The repository moved with its hook: the next push builds `store`.
+    let (ok, text) = server.git(dir, &["commit", "--allow-empty", "-qm", "again"]);
+    assert!(ok, "{text}");
+    let (ok, text) = heroku.git(dir, &["push", "heroku", "main"]);
+    assert!(ok && text.contains("Released v4"), "{text}");
+
+    // The old name is free; a taken or invalid one is refused.
+    heroku.ok(dir, &["apps:create", "shop"]);
+    let (ok, out, err) = heroku.run(dir, &["apps:rename", "shop", "-a", "store"]);
+    assert!(!ok, "{out}");
+    assert_has(&err, &["the name `shop` is already taken"]);
+    for bad in ["a/b", "..", "../etc", "Store", "x"] {
+        let (ok, out, err) = heroku.run(dir, &["apps:rename", bad, "-a", "store"]);
+        assert!(!ok, "{bad}: {out}");
+        assert!(err.contains("is not a valid app name"), "{bad}: {err}");
+    }
+    assert!(
+        server
+            .ok(dir, &["apps:info", "-a", "store"])
+            .contains("=== store")
+    );
+
+    // `crew apps:rename` too, and the `crew` remote follows.
+    server.ok(dir, &["git:remote", "-a", "store"]);
+    let out = server.ok(dir, &["apps:rename", "market", "-a", "store"]);
+    assert_has(
+        &out,
+        &[
+            "Renaming store to market... done",
+            "/market.git",
+            "Git remote crew updated",
+        ],
+    );
+    let (_, remotes) = server.git(dir, &["remote", "-v"]);
+    assert!(remotes.contains("/market.git"), "{remotes}");
+    server.wait_up(dir, "market", 1);
+    assert_eq!(http_get(server.router, "market.localhost", "/", &[]).0, 200);
+}
+
+#[test]
+fn heroku_maintenance_makes_the_router_answer_503_with_h80_and_dynos_keep_running() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::new(&server) else {
+        return;
+    };
+    let app = repo(&server, "web: python3 -m http.server $PORT\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "demo"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    server.wait_up(dir, "demo", 1);
+    let web = pid_of(&server, dir, "demo", "web.1").unwrap_or_default();
+
+    assert_eq!(
+        heroku.stdout(dir, &["maintenance", "-a", "demo"]).trim(),
+        "off"
+    );
+    let out = heroku.ok(dir, &["maintenance:on", "-a", "demo"]);
+    assert!(
+        out.contains("Enabling maintenance mode for demo... done"),
+        "{out}"
+    );
+    assert_eq!(
+        heroku.stdout(dir, &["maintenance", "-a", "demo"]).trim(),
+        "on"
+    );
+    let json = heroku.stdout(dir, &["apps:info", "--json", "-a", "demo"]);
+    assert!(json.contains("\"maintenance\": true"), "{json}");
+    assert!(
+        server
+            .ok(dir, &["apps:info", "-a", "demo"])
+            .contains("Maintenance: on")
+    );
+
+    let (status, body) = http_get(server.router, "demo.localhost", "/", &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("maintenance"), "{body}");
+    let seen = poll_until(DEPLOY, || {
+        heroku
+            .ok(dir, &["logs", "-n", "50", "-a", "demo"])
+            .contains("crew[router]: at=info code=H80 desc=\"Maintenance mode\" method=GET path=\"/\" host=demo.localhost")
+    });
+    assert!(
+        seen,
+        "{}",
+        heroku.ok(dir, &["logs", "-n", "50", "-a", "demo"])
+    );
+    // The dynos kept running through it.
+    assert_eq!(pid_of(&server, dir, "demo", "web.1"), Some(web));
+
+    let out = heroku.ok(dir, &["maintenance:off", "-a", "demo"]);
+    assert!(
+        out.contains("Disabling maintenance mode for demo... done"),
+        "{out}"
+    );
+    assert_eq!(http_get(server.router, "demo.localhost", "/", &[]).0, 200);
+    assert_eq!(pid_of(&server, dir, "demo", "web.1"), Some(web));
+
+    // crew's own commands, and a missing app.
+    assert!(
+        server
+            .ok(dir, &["maintenance:on", "-a", "demo"])
+            .contains("done")
+    );
+    assert_eq!(server.ok(dir, &["maintenance", "-a", "demo"]).trim(), "on");
+    assert_eq!(http_get(server.router, "demo.localhost", "/", &[]).0, 503);
+    server.ok(dir, &["maintenance:off", "-a", "demo"]);
+    assert_eq!(http_get(server.router, "demo.localhost", "/", &[]).0, 200);
+    let (ok, _, err) = heroku.run(dir, &["maintenance:on", "-a", "nope"]);
+    assert!(!ok && err.contains("no app named `nope`"), "{err}");
+}
+
+#[test]
+fn heroku_domains_add_list_wait_and_remove() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::new(&server) else {
+        return;
+    };
+    let app = repo(&server, "web: python3 -m http.server $PORT\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "demo"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok, "push failed:\n{text}");
+    server.wait_up(dir, "demo", 1);
+    heroku.ok(dir, &["apps:create", "other"]);
+
+    let out = heroku.ok(dir, &["domains:add", "www.example.test", "-a", "demo"]);
+    assert_has(
+        &out,
+        &[
+            "Adding www.example.test to demo... done",
+            "point to the DNS Target 127.0.0.1",
+        ],
+    );
+    assert!(!out.contains("enqueued"), "{out}");
+    let out = heroku.ok(dir, &["domains", "-a", "demo"]);
+    assert_has(
+        &out,
+        &[
+            "=== demo Heroku Domain",
+            "demo.localhost",
+            "=== demo Custom Domains",
+            "Domain Name",
+            "www.example.test",
+            "CNAME",
+            "127.0.0.1",
+        ],
+    );
+    heroku.ok(dir, &["domains:wait", "www.example.test", "-a", "demo"]);
+    heroku.ok(dir, &["domains:wait", "-a", "demo"]);
+    // The router routes it, as `crew domains:add` does.
+    assert_eq!(http_get(server.router, "www.example.test", "/", &[]).0, 200);
+    let crew = server.ok(dir, &["domains", "-a", "demo"]);
+    assert!(
+        crew.contains("www.example.test") && !crew.contains("demo.localhost"),
+        "{crew}"
+    );
+
+    // Twice, another app's, and not a hostname: each a clear error.
+    let (ok, _, err) = heroku.run(dir, &["domains:add", "www.example.test", "-a", "demo"]);
+    assert!(!ok && err.contains("already in use by `demo`"), "{err}");
+    let (ok, _, err) = heroku.run(dir, &["domains:add", "WWW.example.test", "-a", "other"]);
+    assert!(!ok && err.contains("already in use by `demo`"), "{err}");
+    for bad in ["bad host", "a..b", "other.localhost", "x/../y"] {
+        let (ok, _, err) = heroku.run(dir, &["domains:add", bad, "-a", "demo"]);
+        assert!(!ok, "{bad} was added");
+        assert!(err.contains("Error"), "{bad}: {err}");
+    }
+
+    let out = heroku.ok(dir, &["domains:remove", "www.example.test", "-a", "demo"]);
+    assert!(
+        out.contains("Removing www.example.test from demo... done"),
+        "{out}"
+    );
+    let out = heroku.ok(dir, &["domains", "-a", "demo"]);
+    assert!(!out.contains("www.example.test"), "{out}");
+    assert_eq!(http_get(server.router, "www.example.test", "/", &[]).0, 404);
+    // The app's own hostname is not a custom domain to remove.
+    let (ok, _, err) = heroku.run(dir, &["domains:remove", "demo.localhost", "-a", "demo"]);
+    assert!(!ok && err.contains("own hostname"), "{err}");
+    // Freed, another app may have it.
+    heroku.ok(dir, &["domains:add", "www.example.test", "-a", "other"]);
+}
+
+#[test]
+fn heroku_buildpacks_are_kept_with_the_app_and_the_next_push_uses_them() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::new(&server) else {
+        return;
+    };
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "shop"]);
+
+    let out = heroku.ok(dir, &["buildpacks", "-a", "shop"]);
+    assert!(out.contains("shop has no Buildpacks."), "{out}");
+    // Heroku's name for Python is crew's built-in python buildpack, which
+    // refuses an app without Python: the push says so.
+    let out = heroku.ok(dir, &["buildpacks:set", "heroku/python", "-a", "shop"]);
+    assert!(
+        out.contains("Buildpack set. Next release on shop will use heroku/python."),
+        "{out}"
+    );
+    let out = heroku.ok(dir, &["buildpacks", "-a", "shop"]);
+    assert_has(&out, &["=== shop Classic Buildpack", "heroku/python"]);
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(!ok, "a Procfile-only app built with heroku/python:\n{text}");
+    assert!(text.to_lowercase().contains("python"), "{text}");
+
+    // Set replaces the first; add appends; remove takes one out.
+    heroku.ok(dir, &["buildpacks:set", "heroku/procfile", "-a", "shop"]);
+    let out = heroku.ok(
+        dir,
+        &[
+            "buildpacks:add",
+            "https://example.test/extra.git",
+            "-a",
+            "shop",
+        ],
+    );
+    assert_has(
+        &out,
+        &["1. heroku/procfile", "2. https://example.test/extra.git"],
+    );
+    heroku.ok(
+        dir,
+        &[
+            "buildpacks:remove",
+            "https://example.test/extra.git",
+            "-a",
+            "shop",
+        ],
+    );
+    let out = heroku.ok(dir, &["buildpacks", "-a", "shop"]);
+    assert!(
+        out.contains("heroku/procfile") && !out.contains("extra"),
+        "{out}"
+    );
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok && text.contains("Released v2"), "{text}");
+
+    // A name crew does not have is a clear error, and nothing changes.
+    let (ok, out, err) = heroku.run(dir, &["buildpacks:set", "heroku/php", "-a", "shop"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("crew has heroku/ruby"), "{err}");
+    assert!(
+        heroku
+            .ok(dir, &["buildpacks", "-a", "shop"])
+            .contains("heroku/procfile")
+    );
+
+    let out = heroku.ok(dir, &["buildpacks:clear", "-a", "shop"]);
+    assert!(
+        out.contains("Buildpacks cleared. Next release on shop will detect buildpacks normally."),
+        "{out}"
+    );
+    let out = server.ok(dir, &["buildpacks", "-a", "shop"]);
+    assert!(out.contains("no buildpacks set"), "{out}");
+    // crew's own commands set the same list.
+    let out = server.ok(dir, &["buildpacks:set", "heroku/procfile", "-a", "shop"]);
+    assert!(out.contains("1. heroku/procfile"), "{out}");
+    assert!(
+        heroku
+            .ok(dir, &["buildpacks", "-a", "shop"])
+            .contains("heroku/procfile")
+    );
+    server.ok(dir, &["buildpacks:clear", "-a", "shop"]);
+    let (ok, text) = server.git(dir, &["commit", "--allow-empty", "-qm", "detected again"]);
+    assert!(ok, "{text}");
+    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
+    assert!(ok && text.contains("Released v3"), "{text}");
+}
+
+#[test]
+fn heroku_releases_output_shows_what_the_release_command_printed() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let Some(heroku) = Heroku::over_tls(&server) else {
+        return;
+    };
+    let app = repo(
+        &server,
+        "release: echo migrating the database; echo done migrating\nworker: while true; do sleep 1; done\n",
+    );
+    let dir = app.path();
+    heroku.ok(dir, &["apps:create", "shop"]);
+    let text = push(&server, dir, "shop");
+    assert!(text.contains("Released v2"), "{text}");
+
+    let out = heroku.stdout(dir, &["releases:output", "-a", "shop"]);
+    assert_eq!(out, "migrating the database\ndone migrating\n");
+    let out = heroku.stdout(dir, &["releases:output", "v2", "-a", "shop"]);
+    assert!(out.contains("done migrating"), "{out}");
+    // A config change runs the release command again, with output of its own.
+    heroku.ok(dir, &["config:set", "A=1", "-a", "shop"]);
+    assert!(
+        heroku
+            .stdout(dir, &["releases:output", "v3", "-a", "shop"])
+            .contains("migrating the database")
+    );
+    let (_, err) = heroku.both(dir, &["releases:output", "v1", "-a", "shop"]);
+    assert!(
+        err.contains("Release v1 has no release output available."),
+        "{err}"
+    );
+    let out = server.ok(dir, &["releases:output", "v2", "-a", "shop"]);
+    assert!(out.contains("migrating the database"), "{out}");
+
+    // The URL carries its own secret: no token needed, a wrong secret is
+    // refused.
+    let (status, json) = api(&server, "GET", "/apps/shop/releases/2", true, "");
+    assert_eq!(status, 200, "{json}");
+    let release: serde_json::Value = serde_json::from_str(&json).expect("a release");
+    let url = release["output_stream_url"]
+        .as_str()
+        .expect("an output URL");
+    let path = url.trim_start_matches(&server.url).to_string();
+    assert!(path.starts_with("/release-outputs/"), "{url}");
+    let (status, body) = api(&server, "GET", &path, false, "");
+    assert_eq!(
+        (status, body.contains("done migrating")),
+        (200, true),
+        "{body}"
+    );
+    let forged = format!("{}0", &path[..path.len() - 1]);
+    let forged = if forged == path {
+        format!("{}1", &path[..path.len() - 1])
+    } else {
+        forged
+    };
+    assert_eq!(api(&server, "GET", &forged, false, "").0, 404);
+    assert_eq!(api(&server, "GET", &format!("{path}/x"), false, "").0, 401);
+}
+
+/// Attacks on `PATCH /apps/APP` and the new open routes, as a client with or
+/// without the token.
+#[test]
+fn patching_an_app_refuses_hostile_fields_names_and_missing_apps() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app = repo(&server, "worker: while true; do sleep 1; done\n");
+    let dir = app.path();
+    server.ok(dir, &["apps:create", "shop"]);
+    server.ok(dir, &["apps:create", "other"]);
+    let patch = |app: &str, body: &str| api(&server, "PATCH", &format!("/apps/{app}"), true, body);
+
+    // Renaming over another app, to a path, or with fields it does not take.
+    let (status, body) = patch("shop", r#"{"name":"other"}"#);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("already taken"), "{body}");
+    for name in ["../other", "a/b", "..", "shop/../../x", "", "ab\u{0}c"] {
+        let json = serde_json::json!({ "name": name }).to_string();
+        let (status, body) = patch("shop", &json);
+        assert_eq!(status, 422, "{name:?}: {body}");
+    }
+    for body in [
+        r#"{"name":"x2","owner":{"email":"evil@example.com"}}"#,
+        r#"{"maintenance":"yes"}"#,
+        r#"{"build_stack":"heroku-24"}"#,
+        r#"["shop"]"#,
+        "not json",
+    ] {
+        let (status, answer) = patch("shop", body);
+        assert_eq!(status, 422, "{body}: {answer}");
+    }
+    // Nothing changed.
+    let apps = server.ok(dir, &["apps"]);
+    assert!(
+        apps.contains("shop") && apps.contains("other") && !apps.contains("x2"),
+        "{apps}"
+    );
+    assert_eq!(server.ok(dir, &["maintenance", "-a", "shop"]).trim(), "off");
+
+    let (status, body) = patch("nope", r#"{"maintenance":true}"#);
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = api(
+        &server,
+        "PATCH",
+        "/apps/shop",
+        false,
+        r#"{"maintenance":true}"#,
+    );
+    assert_eq!(status, 401);
+    let (status, _) = api(
+        &server,
+        "PATCH",
+        "/apps/shop",
+        false,
+        r#"{"name":"stolen"}"#,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(server.ok(dir, &["maintenance", "-a", "shop"]).trim(), "off");
+    // The open routes are only the registry's answer and output URLs.
+    for path in [
+        "/apps/shop/buildpack-installations",
+        "/apps/shop/domains/shop.localhost",
+        "/release-outputs/x",
+    ] {
+        assert_eq!(api(&server, "GET", path, false, "").0, 401, "{path}");
+    }
+    assert_eq!(
+        api(
+            &server,
+            "PUT",
+            "/apps/shop/buildpack-installations",
+            false,
+            r#"{"updates":[]}"#
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        api(
+            &server,
+            "GET",
+            "/buildpack-registry/buildpacks/heroku%2Fpython",
+            false,
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        api(&server, "GET", "/release-outputs/x/y", false, "").0,
+        404
+    );
+    // A buildpack list that is too long or not text.
+    let many: Vec<serde_json::Value> = (0..100)
+        .map(|i| serde_json::json!({ "buildpack": format!("https://example.test/{i}.git") }))
+        .collect();
+    let body = serde_json::json!({ "updates": many }).to_string();
+    let (status, _) = api(
+        &server,
+        "PUT",
+        "/apps/shop/buildpack-installations",
+        true,
+        &body,
+    );
+    assert_eq!(status, 422);
+    let (status, _) = api(
+        &server,
+        "PUT",
+        "/apps/shop/buildpack-installations",
+        true,
+        r#"{"updates":[{"buildpack":"relative/../path"}]}"#,
+    );
+    assert_eq!(status, 422);
 }

@@ -217,11 +217,9 @@ fn config_changes_restarts_rollbacks_and_a_crash_under_keep_alive_load_drop_no_g
         // A crash: the GETs on the dyno's kept connections, and the one it was
         // answering, go to the other dyno.
         let pid = dyno_pids(&ps).first().copied().expect("a dyno's pid");
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("running kill");
-        assert!(killed.success(), "kill -KILL {pid}");
+        let dyno = rustix::process::Pid::from_raw(pid).expect("a dyno's pid is positive");
+        rustix::process::kill_process(dyno, rustix::process::Signal::KILL)
+            .unwrap_or_else(|e| panic!("kill -KILL {pid}: {e}"));
         load.served(200);
         server.wait_up(app.path(), "steady", 2);
         load.served(200);
@@ -266,4 +264,127 @@ fn apps_info_counts_the_routers_failed_requests_by_code() {
         info.contains("Router errors: H14 3\n")
     });
     assert!(counted, "{info}");
+}
+
+/// A web dyno that takes a while to boot, and answers every GET with a token
+/// of its own run, so a test can tell an old run from a new one.
+const SLOW_BOOT_APP: &str = r#"
+import os, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+RUN = os.urandom(8).hex()
+# Far longer than a request takes: while it boots, only the old run can answer.
+time.sleep(4)
+
+class Hello(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = ("run=%s\n" % RUN).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hello).serve_forever()
+"#;
+
+#[test]
+fn a_restart_keeps_the_old_web_dyno_serving_until_the_new_one_is_up() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    let app: App = repo(&server, "web: python3 app.py\n");
+    app.write("app.py", SLOW_BOOT_APP);
+    commit_all(&server, app.path(), "app");
+    server.ok(app.path(), &["apps:create", "steady"]);
+    let (pushed, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(pushed, "{text}");
+    server.wait_up(app.path(), "steady", 1);
+    let mut client = KeepAlive {
+        port: server.router,
+        conn: None,
+    };
+    let mut run = match client.get() {
+        Ok((200, run)) => run,
+        other => panic!("the first GET: {other:?}"),
+    };
+    // The whole app, the type and the one dyno: each starts a new run beside
+    // the old one, which answers until the new one is up. Stopping the old
+    // one first left the app with no dyno to answer for the new one's boot.
+    for target in [None, Some("web"), Some("web.1")] {
+        let mut args = vec!["restart"];
+        args.extend(target);
+        server.ok(app.path(), &args);
+        let mut answers = Vec::new();
+        let replaced = poll_until(DEPLOY, || match client.get() {
+            Ok((200, now)) => {
+                let new = now != run;
+                answers.push(now);
+                new
+            }
+            other => panic!("crew {args:?}: a GET failed: {other:?}"),
+        });
+        assert!(replaced, "crew {args:?}: the new run never answered");
+        assert!(
+            answers.len() > 1 && answers[0] == run,
+            "crew {args:?}: the old run stopped answering before the new one was up: {answers:?}"
+        );
+        run = answers.pop().unwrap_or_default();
+        server.wait_up(app.path(), "steady", 1);
+    }
+}
+
+#[test]
+fn the_routers_error_lines_outlive_the_logs_last_ten_thousand_lines() {
+    if !have_git() {
+        return;
+    }
+    let server = Server::start();
+    // `flood` writes more lines than an app's log keeps.
+    let app: App = repo(
+        &server,
+        "web: python3 app.py\nflood: python3 -c 'print(*range(12000), sep=chr(10))' && exec sleep 1000\n",
+    );
+    app.write("app.py", APP);
+    commit_all(&server, app.path(), "app");
+    server.ok(app.path(), &["apps:create", "steady"]);
+    let (pushed, text) = server.git(app.path(), &["push", "crew", "main"]);
+    assert!(pushed, "{text}");
+    server.wait_up(app.path(), "steady", 1);
+    server.ok(app.path(), &["scale", "web=0"]);
+    let mut client = KeepAlive {
+        port: server.router,
+        conn: None,
+    };
+    for _ in 0..3 {
+        let got = client.get();
+        assert!(matches!(&got, Ok((503, _))), "{got:?}");
+    }
+    server.ok(app.path(), &["scale", "flood=1"]);
+    let mut last = String::new();
+    let flooded = poll_until(DEPLOY, || {
+        last = server.ok(app.path(), &["logs", "-n", "1", "--ps", "flood"]);
+        last.trim_end().ends_with(": 11999")
+    });
+    assert!(flooded, "the flood never ended: {last}");
+    // The ring has let the failed requests' lines go...
+    let ring = server.ok(app.path(), &["logs", "-n", "1500", "--ps", "router"]);
+    assert!(!ring.contains("code=H14"), "{ring}");
+    // ...and the router's own log still has them, in order, once each.
+    let router = server.ok(app.path(), &["logs", "-n", "1500", "--source", "router"]);
+    let failed: Vec<&str> = router.lines().filter(|l| l.contains("code=H14")).collect();
+    assert_eq!(failed.len(), 3, "{router}");
+    assert!(
+        failed.iter().all(|l| l.contains("crew[router]: at=error")),
+        "{router}"
+    );
+    // A dyno's lines are never the router's: asking for both is refused.
+    let (ok, out, err) = server.cli(app.path(), &["logs", "--ps", "web", "--source", "router"]);
+    assert!(!ok && err.contains("`web`"), "{out}{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

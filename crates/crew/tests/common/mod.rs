@@ -157,6 +157,7 @@ impl App {
             "PYTHONUNBUFFERED",
             "DYNO",
             "PS",
+            "PROCFILE",
         ] {
             command.env_remove(var);
         }
