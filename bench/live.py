@@ -3,7 +3,8 @@
 
   scale    `crew start -m web=0`, then `crew scale web=N` and `web=0`: the time
            until all N are `up`, the time until none is left, and crew's RSS
-  push     `crew server`, `git push crew main` of a Procfile-only app: the time until
+  push     `crew server`, `git push crew main` of a Procfile-only app (and of a Flask
+           app, first and second push, with --python-buildpack): the time until
            the new release's web.1 is `up`, and crew's share of it
   router   `crew server` with one web dyno (nginx serving a constant), measured by
            wrk directly, through crew's router and through an nginx reverse proxy
@@ -421,8 +422,15 @@ class Server:
         base = free_range(self.a.port, 100)
         self.dyno_ports = f"{base}-{base + 99}"
         data = f"{self.work}/data"
+        # A bridge and range of its own: a crew server replaces the bridge of
+        # its name when it starts and removes it when it stops, so another
+        # server on the default one (anyone's, on this machine) would cut
+        # this one's isolated dynos off the router halfway through.
+        pid = os.getpid()
         self.cmd = [self.a.crew, "server", "--data", data, "--listen", "127.0.0.1:0",
-                    "--router", "127.0.0.1:0", "--dyno-ports", self.dyno_ports]
+                    "--router", "127.0.0.1:0", "--dyno-ports", self.dyno_ports,
+                    "--dyno-bridge", f"crewb{pid % 100000}",
+                    "--dyno-network", f"10.{220 + pid % 20}.{pid // 20 % 256}.0/24"]
         self.log_path = f"{self.work}/server.log"
         self.log = open(self.log_path, "wb")
         self.proc = launch(self.cmd, self.work, self.log, self.env)
@@ -556,6 +564,87 @@ def time_buildpack(buildpack, repo, work, times):
     return statistics.median(seconds), seconds
 
 
+FLASK_FILES = {
+    "requirements.txt": "flask==3.0.3\ngunicorn==22.0.0\n",
+    "app.py": "from flask import Flask\n\napp = Flask(__name__)\n\n\n"
+              "@app.route(\"/\")\ndef hello():\n    return \"flask says hi\\n\"\n",
+    "Procfile": "web: gunicorn app:app --bind 0.0.0.0:$PORT\n",
+}
+
+
+def time_compile(buildpack, repo, build, cache, deadline):
+    """Seconds of bin/compile BUILD CACHE ENV on a fresh copy of the app."""
+    shutil.rmtree(build, ignore_errors=True)
+    shutil.copytree(repo, build, ignore=shutil.ignore_patterns(".git"))
+    os.makedirs(f"{build}.env", exist_ok=True)
+    start = time.monotonic()
+    check(run([f"{buildpack}/bin/compile", build, cache, f"{build}.env"], deadline),
+          f"{buildpack}/bin/compile")
+    return time.monotonic() - start
+
+
+def push_lines(repo, env, deadline):
+    """`git push crew main`, each output line with the seconds since the start."""
+    start = time.monotonic()
+    p = subprocess.Popen(["git", "push", "crew", "main"], cwd=repo, env=env, text=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    lines = []
+    for line in p.stdout:
+        lines.append((time.monotonic() - start, line.rstrip()))
+        if time.monotonic() - start > deadline:
+            p.kill()
+    p.wait()
+    if p.returncode != 0:
+        tail = "\n".join(line for _, line in lines[-5:])
+        raise RuntimeError(f"git push crew main (Flask) failed (exit {p.returncode}): {tail}")
+    return lines
+
+
+def flask_pushes(a, server, work):
+    """A Flask app (from PyPI) pushed twice: with an empty cache, then with an
+    unchanged requirements.txt. Its rows carry `flask`; a failure (no PyPI)
+    is recorded and leaves the other rows alone."""
+    app = "flaskbench"
+    try:
+        repo = server.new_app(app, FLASK_FILES)
+        cache = f"{work}/flask-cache"
+        os.makedirs(cache)
+        slow = max(a.deadline, 600)
+        bp = [time_compile(a.python_buildpack, repo, f"{work}/flask-build", cache, slow)
+              for _ in range(2)]
+        for i, label in enumerate(("first", "second")):
+            if i:
+                with open(f"{repo}/bump.txt", "w") as f:
+                    f.write("again\n")
+                server.git("add", "bump.txt", cwd=repo)
+                server.git("commit", "-q", "-m", "again", cwd=repo)
+            old = {d.get("pid") for d in server.web_dynos(app)}
+            start = time.monotonic()
+            lines = push_lines(repo, server.env, slow)
+            push_s = time.monotonic() - start
+            total = server.wait_new_web1(app, old, start, slow)
+            # The buildpack's part of the push, as the pusher sees it: from
+            # "Python app detected" to crew's "Discovering process types".
+            at = {}
+            for t, line in lines:
+                for mark in ("app detected", "Discovering process types"):
+                    if mark in line and mark not in at:
+                        at[mark] = t
+            in_push = (at["Discovering process types"] - at["app detected"]
+                       if len(at) == 2 else None)
+            record(a, flask=label, status="complete", total_s=total, push_s=push_s,
+                   buildpack_s=bp[i], in_push_s=in_push)
+            say(f"push       crew      Flask {label} push: web.1 up {total * 1000:.0f} ms "
+                f"after `git push` began (push itself {push_s * 1000:.0f} ms, buildpack "
+                f"{(in_push or 0) * 1000:.0f} ms of it); bin/compile alone {bp[i] * 1000:.0f} ms")
+    except Stopped:
+        raise
+    except Exception as e:  # noqa: BLE001  (recorded as the rows' status)
+        record(a, flask="first", status=f"failed: {e or repr(e)}")
+        say(f"push       crew      Flask pushes failed: {e}")
+
+
 def cmd_push(a):
     app = "pushbench"
     work = os.path.join(a.dir, "push")
@@ -605,6 +694,9 @@ def cmd_push(a):
                 f"`git push` began (push itself {push_s * 1000:.0f} ms, "
                 f"{released.group(1) if released else 'no release line'}); "
                 f"git alone {git_s * 1000:.0f} ms; crew's share {share * 1000:.0f} ms")
+        if a.python_buildpack:
+            a.run = None
+            flask_pushes(a, server, work)
         server.stopped(summary, "push       crew     ")
     a.run = None
     summary["other_cores"] = other.cores()
@@ -641,7 +733,7 @@ BACKEND = "worker_processes 1;\n" + NGINX_COMMON.replace("@BODY@", """\
 # The comparison proxy: nginx's usual reverse proxy with pooled upstream connections.
 PROXY = "worker_processes auto;\n" + NGINX_COMMON.replace("@BODY@", """\
   upstream dyno {
-    server 127.0.0.1:@DYNO@;
+    server @DYNO@;
     keepalive 64;
   }
   server {
@@ -661,8 +753,8 @@ BACKEND_PROCFILE = ("web: export PATH=\"$PATH:/usr/sbin\" && mkdir -p tmp "
                     "&& exec nginx -p \"$PWD/\" -e stderr -c nginx.conf -g 'daemon off;'\n")
 
 
-def http_get(port, host=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def http_get(port, host=None, address="127.0.0.1"):
+    conn = http.client.HTTPConnection(address, port, timeout=5)
     try:
         conn.request("GET", "/", headers={"Host": host} if host else {})
         r = conn.getresponse()
@@ -671,6 +763,23 @@ def http_get(port, host=None):
         return None, str(e).encode()
     finally:
         conn.close()
+
+
+def dyno_address(pid):
+    """The IPv4 address of the dyno whose process is `pid`: its eth0 in its own
+    network namespace, or 127.0.0.1 when it shares the host's."""
+    try:
+        own = os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    except OSError:
+        own = False
+    if not own:
+        return "127.0.0.1"
+    p = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "-4", "addr", "show",
+                        "dev", "eth0"], capture_output=True, text=True, timeout=10)
+    m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", p.stdout)
+    if not m:
+        raise RuntimeError(f"the dyno's address: {p.stdout.strip()} {p.stderr.strip()}")
+    return m.group(1)
 
 
 def parse_wrk(text):
@@ -709,12 +818,17 @@ def cmd_router(a):
         # The dyno's port, as `crew ps -a APP --json` gives it.
         dynos = json.loads(server.crew("ps", "-a", app, "--json").stdout)
         dyno = next(d["port"] for d in dynos if d["name"] == "web.1")
+        dyno_pid = next(d["pid"] for d in dynos if d["name"] == "web.1")
+        # Where the router reaches it: an isolated dyno listens in a network
+        # namespace of its own, at its address on crew's bridge, so nginx and
+        # wrk go there too (the same hop the router makes).
+        dyno_addr = dyno_address(dyno_pid)
 
         pdir = f"{work}/proxy"
         os.makedirs(f"{pdir}/tmp")
         pport = free_port()
         with open(f"{pdir}/nginx.conf", "w") as f:
-            f.write(PROXY.replace("@DYNO@", str(dyno)).replace("@PORT@", str(pport)))
+            f.write(PROXY.replace("@DYNO@", f"{dyno_addr}:{dyno}").replace("@PORT@", str(pport)))
         plog = open(f"{pdir}/out.log", "wb")
         proxy = launch(["nginx", "-p", f"{pdir}/", "-e", "stderr", "-c", "nginx.conf", "-g",
                         "daemon off;"], pdir, plog)
@@ -724,14 +838,15 @@ def cmd_router(a):
 
         host = f"{app}.localhost"
         targets = {  # name -> (wrk arguments, what the report says)
-            "direct": ([f"http://127.0.0.1:{dyno}/"], f"`http://127.0.0.1:{dyno}/`, the dyno"),
+            "direct": ([f"http://{dyno_addr}:{dyno}/"], f"`http://{dyno_addr}:{dyno}/`, the dyno"),
             "crew": (["-H", f"Host: {host}", f"http://127.0.0.1:{server.router_port}/"],
                      f"`http://127.0.0.1:ROUTER/` with `-H 'Host: {host}'`"),
             "nginx": ([f"http://127.0.0.1:{pport}/"], "`http://127.0.0.1:PROXY/`"),
         }
-        for name, port, h in (("direct", dyno, None), ("crew", server.router_port, host),
-                              ("nginx", pport, None)):
-            status, body = http_get(port, h)
+        for name, port, h, at in (("direct", dyno, None, dyno_addr),
+                                  ("crew", server.router_port, host, "127.0.0.1"),
+                                  ("nginx", pport, None, "127.0.0.1")):
+            status, body = http_get(port, h, at)
             if status != 200 or body != b"ok\n":
                 raise RuntimeError(f"{name}: GET / gave {status} {body[:80]!r}")
         summary.update(dyno_port=dyno, router_port=server.router_port, proxy_port=pport,
@@ -740,7 +855,6 @@ def cmd_router(a):
         # Whose CPU time counts as the proxy's: crew server's own process (all its
         # threads; not the dynos it runs), nginx's master and workers, and for
         # "direct" the dyno's nginx.
-        dyno_pid = next(d["pid"] for d in dynos if d["name"] == "web.1")
         owners = {"direct": (dyno_pid, True), "crew": (server.proc.pid, False),
                   "nginx": (proxy.pid, True)}
 
@@ -924,6 +1038,8 @@ def report_push(rows, a):
     if split is None:
         return
     summary, pushes = split
+    flask = [r for r in pushes if r.get("flask")]
+    pushes = [r for r in pushes if not r.get("flask")]
     print(f"`{summary.get('command', 'crew server …')}` (TMP a fresh temp dir), "
           "`CREW_API_URL`/`CREW_API_KEY` from its output and `TMP/data/api-token`, and a "
           "fresh git repo holding a Procfile and an nginx config template, whose web dyno "
@@ -958,6 +1074,7 @@ def report_push(rows, a):
           f"**{ms(med['share_s'])}** | |")
     if summary.get("status") != "complete":
         print(f"\nThe scenario did not finish: {summary.get('status')}")
+    report_flask(flask)
     print(f"\nThe server stopped {(summary.get('stop_s') or 0) * 1000:.0f} ms after SIGTERM; left behind: "
           f"{fmt_left(summary.get('leftover'))}. Its peak RSS: "
           f"{harness.fmt_rss(summary.get('server_hwm_kb'))}.\n")
@@ -969,8 +1086,43 @@ def report_push(rows, a):
     left = summary.get("leftover") or []
     print(f"| nothing left after SIGTERM to the server | {fmt_left(left)} | "
           f"{verdict(not left and summary.get('status') == 'complete')} |")
+    second = next((r for r in flask if r.get("flask") == "second"
+                   and r.get("status") == "complete"), None)
+    if second:
+        spent = second.get("in_push_s") or second["buildpack_s"]
+        print(f"| Flask second push under 1 s in the buildpack (issue 18) | "
+              f"{spent * 1000:.0f} ms in the push, {second['buildpack_s'] * 1000:.0f} ms alone | "
+              f"{verdict(spent < 1.0)} |")
     print()
     busy_note([summary.get("other_cores")])
+
+
+def report_flask(rows):
+    if not rows:
+        return
+    print("\n### A Flask app\n")
+    reqs = ", ".join(f"`{r}`" for r in FLASK_FILES["requirements.txt"].split())
+    print(f"A second app on the same server, `flaskbench`: {reqs} in `requirements.txt` (from "
+          "PyPI), a one-route `app.py` and `web: gunicorn app:app`. Pushed twice: with an "
+          "empty build cache, then a new commit with the same requirements.\n")
+    print("- *total* and *push* as above. *buildpack in the push*: from `Python app "
+          "detected` to `Discovering process types` in the push's output (`bin/compile` and "
+          "`bin/release`, sandboxed when the server runs as root). *bin/compile alone*: "
+          "`buildpacks/python/bin/compile` run on the host on a copy of the app, first with an "
+          "empty cache dir, then with the cache the first run left.\n")
+    failed = [r for r in rows if r.get("status") != "complete"]
+    for r in failed:
+        print(f"The Flask pushes did not finish: {r['status']}\n")
+    done = [r for r in rows if r.get("status") == "complete"]
+    if not done:
+        return
+    print("| Flask push | total | push | buildpack in the push | bin/compile alone |")
+    print("|---|---:|---:|---:|---:|")
+    names = {"first": "first push (empty cache)", "second": "second push (cache)"}
+    ms = lambda s: "?" if s is None else f"{s * 1000:.0f} ms"
+    for r in done:
+        print(f"| {names.get(r['flask'], r['flask'])} | {ms(r['total_s'])} | "
+              f"{ms(r['push_s'])} | {ms(r.get('in_push_s'))} | {ms(r['buildpack_s'])} |")
 
 
 def report_router(rows, a):
@@ -1124,6 +1276,7 @@ def main():
     sp = sub.add_parser("push", parents=[rec, tools])
     sp.add_argument("--pushes", type=int, default=5)
     sp.add_argument("--buildpack", required=True, help="buildpacks/procfile")
+    sp.add_argument("--python-buildpack", help="buildpacks/python: adds the Flask pushes")
     sp.add_argument("dir")
     sp = sub.add_parser("router", parents=[rec, tools])
     sp.add_argument("--runs", type=int, default=3)

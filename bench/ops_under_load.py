@@ -1,34 +1,42 @@
 #!/usr/bin/env python3
-"""Operations under load (issue 22): failed requests and p99 latency while a crew
-server's app is changed under steady keep-alive traffic.
+"""The `ops` scenario of bench/run (issue 22): failed requests and p99 latency while a
+crew server's app is changed under steady keep-alive traffic.
 
-    bench/ops_under_load.py --crew target/release/crew [--rounds 5] [--clients 8]
+  run      `crew server` (live.py's Server), a Python web app pushed at web=2, and
+           CLIENTS keep-alive clients (loopback only), each at RATE requests a second,
+           through the router; then, ROUNDS times, each operation in turn:
+           config:set, restart, restart web.1, restart web, rollback, scale web=3
+           then web=2, git push, and SIGKILL of one web dyno's process
+  skip     record that the scenario could not run
+  report   print the Markdown section from the results file
 
-Starts a `crew server` in a temp dir, pushes a Python web app at web=2, and runs
-CLIENTS keep-alive clients (loopback only), each at RATE requests a second, through
-the router. Then, ROUNDS times, each operation in turn: config:set, restart,
-restart web.1, restart web, rollback, scale web=3 then web=2, git push, and SIGKILL
-of one web dyno's process. An operation's window runs from the command until the
-formation is all up again, plus a second. Prints a table: per operation and round,
-the requests and failures in the window, and its p99 against the p99 of the 3 s
-before. Every wait has a deadline; the server and everything it started are stopped
-at the end, even on failure or Ctrl-C.
+An operation's window runs from its command until the web dynos it replaces have
+all been replaced and web=2 is all `up` again, plus a second. For each, the requests
+and failures in the window and its p99 against the p99 of the 3 s before. Like
+live.py, every measurement appends one JSON object to --results, the process is a
+child subreaper and every wait has a deadline.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 
+sys.dont_write_bytecode = True
+import harness  # noqa: E402  (same directory)
+from live import (  # noqa: E402
+    OtherWork, Server, busy_note, median, recording_options, say, verdict, wait_until,
+)
+
+APP_NAME = "opsbench"
+
+# The demo app's kind of web dyno: Python's threading server, keep-alive.
 APP = r'''
 import os
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -49,89 +57,26 @@ class Hello(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hello).serve_forever()
 '''
 
-NAME = "opsbench"
+WEB = 2  # the formation between operations
+BEFORE = 3.0  # seconds of load before an operation that its p99 is compared with
+SETTLE = 1.0  # seconds of the window after the formation is back
+PAUSE = 2.0  # seconds between operations
+CRASH = "crash (SIGKILL web)"
+
+# In the order they run each round.
+OPERATIONS = ["config:set", "restart", "restart web.1", "restart web", "rollback",
+              "scale web=3, web=2", "git push", CRASH]
 
 
-def wait_until(what, seconds, check, poll=0.05):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(poll)
-    raise RuntimeError(f"timed out waiting for {what}")
+class Sample:
+    __slots__ = ("start", "end", "ok", "detail", "dyno")
 
-
-class Server:
-    def __init__(self, crew, work, port):
-        self.crew_bin, self.work = crew, work
-        self.home = f"{work}/home"
-        os.makedirs(self.home)
-        self.env = dict(os.environ, HOME=self.home, GIT_CONFIG_NOSYSTEM="1",
-                        GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="bench",
-                        GIT_AUTHOR_EMAIL="bench@localhost", GIT_COMMITTER_NAME="bench",
-                        GIT_COMMITTER_EMAIL="bench@localhost", NO_COLOR="1")
-        for k in ("CREW_API_URL", "CREW_API_KEY", "GIT_DIR", "GIT_WORK_TREE"):
-            self.env.pop(k, None)
-        data = f"{work}/data"
-        self.log = open(f"{work}/server.log", "wb")
-        self.proc = subprocess.Popen(
-            [crew, "server", "--data", data, "--listen", "127.0.0.1:0", "--router",
-             "127.0.0.1:0", "--dyno-ports", f"{port}-{port + 99}"],
-            cwd=work, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError("crew server exited")
-            with open(f"{work}/server.log", "rb") as f:
-                text = f.read().decode(errors="replace")
-            api = re.search(r"listening on (http://\S+)", text)
-            router = re.search(r"at http://APP\.localhost:(\d+)/", text)
-            if api and router and os.path.exists(f"{data}/api-token"):
-                return api.group(1), int(router.group(1))
-            return None
-
-        self.url, self.router = wait_until("the server", 60, ready)
-        with open(f"{data}/api-token") as f:
-            self.token = f.read().strip()
-        self.env.update(CREW_API_URL=self.url, CREW_API_KEY=self.token)
-
-    def run(self, *cmd, cwd, deadline=180):
-        p = subprocess.run(list(cmd), cwd=cwd, env=self.env, timeout=deadline, text=True,
-                           stdin=subprocess.DEVNULL, capture_output=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {p.stdout}{p.stderr}")
-        return p.stdout
-
-    def crew(self, *args, cwd):
-        return self.run(self.crew_bin, *args, cwd=cwd)
-
-    def dynos(self):
-        request = urllib.request.Request(
-            f"{self.url}/apps/{NAME}/dynos",
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Accept": "application/vnd.heroku+json; version=3"})
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return [d for d in json.load(r) if d.get("type") == "web"]
-
-    def wait_web_up(self, count, seconds=120):
-        wait_until(f"{count} web dynos up", seconds, lambda: (
-            len(d := self.dynos()) == count and all(x["state"] == "up" for x in d)))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
+    def __init__(self, start, end, ok, detail, dyno):
+        self.start, self.end, self.ok, self.detail, self.dyno = start, end, ok, detail, dyno
 
 
 class Load:
-    """Keep-alive clients at a steady rate; every request's (start, seconds, ok)."""
+    """Keep-alive clients, each at a steady rate; every request's Sample."""
 
     def __init__(self, port, clients, rate):
         self.port, self.rate = port, rate
@@ -151,36 +96,46 @@ class Load:
             now = time.monotonic()
             if now < next_at:
                 time.sleep(next_at - now)
-            next_at += interval
+            # A client that fell behind does not burst to catch up.
+            next_at = max(next_at + interval, time.monotonic() - interval)
             started = time.monotonic()
-            ok, detail = False, ""
-            for attempt in (1, 2):
+            ok, detail, dyno = False, "", None
+            for _attempt in (1, 2):
                 try:
                     if conn is None:
                         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-                    conn.request("GET", "/", headers={"Host": f"{NAME}.localhost"})
+                    conn.request("GET", "/", headers={"Host": f"{APP_NAME}.localhost"})
                     r = conn.getresponse()
-                    body = r.read()
+                    body = r.read().decode(errors="replace")
                     ok = r.status == 200
-                    if not ok:
-                        detail = f"{r.status} {body.decode(errors='replace').strip()[-80:]}"
+                    if ok:
+                        dyno = body.strip().removeprefix("dyno=")
+                    else:
+                        detail = f"{r.status} {body.strip()[-100:]}"
                     if r.will_close:
                         conn.close()
                         conn = None
                     break
                 except (OSError, http.client.HTTPException) as e:
-                    # A kept connection closed while idle is retried once on a
+                    # A kept connection closed while idle is tried again once on a
                     # new one, as HTTP clients do; a second failure counts.
                     if conn is not None:
                         conn.close()
                     conn = None
                     detail = repr(e)
             with self.lock:
-                self.samples.append((started, time.monotonic() - started, ok, detail))
+                self.samples.append(Sample(started, time.monotonic(), ok, detail, dyno))
+        if conn is not None:
+            conn.close()
 
-    def between(self, t0, t1):
+    def started_between(self, t0, t1):
         with self.lock:
-            return [s for s in self.samples if t0 <= s[0] < t1]
+            return [s for s in self.samples if t0 <= s.start < t1]
+
+    def in_flight_at(self, t):
+        """Requests under way at t (any dyno): at most CLIENTS."""
+        with self.lock:
+            return sum(1 for s in self.samples if s.start <= t < s.end)
 
     def stop(self):
         self.stopping.set()
@@ -188,114 +143,315 @@ class Load:
             t.join(70)
 
 
-def p99(samples):
-    times = sorted(s[1] for s in samples)
+def p99_ms(samples):
+    times = sorted(s.end - s.start for s in samples)
     if not times:
-        return float("nan")
-    return times[min(len(times) - 1, int(len(times) * 0.99))]
+        return None
+    return times[min(len(times) - 1, int(len(times) * 0.99))] * 1000
+
+
+def cmd_run(a):
+    work = os.path.join(a.dir, "ops")
+    os.makedirs(work)
+    server = Server(a, work)
+    summary = dict(rounds=a.rounds, clients=a.clients, rate=a.rate, web=WEB)
+    other = OtherWork()
+    load = None
+    with server.scenario(summary, "ops        crew     "), keep_log_on_failure(server, a, summary):
+        server.start()
+        summary["command"] = " ".join(["crew"] + server.cmd[1:]).replace(work, "TMP")
+        repo = server.new_app(APP_NAME, {"Procfile": "web: python3 app.py\n", "app.py": APP})
+        server.git("push", "-q", "crew", "main", cwd=repo, deadline=a.deadline)
+        server.crew("scale", f"web={WEB}", cwd=repo)
+
+        def web():
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"crew server exited ({server.proc.returncode})")
+            return server.web_dynos(APP_NAME)
+
+        def back(replaced, old_pids, count=WEB):
+            """Waits until `count` web dynos are up and those named in `replaced`
+            have pids they did not have before (an old release's dyno of the same
+            name may still be listed until then)."""
+            def done():
+                dynos = web()
+                return (len(dynos) == count and all(d["state"] == "up" for d in dynos)
+                        and all(d.get("pid") not in old_pids
+                                for d in dynos if d["name"] in replaced))
+            wait_until(f"{count} web dynos up, {', '.join(sorted(replaced)) or 'none'} "
+                       "replaced", a.deadline, done, poll=0.05)
+
+        back(set(), set())
+
+        def app_errors():
+            status, app = server.api.get(f"/apps/{APP_NAME}")
+            return dict(app.get("router_errors") or {}) if status == 200 else {}
+
+        pushes = [0]
+        killed = {}
+
+        def operate(name, r):
+            """Runs one operation; waits until the dynos it replaces are back."""
+            before = web()
+            pids = {d.get("pid") for d in before if d.get("pid")}
+            every = {d["name"] for d in before}
+            if name == "config:set":
+                server.crew("config:set", f"ROUND={r}", cwd=repo)
+                back(every, pids)
+            elif name == "restart":
+                server.crew("restart", cwd=repo)
+                back(every, pids)
+            elif name == "restart web.1":
+                server.crew("restart", "web.1", cwd=repo)
+                back({"web.1"}, pids)
+            elif name == "restart web":
+                server.crew("restart", "web", cwd=repo)
+                back(every, pids)
+            elif name == "rollback":
+                server.crew("rollback", cwd=repo)
+                back(every, pids)
+            elif name == "scale web=3, web=2":
+                server.crew("scale", f"web={WEB + 1}", cwd=repo)
+                back(set(), pids, WEB + 1)
+                server.crew("scale", f"web={WEB}", cwd=repo)
+                back(set(), pids)
+            elif name == "git push":
+                pushes[0] += 1
+                with open(f"{repo}/bump.txt", "w") as f:
+                    f.write(f"{pushes[0]}\n")
+                server.git("add", "bump.txt", cwd=repo)
+                server.git("commit", "-q", "-m", f"bump {pushes[0]}", cwd=repo)
+                server.git("push", "-q", "crew", "main", cwd=repo, deadline=a.deadline)
+                back(every, pids)
+            elif name == CRASH:
+                victim = next(d for d in before if d.get("pid"))
+                killed["at"] = time.monotonic()
+                os.kill(int(victim["pid"]), signal.SIGKILL)
+                killed["dyno"] = victim["name"]
+                back({victim["name"]}, pids)
+            else:
+                raise ValueError(name)
+
+        load = Load(server.router_port, a.clients, a.rate)
+        load_started = time.monotonic()
+        time.sleep(BEFORE)
+        for r in range(1, a.rounds + 1):
+            for name in OPERATIONS:
+                errors0 = app_errors()
+                t0 = time.monotonic()
+                operate(name, r)
+                time.sleep(SETTLE)
+                t1 = time.monotonic()
+                during = load.started_between(t0, t1)
+                before = load.started_between(t0 - BEFORE, t0)
+                failed = [s for s in during if not s.ok]
+                errors1 = app_errors()
+                codes = {k: v - errors0.get(k, 0) for k, v in errors1.items()
+                         if v - errors0.get(k, 0) > 0}
+                row = dict(op=name, requests=len(during), failed=len(failed),
+                           p99_before_ms=p99_ms(before), p99_during_ms=p99_ms(during),
+                           window_s=t1 - t0, codes=codes,
+                           examples=[s.detail for s in failed[:3]])
+                if name == CRASH:
+                    row["killed"] = killed["dyno"]
+                    row["in_flight"] = load.in_flight_at(killed["at"])
+                    # Answered by the killed dyno just before it died: it was
+                    # taking its share of the load.
+                    row["killed_served_before"] = sum(
+                        1 for s in before if s.dyno == killed["dyno"])
+                a.run = r
+                harness_record(a, status="complete", **row)
+                p99b, p99d = row["p99_before_ms"], row["p99_during_ms"]
+                say(f"ops        round {r} {name:<20} requests {len(during):>5}, "
+                    f"failed {len(failed)}, p99 {fmt_ms(p99b)} before, {fmt_ms(p99d)} during"
+                    + (f", in flight at the kill {row['in_flight']}" if name == CRASH else "")
+                    + (f", router errors {codes}" if codes else "")
+                    + (f"; e.g. {failed[0].detail}" if failed else ""))
+                time.sleep(PAUSE)
+        load.stop()
+        summary["load_s"] = time.monotonic() - load_started
+        summary["requests"] = len(load.samples)
+        summary["router_errors"] = app_errors()
+        load = None
+        server.stopped(summary, "ops        crew     ")
+    if load is not None:
+        load.stop()
+    a.run = None
+    summary["other_cores"] = other.cores()
+    harness_record(a, summary=True, **summary)
+
+
+@contextlib.contextmanager
+def keep_log_on_failure(server, a, summary):
+    """A scenario that fails leaves the server's log beside the results (the
+    scenario's directory is removed), for a look at what the dynos did."""
+    try:
+        yield
+    except Exception:
+        if getattr(server, "log_path", None) and os.path.exists(server.log_path):
+            kept = os.path.splitext(a.results)[0] + ".ops-server.log"
+            shutil.copyfile(server.log_path, kept)
+            summary["server_log"] = kept
+            say(f"ops        the server's log is in {kept}")
+        raise
+
+
+def harness_record(a, **fields):
+    row = {"scenario": "ops", "tool": "crew", "version": a.version, "run": a.run}
+    row.update(fields)
+    with open(a.results, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def achieved(summary):
+    if not summary.get("load_s") or not summary.get("requests"):
+        return ""
+    return f" (they sent {summary['requests'] / summary['load_s']:,.0f} requests/s on average)"
+
+
+def fmt_ms(x):
+    return "n/a" if x is None else f"{x:.0f} ms"
+
+
+def cmd_skip(a):
+    a.run = None
+    harness_record(a, skipped=a.reason.replace("|", "/").replace("\n", " "))
+    say(f"ops        skipped: {a.reason}")
+
+
+# ---------------------------------------------------------------- report
+
+
+def cmd_report(a):
+    rows = [json.loads(line) for line in open(a.results)]
+    rows = [r for r in rows if r.get("scenario") == "ops"]
+    if not rows:
+        return
+    print("## Operations under load (issue 22)\n")
+    skipped = next((r for r in rows if "skipped" in r), None)
+    if skipped:
+        print(f"Skipped: {skipped['skipped']}\n")
+        return
+    summary = next((r for r in rows if r.get("summary")), {})
+    ops = [r for r in rows if not r.get("summary")]
+    clients, rate = summary.get("clients", "?"), summary.get("rate", "?")
+    version = next((r.get("version") for r in rows if r.get("version")), "")
+    print(f"crew {version or '(version unknown)'} (`cargo build --release -p crew`).\n")
+    print(f"`{summary.get('command', 'crew server …')}` (TMP a fresh temp dir) with one "
+          f"app, `{APP_NAME}`, deployed by `git push`: a Python `ThreadingHTTPServer` "
+          f"answering every GET with its `DYNO` on kept-alive connections (the demo "
+          f"app's kind of web dyno), at `web={WEB}`. {clients} clients (Python threads, "
+          f"loopback), each on one kept-alive connection, send a GET every "
+          f"{1000 / float(rate):.0f} ms through the router ({clients} × {rate} "
+          f"requests/s), or as soon as its previous answer came when that took "
+          f"longer{achieved(summary)}, from before the first operation until after the "
+          f"last. Then "
+          f"{summary.get('rounds', '?')} rounds of each operation in turn:\n")
+    print("- `crew config:set ROUND=N`, `crew restart`, `crew restart web.1`, "
+          "`crew restart web`, `crew rollback`; `crew scale web=3` until 3 are up, then "
+          "`web=2`; `git push` of a new commit; and SIGKILL of one web dyno's process "
+          "(its pid from the API), which the engine restarts.")
+    print("- An operation's *window* is from its command until every web dyno it "
+          "replaces has a new pid and `web=2` is all `up` again (`GET "
+          f"/apps/{APP_NAME}/dynos`), plus {SETTLE:.0f} s; {PAUSE:.0f} s pass between "
+          "operations.")
+    print("- A request *failed* if its answer was not `200`, or no answer came. A "
+          "client tries a request again on a new connection only when its kept one was "
+          "closed before any answer (as HTTP clients do with a connection closed while "
+          "idle); a second failure counts.")
+    print(f"- *p99 before* is of the requests in the {BEFORE:.0f} s before the command, "
+          "*p99 during* of those in the window; each the median over the rounds, "
+          "with every round's after it. *router errors* are the H-codes `crew "
+          "apps:info` counted in the windows.\n")
+    print("| operation | failed requests, each round | requests | p99 before | "
+          "p99 during | p99 during, each round | router errors |")
+    print("|---|---|---:|---:|---:|---|---|")
+    for name in OPERATIONS:
+        mine = [r for r in ops if r.get("op") == name]
+        if not mine:
+            continue
+        codes = {}
+        for r in mine:
+            for k, v in (r.get("codes") or {}).items():
+                codes[k] = codes.get(k, 0) + v
+        print(f"| {name} | {' '.join(str(r['failed']) for r in mine)} | "
+              f"{sum(r['requests'] for r in mine):,} | "
+              f"{fmt_ms(median(r['p99_before_ms'] for r in mine))} | "
+              f"{fmt_ms(median(r['p99_during_ms'] for r in mine))} | "
+              f"{', '.join(fmt_ms(r['p99_during_ms']).removesuffix(' ms') for r in mine)} ms | "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(codes.items())) or 'none'} |")
+    examples = [(r["op"], r["run"], e) for r in ops for e in r.get("examples") or []]
+    if examples:
+        print("\nFailed requests, for example:\n")
+        for op, run, e in examples[:10]:
+            print(f"- {op}, round {run}: `{e}`")
+    if summary.get("status") != "complete":
+        print(f"\nThe scenario did not finish: {summary.get('status', 'not run')}")
+        if summary.get("server_log"):
+            print(f"(the server's log: `{os.path.basename(summary['server_log'])}` in "
+                  "`bench/results/`)")
+    print(f"\n{summary.get('requests', 0):,} requests in all. crew server's peak RSS: "
+          f"{harness.fmt_rss(summary.get('server_hwm_kb'))}; it stopped "
+          f"{(summary.get('stop_s') or 0) * 1000:.0f} ms after SIGTERM, leaving "
+          f"{harness.fmt_left(summary.get('leftover') or [])} behind.\n")
+
+    print("### crew against the target of issue 22\n")
+    print("| target | measured | |")
+    print("|---|---|---|")
+    complete = summary.get("status") == "complete"
+    for name in OPERATIONS:
+        mine = [r for r in ops if r.get("op") == name]
+        if not mine:
+            continue
+        failed = sum(r["failed"] for r in mine)
+        if name == CRASH:
+            flights = [r.get("in_flight", 0) for r in mine]
+            print(f"| {name}: failed at most the requests in flight on that dyno | "
+                  f"{failed} failed in {len(mine)} rounds; in flight on all dynos at the "
+                  f"kill, each round: {', '.join(map(str, flights))} | "
+                  f"{verdict(all(r['failed'] <= r.get('in_flight', 0) for r in mine))} |")
+        else:
+            print(f"| {name}: 0 failed, every round | {failed} failed in {len(mine)} "
+                  f"rounds | {verdict(failed == 0 and complete)} |")
+    print()
+    crash = [r for r in ops if r.get("op") == CRASH]
+    if crash:
+        failed = sum(r["failed"] for r in crash)
+        print(f"The crash: SIGKILL ends the dyno with no answer to the requests it is "
+              "reading or answering, and its kept router connections close. The router "
+              "sends such a request again to the other `up` dyno when nothing of an "
+              "answer has reached the client and the method is idempotent (a GET here) "
+              "or the connection was a kept one; until the engine has seen the exit, a "
+              "request picked for the dead dyno finds its port refusing and goes to the "
+              "next. So only a request the router cannot replay could fail: one not "
+              "idempotent on a new connection, or one whose answer had begun. "
+              f"Here {failed} failed; at most the requests in flight at the kill "
+              "(counted over both dynos, since the client does not know which dyno a "
+              "request is on until it answers) could have.\n")
+    busy_note([summary.get("other_cores")])
+
+
+# ---------------------------------------------------------------- main
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--crew", required=True)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--rate", type=float, default=50, help="requests a second per client")
-    p.add_argument("--port", type=int, default=62000, help="first of 100 dyno ports")
+    sub = p.add_subparsers(dest="what", required=True)
+    rec = recording_options()
+    sp = sub.add_parser("run", parents=[rec])
+    sp.add_argument("--crew", required=True)
+    sp.add_argument("--port", type=int, default=64000, help="look for free ports from here")
+    sp.add_argument("--rounds", type=int, default=5)
+    sp.add_argument("--clients", type=int, default=8)
+    sp.add_argument("--rate", type=float, default=50, help="requests a second per client")
+    sp.add_argument("dir")
+    sp = sub.add_parser("skip", parents=[rec])
+    sp.add_argument("--reason", required=True)
+    sp = sub.add_parser("report")
+    sp.add_argument("--results", required=True)
     a = p.parse_args()
-    crew = os.path.abspath(a.crew)
-    work = tempfile.mkdtemp(prefix="crew-ops-bench.")
-    server = load = None
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        server = Server(crew, work, a.port)
-        repo = f"{work}/{NAME}"
-        os.makedirs(repo)
-        with open(f"{repo}/Procfile", "w") as f:
-            f.write("web: python3 app.py\n")
-        with open(f"{repo}/app.py", "w") as f:
-            f.write(APP)
-        server.run("git", "init", "-q", "-b", "main", cwd=repo)
-        server.run("git", "add", "-A", cwd=repo)
-        server.run("git", "commit", "-q", "-m", "app", cwd=repo)
-        server.crew("apps:create", NAME, cwd=repo)
-        server.run("git", "push", "-q", "crew", "main", cwd=repo)
-        server.crew("scale", "web=2", cwd=repo)
-        server.wait_web_up(2)
-
-        pushes = [0]
-
-        def push():
-            pushes[0] += 1
-            with open(f"{repo}/bump.txt", "w") as f:
-                f.write(f"{pushes[0]}\n")
-            server.run("git", "add", "bump.txt", cwd=repo)
-            server.run("git", "commit", "-q", "-m", f"bump {pushes[0]}", cwd=repo)
-            server.run("git", "push", "-q", "crew", "main", cwd=repo)
-
-        def scale():
-            server.crew("scale", "web=3", cwd=repo)
-            server.wait_web_up(3)
-            server.crew("scale", "web=2", cwd=repo)
-
-        def crash():
-            pid = next(d["pid"] for d in server.dynos() if d.get("pid"))
-            os.kill(int(pid), signal.SIGKILL)
-            # Until the engine has seen it go: then wait_web_up means back up.
-            wait_until("the crash seen", 30, lambda: any(
-                d["state"] != "up" for d in server.dynos()), poll=0.01)
-
-        ops = [
-            ("config:set", lambda r: server.crew("config:set", f"ROUND={r}", cwd=repo)),
-            ("restart", lambda r: server.crew("restart", cwd=repo)),
-            ("restart web.1", lambda r: server.crew("restart", "web.1", cwd=repo)),
-            ("restart web", lambda r: server.crew("restart", "web", cwd=repo)),
-            ("rollback", lambda r: server.crew("rollback", cwd=repo)),
-            ("scale web=3, web=2", lambda r: scale()),
-            ("git push", lambda r: push()),
-            ("crash (SIGKILL web)", lambda r: crash()),
-        ]
-        load = Load(server.router, a.clients, a.rate)
-        time.sleep(3)
-        rows = []
-        for r in range(1, a.rounds + 1):
-            for name, op in ops:
-                t0 = time.monotonic()
-                op(r)
-                server.wait_web_up(2)
-                time.sleep(1)
-                t1 = time.monotonic()
-                before = load.between(t0 - 3, t0)
-                during = load.between(t0, t1)
-                failed = [s for s in during if not s[2]]
-                rows.append((name, r, len(during), len(failed), p99(before), p99(during),
-                             failed[:3]))
-                print(f"round {r} {name:20} requests={len(during)} failed={len(failed)} "
-                      f"p99 before={p99(before) * 1000:.1f} ms during={p99(during) * 1000:.1f} ms"
-                      + (f" e.g. {failed[0][3]}" if failed else ""), flush=True)
-                time.sleep(2)
-        load.stop()
-        info = server.crew("apps:info", cwd=repo)
-        print()
-        print(f"{a.clients} keep-alive clients at {a.rate:g} requests/s each, "
-              f"{a.rounds} rounds, web=2, `{os.path.basename(crew)} server`")
-        print()
-        print("| operation | failed requests, each round | requests | p99 before (ms) | p99 during (ms) |")
-        print("|---|---|---|---|---|")
-        for name, _ in ops:
-            mine = [x for x in rows if x[0] == name]
-            print(f"| {name} | {' '.join(str(x[3]) for x in mine)} | {sum(x[2] for x in mine)} "
-                  f"| {' '.join(f'{x[4] * 1000:.0f}' for x in mine)} "
-                  f"| {' '.join(f'{x[5] * 1000:.0f}' for x in mine)} |")
-        errors = [line for line in info.splitlines() if line.startswith("Router errors")]
-        print()
-        print(errors[0] if errors else "Router errors: none")
-    finally:
-        if load is not None:
-            load.stop()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    harness.dispatch(a, globals(), "ops")
 
 
 if __name__ == "__main__":
