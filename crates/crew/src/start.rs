@@ -124,6 +124,12 @@ async fn run(
     // The socket first: a second `crew start` in the same app must fail before it
     // starts anything.
     let (listener, socket_file) = control::bind(&app.cwd)?;
+    // The signal handlers before any process starts: a SIGTERM that came
+    // between the first dyno's output and these would kill crew outright,
+    // with no shutdown lines and nothing stopped in order.
+    let mut interrupts = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terms = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut hangups = signal(SignalKind::hangup()).context("handling SIGHUP")?;
     let ring = Arc::new(LogRing::with_limits(RingLimits::LOCAL));
     let (logs, terminal) =
         Terminal::spawn(Box::new(std::io::stdout()), printer, Some(ring.clone()));
@@ -162,9 +168,6 @@ async fn run(
         ring.closed(),
     ));
 
-    let mut interrupts = signal(SignalKind::interrupt()).context("handling SIGINT")?;
-    let mut terms = signal(SignalKind::terminate()).context("handling SIGTERM")?;
-    let mut hangups = signal(SignalKind::hangup()).context("handling SIGHUP")?;
     let mut closed = terminal.closed();
     let mut outcome = outcome;
     let mut stopping = false;
