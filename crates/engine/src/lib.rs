@@ -18,7 +18,7 @@
 //!   [`restart::Backoff`] schedule, forever.
 
 mod dyno;
-mod manifold;
+mod task;
 pub mod placement;
 mod ports;
 pub mod restart;
@@ -505,7 +505,7 @@ pub fn start<R: Runtime>(
 ) -> (EngineHandle, JoinHandle<Outcome>) {
     let (requests, inbox) = mpsc::unbounded_channel();
     let (backends_tx, backends) = tokio::sync::watch::channel(Arc::new(Vec::new()));
-    let engine = manifold::Engine::new(runtime, app, formation, config, logs, backends_tx);
+    let engine = task::Engine::new(runtime, app, formation, config, logs, backends_tx);
     let task = tokio::spawn(engine.run(inbox));
     (EngineHandle { requests, backends }, task)
 }
