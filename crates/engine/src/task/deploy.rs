@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crew_procfile::Formation;
 use crew_runtime::Runtime;
 
-use super::{Engine, Key, Next};
+use super::{Engine, SlotKey, AfterRun};
 use crate::{AppSpec, DynoState, Ports};
 
 impl<R: Runtime> Engine<R> {
@@ -25,7 +25,7 @@ impl<R: Runtime> Engine<R> {
                 *g == self.generation
                     && s.spec.name == "web"
                     && *n <= wanted
-                    && s.next != Next::Remove
+                    && s.after_run != AfterRun::Remove
             })
             .all(|(_, s)| s.state != DynoState::Starting)
     }
@@ -35,7 +35,7 @@ impl<R: Runtime> Engine<R> {
     /// first: an `up` web dyno of the current release on a server, whose
     /// dynos drain their requests and take their ports from a pool (two runs
     /// of `web.1` cannot share the fixed port `crew start` gives it).
-    pub(super) fn rolls(&self, key: Key) -> bool {
+    pub(super) fn rolls(&self, key: SlotKey) -> bool {
         self.config.drain_requests
             && matches!(self.app.ports, Ports::Pool(_))
             && key.0 == self.generation
@@ -43,7 +43,7 @@ impl<R: Runtime> Engine<R> {
                 s.spec.name == "web"
                     && s.state == DynoState::Up
                     && s.run.is_some()
-                    && s.next == Next::Decide
+                    && s.after_run == AfterRun::Decide
                     && !s.draining
                     && !s.stopping
             })
@@ -55,10 +55,10 @@ impl<R: Runtime> Engine<R> {
     /// the old ones once the new ones are past starting. Without this a
     /// restart of the whole app, or of `web`, left no dyno to route to until
     /// the new ones were up.
-    pub(super) fn roll(&mut self, keys: &[Key]) {
+    pub(super) fn roll(&mut self, keys: &[SlotKey]) {
         let old = self.generation;
         self.generation += 1;
-        let moving: Vec<Key> = self
+        let moving: Vec<SlotKey> = self
             .slots
             .keys()
             .filter(|k| k.0 == old && !keys.contains(k))
@@ -97,11 +97,11 @@ impl<R: Runtime> Engine<R> {
     /// the new one into it, so that they keep running: applying the same
     /// release with one type resized restarts that type only.
     pub(super) fn carry_over(&mut self, old: u32) {
-        let keys: Vec<Key> = self
+        let keys: Vec<SlotKey> = self
             .slots
             .iter()
             .filter(|((g, _, _), s)| {
-                *g == old && s.next == Next::Decide && !s.draining && !s.stopping && !s.waiting
+                *g == old && s.after_run == AfterRun::Decide && !s.draining && !s.stopping && !s.waiting
             })
             .map(|(k, _)| *k)
             .collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crew_runtime::Runtime;
 use tokio::time::Instant;
 
-use super::{Engine, Key, Message, Next};
+use super::{Engine, SlotKey, Message, AfterRun};
 use crate::dyno::Control;
 use crate::{DynoState, ProcessTypeSpec, WebBackend};
 
@@ -28,14 +28,14 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    /// Asks a slot's run to stop; `next` says what happens after. A web dyno
+    /// Asks a slot's run to stop; `after_run` says what happens after. A web dyno
     /// first leaves the router and finishes its requests.
-    pub(super) fn stop_slot(&mut self, key: Key, next: Next) {
+    pub(super) fn stop_slot(&mut self, key: SlotKey, after_run: AfterRun) {
         let drain = self.config.drain_requests;
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
-        slot.next = next;
+        slot.after_run = after_run;
         slot.restart_at = None;
         let Some(run_id) = slot.run.as_ref().map(|r| r.id) else {
             return;
@@ -72,7 +72,7 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    pub(super) fn send_stop(&mut self, key: Key) {
+    pub(super) fn send_stop(&mut self, key: SlotKey) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
@@ -92,7 +92,7 @@ impl<R: Runtime> Engine<R> {
             };
             let _ = run.control.send(control);
             if let Some(signal) = said {
-                self.platform(&name, format!("Stopping all processes with {signal}"));
+                self.log_lifecycle(&name, format!("Stopping all processes with {signal}"));
             }
         }
     }
@@ -106,7 +106,7 @@ impl<R: Runtime> Engine<R> {
             .values()
             .filter(|s| s.spec.name == "web" && s.state != DynoState::Down)
             .filter_map(|s| {
-                let leaving = s.next == Next::Remove || (s.draining && s.next == Next::StayDown);
+                let leaving = s.after_run == AfterRun::Remove || (s.draining && s.after_run == AfterRun::StayDown);
                 if leaving {
                     return None;
                 }

@@ -27,7 +27,7 @@ use crate::{
 
 /// What happens to a slot once its current run is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
+enum AfterRun {
     /// Nobody asked it to stop: the restart policy decides.
     Decide,
     Restart,
@@ -43,7 +43,7 @@ struct Run {
 
 /// Which slot: release generation, then Procfile order, then number. A deploy
 /// bumps the generation, so old and new dynos of the same name can overlap.
-type Key = (u32, usize, u32);
+type SlotKey = (u32, usize, u32);
 
 /// One numbered place in the formation (`web.2`) and its current run, if any.
 struct Slot {
@@ -62,7 +62,7 @@ struct Slot {
     up_at: Option<Instant>,
     pid: Option<u32>,
     run: Option<Run>,
-    next: Next,
+    after_run: AfterRun,
     backoff: Backoff,
     restarts: u32,
     restart_at: Option<Instant>,
@@ -70,7 +70,7 @@ struct Slot {
     /// it has.
     draining: bool,
     /// The current run was told to stop: later asks (a deploy reconciles on
-    /// every event) only change `next`, so one stop is one signal and one line.
+    /// every event) only change `after_run`, so one stop is one signal and one line.
     stopping: bool,
     /// A new release's dyno waiting for the old dyno of the same name to be
     /// gone before it starts, so that their lines never mix under one name.
@@ -117,7 +117,7 @@ pub(crate) struct Engine<R: Runtime> {
     /// Lines produced while handling a message, sent once it is handled.
     pending: Vec<LogEvent>,
     /// Keyed by (type index, number): Procfile order, then number.
-    slots: BTreeMap<Key, Slot>,
+    slots: BTreeMap<SlotKey, Slot>,
     one_offs: BTreeMap<u32, OneOffSlot>,
     /// The four-digit one-off numbers handed out so far (at most 9000): never
     /// given again, so that `logs --ps run.4821` shows one run only.
@@ -210,7 +210,7 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    fn platform(&mut self, dyno: &Arc<str>, text: impl Into<String>) {
+    fn log_lifecycle(&mut self, dyno: &Arc<str>, text: impl Into<String>) {
         self.pending.push(LogEvent::platform(dyno, text));
     }
 

@@ -42,11 +42,11 @@ impl<R: Runtime> Engine<R> {
                 run: None,
             },
         );
-        self.platform(
+        self.log_lifecycle(
             &name,
             format!("Starting process with command `{}`", one_off.command),
         );
-        self.platform(&name, "State changed from starting to up");
+        self.log_lifecycle(&name, "State changed from starting to up");
         let messages = self.messages_tx.clone();
         let pid = one_off.pid;
         tokio::spawn(async move {
@@ -178,7 +178,7 @@ impl<R: Runtime> Engine<R> {
                 run: Some(Run { id: 0, control }),
             },
         );
-        self.platform(&name, format!("Starting process with command `{command}`"));
+        self.log_lifecycle(&name, format!("Starting process with command `{command}`"));
         self.spawn_dyno(launch, control_rx, move |event| {
             Message::OneOff(number, event)
         });
@@ -241,7 +241,7 @@ impl<R: Runtime> Engine<R> {
                 one_off.pid = pid;
                 one_off.state = DynoState::Up;
                 one_off.since = SystemTime::now();
-                self.platform(&name, "State changed from starting to up");
+                self.log_lifecycle(&name, "State changed from starting to up");
             }
             Event::Up => {}
             Event::SpawnFailed | Event::Exited { .. } => {
@@ -255,8 +255,8 @@ impl<R: Runtime> Engine<R> {
                 one_off.pid = None;
                 one_off.state = DynoState::Complete;
                 one_off.since = SystemTime::now();
-                self.platform(&name, line);
-                self.platform(&name, format!("State changed from {from} to complete"));
+                self.log_lifecycle(&name, line);
+                self.log_lifecycle(&name, format!("State changed from {from} to complete"));
             }
             Event::Gone => {
                 if let Some(one_off) = self.one_offs.remove(&number)
@@ -270,7 +270,7 @@ impl<R: Runtime> Engine<R> {
 
     pub(super) fn on_one_off_exit(&mut self, number: u32) {
         if let Some(one_off) = self.one_offs.remove(&number) {
-            self.platform(&one_off.name, "State changed from up to complete");
+            self.log_lifecycle(&one_off.name, "State changed from up to complete");
         }
     }
 
@@ -311,7 +311,7 @@ impl<R: Runtime> Engine<R> {
                 (None, Some(pid)) => crew_runtime::os::signal_process(pid, signal),
                 (None, None) => continue,
             }
-            self.platform(&name, format!("Stopping all processes with {signal}"));
+            self.log_lifecycle(&name, format!("Stopping all processes with {signal}"));
         }
         Some(names)
     }

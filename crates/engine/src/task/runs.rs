@@ -14,12 +14,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::spawn::{command_line, dyno_env, exit_line};
-use super::{Engine, Key, Message, Next, Run};
+use super::{Engine, SlotKey, Message, AfterRun, Run};
 use crate::dyno::{Event, Launch};
 use crate::{DynoState, Ports, RestartPolicy, ShutdownReason};
 
 impl<R: Runtime> Engine<R> {
-    pub(super) fn set_state(&mut self, key: Key, state: DynoState) {
+    pub(super) fn set_state(&mut self, key: SlotKey, state: DynoState) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
@@ -38,11 +38,11 @@ impl<R: Runtime> Engine<R> {
             slot.up_at = Some(Instant::now());
         }
         let name = slot.name.clone();
-        self.platform(&name, line);
+        self.log_lifecycle(&name, line);
     }
 
     /// Starts a new run of a slot.
-    pub(super) fn launch(&mut self, key: Key) {
+    pub(super) fn launch(&mut self, key: SlotKey) {
         let id = self.next_run;
         self.next_run += 1;
         self.set_state(key, DynoState::Starting);
@@ -93,14 +93,14 @@ impl<R: Runtime> Engine<R> {
         slot.draining = false;
         slot.stopping = false;
         slot.waiting = false;
-        slot.next = Next::Decide;
+        slot.after_run = AfterRun::Decide;
         slot.restart_at = None;
         let name = slot.name.clone();
-        self.platform(&name, format!("Starting process with command `{command}`"));
+        self.log_lifecycle(&name, format!("Starting process with command `{command}`"));
         self.spawn_dyno(launch, control_rx, move |event| Message::Dyno(id, event));
     }
 
-    pub(super) fn slot_of_run(&self, id: u64) -> Option<Key> {
+    pub(super) fn slot_of_run(&self, id: u64) -> Option<SlotKey> {
         self.slots
             .iter()
             .find(|(_, s)| s.run.as_ref().is_some_and(|r| r.id == id))
@@ -136,23 +136,23 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    pub(super) fn is_web(&self, key: Key) -> bool {
+    pub(super) fn is_web(&self, key: SlotKey) -> bool {
         self.slots.get(&key).is_some_and(|s| s.spec.name == "web")
     }
 
     /// The leader is gone (or never started). Decides what the exit means.
-    pub(super) fn on_exit(&mut self, key: Key, status: Option<ExitStatus>) {
+    pub(super) fn on_exit(&mut self, key: SlotKey, status: Option<ExitStatus>) {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
         slot.pid = None;
         let name = slot.name.clone();
-        let next = slot.next;
+        let after_run = slot.after_run;
         let settings = slot.spec.settings.clone();
         if let Some(status) = status {
-            self.platform(&name, exit_line(status.code()));
+            self.log_lifecycle(&name, exit_line(status.code()));
         }
-        if next != Next::Decide || self.shutdown.is_some() {
+        if after_run != AfterRun::Decide || self.shutdown.is_some() {
             return;
         }
         let success = status.is_some_and(ExitStatus::success);
@@ -170,7 +170,7 @@ impl<R: Runtime> Engine<R> {
         if settings.may_exit && success {
             self.set_state(key, DynoState::Complete);
             if let Some(slot) = self.slots.get_mut(&key) {
-                slot.next = Next::StayDown;
+                slot.after_run = AfterRun::StayDown;
             }
         } else if restart {
             self.set_state(key, DynoState::Crashed);
@@ -183,13 +183,13 @@ impl<R: Runtime> Engine<R> {
         } else {
             self.set_state(key, DynoState::Crashed);
             if let Some(slot) = self.slots.get_mut(&key) {
-                slot.next = Next::StayDown;
+                slot.after_run = AfterRun::StayDown;
             }
         }
     }
 
     /// The run is over and nothing of it is left.
-    pub(super) fn on_gone(&mut self, key: Key) {
+    pub(super) fn on_gone(&mut self, key: SlotKey) {
         let shutting_down = self.shutdown.is_some();
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
@@ -201,8 +201,8 @@ impl<R: Runtime> Engine<R> {
         {
             pool.give_back(port);
         }
-        match slot.next {
-            Next::Remove => {
+        match slot.after_run {
+            AfterRun::Remove => {
                 self.slots.remove(&key);
                 self.launch_waiting();
             }
@@ -211,16 +211,16 @@ impl<R: Runtime> Engine<R> {
                     self.set_state(key, DynoState::Down);
                 }
             }
-            Next::Restart => {
+            AfterRun::Restart => {
                 slot.backoff.reset();
                 self.launch(key);
             }
-            Next::StayDown => {
+            AfterRun::StayDown => {
                 if slot.state != DynoState::Complete && slot.state != DynoState::Crashed {
                     self.set_state(key, DynoState::Down);
                 }
             }
-            Next::Decide => {
+            AfterRun::Decide => {
                 let uptime = slot.up_at.map_or(Duration::ZERO, |t| t.elapsed());
                 let delay = slot.backoff.crash(uptime);
                 slot.restart_at = Some(Instant::now() + delay);
@@ -230,7 +230,7 @@ impl<R: Runtime> Engine<R> {
 
     pub(super) fn restart_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<Key> = self
+        let due: Vec<SlotKey> = self
             .slots
             .iter()
             .filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now))

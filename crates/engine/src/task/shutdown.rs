@@ -4,7 +4,7 @@
 use crew_logs::LogEvent;
 use crew_runtime::{Runtime, Signal};
 
-use super::{Engine, Key, Next};
+use super::{Engine, SlotKey, AfterRun};
 use crate::ShutdownReason;
 use crate::dyno::Control;
 
@@ -25,7 +25,7 @@ impl<R: Runtime> Engine<R> {
                 });
             }
         }
-        let keys: Vec<Key> = self.slots.keys().copied().collect();
+        let keys: Vec<SlotKey> = self.slots.keys().copied().collect();
         for key in keys {
             if let Some(slot) = self.slots.get_mut(&key) {
                 slot.restart_at = None;
@@ -57,7 +57,7 @@ impl<R: Runtime> Engine<R> {
             }
         }
         for slot in self.slots.values_mut() {
-            slot.next = Next::Remove;
+            slot.after_run = AfterRun::Remove;
             slot.restart_at = None;
             if let Some(run) = &slot.run {
                 let _ = run.control.send(Control::Kill);

@@ -11,7 +11,7 @@ use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange};
 use crew_runtime::Runtime;
 
-use super::{Engine, Key, Next, Slot};
+use super::{Engine, SlotKey, AfterRun, Slot};
 use crate::restart::Backoff;
 use crate::{DynoState, EngineError};
 
@@ -61,14 +61,14 @@ impl<R: Runtime> Engine<R> {
                 let key = (generation, type_index, number);
                 match self.slots.get_mut(&key) {
                     // A slot still being retired by an earlier scale-down comes back.
-                    Some(slot) if slot.next == Next::Remove => slot.next = Next::Restart,
+                    Some(slot) if slot.after_run == AfterRun::Remove => slot.after_run = AfterRun::Restart,
                     Some(_) => {}
                     None => self.add_slot(type_index, number),
                 }
             }
         }
         let handoff = self.web_handoff_ready();
-        let surplus: Vec<Key> = self
+        let surplus: Vec<SlotKey> = self
             .slots
             .iter()
             .rev()
@@ -88,9 +88,9 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// Stops a slot for good and drops it once its run is over.
-    pub(super) fn retire(&mut self, key: Key) {
+    pub(super) fn retire(&mut self, key: SlotKey) {
         match self.slots.get(&key).map(|s| s.run.is_some()) {
-            Some(true) => self.stop_slot(key, Next::Remove),
+            Some(true) => self.stop_slot(key, AfterRun::Remove),
             Some(false) => {
                 self.slots.remove(&key);
             }
@@ -129,7 +129,7 @@ impl<R: Runtime> Engine<R> {
                 up_at: None,
                 pid: None,
                 run: None,
-                next: Next::Decide,
+                after_run: AfterRun::Decide,
                 backoff: Backoff::default(),
                 restarts: 0,
                 restart_at: None,
@@ -152,7 +152,7 @@ impl<R: Runtime> Engine<R> {
     /// dyno that is not web: as on Heroku, the old one stops before the new
     /// one starts, so `crew logs --ps worker.2` shows one run after the other.
     /// Web dynos overlap instead, so that requests always find one up.
-    pub(super) fn older_twin_running(&self, key: Key) -> bool {
+    pub(super) fn older_twin_running(&self, key: SlotKey) -> bool {
         let Some(slot) = self.slots.get(&key) else {
             return false;
         };
@@ -168,11 +168,11 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_some() {
             return;
         }
-        let ready: Vec<Key> = self
+        let ready: Vec<SlotKey> = self
             .slots
             .iter()
             .filter(|(_, s)| {
-                s.waiting && s.run.is_none() && matches!(s.next, Next::Decide | Next::Restart)
+                s.waiting && s.run.is_none() && matches!(s.after_run, AfterRun::Decide | AfterRun::Restart)
             })
             .map(|(k, _)| *k)
             .filter(|k| !self.older_twin_running(*k))
@@ -183,11 +183,11 @@ impl<R: Runtime> Engine<R> {
     }
 
     /// The slots a target names: `web.2`, `web`, or all of them.
-    pub(super) fn targets(&self, target: Option<&str>) -> Result<Vec<Key>, EngineError> {
-        let keys: Vec<Key> = self
+    pub(super) fn targets(&self, target: Option<&str>) -> Result<Vec<SlotKey>, EngineError> {
+        let keys: Vec<SlotKey> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.next != Next::Remove)
+            .filter(|(_, s)| s.after_run != AfterRun::Remove)
             .filter(|(_, s)| match target {
                 None => true,
                 Some(t) => &*s.name == t || s.spec.name == t,
@@ -223,13 +223,13 @@ impl<R: Runtime> Engine<R> {
             // An older release's web dyno is being replaced already, and
             // serves until its replacement is up.
             let replaced = key.0 != self.generation && slot.spec.name == "web";
-            self.platform(&name, "Restarting");
+            self.log_lifecycle(&name, "Restarting");
             if replaced {
                 continue;
             } else if rolls {
                 rolling.push(key);
             } else if running {
-                self.stop_slot(key, Next::Restart);
+                self.stop_slot(key, AfterRun::Restart);
             } else {
                 self.launch(key);
             }
@@ -255,11 +255,11 @@ impl<R: Runtime> Engine<R> {
             };
             names.push(slot.name.to_string());
             if slot.run.is_some() {
-                self.stop_slot(key, Next::StayDown);
+                self.stop_slot(key, AfterRun::StayDown);
             } else {
                 if let Some(slot) = self.slots.get_mut(&key) {
                     slot.restart_at = None;
-                    slot.next = Next::StayDown;
+                    slot.after_run = AfterRun::StayDown;
                 }
                 self.set_state(key, DynoState::Down);
             }
