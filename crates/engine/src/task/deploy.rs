@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crew_procfile::Formation;
 use crew_runtime::Runtime;
 
-use super::{Engine, SlotKey, AfterRun};
+use super::{AfterRun, Engine, SlotKey, WEB};
 use crate::{AppSpec, DynoState, Ports};
 
 impl<R: Runtime> Engine<R> {
@@ -18,12 +18,12 @@ impl<R: Runtime> Engine<R> {
     /// Whether the old release's web dynos may go: the current release's web
     /// dynos that are wanted (none, after `scale web=0`) are all past starting.
     pub(super) fn web_handoff_ready(&self) -> bool {
-        let wanted = self.formation.get("web").unwrap_or(0);
+        let wanted = self.formation.get(WEB).unwrap_or(0);
         self.slots
             .iter()
             .filter(|((g, _, n), s)| {
                 *g == self.generation
-                    && s.spec.name == "web"
+                    && s.is_web()
                     && *n <= wanted
                     && s.after_run != AfterRun::Remove
             })
@@ -40,7 +40,7 @@ impl<R: Runtime> Engine<R> {
             && matches!(self.app.ports, Ports::Pool(_))
             && key.0 == self.generation
             && self.slots.get(&key).is_some_and(|s| {
-                s.spec.name == "web"
+                s.is_web()
                     && s.state == DynoState::Up
                     && s.run.is_some()
                     && s.after_run == AfterRun::Decide

@@ -13,15 +13,17 @@ use tokio::time::Instant;
 
 use super::{Engine, SlotKey, Message, AfterRun};
 use crate::dyno::Control;
-use crate::{DynoState, ProcessTypeSpec, WebBackend};
+use crate::{DynoState, TypeSettings, WebBackend};
 
 /// The longest a web dyno's stop waits for its requests to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 impl<R: Runtime> Engine<R> {
-    pub(super) fn stop_control(&self, spec: &ProcessTypeSpec) -> Control {
-        let settings = &spec.settings;
+    /// The one way a run is told to stop: its type's signal, then SIGKILL
+    /// after its type's timeout or the engine's. A one-off has no type and
+    /// stops as one with no settings does (`TypeSettings::default()`).
+    pub(super) fn stop_control(&self, settings: &TypeSettings) -> Control {
         Control::Stop {
             signal: settings.stop_signal,
             timeout: settings.stop_timeout.unwrap_or(self.config.stop_timeout),
@@ -43,7 +45,7 @@ impl<R: Runtime> Engine<R> {
         if slot.draining || slot.stopping {
             return;
         }
-        match (drain, slot.port, slot.spec.name == "web") {
+        match (drain, slot.port, slot.is_web()) {
             (true, Some(_), true) => {
                 slot.draining = true;
                 let messages = self.messages_tx.clone();
@@ -83,17 +85,12 @@ impl<R: Runtime> Engine<R> {
         let Some(slot) = self.slots.get(&key) else {
             return;
         };
-        let control = self.stop_control(&slot.spec);
+        let signal = slot.spec.settings.stop_signal;
+        let control = self.stop_control(&slot.spec.settings);
         let name = slot.name.clone();
         if let Some(run) = &slot.run {
-            let said = match &control {
-                Control::Stop { signal, .. } => Some(*signal),
-                _ => None,
-            };
             let _ = run.control.send(control);
-            if let Some(signal) = said {
-                self.log_lifecycle(&name, format!("Stopping all processes with {signal}"));
-            }
+            self.log_lifecycle(&name, format!("Stopping all processes with {signal}"));
         }
     }
 
@@ -104,7 +101,7 @@ impl<R: Runtime> Engine<R> {
         let backends: Vec<WebBackend> = self
             .slots
             .values()
-            .filter(|s| s.spec.name == "web" && s.state != DynoState::Down)
+            .filter(|s| s.is_web() && s.state != DynoState::Down)
             .filter_map(|s| {
                 let leaving = s.after_run == AfterRun::Remove || (s.draining && s.after_run == AfterRun::StayDown);
                 if leaving {

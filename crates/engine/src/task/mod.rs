@@ -25,6 +25,9 @@ use crate::{
     ShutdownReason, WebBackend,
 };
 
+/// The process type that gets HTTP requests, as on Heroku.
+const WEB: &str = "web";
+
 /// What happens to a slot once its current run is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterRun {
@@ -79,6 +82,14 @@ struct Slot {
     requests: Arc<RequestCount>,
 }
 
+impl Slot {
+    /// Web dynos are the ones a router sends requests to: they are probed on
+    /// PORT, drain before they stop, and overlap across a deploy.
+    fn is_web(&self) -> bool {
+        self.spec.name == WEB
+    }
+}
+
 /// A one-off: either started here (`run` is its task) or a `crew run` that
 /// registered its own pid.
 struct OneOffSlot {
@@ -92,6 +103,27 @@ struct OneOffSlot {
     state: DynoState,
     since: SystemTime,
     run: Option<Run>,
+}
+
+impl OneOffSlot {
+    /// Its row in `ps`.
+    fn info(&self, number: u32) -> DynoInfo {
+        DynoInfo {
+            name: self.name.to_string(),
+            process_type: "run".into(),
+            number,
+            state: self.state,
+            since: self.since,
+            pid: self.pid,
+            port: self.port,
+            command: self.command.clone(),
+            restarts: 0,
+            restart_in: None,
+            size: self.size.clone(),
+            node: None,
+            release: self.release,
+        }
+    }
 }
 
 /// What a task tells the engine.
@@ -264,21 +296,7 @@ impl<R: Runtime> Engine<R> {
                 release: s.release,
             }
         });
-        let one_offs = self.one_offs.iter().map(|(number, o)| DynoInfo {
-            name: o.name.to_string(),
-            process_type: "run".into(),
-            number: *number,
-            state: o.state,
-            since: o.since,
-            pid: o.pid,
-            port: o.port,
-            command: o.command.clone(),
-            restarts: 0,
-            restart_in: None,
-            size: o.size.clone(),
-            node: None,
-            release: o.release,
-        });
+        let one_offs = self.one_offs.iter().map(|(number, o)| o.info(*number));
         formation.chain(one_offs).collect()
     }
 }

@@ -9,39 +9,50 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crew_runtime::{DynoInput, DynoSpec, Runtime, Signal};
+use crew_runtime::{DynoInput, DynoSpec, Runtime};
 use tokio::sync::{mpsc, oneshot};
 
 use super::spawn::{command_line, dyno_env, exit_line};
 use super::{Engine, Message, OneOffSlot, Run};
 use crate::dyno::{self, AttachEnds, Control, Event, Launch};
-use crate::{Attachment, DynoInfo, DynoState, EngineError, Hangup, OneOff, Ports, RunRequest};
+use crate::{
+    Attachment, DynoInfo, DynoState, EngineError, Hangup, OneOff, Ports, RunRequest, TypeSettings,
+};
 
 /// How often a one-off started elsewhere is checked for life.
 const ONE_OFF_POLL: Duration = Duration::from_millis(250);
+
+/// How a new one-off is numbered.
+#[derive(Debug, Clone, Copy)]
+enum Numbering {
+    /// A registered `crew run` under `crew start`: one more than any given
+    /// so far (`run.1`, `run.2` …).
+    Counted,
+    /// A server one-off, as Heroku numbers them (`run.4821`): four digits at
+    /// random, never one this engine gave before; past 9000 one-offs, 10000
+    /// and up, counted.
+    FourDigits,
+}
 
 impl<R: Runtime> Engine<R> {
     pub(super) fn add_one_off(&mut self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
-        let number = self.next_local_one_off_number();
-        let name: Arc<str> = Arc::from(format!("run.{number}"));
-        let since = SystemTime::now();
-        self.one_offs.insert(
-            number,
-            OneOffSlot {
-                name: name.clone(),
-                release: self.app.release,
-                command: one_off.command.clone(),
-                size: None,
-                pid: Some(one_off.pid),
-                port: self.app.ports.base(),
-                state: DynoState::Up,
-                since,
-                run: None,
-            },
-        );
+        let (number, name) = self.new_one_off(Numbering::Counted);
+        let slot = OneOffSlot {
+            name: name.clone(),
+            release: self.app.release,
+            command: one_off.command.clone(),
+            size: None,
+            pid: Some(one_off.pid),
+            port: self.app.ports.base(),
+            state: DynoState::Up,
+            since: SystemTime::now(),
+            run: None,
+        };
+        let info = slot.info(number);
+        self.one_offs.insert(number, slot);
         self.log_lifecycle(
             &name,
             format!("Starting process with command `{}`", one_off.command),
@@ -59,43 +70,35 @@ impl<R: Runtime> Engine<R> {
                 }
             }
         });
-        Ok(DynoInfo {
-            name: name.to_string(),
-            process_type: "run".into(),
-            number,
-            state: DynoState::Up,
-            since,
-            pid: Some(one_off.pid),
-            port: self.app.ports.base(),
-            command: one_off.command,
-            restarts: 0,
-            restart_in: None,
-            size: None,
-            node: None,
-            release: self.app.release,
-        })
+        Ok(info)
     }
 
-    /// A registered `crew run`'s number under `crew start`: one more than
-    /// any given so far (`run.1`, `run.2` …), never one given before.
-    pub(super) fn next_local_one_off_number(&mut self) -> u32 {
-        let number = self.one_off_next;
+    /// A new one-off's number and its name, `run.N`: the one place either is
+    /// picked.
+    fn new_one_off(&mut self, numbering: Numbering) -> (u32, Arc<str>) {
+        let number = match numbering {
+            Numbering::Counted => self.count_up(1),
+            Numbering::FourDigits => self.four_digit_number(),
+        };
+        (number, Arc::from(format!("run.{number}")))
+    }
+
+    /// The next number counted up, `floor` at least: one more than any
+    /// counted so far.
+    fn count_up(&mut self, floor: u32) -> u32 {
+        let number = self.one_off_next.max(floor);
         self.one_off_next = number.saturating_add(1);
         number
     }
 
-    /// A server one-off's number as Heroku gives them (`run.4821`): four digits at
-    /// random, never one this engine gave before; past 9000 one-offs, 10000
-    /// and up, counted.
-    pub(super) fn next_one_off_number(&mut self) -> u32 {
+    /// See [`Numbering::FourDigits`].
+    fn four_digit_number(&mut self) -> u32 {
         use std::hash::{BuildHasher, Hasher};
         const FIRST: u32 = 1000;
         const SPAN: u32 = 9000;
         let used = &self.one_off_numbers;
         if used.len() >= SPAN as usize {
-            let number = self.one_off_next.max(FIRST + SPAN);
-            self.one_off_next = number.saturating_add(1);
-            return number;
+            return self.count_up(FIRST + SPAN);
         }
         let number = if used.len() < (SPAN / 2) as usize {
             // Random draws while at most half are taken: a free one within a
@@ -124,8 +127,7 @@ impl<R: Runtime> Engine<R> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }
-        let number = self.next_one_off_number();
-        let name: Arc<str> = Arc::from(format!("run.{number}"));
+        let (number, name) = self.new_one_off(Numbering::FourDigits);
         let port = match &self.app.ports {
             Ports::Formula { base } => Some(*base),
             Ports::Pool(pool) => pool.take(),
@@ -298,13 +300,11 @@ impl<R: Runtime> Engine<R> {
             if one_off.state == DynoState::Complete {
                 continue;
             }
-            let signal = Signal::Term;
+            let settings = TypeSettings::default();
+            let signal = settings.stop_signal;
             match (&one_off.run, one_off.pid) {
                 (Some(run), _) => {
-                    let _ = run.control.send(Control::Stop {
-                        signal,
-                        timeout: self.config.stop_timeout,
-                    });
+                    let _ = run.control.send(self.stop_control(&settings));
                 }
                 // A `crew run` that registered itself: its own process, not
                 // a child of this engine; it reports its end by going away.

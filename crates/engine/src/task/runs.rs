@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::spawn::{command_line, dyno_env, exit_line};
-use super::{Engine, SlotKey, Message, AfterRun, Run};
+use super::{AfterRun, Engine, Message, Run, Slot, SlotKey};
 use crate::dyno::{Event, Launch};
 use crate::{DynoState, Ports, RestartPolicy, ShutdownReason};
 
@@ -73,7 +73,7 @@ impl<R: Runtime> Engine<R> {
                 size: spec.size.clone(),
                 input: DynoInput::Idle,
             },
-            probe_port: (spec.name == "web").then_some(port),
+            probe_port: slot.is_web().then_some(port),
             boot_timeout: spec
                 .settings
                 .boot_timeout
@@ -113,7 +113,7 @@ impl<R: Runtime> Engine<R> {
         };
         match event {
             Event::Spawned { pid, address } => {
-                let is_web = self.is_web(key);
+                let is_web = self.slots.get(&key).is_some_and(Slot::is_web);
                 if let Some(slot) = self.slots.get_mut(&key) {
                     slot.pid = pid;
                     slot.address = address;
@@ -134,10 +134,6 @@ impl<R: Runtime> Engine<R> {
         if self.slots.keys().any(|(g, _, _)| *g != self.generation) {
             self.reconcile();
         }
-    }
-
-    pub(super) fn is_web(&self, key: SlotKey) -> bool {
-        self.slots.get(&key).is_some_and(|s| s.spec.name == "web")
     }
 
     /// The leader is gone (or never started). Decides what the exit means.

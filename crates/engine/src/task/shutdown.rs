@@ -4,9 +4,9 @@
 use crew_logs::LogEvent;
 use crew_runtime::{Runtime, Signal};
 
-use super::{Engine, SlotKey, AfterRun};
-use crate::ShutdownReason;
+use super::{AfterRun, Engine};
 use crate::dyno::Control;
+use crate::{ShutdownReason, TypeSettings};
 
 impl<R: Runtime> Engine<R> {
     pub(super) fn begin_shutdown(&mut self, reason: ShutdownReason) {
@@ -17,29 +17,16 @@ impl<R: Runtime> Engine<R> {
         self.exit_code.get_or_insert(reason.exit_code());
         self.pending
             .push(LogEvent::system("sending SIGTERM to all processes"));
-        for one_off in self.one_offs.values() {
-            if let Some(run) = &one_off.run {
-                let _ = run.control.send(Control::Stop {
-                    signal: Signal::Term,
-                    timeout: self.config.stop_timeout,
-                });
-            }
+        let one_off = TypeSettings::default();
+        for run in self.one_offs.values().filter_map(|o| o.run.as_ref()) {
+            let _ = run.control.send(self.stop_control(&one_off));
         }
-        let keys: Vec<SlotKey> = self.slots.keys().copied().collect();
-        for key in keys {
-            if let Some(slot) = self.slots.get_mut(&key) {
-                slot.restart_at = None;
-                let control = Control::Stop {
-                    signal: slot.spec.settings.stop_signal,
-                    timeout: slot
-                        .spec
-                        .settings
-                        .stop_timeout
-                        .unwrap_or(self.config.stop_timeout),
-                };
-                if let Some(run) = &slot.run {
-                    let _ = run.control.send(control);
-                }
+        for slot in self.slots.values_mut() {
+            slot.restart_at = None;
+        }
+        for slot in self.slots.values() {
+            if let Some(run) = &slot.run {
+                let _ = run.control.send(self.stop_control(&slot.spec.settings));
             }
         }
     }

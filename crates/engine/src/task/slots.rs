@@ -75,7 +75,7 @@ impl<R: Runtime> Engine<R> {
             .filter(|((g, i, n), s)| {
                 if *g != generation {
                     // Old web dynos serve until the new ones are up.
-                    s.spec.name != "web" || handoff
+                    !s.is_web() || handoff
                 } else {
                     wanted.get(*i).is_none_or(|q| n > q)
                 }
@@ -156,7 +156,7 @@ impl<R: Runtime> Engine<R> {
         let Some(slot) = self.slots.get(&key) else {
             return false;
         };
-        slot.spec.name != "web"
+        !slot.is_web()
             && self
                 .slots
                 .iter()
@@ -222,7 +222,7 @@ impl<R: Runtime> Engine<R> {
             let running = slot.run.is_some();
             // An older release's web dyno is being replaced already, and
             // serves until its replacement is up.
-            let replaced = key.0 != self.generation && slot.spec.name == "web";
+            let replaced = key.0 != self.generation && slot.is_web();
             self.log_lifecycle(&name, "Restarting");
             if replaced {
                 continue;
