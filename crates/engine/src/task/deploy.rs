@@ -13,10 +13,10 @@ use super::{AfterRun, Engine, SlotKey, WEB};
 use crate::{AppSpec, DynoState, Ports};
 
 impl<R: Runtime> Engine<R> {
-    /// Whether an older release's web dynos can go: the current one's are all
-    /// past starting, so a request always finds an `up` dyno during a deploy.
-    /// Whether the old release's web dynos may go: the current release's web
-    /// dynos that are wanted (none, after `scale web=0`) are all past starting.
+    /// Whether an older generation's web dynos may go: the current
+    /// generation's web dynos that are wanted (none, after `scale web=0`) are
+    /// all past starting, so during a deploy requests go to the old dynos
+    /// until the new ones are up (or have crashed).
     pub(super) fn web_handoff_ready(&self) -> bool {
         let wanted = self.formation.get(WEB).unwrap_or(0);
         self.slots
@@ -101,7 +101,11 @@ impl<R: Runtime> Engine<R> {
             .slots
             .iter()
             .filter(|((g, _, _), s)| {
-                *g == old && s.after_run == AfterRun::Decide && !s.draining && !s.stopping && !s.waiting
+                *g == old
+                    && s.after_run == AfterRun::Decide
+                    && !s.draining
+                    && !s.stopping
+                    && !s.waiting
             })
             .map(|(k, _)| *k)
             .collect();

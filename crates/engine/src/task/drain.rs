@@ -11,7 +11,7 @@ use std::time::Duration;
 use crew_runtime::Runtime;
 use tokio::time::Instant;
 
-use super::{Engine, SlotKey, Message, AfterRun};
+use super::{AfterRun, Engine, Message, SlotKey};
 use crate::dyno::Control;
 use crate::{DynoState, TypeSettings, WebBackend};
 
@@ -103,7 +103,8 @@ impl<R: Runtime> Engine<R> {
             .values()
             .filter(|s| s.is_web() && s.state != DynoState::Down)
             .filter_map(|s| {
-                let leaving = s.after_run == AfterRun::Remove || (s.draining && s.after_run == AfterRun::StayDown);
+                let leaving = s.after_run == AfterRun::Remove
+                    || (s.draining && s.after_run == AfterRun::StayDown);
                 if leaving {
                     return None;
                 }

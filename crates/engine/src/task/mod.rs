@@ -1,4 +1,29 @@
-//! The engine task: the only owner of dyno state.
+//! The engine task: the one owner of every dyno's state.
+//!
+//! Requests come from `EngineHandle`, reports from dyno tasks; `run` handles
+//! one message at a time, so no lock guards a slot. A slot is one numbered
+//! dyno of one release generation (`SlotKey`); a run is one life of it.
+//!
+//! Invariants:
+//! - Only this task mutates `slots` and `one_offs`; dyno tasks, the drain
+//!   waits and the one-off watchers only report, as `Message`s.
+//! - A slot's `run` is `Some` from `launch` until its `Gone` event.
+//! - Outside shutdown, `reconcile` retires an old generation's web slots only
+//!   once `web_handoff_ready()`: the new generation's are past starting.
+//! - Outside shutdown, with `drain_requests`, a running web dyno is out of
+//!   the router's rotation before its stop signal goes out (`stop_slot`).
+//! - Only `stop_control` builds a `Control::Stop`.
+//! - Lifecycle lines wait in `pending`, flushed in order after each request,
+//!   report or restart timer.
+//!
+//! Where the rest is: `slots` (the formation's slots; scale, restart, stop),
+//! `runs` (launching a run and what its exit means), `deploy` (generations),
+//! `drain` (stopping a slot; the router's list), `one_offs`, `shutdown`,
+//! `spawn` (what slot dynos and one-offs share in starting). Each adds an
+//! `impl Engine` block and imports only from here, never the other way.
+//!
+//! Not here: spawning and the child process (`dyno::run`, through the
+//! `Runtime`), backoff timing (`restart`), the server's port pool (`ports`).
 
 mod deploy;
 mod drain;
@@ -148,7 +173,7 @@ pub(crate) struct Engine<R: Runtime> {
     logs: mpsc::Sender<LogEvent>,
     /// Lines produced while handling a message, sent once it is handled.
     pending: Vec<LogEvent>,
-    /// Keyed by (type index, number): Procfile order, then number.
+    /// In `SlotKey` order: generation, then Procfile order, then number.
     slots: BTreeMap<SlotKey, Slot>,
     one_offs: BTreeMap<u32, OneOffSlot>,
     /// The four-digit one-off numbers handed out so far (at most 9000): never

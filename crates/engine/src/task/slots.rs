@@ -11,7 +11,7 @@ use crew_logs::LogEvent;
 use crew_procfile::{Formation, FormationChange};
 use crew_runtime::Runtime;
 
-use super::{Engine, SlotKey, AfterRun, Slot};
+use super::{AfterRun, Engine, Slot, SlotKey};
 use crate::restart::Backoff;
 use crate::{DynoState, EngineError};
 
@@ -61,7 +61,9 @@ impl<R: Runtime> Engine<R> {
                 let key = (generation, type_index, number);
                 match self.slots.get_mut(&key) {
                     // A slot still being retired by an earlier scale-down comes back.
-                    Some(slot) if slot.after_run == AfterRun::Remove => slot.after_run = AfterRun::Restart,
+                    Some(slot) if slot.after_run == AfterRun::Remove => {
+                        slot.after_run = AfterRun::Restart
+                    }
                     Some(_) => {}
                     None => self.add_slot(type_index, number),
                 }
@@ -172,7 +174,9 @@ impl<R: Runtime> Engine<R> {
             .slots
             .iter()
             .filter(|(_, s)| {
-                s.waiting && s.run.is_none() && matches!(s.after_run, AfterRun::Decide | AfterRun::Restart)
+                s.waiting
+                    && s.run.is_none()
+                    && matches!(s.after_run, AfterRun::Decide | AfterRun::Restart)
             })
             .map(|(k, _)| *k)
             .filter(|k| !self.older_twin_running(*k))
