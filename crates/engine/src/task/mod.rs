@@ -12,7 +12,8 @@
 //!   once `web_handoff_ready()`: the new generation's are past starting.
 //! - Outside shutdown, with `drain_requests`, a running web dyno is out of
 //!   the router's rotation before its stop signal goes out (`stop_slot`).
-//! - Only `stop_control` builds a `Control::Stop`.
+//! - Every stop this task sends a run is built by `stop_control`: the
+//!   type's signal, then SIGKILL after its timeout.
 //! - Lifecycle lines wait in `pending`, flushed in order after each request,
 //!   report or restart timer.
 //!
@@ -20,7 +21,8 @@
 //! `runs` (launching a run and what its exit means), `deploy` (generations),
 //! `drain` (stopping a slot; the router's list), `one_offs`, `shutdown`,
 //! `spawn` (what slot dynos and one-offs share in starting). Each adds an
-//! `impl Engine` block and imports only from here, never the other way.
+//! `impl Engine` block and imports from here (and `spawn`); this file
+//! imports none of them, so the modules stay acyclic.
 //!
 //! Not here: spawning and the child process (`dyno::run`, through the
 //! `Runtime`), backoff timing (`restart`), the server's port pool (`ports`).
