@@ -1,12 +1,17 @@
-//! The manifold: it turns a desired formation into running dynos and keeps them so.
+//! The engine: it turns a desired formation into running dynos and keeps them so.
 //!
-//! One task, the engine, owns every dyno's state. Everything else talks to it
-//! through an [`EngineHandle`], whose requests travel over a channel: scale,
-//! restart, stop, ps, run, run inside a running dyno (which that dyno's task
-//! answers, since only it holds the process) and shut down. Each dyno run has
-//! a task of its own ([`dyno`]) that spawns through the [`Runtime`], pumps
-//! output into the log channel, probes a web dyno's PORT, carries out stops,
-//! and reports back what happened. No other code touches a child process.
+//! One task, the engine ([`task`]), owns every dyno's state. Everything else
+//! talks to it through an [`EngineHandle`], whose requests travel over a
+//! channel: scale, restart, stop, ps, run, run inside a running dyno (which
+//! that dyno's task answers, since only it holds the process) and shut down.
+//! The task's state is a map of slots, one per numbered dyno of a release
+//! generation (`task/slots.rs`; their runs in `task/runs.rs`, deploys and
+//! rolling restarts in `task/deploy.rs`, draining web dynos in
+//! `task/drain.rs`), the one-offs (`task/one_offs.rs`) and the shutdown
+//! (`task/shutdown.rs`). Each dyno run has a task of its own ([`dyno`]) that
+//! spawns through the [`Runtime`], pumps output into the log channel, probes
+//! a web dyno's PORT, carries out stops, and reports back what happened. No
+//! other code touches a child process.
 //!
 //! A server reaches an app's formation through the [`Placement`] trait:
 //! [`LocalPlacement`] wraps this engine, and a remote engine can stand in.
@@ -18,10 +23,10 @@
 //!   [`restart::Backoff`] schedule, forever.
 
 mod dyno;
-mod manifold;
 pub mod placement;
 mod ports;
 pub mod restart;
+mod task;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -505,7 +510,7 @@ pub fn start<R: Runtime>(
 ) -> (EngineHandle, JoinHandle<Outcome>) {
     let (requests, inbox) = mpsc::unbounded_channel();
     let (backends_tx, backends) = tokio::sync::watch::channel(Arc::new(Vec::new()));
-    let engine = manifold::Engine::new(runtime, app, formation, config, logs, backends_tx);
+    let engine = task::Engine::new(runtime, app, formation, config, logs, backends_tx);
     let task = tokio::spawn(engine.run(inbox));
     (EngineHandle { requests, backends }, task)
 }

@@ -2,7 +2,7 @@
 //!
 //! The platform keeps the formation and the releases; a [`Placement`] only makes
 //! them real, and reports back. [`LocalPlacement`] is the reference: crew's own
-//! manifold on this machine, through a [`Runtime`]. A remote engine (Swarm,
+//! engine on this machine, through a [`Runtime`]. A remote engine (Swarm,
 //! Kubernetes) implements the same trait and is held to the same conformance
 //! tests. Every method is about one app; the placement is made for it.
 
@@ -138,7 +138,7 @@ struct Running {
     task: JoinHandle<Outcome>,
 }
 
-/// crew's own manifold on this machine: the reference placement.
+/// crew's own engine on this machine: the reference placement.
 pub struct LocalPlacement<R: Runtime + Clone> {
     runtime: R,
     config: LocalConfig,
