@@ -12,6 +12,7 @@ pub mod attach;
 pub mod client;
 pub mod git;
 pub mod rendezvous;
+pub mod secret;
 pub mod server;
 mod settings;
 pub mod types;

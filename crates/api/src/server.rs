@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::secret::{random_hex, same_secret};
 use crate::types::{
     Account, AppCreate, AppInfo, BuildCreate, BuildInfo, DomainCreate, DomainInfo, Dyno,
     DynoCreate, ErrorBody, FormationChange, FormationEntry, FormationTypeUpdate, FormationUpdate,
@@ -435,19 +436,6 @@ impl LogSessions {
             })
         })
     }
-}
-
-/// Whether two secrets are equal, in time that depends only on their lengths.
-pub(crate) fn same_secret(expected: &str, given: &str) -> bool {
-    subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()).into()
-}
-
-/// `n` random bytes from the kernel, as hex.
-fn random_hex(n: usize) -> std::io::Result<String> {
-    let mut bytes = vec![0u8; n];
-    let mut random = std::fs::File::open("/dev/urandom")?;
-    std::io::Read::read_exact(&mut random, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Marks a request that [`require_token`] let through without the API token,
@@ -1582,14 +1570,6 @@ mod tests {
         assert!(!sessions.valid(&forged, "id-1"));
         let later = Instant::now() + LOG_SESSION_TTL + Duration::from_secs(1);
         assert!(!sessions.valid_at(&session, "id-1", later));
-    }
-
-    #[test]
-    fn secrets_are_compared_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("abc", "ab"));
-        assert!(!same_secret("abc", ""));
     }
 
     #[test]

@@ -172,7 +172,7 @@ async fn release_output<B: Backend>(
 ) -> Reply<Response> {
     let gone = || ApiError::not_found("no such release output");
     let (expected, output) = b.release_output(&release).await?.ok_or_else(gone)?;
-    if !crate::server::same_secret(&expected, &secret) {
+    if !crate::secret::same_secret(&expected, &secret) {
         return Err(gone());
     }
     Ok((
