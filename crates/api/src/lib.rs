@@ -14,5 +14,4 @@ pub mod git;
 pub mod rendezvous;
 pub mod secret;
 pub mod server;
-mod settings;
 pub mod types;
