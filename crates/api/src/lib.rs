@@ -3,15 +3,18 @@
 //! The routes and shapes follow Heroku's Platform API v3 (`GET /apps/{app}/dynos`,
 //! `PATCH /apps/{app}/formation`, …), so one client serves both modes: a running
 //! `crew start` answers them on a Unix socket in the app's directory, and
-//! `crew server` will answer them over TCP for many apps. [`types`] holds the
+//! `crew server` answers them over TCP for many apps. [`types`] holds the
 //! request and response bodies, [`server`] turns any [`server::Backend`] into a
-//! router, and [`client`] is the other end of the wire. [`attach`] carries an
-//! attached one-off's terminal over an upgraded connection.
+//! router (one handler file per resource), and [`client`] is the other end of
+//! the wire. [`attach`] carries an attached one-off's terminal over an
+//! upgraded connection, and [`rendezvous`] does it for Heroku's CLI. [`git`]
+//! answers git's smart HTTP for a server; [`secret`] makes the secrets that
+//! tokens and secret URLs carry, and compares them in constant time.
 
 pub mod attach;
 pub mod client;
 pub mod git;
 pub mod rendezvous;
+pub mod secret;
 pub mod server;
-mod settings;
 pub mod types;

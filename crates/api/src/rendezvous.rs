@@ -46,10 +46,7 @@ impl Rendezvous {
     /// Keeps `attached` for whoever brings the returned secret within
     /// [`PENDING`].
     pub fn offer(&self, attached: Attached, pipes: bool) -> std::io::Result<String> {
-        let mut bytes = [0u8; 24];
-        let mut random = std::fs::File::open("/dev/urandom")?;
-        std::io::Read::read_exact(&mut random, &mut bytes)?;
-        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = crate::secret::random_hex(24)?;
         self.lock()
             .insert(secret.clone(), Waiting { attached, pipes });
         let this = self.clone();
