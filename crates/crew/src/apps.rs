@@ -402,16 +402,6 @@ pub fn rollback(args: &ReleaseArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => bail!("`{pair}` is not KEY=VALUE"),
-        })
-        .collect()
-}
-
 pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
     let target = target(&args.app)?;
     let command = crate::run::server_command(&args.command)?;
@@ -419,7 +409,7 @@ pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
         command: command.clone(),
         attach: Some(false),
         process_type: Some("run".into()),
-        env: Some(env_map(&args.env_vars)?),
+        env: Some(crate::run::env_map(&args.env_vars)?),
         size: args.size.clone(),
         ..Default::default()
     };
