@@ -88,7 +88,7 @@ pub enum Command {
     GitRemote(GitRemoteArgs),
     /// Show an app
     #[command(name = "apps:info")]
-    AppsInfo(AppOnly),
+    AppsInfo(AppFlag),
     /// Destroy an app, its dynos and all of its data
     #[command(name = "apps:destroy")]
     AppsDestroy(AppsDestroyArgs),
@@ -102,7 +102,7 @@ pub enum Command {
     #[command(name = "ps:wait")]
     PsWait(PsWaitArgs),
     /// Show an app's config vars
-    Config(AppOnly),
+    Config(AppFlag),
     /// Print one config var
     #[command(name = "config:get")]
     ConfigGet(ConfigGetArgs),
@@ -113,7 +113,7 @@ pub enum Command {
     #[command(name = "config:unset")]
     ConfigUnset(ConfigUnsetArgs),
     /// List an app's custom domains
-    Domains(AppOnly),
+    Domains(AppFlag),
     /// Route a hostname to an app
     #[command(name = "domains:add")]
     DomainsAdd(DomainArgs),
@@ -121,7 +121,7 @@ pub enum Command {
     #[command(name = "domains:remove")]
     DomainsRemove(DomainArgs),
     /// List an app's releases
-    Releases(AppOnly),
+    Releases(AppFlag),
     /// Show one release [default: the latest]
     #[command(name = "releases:info")]
     ReleasesInfo(ReleaseArgs),
@@ -134,30 +134,30 @@ pub enum Command {
     #[command(name = "apps:rename")]
     AppsRename(AppsRenameArgs),
     /// Show whether an app is in maintenance mode
-    Maintenance(AppOnly),
+    Maintenance(AppFlag),
     /// Put an app in maintenance mode: the router answers every request with a 503 page
     #[command(name = "maintenance:on")]
-    MaintenanceOn(AppOnly),
+    MaintenanceOn(AppFlag),
     /// Take an app out of maintenance mode
     #[command(name = "maintenance:off")]
-    MaintenanceOff(AppOnly),
+    MaintenanceOff(AppFlag),
     /// Show the output of a release's release command [default: the latest release]
     #[command(name = "releases:output")]
     ReleasesOutput(ReleaseArgs),
     /// List the buildpacks an app's next build uses
-    Buildpacks(AppOnly),
+    Buildpacks(AppFlag),
     /// Set the buildpacks an app's builds use (heroku/python, a git URL, …), in order
     #[command(name = "buildpacks:set")]
     BuildpacksSet(BuildpacksSetArgs),
     /// Go back to detecting an app's buildpacks
     #[command(name = "buildpacks:clear")]
-    BuildpacksClear(AppOnly),
+    BuildpacksClear(AppFlag),
 }
 
 #[derive(Args, Debug)]
 pub struct AppsRenameArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     /// The new name: 2 to 30 characters, a lowercase letter, then lowercase
     /// letters, digits and dashes
     pub new_name: String,
@@ -166,7 +166,7 @@ pub struct AppsRenameArgs {
 #[derive(Args, Debug)]
 pub struct BuildpacksSetArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     /// heroku/ruby, heroku/python, heroku/nodejs, heroku/go, heroku/procfile,
     /// or a git URL
     #[arg(required = true, value_name = "BUILDPACK")]
@@ -292,9 +292,20 @@ pub struct ExportArgs {
     pub base: Option<PathBuf>,
 }
 
+// `-a APP` of the commands only a server has: without it, the app of the
+// `crew` git remote.
 #[derive(Args, Debug)]
-pub struct AppOnly {
+pub struct AppFlag {
     /// The app [default: the `crew` git remote's]
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    pub app: Option<String>,
+}
+
+// `-a APP` of the commands that drive either a server's app or, without it,
+// the `crew start` running here (`Target::resolve`).
+#[derive(Args, Debug)]
+pub struct TargetFlag {
+    /// An app on a `crew server` instead of the `crew start` running here
     #[arg(short = 'a', long = "app", value_name = "APP")]
     pub app: Option<String>,
 }
@@ -302,7 +313,7 @@ pub struct AppOnly {
 #[derive(Args, Debug)]
 pub struct RunDetachedArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     /// Extra environment: `--env K=V` (repeatable)
     #[arg(
         long = "env-var",
@@ -357,7 +368,7 @@ pub struct AppsDestroyArgs {
 #[derive(Args, Debug)]
 pub struct DomainArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     /// Such as www.example.com, or *.example.com
     pub hostname: String,
 }
@@ -365,14 +376,14 @@ pub struct DomainArgs {
 #[derive(Args, Debug)]
 pub struct ConfigGetArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     pub key: String,
 }
 
 #[derive(Args, Debug)]
 pub struct ConfigSetArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     #[arg(required = true, value_name = "KEY=VALUE")]
     pub pairs: Vec<String>,
 }
@@ -380,7 +391,7 @@ pub struct ConfigSetArgs {
 #[derive(Args, Debug)]
 pub struct ConfigUnsetArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     #[arg(required = true, value_name = "KEY")]
     pub keys: Vec<String>,
 }
@@ -388,16 +399,15 @@ pub struct ConfigUnsetArgs {
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
     #[command(flatten)]
-    pub app: AppOnly,
+    pub app: AppFlag,
     /// A release such as v3
     pub release: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
-    /// An app on a `crew server` instead of the `crew start` running here
-    #[arg(short = 'a', long = "app", value_name = "APP")]
-    pub app: Option<String>,
+    #[command(flatten)]
+    pub app: TargetFlag,
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
@@ -405,9 +415,8 @@ pub struct PsArgs {
 
 #[derive(Args, Debug)]
 pub struct ScaleArgs {
-    /// An app on a `crew server` instead of the `crew start` running here
-    #[arg(short = 'a', long = "app", value_name = "APP")]
-    pub app: Option<String>,
+    #[command(flatten)]
+    pub app: TargetFlag,
     /// Changes such as `web=3`, `worker+1`, `clock-1` or `web=2,worker=1`; none
     /// prints the formation
     #[arg(value_name = "TYPE=N")]
@@ -416,9 +425,8 @@ pub struct ScaleArgs {
 
 #[derive(Args, Debug)]
 pub struct RestartArgs {
-    /// An app on a `crew server` instead of the `crew start` running here
-    #[arg(short = 'a', long = "app", value_name = "APP")]
-    pub app: Option<String>,
+    #[command(flatten)]
+    pub app: TargetFlag,
     /// A process type or process name [default: all]
     pub target: Option<String>,
 }
@@ -465,18 +473,16 @@ pub struct RunInsideArgs {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// An app on a `crew server` instead of the `crew start` running here
-    #[arg(short = 'a', long = "app", value_name = "APP")]
-    pub app: Option<String>,
+    #[command(flatten)]
+    pub app: TargetFlag,
     /// A process type or process name
     pub target: String,
 }
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// An app on a `crew server` instead of the `crew start` running here
-    #[arg(short = 'a', long = "app", value_name = "APP")]
-    pub app: Option<String>,
+    #[command(flatten)]
+    pub app: TargetFlag,
     /// Keep following new lines
     #[arg(short = 't', long = "tail")]
     pub tail: bool,
@@ -495,7 +501,7 @@ pub struct LogsArgs {
 
 /// Where the app is: shared by every command that reads a Procfile.
 #[derive(Args, Debug, Clone)]
-pub struct AppArgs {
+pub struct ProcfileArgs {
     /// The Procfile [default: PROCFILE from the env files or the shell, else ROOT/Procfile]
     #[arg(short = 'f', long = "procfile", value_name = "PROCFILE")]
     pub procfile: Option<PathBuf>,
@@ -522,7 +528,7 @@ pub struct EnvArgs {
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub app: AppArgs,
+    pub location: ProcfileArgs,
     /// Env files, read for PROCFILE [default: ROOT/.env if present]
     #[arg(
         short = 'e',
@@ -539,7 +545,7 @@ pub struct StartArgs {
     #[arg(value_name = "TYPE")]
     pub types: Vec<String>,
     #[command(flatten)]
-    pub app: AppArgs,
+    pub location: ProcfileArgs,
     #[command(flatten)]
     pub env: EnvArgs,
     /// How many of each type: `web=2,worker=1`, `all=2,clock=0`
@@ -590,7 +596,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
     #[command(flatten)]
-    pub app: AppArgs,
+    pub location: ProcfileArgs,
     #[command(flatten)]
     pub env: EnvArgs,
     /// A process type from the Procfile, one shell command line, or a program and
@@ -638,8 +644,8 @@ impl GlobalArgs {
         };
         match command {
             Command::Check(args) => {
-                take(procfile, &mut args.app.procfile);
-                take(root, &mut args.app.root);
+                take(procfile, &mut args.location.procfile);
+                take(root, &mut args.location.root);
                 take_list(env, &mut args.env);
                 unused(port.is_some(), "-p");
                 unused(timeout.is_some(), "-t");
@@ -648,8 +654,8 @@ impl GlobalArgs {
                 unused(no_prefix, "--no-prefix");
             }
             Command::Start(args) => {
-                take(procfile, &mut args.app.procfile);
-                take(root, &mut args.app.root);
+                take(procfile, &mut args.location.procfile);
+                take(root, &mut args.location.root);
                 take_list(env, &mut args.env.env);
                 take(port, &mut args.env.port);
                 take(timeout, &mut args.timeout);
@@ -659,8 +665,8 @@ impl GlobalArgs {
                 args.no_prefix |= no_prefix;
             }
             Command::Run(args) => {
-                take(procfile, &mut args.app.procfile);
-                take(root, &mut args.app.root);
+                take(procfile, &mut args.location.procfile);
+                take(root, &mut args.location.root);
                 take_list(env, &mut args.env.env);
                 take(port, &mut args.env.port);
                 unused(timeout.is_some(), "-t");

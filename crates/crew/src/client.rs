@@ -256,7 +256,7 @@ pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Resu
 }
 
 pub fn ps(args: &PsArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     let dynos: Vec<Dyno> = block_on(async {
         target
             .client
@@ -360,7 +360,7 @@ fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn scale(args: &ScaleArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     if args.changes.is_empty() {
         let formation: Vec<FormationEntry> = block_on(async {
             target
@@ -406,7 +406,7 @@ pub fn scale(args: &ScaleArgs) -> Result<u8> {
 }
 
 pub fn restart(args: &RestartArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     let (path, what) = match &args.target {
         Some(t) => (target.path(&format!("/dynos/{t}")), t.clone()),
         None => (target.path("/dynos"), String::from("all processes")),
@@ -422,7 +422,7 @@ pub fn restart(args: &RestartArgs) -> Result<u8> {
 }
 
 pub fn stop(args: &StopArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     let path = target.path(&format!("/dynos/{}/actions/stop", args.target));
     let _: serde_json::Value = announce(&format!("Stopping {}", args.target), async {
         target
@@ -435,7 +435,7 @@ pub fn stop(args: &StopArgs) -> Result<u8> {
 }
 
 pub fn logs(args: &LogsArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     block_on(async {
         let session: LogSession = target
             .client

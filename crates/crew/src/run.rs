@@ -22,7 +22,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(app) = &args.server_app {
         return run_on_server(app, &args);
     }
-    let location = app::locate(&args.app, &args.env.env)?;
+    let location = app::locate(&args.location, &args.env.env)?;
     location.require_root()?;
     // A Procfile is optional here, since `crew run` also runs plain commands; a
     // broken one is still an error.
