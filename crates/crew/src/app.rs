@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use crew_procfile::{DEFAULT_BASE_PORT, Procfile, dotenv};
 
-use crate::cli::{AppArgs, EnvArgs};
+use crate::cli::{EnvArgs, ProcfileArgs};
 
 /// Where an app lives.
 pub struct Location {
@@ -18,7 +18,7 @@ pub struct Location {
 /// from the shell, else `ROOT/Procfile`. The root is `-d`, else the directory of
 /// a `-f` Procfile, else the current directory. A `PROCFILE` path is relative to
 /// the root, and does not move it: the env files that named it live there.
-pub fn locate(args: &AppArgs, env_files: &[PathBuf]) -> Result<Location> {
+pub fn locate(args: &ProcfileArgs, env_files: &[PathBuf]) -> Result<Location> {
     let cwd = std::env::current_dir().context("finding the current directory")?;
     if let Some(p) = &args.procfile {
         let procfile = cwd.join(p);

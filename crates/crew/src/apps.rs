@@ -7,7 +7,7 @@ use crew_api::client::Method;
 use crew_api::types::{AppCreate, AppInfo, ReleaseCreate, ReleaseInfo};
 
 use crate::cli::{
-    AppOnly, AppsCreateArgs, AppsDestroyArgs, ConfigGetArgs, ConfigSetArgs, ConfigUnsetArgs,
+    AppFlag, AppsCreateArgs, AppsDestroyArgs, ConfigGetArgs, ConfigSetArgs, ConfigUnsetArgs,
     DomainArgs, GitRemoteArgs, ReleaseArgs, RunDetachedArgs,
 };
 use crate::client::{Target, announce, block_on, server_credentials};
@@ -19,7 +19,7 @@ fn server_client() -> Result<crew_api::client::Client> {
 }
 
 /// `-a APP`, else the app of the `crew` git remote.
-fn target(args: &AppOnly) -> Result<Target> {
+fn target(args: &AppFlag) -> Result<Target> {
     match &args.app {
         Some(app) => Target::server(app),
         // Only the server has these commands: a `crew start` running here
@@ -174,7 +174,7 @@ fn read_app(target: &Target) -> Result<AppInfo> {
     })
 }
 
-pub fn info(args: &AppOnly) -> Result<u8> {
+pub fn info(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     let app = read_app(&target)?;
     let mut text = format!(
@@ -230,7 +230,7 @@ fn read_config(target: &Target) -> Result<BTreeMap<String, String>> {
     })
 }
 
-pub fn config(args: &AppOnly) -> Result<u8> {
+pub fn config(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     let config = read_config(&target)?;
     let width = config.keys().map(|k| k.len() + 1).max().unwrap_or(0);
@@ -316,7 +316,7 @@ fn update(target: &Target, changes: &BTreeMap<String, Option<String>>) -> Result
     Ok(())
 }
 
-pub fn releases(args: &AppOnly) -> Result<u8> {
+pub fn releases(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     let releases: Vec<ReleaseInfo> = block_on(async {
         target
@@ -402,16 +402,6 @@ pub fn rollback(args: &ReleaseArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => bail!("`{pair}` is not KEY=VALUE"),
-        })
-        .collect()
-}
-
 pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
     let target = target(&args.app)?;
     let command = crate::run::server_command(&args.command)?;
@@ -419,7 +409,7 @@ pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
         command: command.clone(),
         attach: Some(false),
         process_type: Some("run".into()),
-        env: Some(env_map(&args.env_vars)?),
+        env: Some(crate::run::env_map(&args.env_vars)?),
         size: args.size.clone(),
         ..Default::default()
     };
@@ -437,7 +427,7 @@ pub fn run_detached(args: &RunDetachedArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn domains(args: &AppOnly) -> Result<u8> {
+pub fn domains(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     let domains: Vec<crew_api::types::DomainInfo> = block_on(async {
         target
@@ -532,14 +522,14 @@ pub fn rename(args: &crate::cli::AppsRenameArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn maintenance(args: &AppOnly) -> Result<u8> {
+pub fn maintenance(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     let app = read_app(&target)?;
     crate::say(if app.maintenance { "on\n" } else { "off\n" });
     Ok(0)
 }
 
-pub fn set_maintenance(args: &AppOnly, on: bool) -> Result<u8> {
+pub fn set_maintenance(args: &AppFlag, on: bool) -> Result<u8> {
     let target = target(args)?;
     let what = format!(
         "{} maintenance mode for {}",
@@ -612,7 +602,7 @@ fn show_buildpacks(app: &str, list: &[crew_api::types::BuildpackInstallation]) {
     crate::say(&text);
 }
 
-pub fn buildpacks(args: &AppOnly) -> Result<u8> {
+pub fn buildpacks(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     let list: Vec<crew_api::types::BuildpackInstallation> = block_on(async {
         target
@@ -655,7 +645,7 @@ pub fn set_buildpacks(args: &crate::cli::BuildpacksSetArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn clear_buildpacks(args: &AppOnly) -> Result<u8> {
+pub fn clear_buildpacks(args: &AppFlag) -> Result<u8> {
     let target = target(args)?;
     put_buildpacks(&target, &[])?;
     Ok(0)

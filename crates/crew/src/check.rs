@@ -14,7 +14,7 @@ use crate::app;
 use crate::cli::CheckArgs;
 
 pub fn check(args: &CheckArgs) -> Result<u8> {
-    let location = app::locate(&args.app, &args.env)?;
+    let location = app::locate(&args.location, &args.env)?;
     let procfile = app::read_procfile(&location.procfile)?;
     let types = procfile.names().join(", ");
     crate::say(&format!("valid procfile detected ({types})\n"));

@@ -1,5 +1,6 @@
 //! The client commands: `ps`, `scale`, `restart`, `stop` and `logs`, against a
-//! running `crew start` found from the current directory.
+//! running `crew start` found from the current directory or a server's app
+//! (`Target::resolve`), and how a server is found and trusted.
 
 use std::io::Write;
 
@@ -11,6 +12,7 @@ use http_body_util::BodyExt;
 
 use crate::cli::{LogsArgs, PsArgs, RestartArgs, ScaleArgs, StopArgs};
 use crate::control;
+use crate::paths;
 
 /// Where the commands send their requests.
 pub struct Target {
@@ -88,7 +90,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8421";
 
 /// The server's URL and API key, in the documented order.
 pub fn server_credentials() -> Result<(String, Option<String>)> {
-    let locator = std::fs::read_to_string(crate::server::locator_file()).ok();
+    let locator = std::fs::read_to_string(paths::locator_file()).ok();
     let mut lines = locator.as_deref().unwrap_or("").lines();
     let (located_url, token_file) = (lines.next(), lines.next());
     let url = std::env::var("CREW_API_URL")
@@ -104,7 +106,7 @@ pub fn server_credentials() -> Result<(String, Option<String>)> {
         .or_else(|| {
             token_file
                 .map(std::path::PathBuf::from)
-                .or_else(|| Some(crate::server::default_data_dir().join("api-token")))
+                .or_else(|| Some(paths::token_file(&paths::default_data_dir())))
                 .and_then(|p| std::fs::read_to_string(p).ok())
                 .map(|t| t.trim().to_string())
         });
@@ -118,7 +120,7 @@ pub fn server_ca() -> Option<std::path::PathBuf> {
     if let Some(path) = std::env::var_os("CREW_CA_CERT").filter(|p| !p.is_empty()) {
         return Some(path.into());
     }
-    let locator = std::fs::read_to_string(crate::server::locator_file()).ok();
+    let locator = std::fs::read_to_string(paths::locator_file()).ok();
     let data = locator
         .as_deref()
         .and_then(|l| l.lines().nth(1))
@@ -127,7 +129,7 @@ pub fn server_ca() -> Option<std::path::PathBuf> {
                 .parent()
                 .map(|p| p.to_path_buf())
         })
-        .unwrap_or_else(crate::server::default_data_dir);
+        .unwrap_or_else(paths::default_data_dir);
     let ca = crate::tls::ca_path(&data);
     ca.is_file().then_some(ca)
 }
@@ -205,7 +207,7 @@ fn api_roots() -> Result<(rustls::RootCertStore, String)> {
 
 /// The password for `host` (with or without its port) in `~/.netrc`.
 fn netrc_password(host: &str) -> Option<String> {
-    let text = std::fs::read_to_string(crate::server::home().join(".netrc")).ok()?;
+    let text = std::fs::read_to_string(paths::home().join(".netrc")).ok()?;
     let name = host.split(':').next().unwrap_or(host);
     let words: Vec<&str> = text.split_whitespace().collect();
     let mut i = 0;
@@ -254,7 +256,7 @@ pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Resu
 }
 
 pub fn ps(args: &PsArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     let dynos: Vec<Dyno> = block_on(async {
         target
             .client
@@ -358,7 +360,7 @@ fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 pub fn scale(args: &ScaleArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     if args.changes.is_empty() {
         let formation: Vec<FormationEntry> = block_on(async {
             target
@@ -404,7 +406,7 @@ pub fn scale(args: &ScaleArgs) -> Result<u8> {
 }
 
 pub fn restart(args: &RestartArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     let (path, what) = match &args.target {
         Some(t) => (target.path(&format!("/dynos/{t}")), t.clone()),
         None => (target.path("/dynos"), String::from("all processes")),
@@ -420,7 +422,7 @@ pub fn restart(args: &RestartArgs) -> Result<u8> {
 }
 
 pub fn stop(args: &StopArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     let path = target.path(&format!("/dynos/{}/actions/stop", args.target));
     let _: serde_json::Value = announce(&format!("Stopping {}", args.target), async {
         target
@@ -433,7 +435,7 @@ pub fn stop(args: &StopArgs) -> Result<u8> {
 }
 
 pub fn logs(args: &LogsArgs) -> Result<u8> {
-    let target = Target::resolve(args.app.as_deref())?;
+    let target = Target::resolve(args.app.app.as_deref())?;
     block_on(async {
         let session: LogSession = target
             .client

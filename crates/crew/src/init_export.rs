@@ -31,7 +31,7 @@ use crew_procfile::{Formation, dotenv, parse_changes, port_for};
 use serde::{Deserialize, Serialize};
 
 use crate::app;
-use crate::cli::{AppArgs, ExportArgs, ExportKind};
+use crate::cli::{ExportArgs, ExportKind, ProcfileArgs};
 
 /// foreman's seconds from SIGTERM to SIGKILL.
 const DEFAULT_TIMEOUT: u64 = 5;
@@ -205,11 +205,11 @@ fn validate_name(what: &str, name: &str, extra: &[char]) -> Result<()> {
 }
 
 fn plan(args: &ExportArgs, cwd: &Path, location: PathBuf) -> Result<Plan> {
-    let app_args = AppArgs {
+    let procfile_args = ProcfileArgs {
         procfile: args.procfile.clone(),
         root: args.root.clone(),
     };
-    let place = app::locate(&app_args, &args.env)?;
+    let place = app::locate(&procfile_args, &args.env)?;
     let procfile = app::read_procfile(&place.procfile)?;
     let name = match &args.app {
         Some(name) => name.clone(),

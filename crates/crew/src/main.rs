@@ -1,5 +1,6 @@
 //! `crew`: the Heroku process model on a laptop.
 
+mod api_view;
 mod app;
 mod apps;
 mod attach;
@@ -10,6 +11,8 @@ mod control;
 mod export;
 mod init_export;
 mod names;
+mod paths;
+mod pre_receive;
 mod run;
 mod server;
 mod settings;
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
             .next()
             .and_then(|a| a.into_string().ok())
             .unwrap_or_default();
-        return match server::pre_receive(&app) {
+        return match pre_receive::run(&app) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!(" !     {e:#}");
@@ -65,7 +68,7 @@ fn main() -> ExitCode {
         cli::Command::Restart(args) => client::restart(&args),
         cli::Command::Stop(args) => client::stop(&args),
         cli::Command::Logs(args) => client::logs(&args),
-        cli::Command::Server(args) => server::server(args),
+        cli::Command::Server(args) => server::run(args),
         cli::Command::RunDetached(args) => apps::run_detached(&args),
         cli::Command::RunInside(args) => run::run_inside(args),
         cli::Command::PsWait(args) => wait::ps_wait(&args),

@@ -4,12 +4,13 @@
 //! signals belong to the command exactly as if the shell had started it, and its
 //! exit code is crew's.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use crew_api::client::{Client, Endpoint, Method};
 use crew_api::types::{Dyno, DynoCreate};
 
@@ -21,7 +22,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(app) = &args.server_app {
         return run_on_server(app, &args);
     }
-    let location = app::locate(&args.app, &args.env.env)?;
+    let location = app::locate(&args.location, &args.env.env)?;
     location.require_root()?;
     // A Procfile is optional here, since `crew run` also runs plain commands; a
     // broken one is still an error.
@@ -125,7 +126,7 @@ fn run_on_server(app: &str, args: &RunArgs) -> Result<u8> {
     crate::attach::run(crate::attach::AttachRequest {
         app: app.to_string(),
         command: server_command(&args.command)?,
-        env: crate::apps::env_map(&pairs)?,
+        env: env_map(&pairs)?,
         size: args.size.clone(),
         no_tty: args.no_tty,
         inside: None,
@@ -150,7 +151,7 @@ pub fn run_inside(args: crate::cli::RunInsideArgs) -> Result<u8> {
     crate::attach::run(crate::attach::AttachRequest {
         app: args.app.clone(),
         command: server_command(&args.command)?,
-        env: crate::apps::env_map(&args.env_vars)?,
+        env: env_map(&args.env_vars)?,
         size: None,
         no_tty: args.no_tty,
         inside: Some(args.dyno),
@@ -169,4 +170,15 @@ pub fn server_command(args: &[String]) -> Result<String> {
         words => shlex::try_join(words.iter().map(String::as_str))
             .map_err(|e| anyhow!("cannot pass these arguments to a shell: {e}")),
     }
+}
+
+/// A one-off's extra environment from `K=V` words.
+pub fn env_map(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("`{pair}` is not KEY=VALUE"),
+        })
+        .collect()
 }

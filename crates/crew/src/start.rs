@@ -22,7 +22,7 @@ use crate::settings;
 pub const DEFAULT_STOP_TIMEOUT: u64 = 5;
 
 pub fn start(args: StartArgs) -> Result<u8> {
-    let location = app::locate(&args.app, &args.env.env)?;
+    let location = app::locate(&args.location, &args.env.env)?;
     let procfile = app::read_procfile(&location.procfile)?;
     location.require_root()?;
     let env = app::environment(&location.root, &args.env)?;
