@@ -46,6 +46,7 @@
 //! All `unsafe` code of crew lives in [`os`].
 
 pub mod dyno_network;
+mod init;
 pub mod isolated;
 mod network_namespace;
 // The one module allowed `unsafe` (the workspace denies it everywhere else,

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use rustix::process::{Pid, WaitOptions};
 
-use crate::isolated::child::{app_main, dyno_init};
-use crate::isolated::plan::Step;
-use crate::isolated::sys::{CHILD_FDS, Errno, Sys, SysResult};
+use crate::init::child::{app_main, dyno_init};
+use crate::init::step::Step;
+use crate::init::sys::{CHILD_FDS, Errno, Sys, SysResult};
 use crate::{ExitStatus, Signal};
 
 fn to_os(signal: Signal) -> rustix::process::Signal {
@@ -868,7 +868,7 @@ unsafe fn raw_clone(flags: libc::c_ulong) -> libc::c_long {
 
 /// Starts a dyno's init: a child in new mount, pid, uts and ipc namespaces (so it
 /// is pid 1 of its own) that walks `steps` through `sys`, forks the app and
-/// stays as its init; see `isolated::child::dyno_init`. Returns the child's pid.
+/// stays as its init; see `init::child::dyno_init`. Returns the child's pid.
 pub(crate) fn clone_dyno(
     sys: &LinuxSys<'_>,
     steps: &[Step],

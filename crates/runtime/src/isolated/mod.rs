@@ -30,7 +30,6 @@
 //! and a kill also goes to every process in it (`cgroup.kill` on v2).
 
 pub(crate) mod cgroup;
-pub(crate) mod child;
 mod inside;
 pub(crate) mod kernel;
 mod launch;
@@ -38,7 +37,6 @@ pub(crate) mod memory;
 mod output;
 pub(crate) mod plan;
 mod sandbox;
-pub(crate) mod sys;
 
 use std::collections::HashMap;
 use std::io;
@@ -765,7 +763,7 @@ impl Dyno {
 ///
 /// The status is taken from the status pipe as soon as the init writes it:
 /// by then every other process of the dyno is killed and reaped (see
-/// `child::init_loop`), and only the init's own exit is left, in which the
+/// `crate::init::child::init_loop`), and only the init's own exit is left, in which the
 /// kernel tears down the dyno's namespaces; that need not delay the report.
 /// If the pipe closes without a status, the init died (a kill) and its own
 /// status is the dyno's.
