@@ -52,8 +52,8 @@ mod network_namespace;
 // The one module allowed `unsafe` (the workspace denies it everywhere else,
 // see the root Cargo.toml): the libc calls that rustix does not wrap safely
 // (clone into new namespaces, a child's signal dispositions, the dyno init's
-// async-signal-safe `LinuxSys`, fd passing). One file, so a reviewer can
-// audit every `unsafe` of crew together.
+// async-signal-safe `LinuxSys`, fd passing). One directory, `os/`, so a
+// reviewer can audit every `unsafe` of crew together.
 #[allow(unsafe_code)]
 pub mod os;
 mod plain;
