@@ -34,8 +34,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dyno::Dyno;
+use super::exec_image::exec_image;
 use super::plan;
-use super::{Dyno, IsolatedRuntime, exec_image};
+use super::runtime::IsolatedRuntime;
 use crate::init::step::{EXEC_STEP, READY_STEP, Step, fd};
 use crate::init::sys::{CHILD_FDS, Errno, Sys};
 use crate::os::{self, Forked, LinuxSys};
