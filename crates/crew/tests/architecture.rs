@@ -10,7 +10,7 @@
 //! - `Type::member`: `Type` is defined, and a file that defines it also
 //!   defines `fn member` or names `member` (a variant, a constant);
 //! - `crate_or_crew_crate::module::item` (`crew_runtime::os`,
-//!   `runtime::isolated::sys`): each module segment is a file of that crate
+//!   `runtime::init::sys`): each module segment is a file of that crate
 //!   (`module.rs` or `module/mod.rs`), and a last non-module segment is
 //!   defined somewhere in the crate;
 //! - `name()`: a function of that name is defined somewhere.
@@ -384,7 +384,7 @@ fn the_checker_catches_what_is_gone_and_ignores_prose() {
         "EngineHandle",
         "EngineHandle::scale",
         "crew_runtime::os",
-        "runtime::isolated::sys",
+        "runtime::init::sys",
         "crew_procfile::shell::exec_form",
         "exec_form()",
         "crew scale web=3",

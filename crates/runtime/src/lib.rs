@@ -43,16 +43,24 @@
 //! of its own on crew's bridge (see [`dyno_network`]); a dyno's
 //! [`DynoProcess::address`] is where the router reaches it.
 //!
-//! All `unsafe` code of crew lives in [`os`].
+//! An isolated dyno's setup is data: `isolated::plan` computes its steps in
+//! the parent, and the child of the `clone` (the dyno's init, `init::child`)
+//! only walks them through the `Sys` trait (`init::sys`), allocating nothing.
+//!
+//! All `unsafe` code of crew lives in [`os`] (the directory `os/`): among it
+//! the `clone` and `LinuxSys`, the real `Sys`. Modules point one way:
+//! `isolated` and the other runtimes call `os`, and `os` calls only `init`,
+//! which knows nothing of either.
 
 pub mod dyno_network;
+mod init;
 pub mod isolated;
 mod network_namespace;
 // The one module allowed `unsafe` (the workspace denies it everywhere else,
 // see the root Cargo.toml): the libc calls that rustix does not wrap safely
 // (clone into new namespaces, a child's signal dispositions, the dyno init's
-// async-signal-safe `LinuxSys`, fd passing). One file, so a reviewer can
-// audit every `unsafe` of crew together.
+// async-signal-safe `LinuxSys`, fd passing). One directory, `os/`, so a
+// reviewer can audit every `unsafe` of crew together.
 #[allow(unsafe_code)]
 pub mod os;
 mod plain;

@@ -34,10 +34,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::child::{EXEC_STEP, READY_STEP};
-use super::plan::{self, Step, fd};
-use super::sys::{CHILD_FDS, Errno, Sys};
-use super::{Dyno, IsolatedRuntime, exec_image};
+use super::dyno::Dyno;
+use super::exec_image::exec_image;
+use super::plan;
+use super::runtime::IsolatedRuntime;
+use crate::init::step::{EXEC_STEP, READY_STEP, Step, fd};
+use crate::init::sys::{CHILD_FDS, Errno, Sys};
 use crate::os::{self, Forked, LinuxSys};
 use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{DynoInput, DynoSpec, Entered, ExitStatus, RuntimeError, Signal};

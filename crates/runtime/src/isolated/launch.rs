@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::cgroup::DynoCgroup;
-use super::child::READY_STEP;
-use super::plan::{Step, describe};
-use super::sys::{CHILD_FDS, Errno};
+use super::plan::describe;
+use crate::init::step::{READY_STEP, Step};
+use crate::init::sys::{CHILD_FDS, Errno};
 use crate::os::{self, ExecImage, LinuxSys};
 use crate::{ExitStatus, Signal};
 

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use super::cgroup::DynoCgroup;
 use super::launch::{ChildIo, ChildPlan, launch};
 use super::plan::{self, SandboxBind, Workspace};
-use super::{IsolatedRuntime, cgroup_safe, remove_soon};
+use super::runtime::{IsolatedRuntime, cgroup_safe, next_id, remove_soon};
+use crate::dyno_network::Lease;
 use crate::os::{self, ExecImage};
 use crate::{DynoSize, ExitStatus, RuntimeError, Signal};
 
@@ -61,7 +62,7 @@ pub struct Sandboxed {
     stderr: Option<OwnedFd>,
     status: Option<ExitStatus>,
     /// The program's address on crew's bridge, held while it runs.
-    _lease: Option<super::Lease>,
+    _lease: Option<Lease>,
 }
 
 impl IsolatedRuntime {
@@ -99,7 +100,7 @@ impl IsolatedRuntime {
         };
         let steps = plan::build_for(&shared.layout, &setup, Workspace::Binds(&spec.binds))
             .map_err(|_| invalid("the name or a bind path contains a NUL byte"))?;
-        let n = super::next_id();
+        let n = next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         // A network of its own, as a dyno has (package registries through the
         // NAT, nothing of the host): taken first, so an error leaves nothing.

@@ -6,14 +6,9 @@
 
 use std::os::fd::RawFd;
 
-use super::plan::{Flow, Step, fd};
+use super::step::{EXEC_STEP, Flow, READY_STEP, Step, fd};
 use super::sys::{CHILD_FDS, Sys};
 use crate::ExitStatus;
-
-/// The setup record step number for "exec of the app failed".
-pub(crate) const EXEC_STEP: u32 = u32::MAX;
-/// The setup record step number for "setup done, the app is started".
-pub(crate) const READY_STEP: u32 = u32::MAX - 1;
 
 /// Runs the init; returns its exit code. `fds` are the parent's descriptors that
 /// become 0..6 (see [`fd`]).
@@ -118,8 +113,8 @@ impl ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isolated::plan::{Device, Entry, Layout, Setup, Walls, build};
-    use crate::isolated::sys::Recorder;
+    use crate::init::sys::{Errno, Recorder};
+    use crate::isolated::plan::{Device, Entry, Layout, Setup, Walls, build, describe};
     use std::path::Path;
     use std::sync::Arc;
 
@@ -292,11 +287,7 @@ mod tests {
             &format!("report on 3: step {index} errno {}", libc::ENODEV)
         );
         assert!(!calls.iter().any(|c| c.starts_with("pivot_root")));
-        let text = super::super::plan::describe(
-            &steps,
-            index as u32,
-            super::super::sys::Errno(libc::ENODEV),
-        );
+        let text = describe(&steps, index as u32, Errno(libc::ENODEV));
         assert!(
             text.starts_with("could not mount overlay on app: "),
             "{text}"

@@ -21,7 +21,7 @@ impl Errno {
 
 pub(crate) type SysResult<T = ()> = Result<T, Errno>;
 
-/// How many descriptors the init is given, at fixed numbers (see `child`).
+/// How many descriptors the init is given, at fixed numbers (see `step::fd`).
 pub(crate) const CHILD_FDS: usize = 8;
 
 /// Mount flags, with the values of the Linux ABI (`MS_*`).
@@ -88,7 +88,7 @@ pub(crate) trait Sys {
     fn clear_capabilities(&self) -> SysResult;
     /// `seccomp(SECCOMP_SET_MODE_FILTER)` with one compiled filter.
     fn install_seccomp(&self, filter: &[seccompiler::sock_filter]) -> SysResult;
-    /// See [`super::plan::Step::Terminal`].
+    /// See [`super::step::Step::Terminal`].
     fn open_terminal(&self, ptmx: &CStr, uid: u32, gid: u32, cols: u16, rows: u16) -> SysResult;
     /// Whether the parent still holds its end of the go pipe.
     fn parent_alive(&self, fd: RawFd) -> bool;
