@@ -3,16 +3,13 @@
 //! every blob checked against its digest; a second push sends no blob; a
 //! refusal names the registry, the step and what the registry said.
 
-#[path = "support/registry.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::path::Path;
 
 use crew_cluster::image::{self, ImageSpec, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use crew_cluster::registry::{Registry, RegistryError, sha256_digest};
+use crew_testkit::registry::{self as support, TestRegistry};
 use serde_json::Value;
-use support::TestRegistry;
 
 /// A tar.gz slug: a Procfile and `web.py` saying `text`.
 fn slug(path: &Path, text: &str) {

@@ -163,8 +163,7 @@ fn a_hostile_buildpack_reaches_nothing_of_the_server_and_leaves_nothing_running(
         app.path(),
         &["config:set", "-a", "hostile", "SECRET_VAR=for-the-build"],
     );
-    let (ok, output) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{output}");
+    let output = server.push(app.path());
     assert!(output.contains("Released v"), "{output}");
 
     // Not root: the app's own uid.

@@ -122,8 +122,7 @@ fn deploy(server: &Server, name: &str, procfile: &str, files: &[(&str, &str)]) -
         commit_all(server, app.path(), "files");
     }
     server.ok(app.path(), &["apps:create", name]);
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
     app
 }
 

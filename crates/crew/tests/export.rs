@@ -5,7 +5,7 @@ mod common;
 mod platform;
 
 use common::App;
-use platform::{Server, have_git, repo};
+use platform::{TestServer, repo};
 use serde_json::Value;
 
 const PROCFILE: &str = "web: python3 -m http.server $PORT\nworker: python3 worker.py\n";
@@ -362,10 +362,9 @@ fn an_unreachable_server_is_a_clear_error() {
 
 #[test]
 fn a_servers_current_release_and_formation_are_exported() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let dir = server.home.path();
     let (ok, _, err) = server.cli(dir, &["export", "kubernetes", "-a", "ghost"]);
     assert!(!ok && err.contains("no app named `ghost`"), "{err}");
@@ -381,8 +380,7 @@ fn a_servers_current_release_and_formation_are_exported() {
         "{err}"
     );
 
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.push(app.path());
     server.ok(app.path(), &["config:set", "SECRET=x"]);
     server.ok(app.path(), &["scale", "worker=2"]);
     // Inside the repository the `crew` remote names the app.

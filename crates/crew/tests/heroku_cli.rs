@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{App, Crew, poll_until};
-use platform::{DEPLOY, Server, have_git, http_get, repo};
+use platform::{DEPLOY, Server, TestServer, have_git, http_get, repo};
 
 /// The CLI release these tests pin.
 const HEROKU_VERSION: &str = "11.10.0";
@@ -261,9 +261,7 @@ fn push(server: &Server, dir: &Path, app: &str) -> String {
         let (ok, text) = server.git(dir, &args);
         assert!(ok, "git {args:?}: {text}");
     }
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
-    text
+    server.push(dir)
 }
 
 /// The pid of `dyno` in `crew ps --json`, when it is up.
@@ -305,10 +303,9 @@ fn state_of(server: &Server, dir: &Path, app: &str, dyno: &str) -> String {
 
 #[test]
 fn the_heroku_cli_creates_apps_and_manages_config_and_releases() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::new(&server) else {
         return;
     };
@@ -455,10 +452,9 @@ fn the_heroku_cli_creates_apps_and_manages_config_and_releases() {
 
 #[test]
 fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::new(&server) else {
         return;
     };
@@ -469,9 +465,7 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
     );
     let dir = app.path();
     // crew's own apps:create adds a `crew` remote that carries the token.
-    server.ok(dir, &["apps:create", "demo"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.deploy(dir, "demo");
     server.wait_up(dir, "demo", 1);
 
     let out = heroku.ok(dir, &["ps", "-a", "demo"]);
@@ -686,10 +680,9 @@ fn the_heroku_cli_scales_restarts_stops_reads_logs_and_runs_one_offs() {
 /// a new size restarts that type's dynos and no other.
 #[test]
 fn the_heroku_cli_resizes_one_type_and_only_that_type_restarts() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::new(&server) else {
         return;
     };
@@ -698,9 +691,7 @@ fn the_heroku_cli_resizes_one_type_and_only_that_type_restarts() {
         "web: python3 -m http.server $PORT\nworker: while true; do sleep 1; done\n",
     );
     let dir = app.path();
-    server.ok(dir, &["apps:create", "resize"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.deploy(dir, "resize");
     server.ok(dir, &["scale", "web=1", "worker=1"]);
     server.wait_up(dir, "resize", 2);
     let web = pid_of(&server, dir, "resize", "web.1").unwrap_or_default();
@@ -729,10 +720,9 @@ fn the_heroku_cli_resizes_one_type_and_only_that_type_restarts() {
 
 #[test]
 fn git_push_heroku_main_works_over_https_with_the_clis_credential_helper() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
@@ -817,10 +807,9 @@ fn heroku_style(name: &str) -> bool {
 
 #[test]
 fn heroku_create_without_a_name_makes_a_heroku_style_one() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
@@ -867,10 +856,9 @@ fn heroku_create_without_a_name_makes_a_heroku_style_one() {
 
 #[test]
 fn heroku_run_attaches_through_the_rendezvous() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
@@ -1381,15 +1369,12 @@ fn heroku_run_inside_bash_gets_a_terminal_from_the_dynos_devpts() {
 
 #[test]
 fn run_inside_is_refused_clearly_where_dynos_are_not_isolated() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "plain"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.deploy(dir, "plain");
     server.ok(dir, &["scale", "-a", "plain", "worker=1"]);
     server.wait_up(dir, "plain", 1);
     let (ok, out, err) = server.cli(dir, &["run:inside", "-a", "plain", "worker.1", "true"]);
@@ -1442,10 +1427,9 @@ fn api(server: &Server, method: &str, path: &str, token: bool, body: &str) -> (u
 
 #[test]
 fn heroku_apps_rename_keeps_the_data_and_moves_the_remote() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
@@ -1550,18 +1534,15 @@ fn heroku_apps_rename_keeps_the_data_and_moves_the_remote() {
 
 #[test]
 fn heroku_maintenance_makes_the_router_answer_503_with_h80_and_dynos_keep_running() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::new(&server) else {
         return;
     };
     let app = repo(&server, "web: python3 -m http.server $PORT\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "demo"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.deploy(dir, "demo");
     server.wait_up(dir, "demo", 1);
     let web = pid_of(&server, dir, "demo", "web.1").unwrap_or_default();
 
@@ -1626,18 +1607,15 @@ fn heroku_maintenance_makes_the_router_answer_503_with_h80_and_dynos_keep_runnin
 
 #[test]
 fn heroku_domains_add_list_wait_and_remove() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::new(&server) else {
         return;
     };
     let app = repo(&server, "web: python3 -m http.server $PORT\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "demo"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.deploy(dir, "demo");
     server.wait_up(dir, "demo", 1);
     heroku.ok(dir, &["apps:create", "other"]);
 
@@ -1701,10 +1679,9 @@ fn heroku_domains_add_list_wait_and_remove() {
 
 #[test]
 fn heroku_buildpacks_are_kept_with_the_app_and_the_next_push_uses_them() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::new(&server) else {
         return;
     };
@@ -1793,10 +1770,9 @@ fn heroku_buildpacks_are_kept_with_the_app_and_the_next_push_uses_them() {
 
 #[test]
 fn heroku_releases_output_shows_what_the_release_command_printed() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
@@ -1858,10 +1834,9 @@ fn heroku_releases_output_shows_what_the_release_command_printed() {
 /// without the token.
 #[test]
 fn patching_an_app_refuses_hostile_fields_names_and_missing_apps() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
     let dir = app.path();
     server.ok(dir, &["apps:create", "shop"]);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{CREW, SOON, poll_until};
-use platform::{DEPLOY, Server, commit_all, dyno_pids, have_git, repo};
+use platform::{DEPLOY, Server, TestServer, commit_all, dyno_pids, have_git, repo};
 
 /// A server whose dynos are isolated, or `None` (and why, on stderr) where this
 /// host cannot isolate them.
@@ -46,8 +46,7 @@ fn deploy(server: &Server, name: &str, procfile: &str, files: &[(&str, &str)]) -
         commit_all(server, app.path(), "files");
     }
     server.ok(app.path(), &["apps:create", name]);
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
     app
 }
 
@@ -242,10 +241,9 @@ fn host_processes(args: &str) -> usize {
 
 #[test]
 fn without_isolation_each_dyno_gets_its_own_copy_of_the_slug() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     assert!(
         server
             .output()

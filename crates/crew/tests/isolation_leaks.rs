@@ -109,9 +109,7 @@ fn hundreds_of_dynos_leave_nothing_behind() {
     }
     let app = repo(&server, "worker: sleep 1000\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "leaky"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "leaky");
     let before = footprint(&server);
 
     for n in 0..200 {

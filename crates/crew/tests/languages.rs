@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{App, poll_until};
-use platform::{DEPLOY, Server, commit_all, have_git, http_get, repo};
+use platform::{DEPLOY, Server, TestServer, commit_all, have_git, http_get, repo};
 
 /// Pushes the app's `main` as app `name` (created first); whether git
 /// succeeded, and everything it printed.
@@ -364,8 +364,7 @@ fn a_python_app_with_unchanged_requirements_gets_its_virtualenv_back_from_the_ca
     // runs again.
     app.write("base.txt", "tinypkg>=1.0\n");
     commit_all(&server, app.path(), "changed requirements");
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.push(app.path());
     assert!(text.contains("Installing requirements with pip"), "{text}");
 }
 
@@ -395,8 +394,7 @@ fn a_python_version_the_stack_lacks_fails_the_build_naming_both() {
     std::fs::remove_file(app.join("runtime.txt")).expect("rm runtime.txt");
     app.write(".python-version", format!("{minor}\n"));
     commit_all(&server, app.path(), "the stack's python");
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.push(app.path());
     assert!(
         text.contains(&format!("Using Python {minor}."))
             && text.contains("specified in .python-version"),
@@ -406,10 +404,9 @@ fn a_python_version_the_stack_lacks_fails_the_build_naming_both() {
 
 #[test]
 fn languages_crew_cannot_build_are_refused_not_deployed_as_procfile_apps() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(&server, "web: target/release/app\n");
     app.write(
         "Cargo.toml",
@@ -734,8 +731,7 @@ fn a_pyproject_app_without_a_lockfile_is_installed_with_pip_install_dot() {
         app.path(),
         &["config:set", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=./wheels"],
     );
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.push(app.path());
     assert!(
         text.contains("-----> Installing the app's package with pip (pip install .)"),
         "{text}"

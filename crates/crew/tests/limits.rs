@@ -8,7 +8,7 @@ mod platform;
 use std::time::{Duration, Instant};
 
 use common::poll_until;
-use platform::{DEPLOY, Server, have_git, repo};
+use platform::{DEPLOY, Server, TestServer, have_git, repo};
 
 /// The peak a server may reach while one of its dynos floods its log.
 const RSS_LIMIT_KB: u64 = 100 * 1024;
@@ -25,18 +25,16 @@ fn status_kb(pid: i32, field: &str) -> Option<u64> {
 fn deploy(server: &Server, name: &str, procfile: &str) -> common::App {
     let app = repo(server, procfile);
     server.ok(app.path(), &["apps:create", name]);
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
     server.ok(app.path(), &["scale", "worker=1", "-a", name]);
     app
 }
 
 #[test]
 fn a_dyno_flooding_its_log_with_long_lines_loses_its_own_lines_not_the_servers_memory() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let pid = server.pid().expect("the server runs");
     // 4 GiB of 100,000-byte lines, ten times Heroku's limit, as fast as a pipe
     // takes them. The flood leaves the dyno's budget spent: two quiet seconds
@@ -108,10 +106,9 @@ fn a_dyno_flooding_its_log_with_long_lines_loses_its_own_lines_not_the_servers_m
 #[test]
 fn the_server_answers_once_the_flood_is_over() {
     // Kept apart from the flood test so that one failing says which part broke.
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let app = deploy(
         &server,
         "burst",

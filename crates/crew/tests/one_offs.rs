@@ -18,8 +18,7 @@ fn deployed(app: &str) -> Option<(Server, common::App)> {
     let server = Server::start();
     let repo = repo(&server, "worker: while true; do sleep 1; done\n");
     server.ok(repo.path(), &["apps:create", app]);
-    let (ok, text) = server.git(repo.path(), &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.push(repo.path());
     Some((server, repo))
 }
 

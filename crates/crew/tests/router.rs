@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{App, poll_until};
-use platform::{DEPLOY, Server, commit_all, have_git, http_get, repo};
+use platform::{DEPLOY, Server, TestServer, commit_all, http_get, repo};
 
 /// Answers with its DYNO and the request's headers; echoes the bytes of an
 /// upgraded connection; `/slow?s=N` waits N seconds first.
@@ -60,16 +60,14 @@ fn echo_repo(server: &Server, procfile: &str) -> App {
 
 fn deploy(server: &Server, app: &App, name: &str) {
     server.ok(app.path(), &["apps:create", name]);
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
 }
 
 #[test]
 fn requests_spread_over_the_web_dynos_with_forwarding_headers() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "spread");
     server.ok(app.path(), &["scale", "web=3"]);
@@ -118,10 +116,9 @@ fn requests_spread_over_the_web_dynos_with_forwarding_headers() {
 
 #[test]
 fn unknown_hosts_get_a_404_and_custom_domains_route() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "named");
     server.wait_up(app.path(), "named", 1);
@@ -157,10 +154,9 @@ fn expect_error(server: &Server, app: &App, host: &str, path: &str, code: &str) 
 
 #[test]
 fn no_web_dynos_is_h14_and_crashed_ones_are_h10() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "errs");
     server.wait_up(app.path(), "errs", 1);
@@ -169,8 +165,7 @@ fn no_web_dynos_is_h14_and_crashed_ones_are_h10() {
 
     std::fs::write(app.join("Procfile"), "web: exit 1\n").expect("write");
     commit_all(&server, app.path(), "crash");
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
     server.ok(app.path(), &["scale", "web=1"]);
     let crashed = poll_until(DEPLOY, || {
         server.ok(app.path(), &["ps"]).contains("crashed")
@@ -181,10 +176,12 @@ fn no_web_dynos_is_h14_and_crashed_ones_are_h10() {
 
 #[test]
 fn slow_boots_slow_requests_and_unreachable_dynos_have_their_codes() {
-    if !have_git() {
+    let Some(server) = TestServer::new()
+        .flags(&["--boot-wait", "2", "--request-timeout", "2"])
+        .start()
+    else {
         return;
-    }
-    let server = Server::start_with(&["--boot-wait", "2", "--request-timeout", "2"]);
+    };
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "slow");
     server.wait_up(app.path(), "slow", 1);
@@ -193,8 +190,7 @@ fn slow_boots_slow_requests_and_unreachable_dynos_have_their_codes() {
     // A web dyno that never binds: requests wait for it, then H20.
     std::fs::write(app.join("Procfile"), "web: sleep 1000\n").expect("write");
     commit_all(&server, app.path(), "never binds");
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
     // The old release serves until the new one is up, which never happens:
     // scale to zero and back, so only the new release's dyno is left.
     server.ok(app.path(), &["scale", "web=0"]);
@@ -213,8 +209,7 @@ fn slow_boots_slow_requests_and_unreachable_dynos_have_their_codes() {
     );
     std::fs::write(app.join("Procfile"), "web: python3 gone.py\n").expect("write");
     commit_all(&server, app.path(), "unreachable");
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(app.path());
     server.wait_up(app.path(), "slow", 1);
     std::thread::sleep(Duration::from_secs(2));
     expect_error(&server, &app, "slow.localhost", "/", "H19");
@@ -222,10 +217,9 @@ fn slow_boots_slow_requests_and_unreachable_dynos_have_their_codes() {
 
 #[test]
 fn websockets_and_other_upgrades_pass_through() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "ws");
     server.wait_up(app.path(), "ws", 1);
@@ -261,10 +255,9 @@ fn websockets_and_other_upgrades_pass_through() {
 
 #[test]
 fn deploys_config_changes_restarts_rollbacks_and_scaling_drop_no_request() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = echo_repo(&server, "web: python3 echo.py\n");
     deploy(&server, &app, "steady");
     server.ok(app.path(), &["scale", "web=2"]);

@@ -8,14 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{CREW, SOON, Signal, poll_until};
-use platform::{DEPLOY, Server, commit_all, dyno_pids, have_git, pids_alive, repo};
+use platform::{DEPLOY, Server, TestServer, commit_all, dyno_pids, have_git, pids_alive, repo};
 
 #[test]
 fn the_api_wants_the_token_and_keeps_it_private() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(server.data().join("api-token"))
             .expect("token file")
@@ -42,10 +41,9 @@ fn the_api_wants_the_token_and_keeps_it_private() {
 
 #[test]
 fn apps_are_created_listed_and_refused_when_bad() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let dir = server.home.path();
     let out = server.ok(dir, &["apps:create", "shop"]);
     assert!(out.contains(&format!("{}/shop.git", server.url)), "{out}");
@@ -76,10 +74,9 @@ fn apps_are_created_listed_and_refused_when_bad() {
 
 #[test]
 fn a_push_deploys_and_the_formation_follows_scale_config_and_rollback() {
-    if !have_git() {
+    let Some(mut server) = TestServer::new().start() else {
         return;
-    }
-    let mut server = Server::start();
+    };
     let app = repo(
         &server,
         "web: python3 -m http.server $PORT\nworker: while true; do echo \"tick $DYNO ${FOO:-unset}\"; sleep 0.2; done\n",
@@ -88,8 +85,7 @@ fn a_push_deploys_and_the_formation_follows_scale_config_and_rollback() {
     let out = server.ok(dir, &["apps:create", "demo"]);
     assert!(out.contains("Git remote crew added"), "{out}");
 
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    let text = server.push(dir);
     for expected in [
         "-----> Procfile app detected",
         "Procfile declares types -> web, worker",
@@ -168,18 +164,15 @@ fn a_push_deploys_and_the_formation_follows_scale_config_and_rollback() {
 
 #[test]
 fn a_failed_build_rejects_the_push_and_the_release_keeps_running() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(
         &server,
         "worker: while true; do echo alive; sleep 0.2; done\n",
     );
     let dir = app.path();
-    server.ok(dir, &["apps:create", "steady"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "steady");
     server.ok(dir, &["scale", "worker=1"]);
     let before = dyno_pids(&server.wait_up(dir, "steady", 1));
 
@@ -219,9 +212,7 @@ fn a_python_app_gets_a_virtualenv_and_runs_from_it() {
     );
     app.write("requirements.txt", "");
     commit_all(&server, app.path(), "python");
-    server.ok(app.path(), &["apps:create", "pyapp"]);
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.deploy(app.path(), "pyapp");
     assert!(text.contains("-----> Python app detected"), "{text}");
     server.ok(app.path(), &["scale", "worker=1"]);
     let seen = poll_until(DEPLOY, || {
@@ -259,9 +250,7 @@ fn a_node_app_is_built_with_npm() {
         r#"{"name": "nodeapp", "version": "1.0.0", "private": true}"#,
     );
     commit_all(&server, app.path(), "node");
-    server.ok(app.path(), &["apps:create", "nodeapp"]);
-    let (ok, text) = server.git(app.path(), &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.deploy(app.path(), "nodeapp");
     assert!(text.contains("app detected"), "{text}");
     server.ok(app.path(), &["scale", "worker=1"]);
     let seen = poll_until(DEPLOY, || {
@@ -274,18 +263,15 @@ fn a_node_app_is_built_with_npm() {
 
 #[test]
 fn the_release_command_gates_the_release() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(
         &server,
         "release: echo migrating; touch migrated\nworker: while true; do sleep 1; done\n",
     );
     let dir = app.path();
-    server.ok(dir, &["apps:create", "gated"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.deploy(dir, "gated");
     assert!(
         text.contains("migrating"),
         "the release output reaches the pusher:\n{text}"
@@ -339,9 +325,7 @@ fn a_config_change_during_a_release_command_keeps_both() {
         "worker: while true; do echo \"tick one ${FOO:-unset}\"; sleep 0.2; done\n",
     );
     let dir = app.path();
-    server.ok(dir, &["apps:create", "queued"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "queued");
     server.ok(dir, &["scale", "worker=1"]);
     std::fs::write(
         app.join("Procfile"),
@@ -390,15 +374,12 @@ fn a_config_change_during_a_release_command_keeps_both() {
 
 #[test]
 fn one_offs_run_attached_and_detached() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "oneoff"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "oneoff");
     let (ok, out, err) = server.cli(dir, &["run", "-a", "oneoff", "echo hi from $DYNO; exit 7"]);
     assert!(!ok, "{out}{err}");
     assert!(out.contains("hi from run."), "{out}{err}");
@@ -455,10 +436,9 @@ fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn names_domains_and_one_off_requests_that_cannot_work_are_refused() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let dir = server.home.path();
     // The app name is a DNS label in APP.localhost.
     for bad in ["ok-name-", "a-"] {
@@ -513,15 +493,12 @@ fn names_domains_and_one_off_requests_that_cannot_work_are_refused() {
 
 #[test]
 fn a_rollback_to_a_release_without_a_slug_is_refused() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "backwards"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "backwards");
     // With one deploy, the previous release is v1, which has no code.
     for args in [&["rollback"][..], &["rollback", "v1"]] {
         let (ok, out, err) = server.cli(dir, args);
@@ -548,18 +525,15 @@ fn a_rollback_to_a_release_without_a_slug_is_refused() {
 /// lines end before its successor of the same name starts.
 #[test]
 fn a_restart_stops_each_dyno_once_and_old_lines_end_before_the_new_start() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(
         &server,
         "worker: trap 'echo \"bye $V\"; exit 0' TERM; while true; do echo \"tick ${V:-one}\"; sleep 0.1; done\n",
     );
     let dir = app.path();
-    server.ok(dir, &["apps:create", "quiet"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "quiet");
     server.ok(dir, &["scale", "worker=2"]);
     server.wait_up(dir, "quiet", 2);
     server.ok(dir, &["config:set", "V=two"]);
@@ -601,10 +575,9 @@ fn a_restart_stops_each_dyno_once_and_old_lines_end_before_the_new_start() {
 
 #[test]
 fn git_remote_adds_the_remote_of_an_app_that_exists() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     // Made elsewhere (here: outside any repository).
     server.ok(server.home.path(), &["apps:create", "elsewhere"]);
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
@@ -629,10 +602,9 @@ fn git_remote_adds_the_remote_of_an_app_that_exists() {
 /// whose `crew` remote names a server; `-a` still means the server.
 #[test]
 fn the_nearest_crew_start_wins_over_a_git_remote() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
     let dir = app.path();
     server.ok(dir, &["apps:create", "remote-app"]);
@@ -671,15 +643,12 @@ fn the_nearest_crew_start_wins_over_a_git_remote() {
 /// is E2BIG for `execve`) says so on its `crew[run.N]` line.
 #[test]
 fn a_dyno_that_cannot_start_says_why() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app = repo(&server, "worker: while true; do sleep 1; done\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "toobig"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "toobig");
     let body = format!(
         r#"{{"command": "true", "env": {{"BIG": "{}"}}}}"#,
         "x".repeat(200 * 1024)

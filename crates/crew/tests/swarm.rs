@@ -52,7 +52,7 @@ fn swarm_server() -> Option<SwarmServer> {
     let daemon = swarm_support::Dockerd::start(None).expect("dockerd");
     swarm_support::block_on(daemon.docker.swarm_init(
         "127.0.0.1",
-        &format!("127.0.0.1:{}", swarm_support::free_port()),
+        &format!("127.0.0.1:{}", crew_testkit::ports::free_port()),
     ))
     .expect("swarm init");
     let rootfs = swarm_support::busybox_rootfs(daemon.dir.path());
@@ -88,9 +88,7 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     app.write("public/index.html", "hello v1\n");
     commit_all(server, app.path(), "page");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "docked"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.deploy(dir, "docked");
     server.ok(dir, &["scale", "-a", "docked", "web=2", "worker=2"]);
     let ps = server.wait_up(dir, "docked", 4);
     let header = ps.lines().next().unwrap_or_default();
@@ -161,8 +159,7 @@ fn a_swarm_backed_server_deploys_scales_runs_and_serves() {
     assert!(poll_until(DEPLOY, || answered.load(Ordering::Relaxed) >= 20));
     app.write("public/index.html", "hello v2\n");
     commit_all(server, dir, "v2");
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    server.push(dir);
     let rolled = poll_until(DEPLOY, || get(router, "docked.localhost").1 == "hello v2\n");
     let before = answered.load(Ordering::Relaxed);
     assert!(poll_until(DEPLOY, || answered.load(Ordering::Relaxed) >= before + 20));
@@ -240,8 +237,7 @@ fn the_release_command_runs_in_a_container_of_the_new_release() {
     let dir = app.path();
     server.ok(dir, &["apps:create", "phased"]);
     server.ok(dir, &["config:set", "-a", "phased", "GREETING=bonjour"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "{text}");
+    let text = server.push(dir);
     assert!(
         text.contains("release.1 serves hello v1 and says bonjour,"),
         "the release command's output, with its release's slug and config, reaches the pusher:\n{text}"

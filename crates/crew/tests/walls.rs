@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{SOON, Signal, poll_until};
-use platform::{DEPLOY, Server, have_git, repo};
+use platform::{DEPLOY, Server, TestServer, have_git, repo};
 
 /// One HTTP/1.1 request to the server's API, with the token or without: the
 /// status and the body.
@@ -106,10 +106,9 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn routes_that_end_in_log_stream_still_need_the_token() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let dir = server.home.path();
     server.ok(dir, &["apps:create", "log-stream"]);
     server.ok(dir, &["apps:create", "demo"]);
@@ -134,10 +133,9 @@ fn routes_that_end_in_log_stream_still_need_the_token() {
 
 #[test]
 fn a_log_session_url_dies_with_its_app() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let dir = server.home.path();
     server.ok(dir, &["apps:create", "demo"]);
     let auth = bearer(&server);
@@ -166,10 +164,9 @@ fn a_log_session_url_dies_with_its_app() {
 
 #[test]
 fn a_log_session_url_points_at_the_server_not_at_the_host_header() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let dir = server.home.path();
     server.ok(dir, &["apps:create", "demo"]);
     let auth = bearer(&server);
@@ -200,10 +197,9 @@ fn a_log_session_url_points_at_the_server_not_at_the_host_header() {
 
 #[test]
 fn a_build_naming_a_host_directory_is_refused_and_the_directory_survives() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let dir = server.home.path();
     server.ok(dir, &["apps:create", "demo"]);
     let victim = tempfile::tempdir().expect("a host directory");
@@ -254,9 +250,7 @@ fn a_push_with_a_large_file_deploys_and_leaves_no_export() {
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.join("big.bin"), big).expect("write");
     platform::commit_all(&server, dir, "a large file");
-    server.ok(dir, &["apps:create", "demo"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    let text = server.deploy(dir, "demo");
     assert!(text.contains("Released v2"), "{text}");
     server.wait_up(dir, "demo", 1);
 
@@ -270,15 +264,12 @@ fn a_push_with_a_large_file_deploys_and_leaves_no_export() {
 
 #[test]
 fn a_push_leaves_no_zombie() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let app = repo(&server, "worker: sleep 1000\n");
     let dir = app.path();
-    server.ok(dir, &["apps:create", "demo"]);
-    let (ok, text) = server.git(dir, &["push", "crew", "main"]);
-    assert!(ok, "push failed:\n{text}");
+    server.deploy(dir, "demo");
     // git's housekeeping after a push ends before the push does; give any
     // process it handed to the server time to exit, then look for zombies.
     let pid = server.pid().expect("the server runs");
@@ -288,10 +279,9 @@ fn a_push_leaves_no_zombie() {
 
 #[test]
 fn app_repositories_check_pushed_objects_also_when_made_by_an_older_crew() {
-    if !have_git() {
+    let Some(mut server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let mut server = Server::start_with(&["--isolation", "off"]);
+    };
     let dir = server.home.path();
     server.ok(dir, &["apps:create", "demo"]);
     let config = server.data().join("repos/demo.git/config");
@@ -325,10 +315,9 @@ fn app_repositories_check_pushed_objects_also_when_made_by_an_older_crew() {
 
 #[test]
 fn a_push_of_a_malformed_tree_is_refused_before_anything_reads_it() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let app = repo(&server, "worker: sleep 1000\n");
     let dir = app.path();
     server.ok(dir, &["apps:create", "demo"]);
@@ -367,10 +356,9 @@ fn a_push_of_a_malformed_tree_is_refused_before_anything_reads_it() {
 
 #[test]
 fn the_data_dir_is_private_also_when_made_by_an_older_crew() {
-    if !have_git() {
+    let Some(mut server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let mut server = Server::start_with(&["--isolation", "off"]);
+    };
     let home = server.home.path().to_path_buf();
     server.ok(&home, &["apps:create", "demo"]);
     let data = server.data();
@@ -493,10 +481,9 @@ fn a_build_cut_off_by_a_killed_server_is_failed_and_its_scratch_dir_removed_at_s
 
 #[test]
 fn sources_need_the_token_and_only_take_ids_crew_made() {
-    if !have_git() {
+    let Some(server) = TestServer::new().flags(&["--isolation", "off"]).start() else {
         return;
-    }
-    let server = Server::start_with(&["--isolation", "off"]);
+    };
     let auth = bearer(&server);
     let (status, body) = request(&server, "POST", "/sources", &[], "{}");
     assert_eq!(status, 401, "{body}");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{App, poll_until};
-use platform::{DEPLOY, Server, commit_all, dyno_pids, have_git, repo};
+use platform::{DEPLOY, TestServer, commit_all, dyno_pids, repo};
 
 /// Answers every GET with its DYNO, on kept-alive connections, as the demo
 /// app's Python server does.
@@ -184,10 +184,9 @@ impl Drop for Load {
 
 #[test]
 fn config_changes_restarts_rollbacks_and_a_crash_under_keep_alive_load_drop_no_get() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app: App = repo(&server, "web: python3 app.py\n");
     app.write("app.py", APP);
     commit_all(&server, app.path(), "app");
@@ -236,10 +235,9 @@ fn config_changes_restarts_rollbacks_and_a_crash_under_keep_alive_load_drop_no_g
 
 #[test]
 fn apps_info_counts_the_routers_failed_requests_by_code() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app: App = repo(&server, "web: python3 app.py\n");
     app.write("app.py", APP);
     commit_all(&server, app.path(), "app");
@@ -294,10 +292,9 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hello).serve_forever
 
 #[test]
 fn a_restart_keeps_the_old_web_dyno_serving_until_the_new_one_is_up() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     let app: App = repo(&server, "web: python3 app.py\n");
     app.write("app.py", SLOW_BOOT_APP);
     commit_all(&server, app.path(), "app");
@@ -341,10 +338,9 @@ fn a_restart_keeps_the_old_web_dyno_serving_until_the_new_one_is_up() {
 
 #[test]
 fn the_routers_error_lines_outlive_the_logs_last_ten_thousand_lines() {
-    if !have_git() {
+    let Some(server) = TestServer::new().start() else {
         return;
-    }
-    let server = Server::start();
+    };
     // `flood` writes more lines than an app's log keeps.
     let app: App = repo(
         &server,

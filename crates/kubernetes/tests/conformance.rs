@@ -1,5 +1,5 @@
-//! The conformance suite (crew-swarm's `tests/support/conformance.rs`, the
-//! one crew's own manifold and Swarm pass) against [`KubernetesPlacement`]
+//! The conformance suite (`crew_testkit::conformance`, the one crew's own
+//! manifold and Swarm pass) against [`KubernetesPlacement`]
 //! on a real cluster, when one is given:
 //!
 //! - `CREW_LIVE_KUBECONFIG`: a kubeconfig whose current context may create
@@ -21,20 +21,15 @@
 //! outside its node, so a killed dyno is a deleted pod, which its
 //! Deployment replaces rather than restarts ([`Recovery::Replace`]).
 
-#[path = "../../swarm/tests/support/conformance.rs"]
-mod suite;
-#[path = "../../swarm/tests/support/portable.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use crew_engine::{Placement, ReleaseSpec};
 use crew_kubernetes::{KubernetesConfig, KubernetesPlacement, client_from_kubeconfig};
+use crew_testkit::conformance::{self as suite, Naming, Recovery, Subject};
+use crew_testkit::placement::{self as support, Logs};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams};
-use suite::{Naming, Recovery, Subject};
-use support::Logs;
 use tokio::sync::mpsc;
 
 struct Kubernetes {

@@ -11,8 +11,6 @@
 //! kubeconfig is given.
 
 mod common;
-#[path = "../../cluster/tests/support/registry.rs"]
-mod registry_support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -1665,7 +1663,8 @@ fn platform_lines(logs: &mut mpsc::Receiver<LogEvent>) -> Vec<String> {
 /// same image under the tag.
 #[tokio::test]
 async fn an_apply_with_a_registry_pushes_the_image_before_it_applies_anything() {
-    let running = match registry_support::TestRegistry::start().expect("the registry starts") {
+    let running = match crew_testkit::registry::TestRegistry::start().expect("the registry starts")
+    {
         Ok(running) => running,
         Err(why) => {
             eprintln!("skipped: {why}");
@@ -1685,7 +1684,7 @@ async fn an_apply_with_a_registry_pushes_the_image_before_it_applies_anything() 
         ..spec(3, &[("web", "w")])
     };
     let manifest_there = || {
-        let reply = registry_support::get(
+        let reply = crew_testkit::registry::get(
             running.addr,
             "/v2/crew/shop/manifests/v3",
             &[("Accept", "application/vnd.oci.image.manifest.v1+json")],

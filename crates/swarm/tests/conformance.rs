@@ -1,4 +1,4 @@
-//! The conformance suite (`support/conformance.rs`, shared with
+//! The conformance suite (`crew_testkit::conformance`, shared with
 //! crew-kubernetes) against crew's own manifold ([`LocalPlacement`], the
 //! reference) and against [`SwarmPlacement`] on a real dockerd of the
 //! test's own.
@@ -8,8 +8,6 @@
 //! rollout keeps the old web dyno until the new one listens, and a web dyno
 //! that never listens crashes with R10.
 
-#[path = "support/conformance.rs"]
-mod suite;
 mod support;
 
 use std::collections::BTreeSet;
@@ -23,7 +21,7 @@ use crew_engine::{
 };
 use crew_runtime::PlainRuntime;
 use crew_swarm::{SwarmConfig, SwarmPlacement};
-use suite::{Subject, formation, release, suite};
+use crew_testkit::conformance::{Subject, formation, release, suite};
 use support::{Dockerd, Logs, backend_get, wait_for};
 use tokio::sync::mpsc;
 
@@ -324,7 +322,10 @@ async fn conformance_swarm() {
     let daemon = Dockerd::start(None).expect("dockerd");
     daemon
         .docker
-        .swarm_init("127.0.0.1", &format!("127.0.0.1:{}", support::free_port()))
+        .swarm_init(
+            "127.0.0.1",
+            &format!("127.0.0.1:{}", crew_testkit::ports::free_port()),
+        )
         .await
         .expect("swarm init");
     eprintln!("dockerd and swarm up: {:?}", started.elapsed());

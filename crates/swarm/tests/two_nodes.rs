@@ -20,8 +20,6 @@
 //! started with `nsenter --net` rather than `ip netns exec`, which would
 //! remount /sys and hide the cgroup mounts dockerd needs (research §3).
 
-#[path = "../../cluster/tests/support/registry.rs"]
-mod registry;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +31,8 @@ use std::time::{Duration, Instant};
 use crew_engine::{DynoState, Placement, ReleaseSpec, WebBackend};
 use crew_procfile::Formation;
 use crew_swarm::{SwarmConfig, SwarmDyno, SwarmPlacement};
-use registry::TestRegistry;
+use crew_testkit::ports::free_port_on;
+use crew_testkit::registry::TestRegistry;
 use support::{Dockerd, Logs, backend_get, http_get, wait_for};
 use tokio::sync::mpsc;
 
@@ -239,14 +238,6 @@ impl Drop for Net {
     }
 }
 
-/// A port on `addr` that nothing listens on right now.
-fn free_port(addr: Ipv4Addr) -> u16 {
-    std::net::TcpListener::bind((addr, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The daemons and their network, in the order they are torn down (fields
 /// drop in order): the worker, the manager (each leaves the swarm if it
 /// still runs and is stopped by pid), the registry if any, then the
@@ -293,7 +284,7 @@ impl Cluster {
             Dockerd::start_with(Some(&net.ns), &worker_flags).expect("the worker's dockerd");
         // The manager advertises its veth end, the only address of it the
         // worker can reach.
-        let manager_addr = format!("{}:{}", net.host_ip, free_port(net.host_ip));
+        let manager_addr = format!("{}:{}", net.host_ip, free_port_on(net.host_ip));
         manager
             .docker
             .swarm_init(&net.host_ip.to_string(), &manager_addr)
@@ -825,7 +816,7 @@ async fn two_nodes_pull_release_images_from_a_registry() {
     let (tx, _rx) = mpsc::channel(1024);
     let nowhere = SocketAddr::new(
         IpAddr::V4(cluster.net.host_ip),
-        free_port(cluster.net.host_ip),
+        free_port_on(cluster.net.host_ip),
     );
     let unreachable = SwarmPlacement::new(
         cluster.manager.docker.clone(),

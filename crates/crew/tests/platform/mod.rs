@@ -2,13 +2,14 @@
 //! CLI and git pointed at it.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{App, CREW, Crew, SOON, Signal, poll_until};
+// Each test binary uses its own part of these.
+#[allow(unused_imports)]
+pub use crew_testkit::{http::http_get, ports::free_port, procs::pids_alive};
 
 pub const DEPLOY: Duration = Duration::from_secs(90);
 
@@ -23,11 +24,51 @@ pub fn have_git() -> bool {
     found
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A test server's flags and environment, given one at a time; `start`
+/// starts it, or skips the test when git is missing (every server test
+/// pushes).
+#[derive(Default)]
+pub struct TestServer {
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl TestServer {
+    pub fn new() -> TestServer {
+        TestServer::default()
+    }
+
+    /// `--isolation MODE`.
+    pub fn isolation(self, mode: &str) -> TestServer {
+        self.flags(&["--isolation", mode])
+    }
+
+    /// More `crew server` flags.
+    pub fn flags(mut self, flags: &[&str]) -> TestServer {
+        self.extra.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// More variables in the server's environment.
+    pub fn envs(mut self, env: &[(&str, &str)]) -> TestServer {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// The server, up; `None` (after a `skipped:` line) without git.
+    pub fn start(self) -> Option<Server> {
+        if !have_git() {
+            return None;
+        }
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Some(Server::start_with_env(&extra, &env))
+    }
 }
 
 /// A server on its own data dir and HOME, and what clients need to reach it.
@@ -176,6 +217,22 @@ impl Server {
         (output.status.success(), text)
     }
 
+    /// `crew apps:create NAME` in the app repository at `dir` (which adds
+    /// the `crew` remote), then `git push crew main`; fails the test if
+    /// either fails, and returns what the push printed.
+    pub fn deploy(&self, dir: &Path, name: &str) -> String {
+        self.ok(dir, &["apps:create", name]);
+        self.push(dir)
+    }
+
+    /// `git push crew main` from `dir`; fails the test if the push fails,
+    /// and returns what it printed.
+    pub fn push(&self, dir: &Path) -> String {
+        let (ok, text) = self.git(dir, &["push", "crew", "main"]);
+        assert!(ok, "git push crew main failed:\n{text}");
+        text
+    }
+
     /// Waits until `crew ps` shows `count` dynos, all up.
     pub fn wait_up(&self, dir: &Path, app: &str, count: usize) -> String {
         let mut last = String::new();
@@ -233,19 +290,6 @@ pub fn repo(server: &Server, procfile: &str) -> App {
     app
 }
 
-pub fn pids_alive(pids: &[i32]) -> Vec<i32> {
-    pids.iter()
-        .copied()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
-                .flatten()
-                .is_some_and(|state| state != 'Z')
-        })
-        .collect()
-}
-
 /// The PID column of `crew ps`, wherever the columns before it put it.
 pub fn dyno_pids(ps: &str) -> Vec<i32> {
     let Some(column) = ps.lines().next().and_then(|h| h.find("PID")) else {
@@ -262,32 +306,4 @@ pub fn commit_all(server: &Server, dir: &Path, message: &str) {
         let (ok, text) = server.git(dir, args);
         assert!(ok, "git {args:?}: {text}");
     }
-}
-
-/// One HTTP/1.1 request on a new connection: the status and the body.
-pub fn http_get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::from("connect failed"));
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::from("write failed"));
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
 }

@@ -1,6 +1,6 @@
-//! Test support: a real dockerd of the test's own, and, from
-//! `portable.rs` (shared with crew-kubernetes' conformance test), a busybox
-//! root filesystem for images, a test slug and a log collector.
+//! Test support: a real dockerd of the test's own, and (from crew-testkit,
+//! shared with crew-kubernetes' tests) a busybox root filesystem for images,
+//! a test slug, a log collector and deadlines.
 //!
 //! The daemon gets its own data root, exec root, pidfile and socket under a
 //! temp dir, so it shares nothing with any other docker on the machine. Its
@@ -11,9 +11,12 @@
 
 #![allow(dead_code)]
 
-mod portable;
-
-pub use portable::*;
+// Each including test uses its own part of these.
+#[allow(unused_imports)]
+pub use crew_testkit::placement::*;
+use crew_testkit::procs::is_alive;
+#[allow(unused_imports)]
+pub use crew_testkit::wait::wait_for;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -280,17 +283,6 @@ fn processes() -> Vec<Process> {
         .collect()
 }
 
-fn is_alive(pid: i32) -> bool {
-    // A zombie is dead enough: it holds no cgroup and no mount.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
-}
-
 struct Leftovers {
     containers: Vec<i32>,
     own: Vec<i32>,
@@ -367,13 +359,6 @@ where
 }
 
 /// A TCP port on loopback that nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 pub fn bytes(s: &str) -> Bytes {
     Bytes::from(s.to_string())
 }

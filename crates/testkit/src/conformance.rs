@@ -2,9 +2,7 @@
 //! which every backend's conformance test runs against its own placement
 //! ([`Subject`]): crew-swarm's against `LocalPlacement` (the reference) and
 //! `SwarmPlacement`, crew-kubernetes' against `KubernetesPlacement`. Both
-//! include this file by path, so the checks cannot drift apart; the
-//! including crate has `support` at its root with `Logs` and `wait_for`
-//! (`support/portable.rs`).
+//! take it from this crate, so the checks cannot drift apart.
 //!
 //! The checks: scale up and down; a killed dyno back in its slot; a new
 //! release rolled out (every dyno on it, and web never without an up
@@ -27,7 +25,8 @@ use crew_runtime::{Console, DynoInput, ExitStatus, Output};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::support::{Logs, wait_for, web_and_worker_release};
+use crate::placement::{Logs, web_and_worker_release};
+use crate::wait::wait_for;
 
 /// Prints its boot line with the release, then serves HTTP on PORT forever.
 pub const WEB: &str = "echo \"boot $DYNO $RELEASE_NAME\"; while true; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\n%s %s\\n' \"$DYNO\" \"$RELEASE_NAME\" | busybox nc -l -p \"$PORT\" >/dev/null 2>&1; done";
@@ -37,8 +36,6 @@ pub const WORKER: &str =
 
 /// How a backend names its dynos, which decides how a log line is tied to
 /// the dyno that printed it.
-// Each including crate constructs only its own backends' variants.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
     /// A dyno keeps its `ps` name (`worker.1`) from start to end: it is its
@@ -57,7 +54,6 @@ pub enum Naming {
 }
 
 /// What becomes of a dyno whose process was killed.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
     /// It is restarted in its slot, and `ps` counts the restart.
@@ -72,6 +68,9 @@ pub enum Recovery {
 }
 
 /// A placement under test, with what the suite needs beyond the trait.
+// Only tests implement it and await it on their own runtime: no `Send`
+// bound is needed on its futures.
+#[allow(async_fn_in_trait)]
 pub trait Subject {
     fn placement(&self) -> &dyn Placement;
     fn release(&self, version: u32) -> ReleaseSpec;

@@ -1,18 +1,10 @@
-//! Test support for any placement, with no Docker in it: a busybox root
-//! filesystem for images, a test slug, a log collector and `wait_for`.
-//!
-//! The Swarm tests have it through `support/mod.rs`; crew-kubernetes'
-//! conformance test includes this file by path (as `mod support`), since
-//! its crate cannot depend on this one's test code and has no dockerd to
-//! start. So it uses only what both crates have: crew-engine, crew-logs,
-//! tokio, tar and flate2.
-
-#![allow(dead_code)]
+//! Inputs and observers for a placement under test, with no Docker in them:
+//! a release of a web and a worker type, a busybox root filesystem for
+//! images, a test slug, and a collector of the log events an app sends.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crew_engine::{ReleaseSpec, ReleaseType};
 use crew_logs::LogEvent;
@@ -154,8 +146,13 @@ impl Logs {
         out
     }
 
+    /// How many events came so far (a mark for [`Logs::lines_since`]).
     pub fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Lines from index `from` on (in events).
@@ -163,24 +160,5 @@ impl Logs {
         let events: Vec<LogEvent> =
             self.0.lock().unwrap_or_else(|p| p.into_inner())[from..].to_vec();
         Logs(Arc::new(Mutex::new(events))).lines()
-    }
-}
-
-/// Polls `check` until it gives `Some`, or fails the test with `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(t) = check().await {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

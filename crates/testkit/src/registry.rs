@@ -4,11 +4,6 @@
 //! client for reading it back that shares nothing with crew's: plain
 //! HTTP/1.0 over a `TcpStream`, so the response is never chunked and ends
 //! when the connection does.
-//!
-//! Shared with crates/kubernetes's and crates/swarm's tests, which include
-//! this file by path.
-
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
