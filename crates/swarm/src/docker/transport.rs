@@ -187,7 +187,11 @@ impl Docker {
     /// Reads a streamed progress answer (load, push) to its end. Those
     /// report a failure inside a 200, as a JSON line with `error`, so a 200
     /// alone means nothing.
-    pub(super) async fn progress(&self, response: Response<Incoming>, what: &str) -> Result<(), DockerError> {
+    pub(super) async fn progress(
+        &self,
+        response: Response<Incoming>,
+        what: &str,
+    ) -> Result<(), DockerError> {
         let bytes = response
             .into_body()
             .collect()
