@@ -55,7 +55,7 @@ pub struct TypeInfo {
 
 /// One pod as a dyno, with what Kubernetes adds to crew's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dyno {
+pub struct PodDyno {
     pub info: DynoInfo,
     /// The pod's name on the cluster.
     pub pod: String,
@@ -87,7 +87,7 @@ pub enum LogState {
 
 /// Every pod as a dyno, in the release's type order (`types` maps a type's
 /// label to what the release says of it), then one-offs, each type by number.
-pub fn dynos(pods: &[Pod], types: &[(String, TypeInfo)]) -> Vec<Dyno> {
+pub fn dynos(pods: &[Pod], types: &[(String, TypeInfo)]) -> Vec<PodDyno> {
     let mut by_label: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods {
         let label = pod
@@ -146,7 +146,7 @@ pub fn dynos(pods: &[Pod], types: &[(String, TypeInfo)]) -> Vec<Dyno> {
             out.push(dyno(pod, &info, number));
         }
     }
-    let rank = |d: &Dyno| {
+    let rank = |d: &PodDyno| {
         types
             .iter()
             .position(|(_, t)| t.name == d.info.process_type)
@@ -173,7 +173,7 @@ fn run_number(pod: &Pod) -> Option<u32> {
         .ok()
 }
 
-fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
+fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> PodDyno {
     let one_off = info.name == "run";
     let (state, since) = state(pod, one_off);
     let statuses = container_statuses(pod);
@@ -191,7 +191,7 @@ fn dyno(pod: &Pod, info: &TypeInfo, number: u32) -> Dyno {
     } else {
         info.command.clone()
     };
-    Dyno {
+    PodDyno {
         info: DynoInfo {
             name: format!("{}.{number}", info.name),
             process_type: info.name.clone(),

@@ -1,5 +1,6 @@
-//! The release phase on a cluster: a release's `release` command as a Job
-//! of the release, run before any of its Deployments is applied.
+//! The release command (Heroku's release phase) on a cluster: a release's
+//! `release` command as a Job of the release, run before any of its
+//! Deployments is applied.
 //!
 //! The Job is a detached one-off's (never retried, `restartPolicy: Never`),
 //! labelled as the type `release` and the dyno `release.1`, so that `ps`
@@ -12,7 +13,10 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crew_cluster::kubernetes::PROCESS_TYPE;
+use crew_cluster::kubernetes::{self as manifests, PROCESS_TYPE};
+use crew_engine::{EngineError, RELEASE_DYNO, ReleaseCommand, ReleaseSpec, RunRequest};
+use crew_procfile::Formation;
+use crew_runtime::ExitStatus;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
@@ -20,6 +24,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::attach::{self, Started};
+use crate::one_off::label_one_off;
+use crate::placement::KubernetesPlacement;
+use crate::requests::{cluster_error, kube_error, manager_post};
 use crate::{logs, pods};
 
 /// The process type label of a release command's Job and pod.
@@ -152,5 +159,65 @@ async fn delete(jobs: &Api<Job>, name: &str) {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.is_not_found() => {}
         Err(error) => tracing::warn!(%error, job = name, "deleting the release command's Job"),
+    }
+}
+
+impl KubernetesPlacement {
+    /// A release's release command: a Job of the release (its image, its
+    /// Secret), never retried, whose pod's log is followed into
+    /// `command.output` and whose container's exit code is the answer. The
+    /// Job goes afterwards, however it ended. The release's Deployments are
+    /// not touched: the platform applies the release only if this succeeds.
+    pub(crate) async fn run_release_command(
+        &self,
+        spec: ReleaseSpec,
+        command: ReleaseCommand,
+    ) -> Result<ExitStatus, EngineError> {
+        // The Deployments' replicas are all a formation would change, and
+        // no Deployment is applied here.
+        let formation = Formation::new(spec.types.iter().map(|t| t.name.clone()), 0);
+        let (release, _) = self.stage(&spec, &formation).await?;
+        let options = manifests::RunOptions {
+            deadline_seconds: u32::try_from(command.timeout.as_secs()).unwrap_or(u32::MAX),
+            ..manifests::RunOptions::default()
+        };
+        let mut job =
+            manifests::run_job(&release, &command.command, &options).map_err(cluster_error)?;
+        self.place(&mut job.metadata);
+        label_one_off(
+            &mut job,
+            RELEASE_DYNO,
+            &RunRequest {
+                command: command.command.clone(),
+                ..RunRequest::default()
+            },
+        );
+        label(&mut job, &self.app);
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let made = jobs
+            .create(&manager_post(), &job)
+            .await
+            .map_err(|e| kube_error("creating the release command's Job", e))?;
+        let name = made.metadata.name.ok_or_else(|| {
+            EngineError::Engine(
+                "kubernetes: the release command's Job came back without a name".into(),
+            )
+        })?;
+        tracing::debug!(job = name, "release command started");
+        let job = JobRemoval::new(jobs, name);
+        let ran = follow(
+            &Api::namespaced(self.client.clone(), &self.namespace),
+            job.name(),
+            Timing {
+                start: self.config.attach_timeout,
+                poll: self.config.attach_poll,
+                limit: command.timeout,
+            },
+            &command.output,
+        )
+        .await;
+        job.delete().await;
+        ran.map(ExitStatus::Code)
+            .map_err(|why| EngineError::Engine(format!("kubernetes: {why}")))
     }
 }
