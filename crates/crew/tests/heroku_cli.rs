@@ -1387,42 +1387,13 @@ fn run_inside_is_refused_clearly_where_dynos_are_not_isolated() {
 /// One request to the API on a new connection, with the token when given:
 /// the status and the body.
 fn api(server: &Server, method: &str, path: &str, token: bool, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let port: u16 = server
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the server's port");
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::from("connect failed"));
-    };
-    let _ = stream.set_read_timeout(Some(COMMAND));
-    let auth = if token {
-        format!("Authorization: Bearer {}\r\n", server.token())
-    } else {
-        String::new()
-    };
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::from("write failed"));
+    let bearer = format!("Bearer {}", server.token());
+    let mut headers = vec![("Content-Type", "application/json")];
+    if token {
+        headers.push(("Authorization", bearer.as_str()));
     }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
+    let response = server.api_request(method, path, &headers, body);
+    (response.status, response.body().to_string())
 }
 
 #[test]

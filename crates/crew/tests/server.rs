@@ -407,31 +407,18 @@ fn one_offs_run_attached_and_detached() {
 
 /// One HTTP/1.1 request with the server's token: the status and the body.
 fn api(server: &Server, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = server.url.trim_start_matches("http://");
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-        return (0, String::from("connect failed"));
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
-         Accept: application/vnd.heroku+json; version=3\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.token(),
-        body.len()
+    let bearer = format!("Bearer {}", server.token());
+    let response = server.api_request(
+        method,
+        path,
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Accept", "application/vnd.heroku+json; version=3"),
+            ("Content-Type", "application/json"),
+        ],
+        body,
     );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::from("write failed"));
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    (response.status, response.text)
 }
 
 #[test]

@@ -217,6 +217,24 @@ impl Server {
         (output.status.success(), text)
     }
 
+    /// One request to the server's API on a new connection, with `headers`
+    /// (the token only if they carry it).
+    pub fn api_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> crew_testkit::http::Response {
+        let address = self.url.trim_start_matches("http://");
+        let port = address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the server's port");
+        crew_testkit::http::request(port, address, method, path, headers, body)
+    }
+
     /// `crew apps:create NAME` in the app repository at `dir` (which adds
     /// the `crew` remote), then `git push crew main`; fails the test if
     /// either fails, and returns what the push printed.
