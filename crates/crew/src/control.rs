@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use crew_api::server::{ApiError, ApiService, LogStream};
 use crew_api::types::{AppRef, Dyno, DynoCreate, FormationEntry, FormationUpdate, LogQuery};
-use crew_engine::{DynoInfo, EngineError, EngineHandle, OneOff};
+use crew_engine::{DynoInfo, EngineError, EngineHandle, ExternalOneOff};
 use crew_logs::LogRing;
 
 use crate::api_view::{api_dyno, log_stream};
@@ -145,7 +145,7 @@ impl ApiService for LocalApi {
         };
         let info = self
             .engine
-            .register_one_off(OneOff {
+            .register_one_off(ExternalOneOff {
                 command: request.command,
                 pid,
             })

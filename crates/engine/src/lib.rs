@@ -372,7 +372,10 @@ pub(crate) enum Request {
         oneshot::Sender<Result<Vec<String>, EngineError>>,
     ),
     Stop(String, oneshot::Sender<Result<Vec<String>, EngineError>>),
-    OneOff(OneOff, oneshot::Sender<Result<DynoInfo, EngineError>>),
+    RegisterOneOff(
+        ExternalOneOff,
+        oneshot::Sender<Result<DynoInfo, EngineError>>,
+    ),
     Deploy(Box<AppSpec>, Formation),
     Run(
         RunRequest,
@@ -391,7 +394,7 @@ pub(crate) enum Request {
 /// A one-off process started elsewhere (`crew run` execs itself) that the
 /// formation lists as `run.N` while it lives.
 #[derive(Debug, Clone)]
-pub struct OneOff {
+pub struct ExternalOneOff {
     pub command: String,
     pub pid: u32,
 }
@@ -447,8 +450,8 @@ impl EngineHandle {
     }
 
     /// Lists a running one-off as `run.N`; the reply carries its name.
-    pub async fn register_one_off(&self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
-        self.ask(|tx| Request::OneOff(one_off, tx))
+    pub async fn register_one_off(&self, one_off: ExternalOneOff) -> Result<DynoInfo, EngineError> {
+        self.ask(|tx| Request::RegisterOneOff(one_off, tx))
             .await
             .unwrap_or(Err(EngineError::ShuttingDown))
     }
