@@ -36,6 +36,7 @@ use crew_buildpack::{BuildIsolation, BuildRequest, BuildSandbox, Buildpacks};
 use crew_engine::{DynoInfo, PortPool};
 use crew_logs::LogRing;
 use crew_procfile::FormationChange;
+use crew_router::AppRoute;
 use crew_runtime::{DynoSize, ServerRuntime};
 use crew_store::{FormationRow, Release, ReleaseStatus, Store};
 
@@ -208,15 +209,6 @@ fn build_isolation(
 /// 524288-1879048191), and below 2^31, where some tools take a uid for
 /// negative.
 pub const DEFAULT_APP_UIDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
-
-/// Where a host's requests go: the app and its live web dynos.
-pub struct Route {
-    pub app: String,
-    pub backends: tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>,
-    pub log: Arc<dyn Fn(String) + Send + Sync>,
-    /// The app is in maintenance mode: the router answers for it.
-    pub maintenance: bool,
-}
 
 /// The hostname suffix every app answers on without DNS setup.
 pub const LOCAL_SUFFIX: &str = ".localhost";
@@ -397,8 +389,9 @@ impl Platform {
     }
 
     /// The app a request's host names: `APP.localhost` (any subdomain of it
-    /// too), or a custom domain, exact or one wildcard level up.
-    pub fn route(&self, host: &str) -> Option<Route> {
+    /// too), or a custom domain, exact or one wildcard level up. In the
+    /// router's own type, so the binary hands it over as it is.
+    pub fn route(&self, host: &str) -> Option<AppRoute> {
         let running = |app: String| {
             let runtime = self
                 .apps
@@ -425,7 +418,7 @@ impl Platform {
                 running(app)?
             }
         };
-        Some(Route {
+        Some(AppRoute {
             backends: runtime.web_backends(),
             log: runtime.router_log(),
             maintenance: runtime.in_maintenance(),

@@ -208,12 +208,7 @@ struct PlatformRoutes(Arc<Platform>);
 
 impl crew_router::Routes for PlatformRoutes {
     fn route(&self, host: &str) -> Option<crew_router::AppRoute> {
-        self.0.route(host).map(|r| crew_router::AppRoute {
-            app: r.app,
-            backends: r.backends,
-            log: r.log,
-            maintenance: r.maintenance,
-        })
+        self.0.route(host)
     }
 }
 
