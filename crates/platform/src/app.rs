@@ -389,7 +389,7 @@ impl RunningApp {
     }
 }
 
-/// The reference placement: crew's own manifold on this machine, through the
+/// The reference placement: crew's own engine on this machine, through the
 /// server's runtime as each app's own user (`runtime_of`).
 pub(crate) fn local_placements(
     runtime_of: Arc<dyn Fn(&str) -> ServerRuntime + Send + Sync>,

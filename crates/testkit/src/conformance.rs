@@ -9,10 +9,10 @@
 //! backend); `run` detached (exit code and output in the log) and attached
 //! (from the attachment); output arriving as log events.
 //!
-//! Where a backend cannot meet a check as written by its design, not by a
+//! Where a placement cannot meet a check as written by its design, not by a
 //! gap, its subject says so through a capability ([`Naming`],
 //! [`Recovery`]), whose default is the strict behaviour of crew's own
-//! manifold; the check then asks for what that design does promise.
+//! engine; the check then asks for what that design does promise.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub const WORKER: &str =
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
     /// A dyno keeps its `ps` name (`worker.1`) from start to end: it is its
-    /// `$DYNO` and the name its log lines carry. crew's manifold and Swarm
+    /// `$DYNO` and the name its log lines carry. crew's engine and Swarm
     /// (a task's slot is its number).
     Fixed,
     /// `ps` numbers a type's dynos as a view (oldest first) that shifts as
