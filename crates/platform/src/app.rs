@@ -383,8 +383,9 @@ impl RunningApp {
         self.placement.shutdown();
     }
 
-    /// Stops every dyno and waits until they are gone.
-    pub(crate) async fn stop(&self) {
+    /// Stops every dyno and waits until they are gone: the placement's
+    /// `destroy`, under its name.
+    pub(crate) async fn destroy(&self) {
         self.placement.destroy().await;
     }
 }

@@ -559,7 +559,7 @@ impl Platform {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         if let Some(running) = running {
-            running.stop().await;
+            running.destroy().await;
         }
         self.store.destroy_app(name)?;
         // The name passed the store's app-name rule (`^[a-z][a-z0-9-]{1,29}$`)
@@ -1022,7 +1022,7 @@ impl Platform {
             app.shutdown();
         }
         for app in apps {
-            app.stop().await;
+            app.destroy().await;
         }
     }
 }

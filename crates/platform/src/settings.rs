@@ -48,7 +48,7 @@ impl Platform {
             previous
                 .event("api", format!("Renaming {old} to {new_name}: restarting"))
                 .await;
-            previous.stop().await;
+            previous.destroy().await;
         }
         let (running_name, moved) = match self.move_app_files(&old, new_name) {
             Ok(()) => (new_name, Ok(())),
