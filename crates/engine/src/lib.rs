@@ -178,7 +178,7 @@ impl Drop for RequestGuard {
 pub struct WebBackend {
     pub name: String,
     /// Where it listens: loopback for a dyno on this machine, the node's
-    /// address for one an engine placed elsewhere.
+    /// address for one a cluster placed elsewhere.
     pub addr: std::net::SocketAddr,
     pub state: DynoState,
     /// The network namespace `addr` is reached from, when it is not this
@@ -240,7 +240,7 @@ pub struct DynoInfo {
     pub restart_in: Option<Duration>,
     /// The size the dyno was started with, if it was given one.
     pub size: Option<String>,
-    /// The machine it runs on, for engines with more than one; `None` here.
+    /// The machine it runs on, for clusters with more than one; `None` here.
     pub node: Option<String>,
     /// The release (its version) the dyno was started on, where the engine
     /// knows it: during a rolling deploy old and new dynos differ.

@@ -33,7 +33,7 @@ const STACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The release command's limit, as on Heroku.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long past [`RELEASE_TIMEOUT`] an engine may take to stop a release
+/// How long past [`RELEASE_TIMEOUT`] a placement may take to stop a release
 /// command and say so.
 const RELEASE_GRACE: Duration = Duration::from_secs(120);
 
@@ -302,7 +302,7 @@ impl RunningApp {
         };
         let run = self.placement.release_command(release.clone(), request);
         // The placement enforces the limit on the command itself; this
-        // deadline only guards against an engine that never answers.
+        // deadline only guards against a placement that never answers.
         let run = tokio::time::timeout(RELEASE_TIMEOUT + RELEASE_GRACE, run);
         tokio::pin!(run);
         let ran = loop {

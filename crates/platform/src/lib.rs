@@ -223,7 +223,7 @@ pub struct Platform {
     placements: PlacementFactory,
     app_uids: RangeInclusive<u32>,
     /// The memory dynos can have when they run on this machine; `None` when
-    /// an engine places them elsewhere, or the host's memory is unknown.
+    /// a cluster places them elsewhere, or the host's memory is unknown.
     dyno_memory: Option<u64>,
     apps: Mutex<HashMap<String, Arc<RunningApp>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
