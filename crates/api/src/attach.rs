@@ -134,7 +134,7 @@ impl Frame {
     }
 }
 
-/// An attached dyno's ends, as a backend hands them to the API.
+/// An attached dyno's ends, as an `ApiService` hands them to the routes.
 pub struct Attached {
     pub output: Pin<Box<dyn AsyncRead + Send>>,
     pub input: Option<Pin<Box<dyn AsyncWrite + Send>>>,

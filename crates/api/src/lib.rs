@@ -4,7 +4,7 @@
 //! `PATCH /apps/{app}/formation`, …), so one client serves both modes: a running
 //! `crew start` answers them on a Unix socket in the app's directory, and
 //! `crew server` answers them over TCP for many apps. [`types`] holds the
-//! request and response bodies, [`server`] turns any [`server::Backend`] into a
+//! request and response bodies, [`server`] turns any [`server::ApiService`] into a
 //! router (one handler file per resource), and [`client`] is the other end of
 //! the wire. [`attach`] carries an attached one-off's terminal over an
 //! upgraded connection, and [`rendezvous`] does it for Heroku's CLI. [`git`]

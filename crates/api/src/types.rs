@@ -57,7 +57,7 @@ pub struct Dyno {
     /// crew: seconds until a crashed dyno is restarted.
     #[serde(default)]
     pub restart_in: Option<u64>,
-    /// crew: the machine it runs on, on an engine with several.
+    /// crew: the machine it runs on, on a cluster with several.
     #[serde(default)]
     pub node: Option<String>,
 }

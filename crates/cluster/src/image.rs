@@ -12,7 +12,7 @@
 //! 1. **The base**, optional: a root filesystem tar (or tar.gz), copied
 //!    unchanged. It is the stack image, the machine a dyno's commands run on
 //!    (`/bin/sh`, libc, the runtimes the buildpacks expect); `--base` in the
-//!    CLI. Without it the image holds the slug alone, which suits an engine
+//!    CLI. Without it the image holds the slug alone, which suits a cluster
 //!    that adds the stack itself, and tests.
 //! 2. **The slug**, at `/app`. A crew slug's paths are relative to the app's
 //!    root (`Procfile`); a Heroku slug's are under `./app/` and are taken as
@@ -23,10 +23,10 @@
 //!
 //! The config has the working directory `/app`, the user `65534:65534`,
 //! `HOME` and `PATH`, labels naming the app and release, and no `CMD` or
-//! entrypoint: the Procfile's commands are the release's, and the engine gives
+//! entrypoint: the Procfile's commands are the release's, and the cluster gives
 //! each dyno its own. The release's config vars are not put in the image unless
 //! the caller asks ([`ImageSpec::env`]): an image is pushed to registries and
-//! outlives config changes, so the engines pass config at run time instead.
+//! outlives config changes, so the clusters pass config at run time instead.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -56,7 +56,7 @@ pub struct ImageSpec {
     /// Environment to bake in, on top of `HOME` and `PATH`. Empty by default:
     /// see the module's notes on config vars.
     pub env: BTreeMap<String, String>,
-    /// `amd64`, `arm64`: Go's names, which is what registries and engines use.
+    /// `amd64`, `arm64`: Go's names, which is what registries and container runtimes use.
     pub architecture: String,
 }
 

@@ -1,12 +1,12 @@
-//! What a release becomes on an engine of many machines: an image, Kubernetes
+//! What a release becomes on a cluster of many machines: an image, Kubernetes
 //! objects, or a Docker Swarm stack file. Everything here but [`registry`] is
 //! pure data in, bytes out; nothing talks to a cluster.
 //!
 //! Theory of operation. crew keeps the truth about an app (its releases, config
-//! and formation) in its own store; an engine only realises it. A [`Release`] is
+//! and formation) in its own store; a cluster only realises it. A [`Release`] is
 //! that truth for one moment: the app, the release number, the image that holds
 //! the slug, the config vars, and each process type with its command and
-//! quantity. Three writers turn it into what an engine takes:
+//! quantity. Three writers turn it into what a cluster takes:
 //!
 //! - [`image`] packs the slug into a docker-archive (`docker load`'s format): a
 //!   layer that puts the slug at `/app`, on top of an optional base layer, the
@@ -23,7 +23,7 @@
 //!   API, as an OCI manifest over the same layers and config the archive
 //!   holds, so that a cluster's nodes can pull it.
 //!
-//! Every dyno, whatever the engine, starts the way crew's own dynos do: `/bin/sh
+//! Every dyno, whatever the cluster, starts the way crew's own dynos do: `/bin/sh
 //! -c` in `/app`, after sourcing the buildpacks' `.profile.d/*.sh` and the app's
 //! `.profile`, with a simple command `exec`ed so that it, not the shell, is the
 //! container's first process and gets SIGTERM (see [`dyno_command`]). Dynos run
@@ -33,7 +33,7 @@
 //! keys sorted ([`render::json`]), the same values as YAML from a small emitter
 //! ([`render::yaml`]), and images with fixed times, owners and entry order.
 //!
-//! Names must survive the engines' rules, which are stricter than the
+//! Names must survive the clusters' rules, which are stricter than the
 //! Procfile's: an app name must not end in `-`, and a process type is lowercased
 //! with `_` turned into `-` where it names an object (`release_phase` →
 //! `APP-release-phase`). Two types that would get the same name are an error,
@@ -63,16 +63,16 @@ pub const STOP_GRACE_SECONDS: u32 = 30;
 /// lost with the container, as on Heroku) without any privilege.
 pub const DYNO_UID: u32 = 65534;
 
-/// What an engine runs: one release of an app with its formation.
+/// What a cluster runs: one release of an app with its formation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     /// The app's name, `^[a-z][a-z0-9-]{1,29}$` and not ending in `-`.
     pub app: String,
     /// `3` for `v3`.
     pub version: u32,
-    /// Why the release was made (`Deploy 1a2b3c4`), for the engines' history.
+    /// Why the release was made (`Deploy 1a2b3c4`), for the clusters' history.
     pub description: String,
-    /// The image reference the engine pulls, such as `registry:5000/shop:v3`.
+    /// The image reference the cluster pulls, such as `registry:5000/shop:v3`.
     pub image: String,
     /// The config vars, which every dyno gets as its environment.
     pub config: BTreeMap<String, String>,
@@ -89,7 +89,7 @@ pub struct Process {
     pub command: String,
     /// How many dynos of it the formation wants.
     pub quantity: u32,
-    /// Its dyno size's memory quota, as the engine's memory limit; `None`
+    /// Its dyno size's memory quota, as the cluster's memory limit; `None`
     /// leaves it unlimited.
     pub memory_bytes: Option<u64>,
 }
@@ -100,7 +100,7 @@ impl Release {
         format!("v{}", self.version)
     }
 
-    /// Checks what the engines would otherwise reject later, or worse, accept
+    /// Checks what the clusters would otherwise reject later, or worse, accept
     /// and misread: the app's name, each type's object name (unique), and the
     /// config vars' names.
     pub fn validate(&self) -> Result<(), ClusterError> {

@@ -1,4 +1,4 @@
-//! Names on the engines. Kubernetes names most objects with DNS labels
+//! Names on the clusters. Kubernetes names most objects with DNS labels
 //! (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 bytes) and Swarm names services
 //! with a similar rule; the Procfile allows capitals and `_`. The mapping is
 //! fixed and documented so that a person can predict every name.
@@ -30,7 +30,7 @@ pub fn validate_app_name(name: &str) -> Result<(), ClusterError> {
 
 /// The part of object names that stands for a process type: lowercased, with
 /// `_` as `-`. `run` is refused because one-off dynos carry that type on every
-/// engine, and a Deployment or service of that name would claim them.
+/// cluster, and a Deployment or service of that name would claim them.
 pub fn type_label(process_type: &str) -> Result<String, ClusterError> {
     let bad = |reason: &str| ClusterError::ProcessType {
         name: process_type.to_string(),

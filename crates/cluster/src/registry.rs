@@ -1,5 +1,5 @@
 //! Pushing a release's image to a registry, over the OCI Distribution API
-//! (the registry HTTP API v2), so that an engine's nodes can pull it.
+//! (the registry HTTP API v2), so that a cluster's nodes can pull it.
 //!
 //! A push is what `docker push` does, reduced to the one way crew needs: for
 //! each blob (the layers, then the config) `HEAD /v2/NAME/blobs/DIGEST`, and

@@ -300,7 +300,7 @@ fn state_text(dyno: &Dyno, now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// One line per dyno. A server's dynos have sizes, shown in their own column;
-/// a local run's are all `local`, which says nothing. Dynos on an engine with
+/// a local run's are all `local`, which says nothing. Dynos on a cluster of
 /// several machines also show their node.
 fn ps_table(dynos: &[Dyno], now: chrono::DateTime<chrono::Utc>) -> String {
     let sized = dynos.iter().any(|d| d.size != "local");

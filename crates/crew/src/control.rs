@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use crew_api::server::{ApiError, Backend, LogStream};
+use crew_api::server::{ApiError, ApiService, LogStream};
 use crew_api::types::{AppRef, Dyno, DynoCreate, FormationEntry, FormationUpdate, LogQuery};
-use crew_engine::{DynoInfo, EngineError, EngineHandle, OneOff};
+use crew_engine::{DynoInfo, EngineError, EngineHandle, ExternalOneOff};
 use crew_logs::LogRing;
 
 use crate::api_view::{api_dyno, log_stream};
@@ -64,7 +64,7 @@ pub fn app_name(root: &Path) -> String {
 }
 
 /// The API of one local formation.
-pub struct LocalBackend {
+pub struct LocalApi {
     pub app: String,
     pub engine: EngineHandle,
     pub ring: Arc<LogRing>,
@@ -74,7 +74,7 @@ pub struct LocalBackend {
 
 const LOCAL_SIZE: &str = "local";
 
-impl LocalBackend {
+impl LocalApi {
     fn check(&self, app: &str) -> Result<(), ApiError> {
         if app == self.app {
             Ok(())
@@ -124,7 +124,7 @@ fn engine_error(e: EngineError) -> ApiError {
     }
 }
 
-impl Backend for LocalBackend {
+impl ApiService for LocalApi {
     async fn dynos(&self, app: &str) -> Result<Vec<Dyno>, ApiError> {
         self.check(app)?;
         Ok(self
@@ -145,7 +145,7 @@ impl Backend for LocalBackend {
         };
         let info = self
             .engine
-            .register_one_off(OneOff {
+            .register_one_off(ExternalOneOff {
                 command: request.command,
                 pid,
             })

@@ -1,4 +1,4 @@
-//! `crew export kubernetes|swarm|image`: an app as an engine of many machines
+//! `crew export kubernetes|swarm|image`: an app as a cluster of many machines
 //! takes it, written without touching any cluster.
 //!
 //! The release comes from one of two places. With `-a APP` (or a `crew` git

@@ -15,7 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::app;
 use crate::cli::StartArgs;
-use crate::control::{self, LocalBackend};
+use crate::control::{self, LocalApi};
 use crate::settings;
 
 /// foreman's seconds from SIGTERM to SIGKILL.
@@ -156,7 +156,7 @@ async fn run(
     }
     let (engine, outcome) =
         crew_engine::start(runtime.clone(), app, formation, config, logs.clone());
-    let backend = Arc::new(LocalBackend {
+    let api = Arc::new(LocalApi {
         app: name,
         engine: engine.clone(),
         ring: ring.clone(),
@@ -164,7 +164,7 @@ async fn run(
     });
     let mut server = tokio::spawn(crew_api::server::serve_unix(
         listener,
-        crew_api::server::router(backend),
+        crew_api::server::router(api),
         ring.closed(),
     ));
 

@@ -336,7 +336,7 @@ fn bad_input_is_a_clear_error() {
     app.write("My_App/Procfile", PROCFILE);
     app.run(&["export", "kubernetes", "-f", "My_App/Procfile"])
         .assert_clean_error(&["My_App", "--app"]);
-    // A type the engines cannot name is refused, naming it.
+    // A type the clusters cannot name is refused, naming it.
     app.write("odd/Procfile", "web: x\nrun: y\n");
     app.run(&["export", "kubernetes", "-f", "odd/Procfile", "--app", "odd"])
         .assert_clean_error(&["`run`"]);

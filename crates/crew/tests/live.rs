@@ -1241,7 +1241,7 @@ fn a_stopped_process_stays_down_under_keep_alive() {
     live.wait_ps("worker.2 down", |ps| {
         ps.iter().any(|p| p.name == "worker.2" && p.state == "down")
     });
-    // Longer than the first backoff steps: the manifold must leave it alone.
+    // Longer than the first backoff steps: the restart rule must leave it alone.
     std::thread::sleep(Duration::from_millis(1500));
     let worker = live.get("worker.2");
     assert_eq!(

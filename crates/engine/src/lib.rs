@@ -178,7 +178,7 @@ impl Drop for RequestGuard {
 pub struct WebBackend {
     pub name: String,
     /// Where it listens: loopback for a dyno on this machine, the node's
-    /// address for one an engine placed elsewhere.
+    /// address for one a cluster placed elsewhere.
     pub addr: std::net::SocketAddr,
     pub state: DynoState,
     /// The network namespace `addr` is reached from, when it is not this
@@ -240,7 +240,7 @@ pub struct DynoInfo {
     pub restart_in: Option<Duration>,
     /// The size the dyno was started with, if it was given one.
     pub size: Option<String>,
-    /// The machine it runs on, for engines with more than one; `None` here.
+    /// The machine it runs on, for clusters with more than one; `None` here.
     pub node: Option<String>,
     /// The release (its version) the dyno was started on, where the engine
     /// knows it: during a rolling deploy old and new dynos differ.
@@ -372,7 +372,10 @@ pub(crate) enum Request {
         oneshot::Sender<Result<Vec<String>, EngineError>>,
     ),
     Stop(String, oneshot::Sender<Result<Vec<String>, EngineError>>),
-    OneOff(OneOff, oneshot::Sender<Result<DynoInfo, EngineError>>),
+    RegisterOneOff(
+        ExternalOneOff,
+        oneshot::Sender<Result<DynoInfo, EngineError>>,
+    ),
     Deploy(Box<AppSpec>, Formation),
     Run(
         RunRequest,
@@ -391,7 +394,7 @@ pub(crate) enum Request {
 /// A one-off process started elsewhere (`crew run` execs itself) that the
 /// formation lists as `run.N` while it lives.
 #[derive(Debug, Clone)]
-pub struct OneOff {
+pub struct ExternalOneOff {
     pub command: String,
     pub pid: u32,
 }
@@ -447,8 +450,8 @@ impl EngineHandle {
     }
 
     /// Lists a running one-off as `run.N`; the reply carries its name.
-    pub async fn register_one_off(&self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
-        self.ask(|tx| Request::OneOff(one_off, tx))
+    pub async fn register_one_off(&self, one_off: ExternalOneOff) -> Result<DynoInfo, EngineError> {
+        self.ask(|tx| Request::RegisterOneOff(one_off, tx))
             .await
             .unwrap_or(Err(EngineError::ShuttingDown))
     }

@@ -1,4 +1,5 @@
-//! Where one app's formation runs: the seam between the platform and an engine.
+//! Where one app's formation runs: the seam between the platform and crew's own
+//! engine on this machine, or a cluster.
 //!
 //! The platform keeps the formation and the releases; a [`Placement`] only makes
 //! them real, and reports back. [`LocalPlacement`] is the reference: crew's own
@@ -25,18 +26,18 @@ use crate::{
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A release as an engine needs it.
+/// A release as a placement needs it.
 #[derive(Debug, Clone)]
 pub struct ReleaseSpec {
     pub app: String,
     pub version: u32,
     /// Process types in Procfile order, with their commands and sizes.
     pub types: Vec<ReleaseType>,
-    /// The config vars and crew's base environment; engines add PORT, DYNO, PS.
+    /// The config vars and crew's base environment; placements add PORT, DYNO, PS.
     pub env: Vec<(String, String)>,
-    /// The slug as built (`.tar.gz`), for engines that ship it elsewhere.
+    /// The slug as built (`.tar.gz`), for placements that ship it elsewhere.
     pub slug_archive: PathBuf,
-    /// The slug extracted on this machine, for engines that run it here.
+    /// The slug extracted on this machine, for placements that run it here.
     pub slug_dir: PathBuf,
     /// Shell text run before every command (sourcing `.profile.d`).
     pub command_prefix: Option<String>,
@@ -114,7 +115,7 @@ pub trait Placement: Send + Sync + 'static {
     /// Runs `release`'s release command where this placement runs dynos, with
     /// the release's image and config, and gives its exit status. `Ok(None)`
     /// means the placement leaves it to the platform, which runs it on its
-    /// own machine: the default, right for an engine on this machine. `release`
+    /// own machine: the default, right for crew's own engine on this machine. `release`
     /// is not applied: its dynos start only when the platform applies it.
     fn release_command(
         &self,
@@ -366,7 +367,7 @@ impl Placement for FailedPlacement {
 
     fn shutdown(&self) {}
 
-    /// Refused like everything else: the app's dynos would run on an engine
+    /// Refused like everything else: the app's dynos would run on a cluster
     /// that could not be reached, so its release command must not run on
     /// this machine instead.
     fn release_command(

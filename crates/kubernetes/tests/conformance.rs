@@ -1,5 +1,5 @@
 //! The conformance suite (`crew_testkit::conformance`, the one crew's own
-//! manifold and Swarm pass) against [`KubernetesPlacement`]
+//! engine and Swarm pass) against [`KubernetesPlacement`]
 //! on a real cluster, when one is given:
 //!
 //! - `CREW_LIVE_KUBECONFIG`: a kubeconfig whose current context may create

@@ -33,11 +33,11 @@ const STACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The release command's limit, as on Heroku.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long past [`RELEASE_TIMEOUT`] an engine may take to stop a release
+/// How long past [`RELEASE_TIMEOUT`] a placement may take to stop a release
 /// command and say so.
 const RELEASE_GRACE: Duration = Duration::from_secs(120);
 
-/// Events waiting for an app's log; see [`AppRuntime::new`].
+/// Events waiting for an app's log; see [`RunningApp::new`].
 const LOG_QUEUE: usize = 256;
 
 type Backends = tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>;
@@ -101,7 +101,7 @@ const ROUTER_ERROR_LINES: usize = 1_000;
 const ROUTER_ERROR_BYTES: usize = 256 * 1024;
 
 /// The running side of one app: where its dynos are placed, and its log.
-pub struct AppRuntime {
+pub struct RunningApp {
     name: String,
     ring: Arc<LogRing>,
     /// The router's latest error lines, which are also in `ring` until they
@@ -118,26 +118,26 @@ pub struct AppRuntime {
     maintenance: std::sync::atomic::AtomicBool,
 }
 
-impl AppRuntime {
-    pub(crate) fn new(name: &str, placements: &PlacementFactory) -> AppRuntime {
+impl RunningApp {
+    pub(crate) fn new(name: &str, placements: &PlacementFactory) -> RunningApp {
         let ring = Arc::new(LogRing::with_limits(RingLimits::SERVER));
         let router_error_lines = Arc::new(LogRing::with_limits(RingLimits {
             lines: ROUTER_ERROR_LINES,
             bytes: ROUTER_ERROR_BYTES,
             ..RingLimits::SERVER
         }));
-        AppRuntime::with_log(name, placements, ring, router_error_lines, Arc::default())
+        RunningApp::with_log(name, placements, ring, router_error_lines, Arc::default())
     }
 
     /// The running side of an app that was `previous` under another name: a
     /// new placement (names of services and dynos follow the app's), the same
     /// log, router error lines and router counts.
     pub(crate) fn renamed(
-        previous: &AppRuntime,
+        previous: &RunningApp,
         name: &str,
         placements: &PlacementFactory,
-    ) -> AppRuntime {
-        let runtime = AppRuntime::with_log(
+    ) -> RunningApp {
+        let runtime = RunningApp::with_log(
             name,
             placements,
             previous.ring.clone(),
@@ -154,7 +154,7 @@ impl AppRuntime {
         ring: Arc<LogRing>,
         router_error_lines: Arc<LogRing>,
         router_errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
-    ) -> AppRuntime {
+    ) -> RunningApp {
         // Dyno output never waits for this channel (it is dropped and counted
         // when the channel is full), so its length bounds what the app's log
         // holds in flight: 256 blocks of at most one 64 KiB read and one
@@ -166,7 +166,7 @@ impl AppRuntime {
                 feed.push(&event);
             }
         });
-        AppRuntime {
+        RunningApp {
             name: name.to_string(),
             router_log: router_log(
                 ring.clone(),
@@ -215,7 +215,7 @@ impl AppRuntime {
         self.ring.clone()
     }
 
-    /// The router's latest error lines, kept apart from [`AppRuntime::ring`].
+    /// The router's latest error lines, kept apart from [`RunningApp::ring`].
     pub fn router_error_lines(&self) -> Arc<LogRing> {
         self.router_error_lines.clone()
     }
@@ -302,7 +302,7 @@ impl AppRuntime {
         };
         let run = self.placement.release_command(release.clone(), request);
         // The placement enforces the limit on the command itself; this
-        // deadline only guards against an engine that never answers.
+        // deadline only guards against a placement that never answers.
         let run = tokio::time::timeout(RELEASE_TIMEOUT + RELEASE_GRACE, run);
         tokio::pin!(run);
         let ran = loop {
@@ -383,13 +383,14 @@ impl AppRuntime {
         self.placement.shutdown();
     }
 
-    /// Stops every dyno and waits until they are gone.
-    pub(crate) async fn stop(&self) {
+    /// Stops every dyno and waits until they are gone: the placement's
+    /// `destroy`, under its name.
+    pub(crate) async fn destroy(&self) {
         self.placement.destroy().await;
     }
 }
 
-/// The reference placement: crew's own manifold on this machine, through the
+/// The reference placement: crew's own engine on this machine, through the
 /// server's runtime as each app's own user (`runtime_of`).
 pub(crate) fn local_placements(
     runtime_of: Arc<dyn Fn(&str) -> ServerRuntime + Send + Sync>,

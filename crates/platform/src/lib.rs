@@ -36,11 +36,12 @@ use crew_buildpack::{BuildIsolation, BuildRequest, BuildSandbox, Buildpacks};
 use crew_engine::{DynoInfo, PortPool};
 use crew_logs::LogRing;
 use crew_procfile::FormationChange;
+use crew_router::AppRoute;
 use crew_runtime::{DynoSize, ServerRuntime};
 use crew_store::{FormationRow, Release, ReleaseStatus, Store};
 
 use crate::app::ReleaseContext;
-pub use crate::app::{AppRuntime, PlacementFactory};
+pub use crate::app::{PlacementFactory, RunningApp};
 pub use crate::error::PlatformError;
 pub use crate::source::{MAX_SOURCE_BYTES, SourceId};
 pub use crew_buildpack::PathBuildpacks;
@@ -209,15 +210,6 @@ fn build_isolation(
 /// negative.
 pub const DEFAULT_APP_UIDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
 
-/// Where a host's requests go: the app and its live web dynos.
-pub struct Route {
-    pub app: String,
-    pub backends: tokio::sync::watch::Receiver<Arc<Vec<crew_engine::WebBackend>>>,
-    pub log: Arc<dyn Fn(String) + Send + Sync>,
-    /// The app is in maintenance mode: the router answers for it.
-    pub maintenance: bool,
-}
-
 /// The hostname suffix every app answers on without DNS setup.
 pub const LOCAL_SUFFIX: &str = ".localhost";
 
@@ -231,9 +223,9 @@ pub struct Platform {
     placements: PlacementFactory,
     app_uids: RangeInclusive<u32>,
     /// The memory dynos can have when they run on this machine; `None` when
-    /// an engine places them elsewhere, or the host's memory is unknown.
+    /// a cluster places them elsewhere, or the host's memory is unknown.
     dyno_memory: Option<u64>,
-    apps: Mutex<HashMap<String, Arc<AppRuntime>>>,
+    apps: Mutex<HashMap<String, Arc<RunningApp>>>,
     /// Custom domains, hostname → app, mirrored from the store for the router.
     domains: std::sync::RwLock<HashMap<String, String>>,
     /// Per app: one build at a time, and one release at a time.
@@ -327,9 +319,9 @@ impl Platform {
             for domain in platform.store.domains(&app.name)? {
                 platform.remember_domain(&domain.hostname, Some(&app.name));
             }
-            let runtime = platform.app_runtime(&app.name);
-            runtime.set_maintenance(platform.store.app_settings(&app.name)?.maintenance);
-            runtime.boot(&platform.release_context()).await?;
+            let running = platform.running_app(&app.name);
+            running.set_maintenance(platform.store.app_settings(&app.name)?.maintenance);
+            running.boot(&platform.release_context()).await?;
         }
         Ok(platform)
     }
@@ -397,18 +389,19 @@ impl Platform {
     }
 
     /// The app a request's host names: `APP.localhost` (any subdomain of it
-    /// too), or a custom domain, exact or one wildcard level up.
-    pub fn route(&self, host: &str) -> Option<Route> {
+    /// too), or a custom domain, exact or one wildcard level up. In the
+    /// router's own type, so the binary hands it over as it is.
+    pub fn route(&self, host: &str) -> Option<AppRoute> {
         let running = |app: String| {
-            let runtime = self
+            let running = self
                 .apps
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&app)
                 .cloned()?;
-            Some((app, runtime))
+            Some((app, running))
         };
-        let (app, runtime) = match host.strip_suffix(LOCAL_SUFFIX) {
+        let (app, running) = match host.strip_suffix(LOCAL_SUFFIX) {
             Some(rest) => running(rest.rsplit('.').next().unwrap_or(rest).to_string())?,
             None => {
                 // Let go of the domains before taking the apps' lock.
@@ -425,10 +418,10 @@ impl Platform {
                 running(app)?
             }
         };
-        Some(Route {
-            backends: runtime.web_backends(),
-            log: runtime.router_log(),
-            maintenance: runtime.in_maintenance(),
+        Some(AppRoute {
+            backends: running.web_backends(),
+            log: running.router_log(),
+            maintenance: running.in_maintenance(),
             app,
         })
     }
@@ -513,10 +506,10 @@ impl Platform {
     }
 
     /// The running side of an app, made on first use.
-    pub fn app_runtime(&self, app: &str) -> Arc<AppRuntime> {
+    pub fn running_app(&self, app: &str) -> Arc<RunningApp> {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         apps.entry(app.to_string())
-            .or_insert_with(|| Arc::new(AppRuntime::new(app, &self.placements)))
+            .or_insert_with(|| Arc::new(RunningApp::new(app, &self.placements)))
             .clone()
     }
 
@@ -529,14 +522,14 @@ impl Platform {
 
     pub fn logs(&self, app: &str) -> Result<Arc<LogRing>, PlatformError> {
         self.store.app(app)?;
-        Ok(self.app_runtime(app).ring())
+        Ok(self.running_app(app).ring())
     }
 
     /// The router's latest error lines for `app`, kept apart from its log
     /// (which has them too, until they leave it).
     pub fn router_error_lines(&self, app: &str) -> Result<Arc<LogRing>, PlatformError> {
         self.store.app(app)?;
-        Ok(self.app_runtime(app).router_error_lines())
+        Ok(self.running_app(app).router_error_lines())
     }
 
     pub async fn create_app(&self, name: &str) -> Result<crew_store::App, PlatformError> {
@@ -552,7 +545,7 @@ impl Platform {
             "creating the git repository {}",
             repo.display()
         )))?;
-        self.app_runtime(name)
+        self.running_app(name)
             .event("api", format!("Release v1 created (app {name} created)"))
             .await;
         Ok(app)
@@ -560,13 +553,13 @@ impl Platform {
 
     pub async fn destroy_app(&self, name: &str) -> Result<(), PlatformError> {
         self.store.app(name)?;
-        let runtime = self
+        let running = self
             .apps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        if let Some(runtime) = runtime {
-            runtime.stop().await;
+        if let Some(running) = running {
+            running.destroy().await;
         }
         self.store.destroy_app(name)?;
         // The name passed the store's app-name rule (`^[a-z][a-z0-9-]{1,29}$`)
@@ -599,9 +592,9 @@ impl Platform {
         self.store.app(app)?;
         let locks = self.locks(app);
         let _building = locks.build.lock().await;
-        let runtime = self.app_runtime(app);
+        let running = self.running_app(app);
         let short = commit.chars().take(7).collect::<String>();
-        runtime
+        running
             .event("api", format!("Build started for {short}"))
             .await;
         let tarball = source::path(&self.sources_dir(), &source)
@@ -658,7 +651,7 @@ impl Platform {
                 let _ = out.send(format!(" !     The source could not be unpacked: {e}"));
                 self.store
                     .finish_build(&build.id, crew_store::BuildStatus::Failed, None)?;
-                runtime.event("api", "Build failed").await;
+                running.event("api", "Build failed").await;
                 return Err(PlatformError::Build(format!(
                     "the source could not be unpacked: {e}"
                 )));
@@ -672,7 +665,7 @@ impl Platform {
                 }
                 self.store
                     .finish_build(&build.id, crew_store::BuildStatus::Failed, None)?;
-                runtime.event("api", "Build failed").await;
+                running.event("api", "Build failed").await;
                 return Err(PlatformError::Build(e.to_string()));
             }
         };
@@ -707,7 +700,7 @@ impl Platform {
                 status: ReleaseStatus::Pending,
             },
         )?;
-        runtime.event("api", format!("Deploy {short}")).await;
+        running.event("api", format!("Deploy {short}")).await;
         self.finish_release(app, release, Some(&out)).await
     }
 
@@ -719,7 +712,7 @@ impl Platform {
         release: Release,
         out: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Release, PlatformError> {
-        let runtime = self.app_runtime(app);
+        let running = self.running_app(app);
         let slug = match &release.slug_id {
             Some(id) => Some(self.store.slug(id)?),
             None => None,
@@ -727,7 +720,7 @@ impl Platform {
         if let Some(slug) = &slug {
             // Extracted before the release can become current, also without
             // a release command: a slug that cannot be unpacked fails here.
-            let spec = runtime.release_spec(
+            let spec = running.release_spec(
                 &self.release_context(),
                 &release,
                 slug,
@@ -751,7 +744,7 @@ impl Platform {
                 if let Some(out) = out {
                     let _ = out.send(format!("       Running release command `{command}`..."));
                 }
-                runtime
+                running
                     .event(
                         "api",
                         format!("Running release v{} commands", release.version),
@@ -759,7 +752,7 @@ impl Platform {
                     .await;
                 // Where the app's dynos run: the placement's engine, or this
                 // machine when the placement leaves it here.
-                let ran = runtime
+                let ran = running
                     .release_command(&self.release_context(), spec, command, &say)
                     .await;
                 let keep = |output: &Mutex<String>| {
@@ -774,7 +767,7 @@ impl Platform {
                 if !matches!(ran, Ok(Ok(()))) {
                     self.store
                         .set_release_status(app, release.version, ReleaseStatus::Failed)?;
-                    runtime
+                    running
                         .event(
                             "api",
                             format!("Release v{} command failed", release.version),
@@ -801,7 +794,7 @@ impl Platform {
         }
         self.store
             .set_release_status(app, release.version, ReleaseStatus::Succeeded)?;
-        runtime
+        running
             .event("api", format!("Release v{} created", release.version))
             .await;
         if let Some(out) = out {
@@ -809,7 +802,7 @@ impl Platform {
         }
         let release = self.store.release(app, release.version)?;
         if slug.is_some() {
-            runtime.boot(&self.release_context()).await?;
+            running.boot(&self.release_context()).await?;
         }
         Ok(release)
     }
@@ -823,7 +816,7 @@ impl Platform {
         let locks = self.locks(app);
         let _releasing = locks.release.lock().await;
         let release = self.store.update_config(app, set, unset, None)?;
-        self.app_runtime(app)
+        self.running_app(app)
             .event("api", release.description.clone())
             .await;
         self.finish_release(app, release, None).await
@@ -833,7 +826,7 @@ impl Platform {
         let locks = self.locks(app);
         let _releasing = locks.release.lock().await;
         let release = self.store.rollback(app, version)?;
-        self.app_runtime(app)
+        self.running_app(app)
             .event("api", release.description.clone())
             .await;
         self.finish_release(app, release, None).await
@@ -891,25 +884,25 @@ impl Platform {
             .zip(&rows)
             .any(|(new, old)| new.size != old.size);
         let rows = self.store.set_formation(app, &updated)?;
-        let runtime = self.app_runtime(app);
+        let running = self.running_app(app);
         let text: Vec<String> = rows
             .iter()
             .map(|r| format!("{}@{}:{}", r.process_type, r.quantity, r.size))
             .collect();
-        runtime
+        running
             .event("api", format!("Scaled to {}", text.join(" ")))
             .await;
         if resized {
-            runtime.boot(&self.release_context()).await?;
+            running.boot(&self.release_context()).await?;
         } else {
-            runtime.scale(&rows).await?;
+            running.scale(&rows).await?;
         }
         Ok(rows)
     }
 
     pub async fn ps(&self, app: &str) -> Result<Vec<DynoInfo>, PlatformError> {
         self.store.app(app)?;
-        Ok(self.app_runtime(app).ps().await)
+        Ok(self.running_app(app).ps().await)
     }
 
     /// Starts a one-off dyno from the current release; attached when the
@@ -928,14 +921,14 @@ impl Platform {
             .as_deref()
             .map(|s| size_named(s, self.dyno_memory))
             .transpose()?;
-        let runtime = self.app_runtime(app);
-        runtime
+        let running = self.running_app(app);
+        running
             .event(
                 "api",
                 format!("Starting process with command `{}`", request.command),
             )
             .await;
-        runtime
+        running
             .run(crew_engine::RunRequest {
                 command: request.command,
                 env: request.env,
@@ -964,8 +957,8 @@ impl Platform {
         }
         let mut request = request;
         request.command = self.process_type_command(app, request.command);
-        let runtime = self.app_runtime(app);
-        runtime
+        let running = self.running_app(app);
+        running
             .event(
                 "api",
                 format!(
@@ -974,7 +967,7 @@ impl Platform {
                 ),
             )
             .await;
-        runtime
+        running
             .run_inside(
                 dyno.to_string(),
                 crew_engine::RunRequest {
@@ -1008,17 +1001,17 @@ impl Platform {
 
     pub async fn restart(&self, app: &str, target: Option<String>) -> Result<(), PlatformError> {
         self.store.app(app)?;
-        self.app_runtime(app).restart(target).await
+        self.running_app(app).restart(target).await
     }
 
     pub async fn stop(&self, app: &str, target: String) -> Result<(), PlatformError> {
         self.store.app(app)?;
-        self.app_runtime(app).stop_dyno(target).await
+        self.running_app(app).stop_dyno(target).await
     }
 
     /// Stops every app's dynos gracefully.
     pub async fn shutdown(&self) {
-        let apps: Vec<Arc<AppRuntime>> = self
+        let apps: Vec<Arc<RunningApp>> = self
             .apps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1029,7 +1022,7 @@ impl Platform {
             app.shutdown();
         }
         for app in apps {
-            app.stop().await;
+            app.destroy().await;
         }
     }
 }

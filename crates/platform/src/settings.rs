@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crew_buildpack::BuildpackSource;
 
-use crate::app::{self, AppRuntime};
+use crate::app::{self, RunningApp};
 use crate::{Platform, PlatformError};
 
 /// What `buildpacks:set` accepts, in words, for errors.
@@ -48,9 +48,9 @@ impl Platform {
             previous
                 .event("api", format!("Renaming {old} to {new_name}: restarting"))
                 .await;
-            previous.stop().await;
+            previous.destroy().await;
         }
-        let (runtime_name, moved) = match self.move_app_files(&old, new_name) {
+        let (running_name, moved) = match self.move_app_files(&old, new_name) {
             Ok(()) => (new_name, Ok(())),
             Err(e) => {
                 // Back to the old name, files and all, and running again.
@@ -60,14 +60,14 @@ impl Platform {
                 (old.as_str(), Err(e))
             }
         };
-        let runtime = Arc::new(match &previous {
-            Some(previous) => AppRuntime::renamed(previous, runtime_name, &self.placements),
-            None => AppRuntime::new(runtime_name, &self.placements),
+        let running = Arc::new(match &previous {
+            Some(previous) => RunningApp::renamed(previous, running_name, &self.placements),
+            None => RunningApp::new(running_name, &self.placements),
         });
         self.apps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(runtime_name.to_string(), runtime.clone());
+            .insert(running_name.to_string(), running.clone());
         if moved.is_ok() {
             {
                 let mut domains = self.domains.write().unwrap_or_else(|p| p.into_inner());
@@ -81,14 +81,14 @@ impl Platform {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&old);
-            runtime
+            running
                 .event("api", format!("Renamed from {old} to {new_name}"))
                 .await;
         }
         // The rename stands even if the dynos cannot start again (a slug
         // that no longer unpacks): the log says why, as after a deploy.
-        if let Err(e) = runtime.boot(&self.release_context()).await {
-            runtime
+        if let Err(e) = running.boot(&self.release_context()).await {
+            running
                 .event("api", format!("Starting the dynos again failed: {e}"))
                 .await;
         }
@@ -147,9 +147,9 @@ impl Platform {
     pub async fn set_maintenance(&self, app: &str, on: bool) -> Result<(), PlatformError> {
         let name = self.store.app(app)?.name;
         self.store.set_maintenance(&name, on)?;
-        let runtime = self.app_runtime(&name);
-        runtime.set_maintenance(on);
-        runtime
+        let running = self.running_app(&name);
+        running.set_maintenance(on);
+        running
             .event(
                 "api",
                 if on {
@@ -190,7 +190,7 @@ impl Platform {
         } else {
             format!("Buildpacks set to {}", buildpacks.join(", "))
         };
-        self.app_runtime(&name).event("api", said).await;
+        self.running_app(&name).event("api", said).await;
         Ok(buildpacks)
     }
 

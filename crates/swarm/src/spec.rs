@@ -28,7 +28,7 @@ pub const LABEL_ROLE: &str = "crew.role";
 /// [`LABEL_ROLE`] of the router's gateway onto the app's network.
 pub const ROLE_GATEWAY: &str = "router-gateway";
 
-/// What one-off dynos are called, on every engine.
+/// What one-off dynos are called, on every cluster.
 pub const RUN_TYPE: &str = "run";
 
 /// Timings that tests shorten.

@@ -1,5 +1,5 @@
 //! The conformance suite (`crew_testkit::conformance`, shared with
-//! crew-kubernetes) against crew's own manifold ([`LocalPlacement`], the
+//! crew-kubernetes) against crew's own engine ([`LocalPlacement`], the
 //! reference) and against [`SwarmPlacement`] on a real dockerd of the
 //! test's own.
 //!
@@ -25,7 +25,7 @@ use crew_testkit::conformance::{Subject, formation, release, suite};
 use support::{Dockerd, Logs, backend_get, wait_for};
 use tokio::sync::mpsc;
 
-// --- crew's own manifold -----------------------------------------------
+// --- crew's own engine ---------------------------------------------------
 
 struct Local {
     placement: LocalPlacement<PlainRuntime>,

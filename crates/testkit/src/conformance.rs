@@ -1,5 +1,5 @@
 //! The conformance suite: one set of checks, generic over a placement,
-//! which every backend's conformance test runs against its own placement
+//! which every placement crate's conformance test runs against its placement
 //! ([`Subject`]): crew-swarm's against `LocalPlacement` (the reference) and
 //! `SwarmPlacement`, crew-kubernetes' against `KubernetesPlacement`. Both
 //! take it from this crate, so the checks cannot drift apart.
@@ -9,10 +9,10 @@
 //! backend); `run` detached (exit code and output in the log) and attached
 //! (from the attachment); output arriving as log events.
 //!
-//! Where a backend cannot meet a check as written by its design, not by a
+//! Where a placement cannot meet a check as written by its design, not by a
 //! gap, its subject says so through a capability ([`Naming`],
 //! [`Recovery`]), whose default is the strict behaviour of crew's own
-//! manifold; the check then asks for what that design does promise.
+//! engine; the check then asks for what that design does promise.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,17 +34,17 @@ pub const WEB: &str = "echo \"boot $DYNO $RELEASE_NAME\"; while true; do printf 
 pub const WORKER: &str =
     "echo \"boot $DYNO $RELEASE_NAME\"; while true; do echo \"tick $DYNO\"; sleep 1; done";
 
-/// How a backend names its dynos, which decides how a log line is tied to
+/// How a placement names its dynos, which decides how a log line is tied to
 /// the dyno that printed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
     /// A dyno keeps its `ps` name (`worker.1`) from start to end: it is its
-    /// `$DYNO` and the name its log lines carry. crew's manifold and Swarm
+    /// `$DYNO` and the name its log lines carry. crew's engine and Swarm
     /// (a task's slot is its number).
     Fixed,
     /// `ps` numbers a type's dynos as a view (oldest first) that shifts as
     /// they come and go, and `$DYNO` inside is the dyno's own name on the
-    /// backend. Kubernetes: a Deployment's pods have no ordinals, so `$DYNO`
+    /// cluster. Kubernetes: a Deployment's pods have no ordinals, so `$DYNO`
     /// is the pod's name, and a pod's lines carry the number it had when crew
     /// began reading them (a new pod that is `web.2` beside an old `web.1`
     /// is `web.1` once the old one goes). A line is then tied to its dyno by
@@ -75,7 +75,7 @@ pub trait Subject {
     fn placement(&self) -> &dyn Placement;
     fn release(&self, version: u32) -> ReleaseSpec;
     /// Kills the dyno as a crash would: its process (or container) dies
-    /// with SIGKILL, or as near to that as the backend allows ([`Recovery`]).
+    /// with SIGKILL, or as near to that as the placement allows ([`Recovery`]).
     async fn kill(&self, dyno: &str);
     /// How long the engine may take for each step.
     fn patience(&self) -> Duration;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 
-use super::backend::{Backend, Reply};
+use super::service::{ApiService, Reply};
 use crate::types::Account;
 
-pub(super) async fn account<B: Backend>(State(b): State<Arc<B>>) -> Reply<Json<Account>> {
+pub(super) async fn account<B: ApiService>(State(b): State<Arc<B>>) -> Reply<Json<Account>> {
     b.account().await.map(Json)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 
-use super::backend::{Backend, Reply};
+use super::service::{ApiService, Reply};
 
 /// An empty list: what crew has none of at all (add-ons).
 pub(super) async fn nothing() -> Json<Vec<serde_json::Value>> {
@@ -15,7 +15,7 @@ pub(super) async fn nothing() -> Json<Vec<serde_json::Value>> {
 
 /// crew has no add-ons (nor attachments of them): an empty list, for an app
 /// that exists.
-pub(super) async fn no_addons<B: Backend>(
+pub(super) async fn no_addons<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<serde_json::Value>>> {

@@ -8,15 +8,15 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::backend::{Backend, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, Reply};
 use crate::types::{AppCreate, AppInfo, AppUpdate};
 
-pub(super) async fn list_apps<B: Backend>(State(b): State<Arc<B>>) -> Reply<Json<Vec<AppInfo>>> {
+pub(super) async fn list_apps<B: ApiService>(State(b): State<Arc<B>>) -> Reply<Json<Vec<AppInfo>>> {
     b.apps().await.map(Json)
 }
 
-pub(super) async fn create_app<B: Backend>(
+pub(super) async fn create_app<B: ApiService>(
     State(b): State<Arc<B>>,
     body: Result<Json<AppCreate>, JsonRejection>,
 ) -> Reply<(StatusCode, Json<AppInfo>)> {
@@ -24,21 +24,21 @@ pub(super) async fn create_app<B: Backend>(
     Ok((StatusCode::CREATED, Json(b.create_app(request).await?)))
 }
 
-pub(super) async fn app_info<B: Backend>(
+pub(super) async fn app_info<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<AppInfo>> {
     b.app(&app).await.map(Json)
 }
 
-pub(super) async fn destroy_app<B: Backend>(
+pub(super) async fn destroy_app<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<AppInfo>> {
     b.destroy_app(&app).await.map(Json)
 }
 
-pub(super) async fn update_app<B: Backend>(
+pub(super) async fn update_app<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
@@ -57,7 +57,7 @@ pub(super) async fn update_app<B: Backend>(
 }
 
 /// Everyone with the token may do everything: no collaborators to list.
-pub(super) async fn no_collaborators<B: Backend>(
+pub(super) async fn no_collaborators<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<serde_json::Value>>> {

@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::backend::{Backend, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, Reply};
 use crate::types::{BuildpackInstallation, BuildpackRef, BuildpackUpdates};
 
 fn installations(buildpacks: Vec<String>) -> Vec<BuildpackInstallation> {
@@ -32,14 +32,14 @@ fn registry_name(url: &str) -> Option<&str> {
     url.strip_prefix(REGISTRY_BLOBS)?.strip_suffix(".tgz")
 }
 
-pub(super) async fn buildpacks<B: Backend>(
+pub(super) async fn buildpacks<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<BuildpackInstallation>>> {
     b.buildpacks(&app).await.map(installations).map(Json)
 }
 
-pub(super) async fn set_buildpacks<B: Backend>(
+pub(super) async fn set_buildpacks<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<BuildpackUpdates>, JsonRejection>,

@@ -11,17 +11,17 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::backend::{Backend, Reply};
+use super::service::{ApiService, Reply};
 use crate::types::{BuildCreate, BuildInfo, SourceInfo, SourceUrls};
 
-pub(super) async fn builds<B: Backend>(
+pub(super) async fn builds<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<BuildInfo>>> {
     b.builds(&app).await.map(Json)
 }
 
-pub(super) async fn build<B: Backend>(
+pub(super) async fn build<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<BuildCreate>, JsonRejection>,
@@ -35,7 +35,7 @@ pub(super) async fn build<B: Backend>(
 }
 
 /// `POST /sources`: a place to upload source code to, in Heroku's shape.
-pub(super) async fn create_source<B: Backend>(
+pub(super) async fn create_source<B: ApiService>(
     State(b): State<Arc<B>>,
 ) -> Reply<(StatusCode, Json<SourceInfo>)> {
     let id = b.create_source().await?;
@@ -52,7 +52,7 @@ pub(super) async fn create_source<B: Backend>(
 }
 
 /// `PUT /sources/{id}`: the tarball of a source made by `POST /sources`.
-pub(super) async fn upload_source<B: Backend>(
+pub(super) async fn upload_source<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(id): Path<String>,
     body: Body,

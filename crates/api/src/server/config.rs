@@ -7,16 +7,16 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 
-use super::backend::{Backend, Reply};
+use super::service::{ApiService, Reply};
 
-pub(super) async fn config<B: Backend>(
+pub(super) async fn config<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<BTreeMap<String, String>>> {
     b.config(&app).await.map(Json)
 }
 
-pub(super) async fn update_config<B: Backend>(
+pub(super) async fn update_config<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<BTreeMap<String, Option<String>>>, JsonRejection>,

@@ -9,18 +9,18 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::backend::{Backend, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, Reply};
 use crate::types::{DomainCreate, DomainInfo};
 
-pub(super) async fn domains<B: Backend>(
+pub(super) async fn domains<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<DomainInfo>>> {
     b.domains(&app).await.map(Json)
 }
 
-pub(super) async fn add_domain<B: Backend>(
+pub(super) async fn add_domain<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<DomainCreate>, JsonRejection>,
@@ -33,14 +33,14 @@ pub(super) async fn add_domain<B: Backend>(
 }
 
 /// `GET /apps/{app}/domains/{id or hostname}`.
-pub(super) async fn domain<B: Backend>(
+pub(super) async fn domain<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, domain)): Path<(String, String)>,
 ) -> Reply<Json<DomainInfo>> {
     find_domain(&*b, &app, &domain).await.map(Json)
 }
 
-async fn find_domain<B: Backend>(b: &B, app: &str, domain: &str) -> Reply<DomainInfo> {
+async fn find_domain<B: ApiService>(b: &B, app: &str, domain: &str) -> Reply<DomainInfo> {
     let wanted = domain.to_ascii_lowercase();
     b.domains(app)
         .await?
@@ -51,7 +51,7 @@ async fn find_domain<B: Backend>(b: &B, app: &str, domain: &str) -> Reply<Domain
 
 /// `DELETE /apps/{app}/domains/{id or hostname}`: a custom domain; the app's
 /// own hostname cannot go.
-pub(super) async fn remove_domain<B: Backend>(
+pub(super) async fn remove_domain<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, domain)): Path<(String, String)>,
 ) -> Reply<Json<DomainInfo>> {
@@ -67,7 +67,7 @@ pub(super) async fn remove_domain<B: Backend>(
 }
 
 /// crew serves no certificates of apps' own (yet): none to choose from.
-pub(super) async fn no_sni_endpoints<B: Backend>(
+pub(super) async fn no_sni_endpoints<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<serde_json::Value>>> {

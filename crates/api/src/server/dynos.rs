@@ -12,18 +12,18 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::backend::{Backend, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, Reply};
 use crate::types::{Dyno, DynoCreate};
 
-pub(super) async fn list_dynos<B: Backend>(
+pub(super) async fn list_dynos<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<Dyno>>> {
     b.dynos(&app).await.map(Json)
 }
 
-pub(super) async fn dyno_info<B: Backend>(
+pub(super) async fn dyno_info<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, dyno)): Path<(String, String)>,
 ) -> Reply<Json<Dyno>> {
@@ -35,7 +35,7 @@ pub(super) async fn dyno_info<B: Backend>(
         .ok_or_else(|| ApiError::not_found(format!("no such dyno: {dyno}")))
 }
 
-pub(super) async fn create_dyno<B: Backend>(
+pub(super) async fn create_dyno<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     mut request: axum::extract::Request,
@@ -92,7 +92,7 @@ pub(super) async fn create_dyno<B: Backend>(
 
 /// `heroku run`: starts the one-off and answers its `attach_url` (see
 /// [`crate::rendezvous`]).
-async fn rendezvous_dyno<B: Backend>(
+async fn rendezvous_dyno<B: ApiService>(
     b: Arc<B>,
     app: String,
     mut dyno: DynoCreate,
@@ -139,7 +139,7 @@ async fn rendezvous_dyno<B: Backend>(
 /// `version=3.run-inside`): a process inside a running dyno, always attached:
 /// through the rendezvous for Heroku's CLI, through an upgraded connection for
 /// crew's.
-pub(super) async fn run_inside<B: Backend>(
+pub(super) async fn run_inside<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, dyno_name)): Path<(String, String)>,
     mut request: axum::extract::Request,
@@ -210,7 +210,7 @@ fn from_heroku_cli(headers: &HeaderMap) -> bool {
         .is_some_and(|ua| ua.starts_with("heroku-cli/"))
 }
 
-pub(super) async fn restart_all<B: Backend>(
+pub(super) async fn restart_all<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<serde_json::Value>> {
@@ -218,7 +218,7 @@ pub(super) async fn restart_all<B: Backend>(
     Ok(Json(serde_json::json!({})))
 }
 
-pub(super) async fn restart_one<B: Backend>(
+pub(super) async fn restart_one<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, dyno)): Path<(String, String)>,
 ) -> Reply<Json<serde_json::Value>> {
@@ -226,7 +226,7 @@ pub(super) async fn restart_one<B: Backend>(
     Ok(Json(serde_json::json!({})))
 }
 
-pub(super) async fn stop<B: Backend>(
+pub(super) async fn stop<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, dyno)): Path<(String, String)>,
 ) -> Reply<Json<serde_json::Value>> {

@@ -7,20 +7,20 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 
-use super::backend::{Backend, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, Reply};
 use crate::types::{
     FormationChange, FormationEntry, FormationTypeUpdate, FormationUpdate, Quantity,
 };
 
-pub(super) async fn formation<B: Backend>(
+pub(super) async fn formation<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
 ) -> Reply<Json<Vec<FormationEntry>>> {
     b.formation(&app).await.map(Json)
 }
 
-pub(super) async fn scale<B: Backend>(
+pub(super) async fn scale<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<FormationUpdate>, JsonRejection>,
@@ -32,7 +32,7 @@ pub(super) async fn scale<B: Backend>(
     b.scale(&app, update).await.map(Json)
 }
 
-pub(super) async fn formation_type<B: Backend>(
+pub(super) async fn formation_type<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, process_type)): Path<(String, String)>,
 ) -> Reply<Json<FormationEntry>> {
@@ -41,7 +41,7 @@ pub(super) async fn formation_type<B: Backend>(
 }
 
 /// `PATCH /apps/{app}/formation/{type}` with `{"quantity": …, "size": …}`.
-pub(super) async fn scale_type<B: Backend>(
+pub(super) async fn scale_type<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, process_type)): Path<(String, String)>,
     body: Result<Json<FormationTypeUpdate>, JsonRejection>,

@@ -1,4 +1,4 @@
-//! git's smart HTTP, `/{app}.git/...`: handed whole to [`Backend::git`],
+//! git's smart HTTP, `/{app}.git/...`: handed whole to [`ApiService::git`],
 //! which a server answers with [`crate::git`] (`git http-backend`).
 
 use std::sync::Arc;
@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
-use super::backend::Backend;
 use super::error::ApiError;
+use super::service::ApiService;
 
-pub(super) async fn git<B: Backend>(
+pub(super) async fn git<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(repo): Path<String>,
     request: axum::extract::Request,

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::auth::NeedsLogSession;
-use super::backend::{Backend, LogStream, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, LogStream, Reply};
 use crate::secret::{random_hex, same_secret};
 use crate::types::{LogQuery, LogSession, LogSessionCreate};
 
@@ -109,7 +109,7 @@ impl LogSessions {
     }
 }
 
-pub(super) async fn log_session<B: Backend>(
+pub(super) async fn log_session<B: ApiService>(
     State(b): State<Arc<B>>,
     axum::Extension(sessions): axum::Extension<Arc<LogSessions>>,
     Path(app): Path<String>,
@@ -160,7 +160,7 @@ pub(super) struct SessionQuery {
     session: Option<String>,
 }
 
-pub(super) async fn log_stream<B: Backend>(
+pub(super) async fn log_stream<B: ApiService>(
     State(b): State<Arc<B>>,
     axum::Extension(sessions): axum::Extension<Arc<LogSessions>>,
     needs_session: Option<axum::Extension<NeedsLogSession>>,

@@ -1,7 +1,7 @@
 //! Routes, generic over whatever answers them.
 //!
 //! [`router`] is the route table: every path the API answers and the handler
-//! for it, over any [`Backend`]. Each resource's handlers have a file of their
+//! for it, over any [`ApiService`]. Each resource's handlers have a file of their
 //! own (`dynos.rs`, `releases.rs`, …), as pueue's daemon has one per message.
 //! [`require_token`] wraps the routes for a server; [`serve_tcp`] and
 //! [`serve_unix`] serve them.
@@ -9,7 +9,7 @@
 //! Invariants:
 //! - Every route is in [`router`]; no handler file adds routes of its own, so
 //!   this one table says what the API answers.
-//! - The handler files import `backend`, `error` and `auth`, never this file:
+//! - The handler files import `service`, `error` and `auth`, never this file:
 //!   the route table names the handlers and the imports point one way.
 //! - Without the API token a server answers only the URLs `auth` lets
 //!   through, each checked by its own secret or telling nothing private.
@@ -21,7 +21,6 @@ mod account;
 mod addons;
 mod apps;
 mod auth;
-mod backend;
 mod buildpacks;
 mod builds;
 mod config;
@@ -32,6 +31,7 @@ mod formation;
 mod git;
 mod log_session;
 mod releases;
+mod service;
 mod stacks;
 
 use std::future::Future;
@@ -41,11 +41,11 @@ use std::sync::Arc;
 use axum::routing::{delete, get, post, put};
 
 pub use auth::require_token;
-pub use backend::{Backend, LogStream};
 pub use error::ApiError;
+pub use service::{ApiService, LogStream};
 
-/// The routes, answered by `backend`.
-pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
+/// The routes, answered by `service`.
+pub fn router<B: ApiService>(service: Arc<B>) -> axum::Router {
     axum::Router::new()
         .route("/account", get(account::account::<B>))
         .route(
@@ -160,7 +160,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
         .layer(axum::Extension(Arc::new(
             log_session::LogSessions::default(),
         )))
-        .with_state(backend)
+        .with_state(service)
 }
 
 /// Serves `router` on TCP until the task is dropped: plain HTTP, and with

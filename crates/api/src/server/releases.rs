@@ -10,15 +10,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::backend::{Backend, Reply};
 use super::error::ApiError;
+use super::service::{ApiService, Reply};
 use crate::secret::same_secret;
 use crate::types::{ReleaseCreate, ReleaseInfo};
 
 /// `GET /apps/{app}/releases`, all of them, or one page of them for a
 /// `Range: version ..; max=10, order=desc` header: a 206 with `Next-Range`
 /// when more follow.
-pub(super) async fn releases<B: Backend>(
+pub(super) async fn releases<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     headers: HeaderMap,
@@ -137,14 +137,14 @@ impl VersionRange {
     }
 }
 
-pub(super) async fn release_info<B: Backend>(
+pub(super) async fn release_info<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, release)): Path<(String, String)>,
 ) -> Reply<Json<ReleaseInfo>> {
     b.release(&app, &release).await.map(Json)
 }
 
-pub(super) async fn rollback<B: Backend>(
+pub(super) async fn rollback<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
     body: Result<Json<ReleaseCreate>, JsonRejection>,
@@ -153,7 +153,7 @@ pub(super) async fn rollback<B: Backend>(
     Ok((StatusCode::CREATED, Json(b.rollback(&app, request).await?)))
 }
 
-pub(super) async fn release_config<B: Backend>(
+pub(super) async fn release_config<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, release)): Path<(String, String)>,
 ) -> Reply<Json<BTreeMap<String, String>>> {
@@ -162,7 +162,7 @@ pub(super) async fn release_config<B: Backend>(
 
 /// `GET /release-outputs/{release}/{secret}`: the release command's output,
 /// for whoever holds the URL the release lists as `output_stream_url`.
-pub(super) async fn release_output<B: Backend>(
+pub(super) async fn release_output<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((release, secret)): Path<(String, String)>,
 ) -> Reply<Response> {

@@ -1,4 +1,4 @@
-//! `ServerBackend`: the platform behind the API's `Backend` trait, turning
+//! `ServerApi`: the platform behind the API's `ApiService` trait, turning
 //! each route's request into platform calls and platform errors into HTTP
 //! statuses.
 //!
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crew_api::server::{ApiError, Backend, LogStream};
+use crew_api::server::{ApiError, ApiService, LogStream};
 use crew_api::types::{
     Account, AppCreate, AppInfo, AppRef, BUILD_RESULT_PREFIX, BuildCreate, Dyno, DynoCreate,
     FormationEntry, FormationUpdate, LogQuery, ReleaseCreate, ReleaseInfo,
@@ -21,7 +21,7 @@ use super::one_off::{attached, attached_input, one_off_request};
 use super::views;
 use crate::api_view::log_stream_with_router_errors;
 
-pub struct ServerBackend {
+pub struct ServerApi {
     pub platform: Arc<Platform>,
     /// The API's own URL, which git URLs and upload URLs start with.
     pub url: String,
@@ -50,7 +50,7 @@ fn api_error(e: PlatformError) -> ApiError {
     }
 }
 
-impl ServerBackend {
+impl ServerApi {
     fn app_info(&self, app: crew_store::App) -> AppInfo {
         views::app_info(&self.platform, &self.url, self.router_port, app)
     }
@@ -74,7 +74,7 @@ impl ServerBackend {
     }
 }
 
-impl Backend for ServerBackend {
+impl ApiService for ServerApi {
     async fn dynos(&self, app: &str) -> Result<Vec<Dyno>, ApiError> {
         let info = self
             .platform
@@ -517,7 +517,7 @@ impl Backend for ServerBackend {
     }
 }
 
-impl ServerBackend {
+impl ServerApi {
     /// The uploaded source a build's `source_blob.url` names: only a URL this
     /// server handed out from `POST /sources`. A path on the host (`file://`
     /// or bare) is refused: it would build whatever directory a request

@@ -2,7 +2,7 @@
 //!
 //! `run` is the one entry: it opens the data directory, picks where dynos run
 //! (`placements`), opens the `Platform`, and serves the router and the API
-//! (`api::ServerBackend`) until SIGTERM or SIGINT, then stops every dyno.
+//! (`api::ServerApi`) until SIGTERM or SIGINT, then stops every dyno.
 //!
 //! The modules below point one way: this file uses them, and none of them
 //! uses this file. `args` is also `cli`'s, which names `ServerArgs` in its
@@ -25,7 +25,7 @@ use crew_runtime::watchdog::Watchdog;
 use crew_runtime::{DynoNetworkConfig, PlainRuntime, ServerRuntime};
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::api::ServerBackend;
+use self::api::ServerApi;
 use self::args::{DynoNetworkChoice, ServerArgs};
 use self::placements::PlacementKind;
 use crate::paths;
@@ -128,7 +128,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
         router_port,
     ));
     let router_task = tokio::spawn(router.serve(router_listener));
-    let backend = Arc::new(ServerBackend {
+    let api = Arc::new(ServerApi {
         platform: platform.clone(),
         url: url.clone(),
         token: token.clone(),
@@ -139,7 +139,7 @@ async fn serve(args: ServerArgs) -> Result<u8> {
             .cloned()
             .unwrap_or_else(|| address.ip().to_string()),
     });
-    let router = crew_api::server::require_token(crew_api::server::router(backend), token.clone());
+    let router = crew_api::server::require_token(crew_api::server::router(api), token.clone());
     let tls = crate::tls::server_tls(
         &data,
         &args.hostnames,
@@ -208,12 +208,7 @@ struct PlatformRoutes(Arc<Platform>);
 
 impl crew_router::Routes for PlatformRoutes {
     fn route(&self, host: &str) -> Option<crew_router::AppRoute> {
-        self.0.route(host).map(|r| crew_router::AppRoute {
-            app: r.app,
-            backends: r.backends,
-            log: r.log,
-            maintenance: r.maintenance,
-        })
+        self.0.route(host)
     }
 }
 

@@ -16,10 +16,7 @@ pub fn load_or_create(data: &Path) -> Result<String> {
             return Ok(existing);
         }
     }
-    let mut bytes = [0u8; 24];
-    let mut random = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
-    std::io::Read::read_exact(&mut random, &mut bytes).context("reading /dev/urandom")?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crew_api::secret::random_hex(24).context("reading /dev/urandom")?;
     let partial = paths::partial_token_file(data);
     {
         use std::os::unix::fs::OpenOptionsExt;

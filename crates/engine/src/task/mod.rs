@@ -157,6 +157,8 @@ impl OneOffSlot {
 enum Message {
     Dyno(u64, Event),
     OneOffExited(u32),
+    /// An event of a one-off the engine runs itself (`run.N`), as `Dyno`
+    /// is one of a slot's. An `ExternalOneOff` only reports `OneOffExited`.
     OneOff(u32, Event),
     /// A draining web dyno has no requests left: its stop can go out. Named
     /// by its run, since a restart may move the slot to a new generation
@@ -290,7 +292,7 @@ impl<R: Runtime> Engine<R> {
             Request::Stop(target, reply) => {
                 let _ = reply.send(self.stop(&target));
             }
-            Request::OneOff(one_off, reply) => {
+            Request::RegisterOneOff(one_off, reply) => {
                 let _ = reply.send(self.add_one_off(one_off));
             }
             Request::Run(request, reply) => {

@@ -16,7 +16,8 @@ use super::spawn::{command_line, dyno_env, exit_line};
 use super::{Engine, Message, OneOffSlot, Run};
 use crate::dyno::{self, AttachEnds, Control, Event, Launch};
 use crate::{
-    Attachment, DynoInfo, DynoState, EngineError, Hangup, OneOff, Ports, RunRequest, TypeSettings,
+    Attachment, DynoInfo, DynoState, EngineError, ExternalOneOff, Hangup, Ports, RunRequest,
+    TypeSettings,
 };
 
 /// How often a one-off started elsewhere is checked for life.
@@ -35,7 +36,7 @@ enum Numbering {
 }
 
 impl<R: Runtime> Engine<R> {
-    pub(super) fn add_one_off(&mut self, one_off: OneOff) -> Result<DynoInfo, EngineError> {
+    pub(super) fn add_one_off(&mut self, one_off: ExternalOneOff) -> Result<DynoInfo, EngineError> {
         if self.shutdown.is_some() {
             return Err(EngineError::ShuttingDown);
         }

@@ -184,7 +184,7 @@ impl Placement for SwarmPlacement {
     }
 
     /// The server is going down, but the swarm keeps the formation running:
-    /// that is what an engine is for. Only crew's own readers stop; a new
+    /// that is what a cluster is for. Only crew's own readers stop; a new
     /// placement for the app adopts the services.
     fn shutdown(&self) {
         self.shared.stop_background();

@@ -1,4 +1,4 @@
-//! `Backend`: what answers the API, the contract between the routes and
+//! `ApiService`: what answers the API, the contract between the routes and
 //! whoever serves them (a local `crew start`, or `crew server`).
 //!
 //! Separate from the route table so that every handler file can name it
@@ -25,7 +25,7 @@ pub type LogStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 pub(super) type Reply<T> = Result<T, ApiError>;
 
 /// What answers the API: the local runner's formation, or the server's apps.
-pub trait Backend: Send + Sync + 'static {
+pub trait ApiService: Send + Sync + 'static {
     fn dynos(&self, app: &str) -> impl Future<Output = Reply<Vec<Dyno>>> + Send;
     fn create_dyno(
         &self,
@@ -145,7 +145,7 @@ pub trait Backend: Send + Sync + 'static {
         async { Err(local_only()) }
     }
     /// `run:inside`: a process inside the running dyno `dyno`, attached to
-    /// the caller like [`Backend::attach`].
+    /// the caller like [`ApiService::attach`].
     fn attach_inside(
         &self,
         _app: &str,
@@ -185,7 +185,7 @@ pub trait Backend: Send + Sync + 'static {
     fn create_source(&self) -> impl Future<Output = Reply<String>> + Send {
         async { Err(local_only()) }
     }
-    /// Stores the tarball `PUT` to a source made by [`Backend::create_source`].
+    /// Stores the tarball `PUT` to a source made by [`ApiService::create_source`].
     fn upload_source(&self, _id: &str, _body: Body) -> impl Future<Output = Reply<()>> + Send {
         async { Err(local_only()) }
     }
