@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{App, poll_until};
-use platform::{Server, commit_all, have_git, repo};
+use platform::{Server, TestServer, commit_all, repo};
 
 /// The sandbox's default build user in these tests (not crew's default). A
 /// build runs as its app's own uid instead (issue 15.2), never as this one.
@@ -36,25 +36,13 @@ const PASSED_ON: (&str, &str) = ("CREW_TEST_CA_BUNDLE", "/etc/ssl/certs/test.pem
 /// A root server whose builds are sandboxed, path buildpacks allowed under
 /// `buildpacks`; `None` (and why) where that cannot be had.
 fn sandboxed_server(buildpacks: &Path) -> Option<Server> {
-    if !have_git() {
-        return None;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: sandboxed builds need root (CI runs as root)");
-        return None;
-    }
     let dir = buildpacks.to_string_lossy().into_owned();
-    let server = Server::start_with_env(
-        &[
-            "--buildpack-dir",
-            &dir,
-            "--build-user",
-            BUILD_USER,
-            "--build-env",
-            PASSED_ON.0,
-        ],
-        &[SERVER_SECRET, PASSED_ON],
-    );
+    let server = TestServer::new()
+        .needs_root("sandboxed builds")
+        .flags(&["--buildpack-dir", &dir, "--build-user", BUILD_USER])
+        .flags(&["--build-env", PASSED_ON.0])
+        .envs(&[SERVER_SECRET, PASSED_ON])
+        .start()?;
     let said = server.output();
     if !said.contains("build isolation: sandboxed") {
         eprintln!("skipped: this host cannot isolate builds:\n{said}");
@@ -374,10 +362,7 @@ fn path_buildpacks_outside_the_operators_directory_are_refused() {
 
 /// A server with isolation off: builds run as today, but say so. Any user.
 fn plain_server() -> Option<Server> {
-    if !have_git() {
-        return None;
-    }
-    Some(Server::start_with(&["--isolation", "off"]))
+    TestServer::new().isolation("off").start()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use platform::{Server, commit_all, dyno_pids, have_git, repo};
+use platform::{Server, TestServer, commit_all, dyno_pids, repo};
 
 /// The default `--app-uids`.
 const APP_UIDS: std::ops::RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
@@ -19,20 +19,11 @@ const APP_UIDS: std::ops::RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
 /// A server whose dynos are isolated, or `None` (and why) where this host
 /// cannot isolate them.
 fn isolated_server(test: &str) -> Option<Server> {
-    if !have_git() {
-        return None;
+    let server = TestServer::new().isolated_dynos().start();
+    if server.is_none() {
+        eprintln!("skipped: {test}");
     }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: isolated dynos need root ({test}; CI runs as root)");
-        return None;
-    }
-    let server = Server::start();
-    let said = server.output();
-    if !said.contains("dyno isolation: on") {
-        eprintln!("skipped: this host cannot isolate dynos ({test}):\n{said}");
-        return None;
-    }
-    Some(server)
+    server
 }
 
 /// Pushes a Procfile app (plus `files`) as `name`.

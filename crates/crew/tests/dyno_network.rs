@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{CREW, SOON, Signal, poll_until};
-use platform::{DEPLOY, Server, commit_all, have_git, http_get, repo};
+use platform::{DEPLOY, Server, TestServer, commit_all, have_git, http_get, repo};
 
 /// Tries each `HOST:PORT` it is given and prints `HOST:PORT open` or
 /// `HOST:PORT closed REASON`.
@@ -94,17 +94,13 @@ fn have_nft() -> bool {
 /// A server whose isolated dynos have networks of their own, or `None` (and
 /// why, on stderr).
 fn network_server(extra: &[&str]) -> Option<Server> {
-    if !have_git() {
-        return None;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: networks per dyno need root (CI runs as root)");
-        return None;
-    }
     if !have_nft() {
         return None;
     }
-    let server = Server::start_with(extra);
+    let server = TestServer::new()
+        .needs_root("networks per dyno")
+        .flags(extra)
+        .start()?;
     let said = server.output();
     if !said.contains("network: a namespace per dyno") {
         eprintln!("skipped: this host cannot give dynos networks of their own:\n{said}");

@@ -1058,14 +1058,12 @@ fn host_processes_running(line: &str) -> Vec<u32> {
 
 #[test]
 fn heroku_run_inside_enters_the_running_dyno_behind_its_walls() {
-    if !have_git() {
+    let Some(server) = TestServer::new()
+        .needs_root("run:inside's isolated dynos")
+        .start()
+    else {
         return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: run:inside needs isolated dynos, which need root");
-        return;
-    }
-    let server = Server::start();
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };

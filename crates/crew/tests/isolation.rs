@@ -17,20 +17,7 @@ use platform::{DEPLOY, Server, TestServer, commit_all, dyno_pids, have_git, repo
 /// A server whose dynos are isolated, or `None` (and why, on stderr) where this
 /// host cannot isolate them.
 fn isolated_server() -> Option<Server> {
-    if !have_git() {
-        return None;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: isolated dynos need root (CI runs as root)");
-        return None;
-    }
-    let server = Server::start();
-    let said = server.output();
-    if !said.contains("dyno isolation: on") {
-        eprintln!("skipped: this host cannot isolate dynos:\n{said}");
-        return None;
-    }
-    Some(server)
+    TestServer::new().isolated_dynos().start()
 }
 
 /// Pushes a Procfile app (plus `files`) as `name`, and waits for `up` dynos.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::poll_until;
-use platform::{DEPLOY, Server, have_git, repo};
+use platform::{DEPLOY, Server, TestServer, repo};
 
 /// What a server's dynos could leave behind on the host.
 #[derive(Debug, PartialEq, Eq)]
@@ -92,21 +92,9 @@ fn dyno_cgroups(server: i32) -> usize {
 
 #[test]
 fn hundreds_of_dynos_leave_nothing_behind() {
-    if !have_git() {
+    let Some(server) = TestServer::new().isolated_dynos().start() else {
         return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: isolated dynos need root (CI runs as root)");
-        return;
-    }
-    let server = Server::start();
-    if !server.output().contains("dyno isolation: on") {
-        eprintln!(
-            "skipped: this host cannot isolate dynos:\n{}",
-            server.output()
-        );
-        return;
-    }
+    };
     let app = repo(&server, "worker: sleep 1000\n");
     let dir = app.path();
     server.deploy(dir, "leaky");

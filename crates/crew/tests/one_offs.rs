@@ -8,17 +8,13 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{CREW, poll_until};
-use platform::{DEPLOY, Server, have_git, repo};
+use platform::{DEPLOY, Server, TestServer, repo};
 
 /// A server with `app` deployed from a Procfile with one idle worker.
 fn deployed(app: &str) -> Option<(Server, common::App)> {
-    if !have_git() {
-        return None;
-    }
-    let server = Server::start();
+    let server = TestServer::new().start()?;
     let repo = repo(&server, "worker: while true; do sleep 1; done\n");
-    server.ok(repo.path(), &["apps:create", app]);
-    server.push(repo.path());
+    server.deploy(repo.path(), app);
     Some((server, repo))
 }
 

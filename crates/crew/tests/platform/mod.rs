@@ -31,6 +31,10 @@ pub fn have_git() -> bool {
 pub struct TestServer {
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// What needs root, when something does: without it the test skips.
+    root_for: Option<String>,
+    /// Skip unless the server isolates its dynos.
+    isolated_only: bool,
 }
 
 impl TestServer {
@@ -56,9 +60,29 @@ impl TestServer {
         self
     }
 
-    /// The server, up; `None` (after a `skipped:` line) without git.
+    /// Skip the test unless it runs as root: `what` (plural) needs it.
+    pub fn needs_root(mut self, what: &str) -> TestServer {
+        self.root_for = Some(what.to_string());
+        self
+    }
+
+    /// Skip the test unless the server isolates its dynos (root, and a host
+    /// that allows it).
+    pub fn isolated_dynos(mut self) -> TestServer {
+        self.isolated_only = true;
+        self.needs_root("isolated dynos")
+    }
+
+    /// The server, up; `None` (after a `skipped:` line saying why) without
+    /// git, or without what `needs_root` or `isolated_dynos` asked for.
     pub fn start(self) -> Option<Server> {
         if !have_git() {
+            return None;
+        }
+        if let Some(what) = &self.root_for
+            && !rustix::process::geteuid().is_root()
+        {
+            eprintln!("skipped: {what} need root (CI runs as root)");
             return None;
         }
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
@@ -67,7 +91,15 @@ impl TestServer {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Some(Server::start_with_env(&extra, &env))
+        let server = Server::start_with_env(&extra, &env);
+        if self.isolated_only && !server.output().contains("dyno isolation: on") {
+            eprintln!(
+                "skipped: this host cannot isolate dynos:\n{}",
+                server.output()
+            );
+            return None;
+        }
+        Some(server)
     }
 }
 
