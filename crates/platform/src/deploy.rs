@@ -45,7 +45,7 @@ impl Platform {
 
     /// The file to write source `id`'s tarball to, emptied: it must have been
     /// made by [`Platform::create_source`] and not built yet. The caller stops
-    /// at [`MAX_SOURCE_BYTES`].
+    /// at [`MAX_SOURCE_BYTES`](crate::MAX_SOURCE_BYTES).
     pub fn source_upload(&self, id: &SourceId) -> Result<std::fs::File, PlatformError> {
         source::open_for_upload(&self.sources_dir(), id)
     }

@@ -1,16 +1,17 @@
 //! The platform: apps, deploys, releases, config and formations of a `crew server`.
 //!
-//! Everything durable is in the [`Store`]; everything running is in one engine
-//! per app. On start the platform reads every app's current release and
-//! formation from the store and starts its dynos, so a server that was killed
-//! comes back to exactly what was last asked for. Every change a user makes goes
-//! to the store first, then to the engine:
+//! Everything durable is in the [`Store`]; everything running is in one
+//! placement per app (an engine on this machine, or a cluster's services).
+//! On start the platform reads every app's current release and formation from
+//! the store and starts its dynos, so a server that was killed comes back to
+//! exactly what was last asked for. Every change a user makes goes to the
+//! store first, then to the placement:
 //! - a deploy builds a slug from pushed source with buildpacks, makes a release,
-//!   runs its `release` command, and only then switches the engine to it;
+//!   runs its `release` command, and only then switches the dynos to it;
 //! - a config change or a rollback makes a release from an existing slug;
 //! - a scale is stored, then applied.
 //!
-//! Each app has a log ring fed by its engine and by the platform's own events
+//! Each app has a log ring fed by its placement and by the platform's own events
 //! (`crew[api]: Release v3 created`).
 //!
 //! An app's settings outside its releases are in `settings.rs`: a rename moves
@@ -18,6 +19,17 @@
 //! log ring goes along); maintenance mode is a flag the router reads on every
 //! request; chosen buildpacks feed the next build. A release command's output
 //! is kept with its release.
+//!
+//! This file holds the [`Platform`], how it is opened, and what every part
+//! shares (paths, the per-app locks, the running side of each app). Each
+//! part is its own `impl Platform` in the module that owns it: `apps.rs`
+//! (create, destroy, `apps:info`), `deploy.rs` (sources and builds),
+//! `release.rs` (finishing a release, config, rollback), `formation.rs`
+//! (scale, ps, restart, stop), `one_off.rs` (run, run:inside), `routes.rs`
+//! (domains, which app a host names), `logs.rs`. `app.rs` is one app's
+//! running side, and never reaches into `Platform`. These modules import this
+//! file; this file imports none of them, so no module imports one that
+//! imports it back.
 
 mod app;
 mod apps;
