@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::BuildError;
+use crate::error::BuildError;
 
 /// The built-ins in the order automatic detection tries them. `ruby` is first,
 /// as on Heroku (a Rails app has a package.json too). `unsupported` accepts

@@ -197,8 +197,8 @@ impl BuildError {
             }
             BuildError::SlugTooLarge { size } => vec![format!(
                 "Compiled slug size: {} is too large (max is {}M).",
-                crate::slug::human_size(*size),
-                crate::MAX_SLUG_SIZE / (1024 * 1024)
+                crate::limits::human_size(*size),
+                crate::limits::MAX_SLUG_SIZE / (1024 * 1024)
             )],
             BuildError::Io { .. } => vec![format!("Build failed: {self}")],
         };

@@ -22,7 +22,7 @@ use std::time::Instant;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::BuildError;
+use crate::error::BuildError;
 
 /// Gives `path` itself (a link as a link) to `owner`, if there is one.
 pub(crate) fn give(path: &Path, owner: Option<(u32, u32)>) -> Result<(), BuildError> {
@@ -234,40 +234,4 @@ pub(crate) fn write_slug(
     temp.persist(slug_path)
         .map_err(|e| BuildError::io_at("renaming the slug to", slug_path)(e.error))?;
     Ok(size)
-}
-
-/// A size the way Heroku prints slug sizes: `512.0K`, `4.2M`, `1.1G`, one
-/// decimal, powers of 1024.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 3] = ["K", "M", "G"];
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    // Compare the value as it will be printed, so that 1048575 bytes reads
-    // `1.0M` rather than `1024.0K`.
-    while (value * 10.0).round() / 10.0 >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1}{}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_size;
-
-    #[test]
-    fn sizes_read_like_heroku() {
-        let cases = [
-            (0, "0.0K"),
-            (300, "0.3K"),
-            (4096, "4.0K"),
-            (1_048_575, "1.0M"),
-            (4_404_019, "4.2M"),
-            (500 * 1024 * 1024, "500.0M"),
-            (1_181_116_006, "1.1G"),
-        ];
-        for (bytes, text) in cases {
-            assert_eq!(human_size(bytes), text, "{bytes}");
-        }
-    }
 }
