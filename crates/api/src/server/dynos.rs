@@ -38,28 +38,16 @@ pub(super) async fn dyno_info<B: ApiService>(
 pub(super) async fn create_dyno<B: ApiService>(
     State(b): State<Arc<B>>,
     Path(app): Path<String>,
-    mut request: axum::extract::Request,
+    request: axum::extract::Request,
 ) -> Reply<Response> {
-    let wants_upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(crate::attach::PROTOCOL));
     let from_heroku = from_heroku_cli(request.headers());
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let rendezvous = request
-        .extensions()
-        .get::<crate::rendezvous::Rendezvous>()
-        .cloned();
-    let upgrade = request
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>();
-    let Json(dyno) =
-        <Json<DynoCreate> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+    let AttachRequest {
+        wants_upgrade,
+        host,
+        rendezvous,
+        upgrade,
+        dyno,
+    } = AttachRequest::read(request).await?;
     if dyno.attach == Some(true) && dyno.pid.is_none() {
         if let (true, Some(rendezvous), Some(host)) = (from_heroku, &rendezvous, &host) {
             return rendezvous_dyno(b, app, dyno, rendezvous, host).await;
@@ -109,9 +97,7 @@ async fn rendezvous_dyno<B: ApiService>(
         .map(|all| all.into_iter().map(|d| d.name).collect())
         .unwrap_or_default();
     let attached = b.attach(&app, dyno).await?;
-    let secret = rendezvous
-        .offer(attached, pipes)
-        .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))?;
+    let secret = offer(rendezvous, attached, pipes)?;
     let name = b
         .dynos(&app)
         .await
@@ -142,27 +128,15 @@ async fn rendezvous_dyno<B: ApiService>(
 pub(super) async fn run_inside<B: ApiService>(
     State(b): State<Arc<B>>,
     Path((app, dyno_name)): Path<(String, String)>,
-    mut request: axum::extract::Request,
+    request: axum::extract::Request,
 ) -> Reply<Response> {
-    let wants_upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(crate::attach::PROTOCOL));
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let rendezvous = request
-        .extensions()
-        .get::<crate::rendezvous::Rendezvous>()
-        .cloned();
-    let upgrade = request
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>();
-    let Json(mut dyno) =
-        <Json<DynoCreate> as axum::extract::FromRequest<()>>::from_request(request, &()).await?;
+    let AttachRequest {
+        wants_upgrade,
+        host,
+        rendezvous,
+        upgrade,
+        mut dyno,
+    } = AttachRequest::read(request).await?;
     if wants_upgrade {
         let Some(upgrade) = upgrade else {
             return Err(ApiError::bad_request(
@@ -172,7 +146,7 @@ pub(super) async fn run_inside<B: ApiService>(
         let attached = b.attach_inside(&app, &dyno_name, dyno).await?;
         return Ok(switch_to_attach(upgrade, attached));
     }
-    let (Some(rendezvous), Some(host)) = (rendezvous, host) else {
+    let (Some(rendezvous), Some(host)) = (&rendezvous, host) else {
         return Err(ApiError::bad_request(format!(
             "run:inside is attached: use `crew run:inside -a {app} {dyno_name} COMMAND`, or \
              Heroku's CLI over https"
@@ -182,9 +156,7 @@ pub(super) async fn run_inside<B: ApiService>(
     let pipes = dyno.terminal.is_none();
     let command = dyno.command.clone();
     let attached = b.attach_inside(&app, &dyno_name, dyno).await?;
-    let secret = rendezvous
-        .offer(attached, pipes)
-        .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))?;
+    let secret = offer(rendezvous, attached, pipes)?;
     let process_type = dyno_name
         .split_once('.')
         .map_or(dyno_name.as_str(), |(t, _)| t)
@@ -199,6 +171,62 @@ pub(super) async fn run_inside<B: ApiService>(
         "app": { "name": app },
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// What a request for an attached process brings besides its JSON body: how
+/// it can be attached (an upgrade to crew's framing, or a rendezvous for
+/// Heroku's CLI at the host it reached) and the `DynoCreate` itself. Read
+/// once for `run` and for `run:inside`, which attach the same two ways.
+struct AttachRequest {
+    wants_upgrade: bool,
+    host: Option<String>,
+    rendezvous: Option<crate::rendezvous::Rendezvous>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    dyno: DynoCreate,
+}
+
+impl AttachRequest {
+    async fn read(mut request: axum::extract::Request) -> Reply<AttachRequest> {
+        let wants_upgrade = request
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(crate::attach::PROTOCOL));
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let rendezvous = request
+            .extensions()
+            .get::<crate::rendezvous::Rendezvous>()
+            .cloned();
+        let upgrade = request
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>();
+        let Json(dyno) =
+            <Json<DynoCreate> as axum::extract::FromRequest<()>>::from_request(request, &())
+                .await?;
+        Ok(AttachRequest {
+            wants_upgrade,
+            host,
+            rendezvous,
+            upgrade,
+            dyno,
+        })
+    }
+}
+
+/// Keeps `attached` for the rendezvous and gives the secret its
+/// `attach_url` carries.
+fn offer(
+    rendezvous: &crate::rendezvous::Rendezvous,
+    attached: crate::attach::Attached,
+    pipes: bool,
+) -> Reply<String> {
+    rendezvous
+        .offer(attached, pipes)
+        .map_err(|e| ApiError::unavailable(format!("reading /dev/urandom: {e}")))
 }
 
 /// Heroku's CLI (`User-Agent: heroku-cli/11.10.0 linux-x64`) wants an attached
