@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{App, Crew, poll_until};
-use platform::{DEPLOY, Server, TestServer, have_git, http_get, repo};
+use platform::{DEPLOY, Server, TestServer, http_get, repo};
 
 /// The CLI release these tests pin.
 const HEROKU_VERSION: &str = "11.10.0";
@@ -970,14 +970,13 @@ impl Drop for Tmux {
 
 #[test]
 fn heroku_run_bash_is_interactive_in_a_terminal() {
-    if !have_git() {
-        return;
-    }
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("skipped: no tmux");
         return;
     }
-    let server = Server::start();
+    let Some(server) = TestServer::new().start() else {
+        return;
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
@@ -1311,18 +1310,16 @@ fn crews_own_client_speaks_https_and_refuses_a_ca_that_did_not_sign() {
 
 #[test]
 fn heroku_run_inside_bash_gets_a_terminal_from_the_dynos_devpts() {
-    if !have_git() {
-        return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: run:inside needs isolated dynos, which need root");
-        return;
-    }
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("skipped: no tmux");
         return;
     }
-    let server = Server::start();
+    let Some(server) = TestServer::new()
+        .needs_root("run:inside's isolated dynos")
+        .start()
+    else {
+        return;
+    };
     let Some(heroku) = Heroku::over_tls(&server) else {
         return;
     };
