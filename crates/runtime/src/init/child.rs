@@ -326,7 +326,7 @@ mod tests {
         assert!(!calls.iter().any(|c| c.starts_with("report")), "{calls:?}");
     }
 
-    /// On cgroup v2 there is one `cgroup.procs` to join; the second place is
+    /// On cgroup v2 there is one file to join through; the second place is
     /// closed all the same.
     #[test]
     fn the_init_joins_one_cgroup_file_on_v2() {

@@ -26,10 +26,10 @@ pub(crate) mod fd {
     /// Held open by the parent until the setup is done: its hang-up means the
     /// parent is gone.
     pub const GO: RawFd = 5;
-    /// The dyno's `cgroup.procs` (on cgroup v1 the memory hierarchy's), which
-    /// the init writes itself into.
+    /// The file through which the init moves itself into the dyno's cgroup
+    /// (`cgroup.procs` on v2, the memory hierarchy's `tasks` on v1).
     pub const CGROUP: RawFd = 6;
-    /// On cgroup v1, the pids hierarchy's `cgroup.procs`.
+    /// On cgroup v1, the pids hierarchy's `tasks`.
     pub const CGROUP_PIDS: RawFd = 7;
     /// The slug directory (`O_PATH`), the overlay's lower layer. Opened by the
     /// init itself: overlay refuses a layer from another mount namespace.
@@ -45,7 +45,7 @@ pub(crate) const READY_STEP: u32 = u32::MAX - 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
     DeathSignal,
-    /// Writes the init into the `cgroup.procs` file at this descriptor (the
+    /// Writes the init into the cgroup file at this descriptor (the
     /// parent opened it): the init joins its dyno's cgroup itself, with no
     /// round trip to the parent.
     JoinCgroup(i32),

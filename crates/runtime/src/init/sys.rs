@@ -39,7 +39,8 @@ pub(crate) trait Sys {
     fn arrange_fds(&self, fds: &[RawFd; CHILD_FDS]) -> SysResult;
     /// `PR_SET_PDEATHSIG(SIGKILL)`.
     fn set_death_signal(&self) -> SysResult;
-    /// Writes `0` (this process) into the `cgroup.procs` file open at `fd`.
+    /// Writes `0` (this process, or on cgroup v1 this thread: its only one)
+    /// into the cgroup file open at `fd`.
     fn join_cgroup(&self, fd: RawFd) -> SysResult;
     /// `unshare(CLONE_NEWCGROUP)`: the dyno's cgroup becomes its `/`.
     fn new_cgroup_namespace(&self) -> SysResult;

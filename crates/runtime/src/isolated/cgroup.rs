@@ -70,9 +70,9 @@ impl Cgroups {
         &self.hierarchy
     }
 
-    /// How many `cgroup.procs` files a dyno joins (see
-    /// [`DynoCgroup::procs_files`]).
-    pub(crate) fn procs_file_count(&self) -> usize {
+    /// How many files a dyno joins its cgroup through (see
+    /// [`DynoCgroup::join_files`]).
+    pub(crate) fn join_file_count(&self) -> usize {
         match self.hierarchy {
             Hierarchy::V2 { .. } => 1,
             Hierarchy::V1 { .. } => 2,
@@ -294,18 +294,24 @@ impl DynoCgroup {
         &self.memory
     }
 
-    /// The group's `cgroup.procs` files, open for writing: a process joins
-    /// the group by writing its pid (or `0`, itself) to each. One on v2; the
-    /// memory and the pids hierarchies' on v1.
-    pub(crate) fn procs_files(&self) -> io::Result<Vec<fs::File>> {
-        let dirs: &[&PathBuf] = if self.v2 {
-            &[&self.memory]
+    /// The files through which the init moves itself into the group, open
+    /// for writing: it writes `0` (itself) to each. On v2 the group's
+    /// `cgroup.procs`. On v1 the `tasks` file of the memory and of the pids
+    /// hierarchy, which move one thread: the init has one, and a thread that
+    /// moves itself skips the kernel's global lock on every thread group,
+    /// whose taking waits for an RCU grace period once the lock has been
+    /// idle a while (10 to 30 ms on an idle two-core machine, more than the
+    /// rest of a dyno's start). v2 has no such file for a move to another
+    /// domain.
+    pub(crate) fn join_files(&self) -> io::Result<Vec<fs::File>> {
+        let (dirs, name): (&[&PathBuf], &str) = if self.v2 {
+            (&[&self.memory], "cgroup.procs")
         } else {
-            &[&self.memory, &self.pids]
+            (&[&self.memory, &self.pids], "tasks")
         };
         dirs.iter()
             .map(|dir| {
-                let file = dir.join("cgroup.procs");
+                let file = dir.join(name);
                 fs::OpenOptions::new()
                     .write(true)
                     .open(&file)
@@ -493,7 +499,7 @@ mod tests {
         assert_eq!(group.counters(), (0, 0));
         // The kernel makes the file in a real group.
         fs::write(d.join("cgroup.procs"), "").unwrap();
-        let files = group.procs_files().unwrap();
+        let files = group.join_files().unwrap();
         assert_eq!(files.len(), 1);
         (&files[0]).write_all(b"4242").unwrap();
         assert_eq!(read("cgroup.procs"), "4242");
@@ -547,15 +553,15 @@ mod tests {
             (64u64 << 20).to_string()
         );
         assert_eq!(fs::read_to_string(p.join("pids.max")).unwrap(), "16");
-        fs::write(m.join("cgroup.procs"), "").unwrap();
-        fs::write(p.join("cgroup.procs"), "").unwrap();
-        let files = group.procs_files().unwrap();
+        fs::write(m.join("tasks"), "").unwrap();
+        fs::write(p.join("tasks"), "").unwrap();
+        let files = group.join_files().unwrap();
         assert_eq!(files.len(), 2, "memory and pids");
         for mut file in files {
             file.write_all(b"77").unwrap();
         }
-        assert_eq!(fs::read_to_string(m.join("cgroup.procs")).unwrap(), "77");
-        assert_eq!(fs::read_to_string(p.join("cgroup.procs")).unwrap(), "77");
+        assert_eq!(fs::read_to_string(m.join("tasks")).unwrap(), "77");
+        assert_eq!(fs::read_to_string(p.join("tasks")).unwrap(), "77");
 
         fs::write(m.join("memory.failcnt"), "3\n").unwrap();
         fs::write(

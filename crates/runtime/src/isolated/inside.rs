@@ -211,10 +211,10 @@ fn launch(
     let (go_r, go_w) = os::pipe().map_err(|e| text("making a pipe", e))?;
     let procs = dyno
         .cgroup
-        .procs_files()
+        .join_files()
         .map_err(|e| text("opening the dyno's cgroup", e))?;
     let Some(first) = procs.first() else {
-        return Err("the dyno's cgroup has no cgroup.procs file".into());
+        return Err("the dyno's cgroup has no file to join it through".into());
     };
     // On v2 the second place holds the first file again (as for the init).
     let second = procs.get(1).unwrap_or(first);

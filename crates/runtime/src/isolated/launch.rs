@@ -1,7 +1,7 @@
 //! The parent's side of starting a dyno: one long-lived thread makes every
 //! `clone` (the init's parent-death signal follows that thread, so it must live
 //! as long as crew), and the caller then reads the init's setup report. The
-//! init joins its cgroup itself, through the `cgroup.procs` files opened here,
+//! init joins its cgroup itself, through the cgroup files opened here,
 //! so nothing waits for a round trip between the two.
 
 use std::io;
@@ -117,9 +117,11 @@ pub(crate) fn launch(
     let (setup_r, setup_w) = os::pipe()?;
     let (status_r, status_w) = os::pipe()?;
     let (go_r, go_w) = os::pipe()?;
-    let procs = cgroup.procs_files()?;
+    let procs = cgroup.join_files()?;
     let Some(first) = procs.first() else {
-        return Err(io::Error::other("a cgroup without a cgroup.procs file"));
+        return Err(io::Error::other(
+            "a cgroup without a file to join it through",
+        ));
     };
     // On v2 the second place holds the first file again; only v1's plan
     // writes to it.

@@ -50,7 +50,7 @@ pub(crate) struct Layout {
     pub devices: Vec<Device>,
     /// The kernel surface: masked and read-only `/proc` entries, seccomp.
     pub walls: Walls,
-    /// How many `cgroup.procs` files a dyno joins: one on cgroup v2, the
+    /// How many cgroup files a dyno joins through: one on cgroup v2, the
     /// memory and pids hierarchies' on v1.
     pub cgroup_files: usize,
 }

@@ -115,7 +115,7 @@ impl IsolatedRuntime {
             IsolationUnavailable::Setup(format!("cannot create {}: {e}", config.root_dir.display()))
         })?;
         let mut layout = layout(&config);
-        layout.cgroup_files = cgroups.procs_file_count();
+        layout.cgroup_files = cgroups.join_file_count();
         layout.walls.seccomp = Arc::new(
             kernel::seccomp_filters()
                 .map_err(|e| IsolationUnavailable::Setup(format!("seccomp filter: {e}")))?,
