@@ -196,7 +196,12 @@ def cmd_report(a):
               "`DynoProcess::wait` (output read to its end, as the server does), the others "
               "with `std::process::Command::status()`. The runtimes take turns, one run "
               f"each per round, {start_sum.get('runs', '?')} rounds after 2 untimed runs "
-              "each. As root the program runs in a mount namespace of its own (`unshare "
+              "each. After every run, whichever the runtime, comes an untimed pause of "
+              "50 ms (and for crew's networked row a wait until its pool of namespaces is "
+              "full again), so that what a run leaves to the background (the kernel "
+              "releasing its namespaces, crew's pool replacing the namespace taken) is not "
+              "timed in the next run, which may be another runtime's; each start begins "
+              "on a quiet machine, as a one-off on an idle server does. As root the program runs in a mount namespace of its own (`unshare "
               "-m`), where the peers' host-side mounts and directories live.\n")
         by_name = {r["tool"]: r for r in start}
         base = by_name.get("fork-exec", {}).get("ms")

@@ -57,6 +57,23 @@ fn argv() -> [String; 3] {
 }
 /// Untimed runs of each runtime before the rounds.
 const WARMUP: usize = 2;
+/// The untimed pause after every run, whichever the runtime: the work a run
+/// leaves behind (the kernel releasing its namespaces and mounts, crew's
+/// pool making the namespace that replaces the one taken) is done in it, not
+/// in the next run's time, which may be another runtime's.
+/// `DYNO_START_SETTLE_MS` changes it.
+fn settle_pause() -> Duration {
+    let ms = std::env::var("DYNO_START_SETTLE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    Duration::from_millis(ms)
+}
+
+fn settle(contender: &mut dyn Contender) {
+    contender.settle();
+    std::thread::sleep(settle_pause());
+}
 /// Set on the re-executed copy, which runs in a mount namespace of its own.
 const PRIVATE_ENV: &str = "CREW_DYNO_START_PRIVATE_MOUNTS";
 /// The stack every isolated runtime shows read-only, as crew's default does.
@@ -161,6 +178,9 @@ trait Contender {
     }
     /// Runs `true` once and returns how long it took, start to exit.
     fn once(&mut self) -> Result<Duration, String>;
+    /// Waits, untimed, for what a run leaves to do in the background that
+    /// the runtime itself knows of.
+    fn settle(&mut self) {}
 }
 
 struct Row<'a> {
@@ -180,17 +200,21 @@ impl<'a> Row<'a> {
 
     fn warm_up(&mut self) {
         for _ in 0..WARMUP {
-            if let Ok(c) = &mut self.contender
-                && let Err(why) = c.once()
-            {
-                self.contender = Err(format!("failed: {why}"));
+            if let Ok(c) = &mut self.contender {
+                let result = c.once();
+                settle(c.as_mut());
+                if let Err(why) = result {
+                    self.contender = Err(format!("failed: {why}"));
+                }
             }
         }
     }
 
     fn time(&mut self, round: usize) {
         if let Ok(c) = &mut self.contender {
-            match c.once() {
+            let result = c.once();
+            settle(c.as_mut());
+            match result {
                 Ok(took) => self.ms.push(took.as_secs_f64() * 1000.0),
                 Err(why) => self.contender = Err(format!("failed in round {round}: {why}")),
             }
@@ -442,6 +466,11 @@ impl Contender for CrewIsolatedNet<'_> {
     fn once(&mut self) -> Result<Duration, String> {
         self.tokio
             .block_on(spawn_and_wait(&self.runtime, &self.spec))
+    }
+
+    /// The pool makes the namespace that replaces the one taken.
+    fn settle(&mut self) {
+        self.network.wait_until_full(Duration::from_secs(10));
     }
 }
 

@@ -19,7 +19,10 @@
 //! Making a namespace and a veth takes milliseconds, more than the rest of a
 //! dyno's start, so a background thread keeps a few ready ([`Prepared`]):
 //! it makes the namespace (`unshare` on itself), configures it over netlink
-//! from inside, and comes back. A dyno's init is cloned straight into one
+//! from inside, and comes back. It makes them ahead, not while dynos start
+//! (see [`make_namespaces`]): making one beside a start slowed that start by
+//! a fifth on a machine of two cores, since both want the CPU and the kernel's
+//! network locks. A dyno's init is cloned straight into one
 //! (the cloning thread enters it for the `clone`), and crew lets go of it:
 //! the namespace then lives exactly as long as the dyno's processes, and the
 //! kernel removes its veth with it. Nothing is left to clean after a
@@ -44,8 +47,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use self::netlink::Netlink;
 use crate::os;
@@ -207,6 +210,10 @@ struct Pool {
     /// The maker cannot go on (it could not come back to the host's
     /// namespace): no more namespaces, ever.
     broken: bool,
+    /// Dynos between taking a namespace and their app's start.
+    starting: usize,
+    /// When the last of them started (or failed to).
+    last_start: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -219,6 +226,21 @@ struct Leases {
 pub(crate) struct Prepared {
     pub namespace: OwnedFd,
     pub lease: Lease,
+}
+
+/// Held by a dyno from taking its namespace until its app runs (or its
+/// start failed): the pool makes no namespace meanwhile.
+pub(crate) struct Starting {
+    network: Arc<Inner>,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut pool = self.network.lock_pool();
+        pool.starting = pool.starting.saturating_sub(1);
+        pool.last_start = Some(Instant::now());
+        self.network.drained.notify_all();
+    }
 }
 
 /// A dyno's address, its own until dropped.
@@ -403,7 +425,7 @@ impl DynoNetwork {
         }
         // The first namespace proves the host can make them.
         match network.take() {
-            Ok(first) => {
+            Ok((first, _)) => {
                 drop(first);
                 Ok(network)
             }
@@ -430,6 +452,29 @@ impl DynoNetwork {
         self.inner.gateway
     }
 
+    /// Waits until the pool is full, or `timeout` has passed; whether it is.
+    /// For benches and tests, so that what they time next does not share the
+    /// machine with the making of namespaces.
+    pub fn wait_until_full(&self, timeout: Duration) -> bool {
+        let inner = &self.inner;
+        let deadline = Instant::now() + timeout;
+        let mut pool = inner.lock_pool();
+        loop {
+            if pool.ready.len() >= inner.config.pool.max(1) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || pool.broken {
+                return false;
+            }
+            pool = inner
+                .filled
+                .wait_timeout(pool, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Removes the table and the bridge. Dynos still running lose the
     /// network; for tests and for a server that could not start.
     pub fn remove(&self) -> io::Result<()> {
@@ -439,21 +484,26 @@ impl DynoNetwork {
     }
 
     /// A namespace ready for a dyno: from the pool, or the next one made.
-    pub(crate) fn take(&self) -> io::Result<Prepared> {
+    /// The dyno holds the [`Starting`] until its app runs.
+    pub(crate) fn take(&self) -> io::Result<(Prepared, Starting)> {
         let inner = &self.inner;
-        let mut pool = inner.pool.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = std::time::Instant::now() + inner.config.timeout;
+        let mut pool = inner.lock_pool();
+        let deadline = Instant::now() + inner.config.timeout;
         loop {
             if let Some(prepared) = pool.ready.pop_front() {
-                inner.drained.notify_one();
-                return Ok(prepared);
+                pool.starting += 1;
+                inner.drained.notify_all();
+                let starting = Starting {
+                    network: inner.clone(),
+                };
+                return Ok((prepared, starting));
             }
             if pool.broken
                 && let Some(why) = &pool.failure
             {
                 return Err(io::Error::other(why.clone()));
             }
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             if now >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -473,6 +523,10 @@ impl DynoNetwork {
 }
 
 impl Inner {
+    fn lock_pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lease(self: &Arc<Inner>) -> io::Result<Lease> {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let count = self.config.range.dyno_addresses();
@@ -495,21 +549,21 @@ impl Inner {
     }
 }
 
+/// How long the pool waits after the last dyno started before it makes
+/// namespaces again: dynos that start together (a deploy, a scale) all find
+/// the machine to themselves.
+const REFILL_QUIET: Duration = Duration::from_millis(20);
+
 /// The pool's thread: keeps `pool` namespaces ready.
 fn make_namespaces(inner: Arc<Inner>, mut host: Netlink) {
     let mut made: u32 = 0;
     let tag = std::process::id() & 0xff_ffff;
     loop {
-        {
-            let mut pool = inner.pool.lock().unwrap_or_else(|p| p.into_inner());
-            while pool.ready.len() >= inner.config.pool.max(1) {
-                pool = inner.drained.wait(pool).unwrap_or_else(|p| p.into_inner());
-            }
-        }
+        drop(wait_for_room(&inner));
         made = made.wrapping_add(1) & 0xfff_ffff;
         let name = format!("cw{tag:06x}{made:07x}");
         let result = prepare(&inner, &mut host, &name);
-        let mut pool = inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = inner.lock_pool();
         let pause = match result {
             Ok(prepared) => {
                 pool.failure = None;
@@ -533,6 +587,66 @@ fn make_namespaces(inner: Arc<Inner>, mut host: Netlink) {
         if pause {
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// Waits until the pool should make a namespace (see [`when_to_make`]).
+fn wait_for_room(inner: &Inner) -> MutexGuard<'_, Pool> {
+    let mut pool = inner.lock_pool();
+    loop {
+        let when = when_to_make(
+            pool.ready.len(),
+            inner.config.pool.max(1),
+            pool.starting,
+            pool.last_start.map(|at| at.elapsed()),
+        );
+        pool = match when {
+            Make::Now => return pool,
+            Make::WhenSignalled => inner.drained.wait(pool).unwrap_or_else(|p| p.into_inner()),
+            Make::After(left) => {
+                inner
+                    .drained
+                    .wait_timeout(pool, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+    }
+}
+
+/// When the pool makes its next namespace.
+#[derive(Debug, PartialEq, Eq)]
+enum Make {
+    Now,
+    /// Once a namespace is taken or a start ends.
+    WhenSignalled,
+    /// After this long, unless something happens first.
+    After(Duration),
+}
+
+/// The pool's rule: a pool of `size` with `ready` namespaces makes one when
+/// it has room and no dyno is starting and none has for [`REFILL_QUIET`]
+/// (`since_last_start`); or at once when it runs low (under a quarter
+/// full), since a start would otherwise soon wait for one.
+fn when_to_make(
+    ready: usize,
+    size: usize,
+    starting: usize,
+    since_last_start: Option<Duration>,
+) -> Make {
+    let low = (size / 4).max(1);
+    if ready >= size {
+        return Make::WhenSignalled;
+    }
+    if ready < low {
+        return Make::Now;
+    }
+    if starting > 0 {
+        return Make::WhenSignalled;
+    }
+    match since_last_start {
+        Some(since) if since < REFILL_QUIET => Make::After(REFILL_QUIET - since),
+        _ => Make::Now,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Unit tests of the dyno network's pure parts: address ranges, the
-//! resolver choice and `resolv.conf`, and the lease pool. Apart from
+//! resolver choice and `resolv.conf`, the lease pool, and when the pool
+//! makes namespaces. Apart from
 //! `mod.rs` only for its length (the network's code alone is about 700
 //! lines).
 
@@ -99,4 +100,28 @@ fn addresses_are_leased_round_robin_and_given_back() {
     assert_eq!(inner.lease().unwrap().address(), Ipv4Addr::new(10, 9, 9, 2));
     let _held = inner.lease().unwrap();
     assert!(inner.lease().is_err(), "a /29 has five dyno addresses");
+}
+
+#[test]
+fn the_pool_makes_namespaces_between_starts_not_during_them() {
+    let ms = Duration::from_millis;
+    // Full: nothing to make until one is taken.
+    assert_eq!(when_to_make(8, 8, 0, None), Make::WhenSignalled);
+    // Nothing started yet (a new pool), or quiet for long enough: now.
+    assert_eq!(when_to_make(0, 8, 0, None), Make::Now);
+    assert_eq!(when_to_make(7, 8, 0, Some(REFILL_QUIET)), Make::Now);
+    // A dyno is starting: not beside it.
+    assert_eq!(when_to_make(7, 8, 1, Some(ms(500))), Make::WhenSignalled);
+    // One has just started: wait out the quiet time.
+    assert_eq!(
+        when_to_make(7, 8, 0, Some(ms(5))),
+        Make::After(REFILL_QUIET - ms(5))
+    );
+    // Running low (under a quarter full): at once, starting dynos or not,
+    // since the next start would wait for it.
+    assert_eq!(when_to_make(1, 8, 3, Some(ms(1))), Make::Now);
+    assert_eq!(when_to_make(2, 8, 3, Some(ms(1))), Make::WhenSignalled);
+    // A pool of one is low whenever it is empty.
+    assert_eq!(when_to_make(0, 1, 1, Some(ms(1))), Make::Now);
+    assert_eq!(when_to_make(1, 1, 0, None), Make::WhenSignalled);
 }

@@ -22,7 +22,7 @@ use super::host_layout::layout;
 use super::kernel;
 use super::launch::{ChildIo, ChildPlan, Launched, launch};
 use super::plan::{self, Layout, Setup};
-use crate::dyno_network::Lease;
+use crate::dyno_network::{Lease, Starting};
 use crate::os;
 use crate::terminal::{ConsoleFds, DynoStdio};
 use crate::{DynoInput, DynoSize, DynoSpec, ExitStatus, RuntimeError, Signal};
@@ -273,7 +273,7 @@ impl IsolatedRuntime {
         let n = next_id();
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         // Its network first: an error there leaves nothing to undo.
-        let (namespace, lease) = self.take_network().map_err(fail)?;
+        let network = self.take_network().map_err(fail)?;
         let cgroup = shared.cgroups.create(&id, size).map_err(fail)?;
         let pipe_error = |source| RuntimeError::Pipe {
             dyno: spec.name.clone(),
@@ -290,8 +290,14 @@ impl IsolatedRuntime {
                     errors: None,
                 };
                 let plan = Arc::new(ChildPlan { steps, image });
-                let launched = launch(plan, io, namespace, &cgroup, shared.config.setup_timeout)
-                    .map_err(fail)?;
+                let launched = launch(
+                    plan,
+                    io,
+                    network.namespace,
+                    &cgroup,
+                    shared.config.setup_timeout,
+                )
+                .map_err(fail)?;
                 let received = os::receive_fd(&ours)
                     .and_then(|controller| {
                         os::set_nonblocking(&controller)?;
@@ -319,8 +325,14 @@ impl IsolatedRuntime {
             };
             drop(stdio.stderr);
             let plan = Arc::new(ChildPlan { steps, image });
-            let launched =
-                launch(plan, io, namespace, &cgroup, shared.config.setup_timeout).map_err(fail)?;
+            let launched = launch(
+                plan,
+                io,
+                network.namespace,
+                &cgroup,
+                shared.config.setup_timeout,
+            )
+            .map_err(fail)?;
             Ok((launched, stdio.output, stdio.console))
         })();
         match result {
@@ -329,7 +341,7 @@ impl IsolatedRuntime {
                 cgroup,
                 output,
                 console,
-                lease,
+                lease: network.lease,
             }),
             Err(e) => {
                 cgroup.kill();
@@ -342,16 +354,33 @@ impl IsolatedRuntime {
 
 impl IsolatedRuntime {
     /// A network namespace of its own for the next dyno or sandboxed program,
-    /// and its address, from the pool; neither without a dyno network.
-    pub(super) fn take_network(&self) -> io::Result<(Option<OwnedFd>, Option<Lease>)> {
+    /// its address, and the mark to hold until the app runs, from the pool;
+    /// none of them without a dyno network.
+    pub(super) fn take_network(&self) -> io::Result<TakenNetwork> {
         match &self.shared.config.network {
             Some(network) => {
-                let prepared = network.take()?;
-                Ok((Some(prepared.namespace), Some(prepared.lease)))
+                let (prepared, starting) = network.take()?;
+                Ok(TakenNetwork {
+                    namespace: Some(prepared.namespace),
+                    lease: Some(prepared.lease),
+                    _starting: Some(starting),
+                })
             }
-            None => Ok((None, None)),
+            None => Ok(TakenNetwork {
+                namespace: None,
+                lease: None,
+                _starting: None,
+            }),
         }
     }
+}
+
+/// What [`IsolatedRuntime::take_network`] gives a start.
+pub(super) struct TakenNetwork {
+    pub(super) namespace: Option<OwnedFd>,
+    pub(super) lease: Option<Lease>,
+    /// Dropped with the rest once the start is over.
+    _starting: Option<Starting>,
 }
 
 /// A number no other dyno (or probe, or sandboxed program) of this process

@@ -104,7 +104,7 @@ impl IsolatedRuntime {
         let id = format!("{}-{n}-{}", std::process::id(), cgroup_safe(&spec.name));
         // A network of its own, as a dyno has (package registries through the
         // NAT, nothing of the host): taken first, so an error leaves nothing.
-        let (namespace, lease) = self.take_network().map_err(fail)?;
+        let network = self.take_network().map_err(fail)?;
         let cgroup = shared.cgroups.create(&id, &spec.limits).map_err(fail)?;
         let started = (|| {
             let stdin = std::fs::File::open("/dev/null")?;
@@ -121,7 +121,13 @@ impl IsolatedRuntime {
                 errors,
             };
             let plan = Arc::new(ChildPlan { steps, image });
-            let launched = launch(plan, io, namespace, &cgroup, shared.config.setup_timeout)?;
+            let launched = launch(
+                plan,
+                io,
+                network.namespace,
+                &cgroup,
+                shared.config.setup_timeout,
+            )?;
             Ok((launched, stdout, stderr))
         })();
         match started {
@@ -133,7 +139,7 @@ impl IsolatedRuntime {
                 stdout: Some(stdout),
                 stderr,
                 status: None,
-                _lease: lease,
+                _lease: network.lease,
             }),
             Err(e) => {
                 cgroup.kill();
