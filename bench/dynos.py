@@ -47,6 +47,7 @@ RUNTIMES = {
     "crun": "crun",
 }
 START_TARGET = 3.0  # crew's isolated dyno at most this many times plain fork/exec
+NET_TARGET = 4.0  # the same with a network of its own (issue 15), and below bwrap
 RUN_TARGET_MS = 50.0  # `crew run -a APP true` end to end, median
 
 
@@ -183,6 +184,7 @@ def cmd_report(a):
           "`-p crew-runtime --example dyno_start`; the peers are Debian's packages.\n")
     ratio = best = None
     isolated = None
+    networked = bwrap = None
     print("### Start to exit of `true`, side by side\n")
     whole = next((r for r in start if r.get("tool") == "all"), None)
     if whole:
@@ -222,6 +224,10 @@ def cmd_report(a):
             version = f" ({r['tool_version']})" if r.get("tool_version") else ""
             print(f"| {title} | {med:.2f} ms | {p90(r['ms']):.2f} ms | {min(r['ms']):.2f} ms | {x} | "
                   f"{r.get('label', '')}{version} |")
+            if name == "crew-isolated-net" and base_med:
+                networked = med
+            if name == "bwrap-ro":
+                bwrap = med
             if name == "crew-isolated":
                 isolated = med
                 ratio = med / base_med if base_med else None
@@ -286,6 +292,28 @@ def cmd_report(a):
     else:
         print(f"| `crew run -a APP true` end to end under {RUN_TARGET_MS:.0f} ms median | "
               "not measured | |")
+    print()
+
+    print("### crew against the targets of issue 15\n")
+    print("| target | measured | |")
+    print("|---|---|---|")
+    if networked is not None:
+        net_ratio = networked / base_med
+        print(f"| an isolated dyno with a network of its own starts and exits in at most "
+              f"{NET_TARGET:.0f}× plain fork/exec | {networked:.2f} ms = {net_ratio:.1f}× "
+              f"(medians) | {verdict(net_ratio <= NET_TARGET)} |")
+        if bwrap is not None:
+            print(f"| … and faster than bwrap (read-only `/app`) | {networked:.2f} ms against "
+                  f"{bwrap:.2f} ms | {verdict(networked < bwrap)} |")
+        else:
+            print("| … and faster than bwrap (read-only `/app`) | bwrap not measured | |")
+    else:
+        print(f"| an isolated dyno with a network of its own starts and exits in at most "
+              f"{NET_TARGET:.0f}× plain fork/exec | not measured | |")
+    if med_run is not None:
+        note = "" if isolated_run else " (dynos not isolated in this run)"
+        print(f"| `crew run -a APP true` end to end still under {RUN_TARGET_MS:.0f} ms "
+              f"median | {med_run:.1f} ms{note} | {verdict(med_run < RUN_TARGET_MS)} |")
     print()
 
 
