@@ -41,6 +41,13 @@ pub(crate) fn dyno_init<S: Sys>(sys: &S, steps: &[Step], fds: &[RawFd; CHILD_FDS
             // reads end-of-file once the app runs.
             let _ = sys.close(fd::SETUP);
             let _ = sys.close(fd::GO);
+            // Nor does the init hold the app's input and output: the output
+            // ends when the app's processes are gone, not when the init has
+            // also torn down its copy of crew's memory (it writes the status
+            // before that, for the same reason).
+            for stdio in 0..3 {
+                let _ = sys.close(stdio);
+            }
             init_loop(sys, app)
         }
     }
@@ -257,6 +264,9 @@ mod tests {
             format!("report on 3: step {READY_STEP} errno 0"),
             "close 3".into(),
             "close 5".into(),
+            "close 0".into(),
+            "close 1".into(),
+            "close 2".into(),
             "sigwait -> Some(15)".into(),
             "kill -1 15".into(),
             "sigwait -> Some(17)".into(),
