@@ -104,6 +104,12 @@ def cmd_start(a):
                 record(a, part="start", tool=name, skipped=r["skipped"])
                 say(f"dyno       {name:<14} skipped: {r['skipped']}")
                 continue
+            if "parts" in r:
+                record(a, part="start", tool=name, parts=r["parts"])
+                total = sum(median(ms) for _, ms in r["parts"])
+                say(f"dyno       {name:<14} {len(r['parts'])} parts, medians summing to "
+                    f"{total:.2f} ms")
+                continue
             ms = r["ms"]
             record(a, part="start", tool=name, label=r.get("label", ""),
                    tool_version=r.get("version", ""), ms=ms)
@@ -210,7 +216,9 @@ def cmd_report(a):
         base_med = median(base) if base else None
         print("| runtime | median | p90 | min | × plain fork/exec (medians) | what it does |")
         print("|---|---:|---:|---:|---:|---|")
-        names = list(RUNTIMES) + [n for n in by_name if n not in RUNTIMES]
+        names = list(RUNTIMES) + [n for n, r in by_name.items()
+                                  if n not in RUNTIMES and "parts" not in r
+                                  and not n.endswith("-steps")]
         for name in names:
             r = by_name.get(name)
             if r is None:
@@ -241,6 +249,38 @@ def cmd_report(a):
             print("crun was not given a host tweak to get past its refusal (the research "
                   "note mounted a v1 `hugetlb` hierarchy for the length of its run); the "
                   "bench changes nothing on the host.\n")
+        steps = by_name.get("crew-isolated-net-steps")
+        if steps and "parts" in steps:
+            parts = [(kind, median(ms)) for kind, ms in steps["parts"]]
+            total = sum(m for _, m in parts)
+            runs_n = len(steps["parts"][0][1]) if steps["parts"] else 0
+            print("#### What each part of crew's isolated, networked start takes\n")
+            print(f"After the rounds, {runs_n} more starts of `true` by crew's isolated runtime "
+                  "with a network, each with its init timing its own steps "
+                  "(`IsolatedRuntime::time_start`: one write to the setup pipe per step, "
+                  "so these starts are a little slower than the row above and are not in "
+                  "it). *clone* runs from the start of the launch (the cgroup's files, the "
+                  "hand-over to the thread that clones, entering the dyno's network, the "
+                  "`clone` of new mount, pid, uts and ipc namespaces) to the init's first "
+                  "instruction; each kind of step is the time all its steps took together; "
+                  "*app exec* runs from the last step to the parent's seeing the app's "
+                  "exec. The kernel-surface walls of issue 15 are *seccomp filter*, *empty "
+                  "bounding set*, *clear capabilities*, *no_new_privs* and */proc walls* "
+                  "(the hidden and read-only entries); *switch user* is the app's own "
+                  "uid.\n")
+            print("| part | median | share of the sum |")
+            print("|---|---:|---:|")
+            for kind, m in parts:
+                share = f"{100 * m / total:.0f}%" if total else ""
+                print(f"| {kind} | {m * 1000:.0f} µs | {share} |")
+            print(f"| sum of the medians | {total * 1000:.0f} µs | |")
+            walls = {"seccomp filter", "empty bounding set", "clear capabilities",
+                     "no_new_privs", "/proc walls"}
+            wall_sum = sum(m for kind, m in parts if kind in walls)
+            print(f"\nThe kernel-surface walls together: {wall_sum * 1000:.0f} µs "
+                  f"({100 * wall_sum / total:.0f}% of the sum).\n" if total else "")
+        elif steps:
+            print(f"The step-by-step timing was not measured: {steps.get('skipped')}\n")
         busy_note([start_sum.get("other_cores")])
 
     med_run = None

@@ -16,6 +16,12 @@
 //! `{"runtime": …, "label": …, "skipped": "why"}` when it is missing or failed:
 //! a failure never turns into a number.
 //!
+//! Then, as many times again, crew's isolated runtime with a network starts
+//! `true` with its init timing each step (`IsolatedRuntime::time_start`),
+//! and one more object says what each part of its start took:
+//! `{"runtime": "crew-isolated-net-steps", "parts": [["clone", [ms…]], …]}`.
+//! Those runs are not in the rounds: the timing costs a write per step.
+//!
 //! The peers are timed from here, with `Command::status()`, so every row pays the
 //! same price for starting a process from this program. As root it re-executes
 //! itself under `unshare -m` first: the bwrap and runc rows need host-side mounts
@@ -31,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crew_runtime::{
     DynoNetwork, DynoNetworkConfig, DynoProcess, DynoSpec, Ipv4Range, IsolatedConfig,
-    IsolatedRuntime, PlainRuntime, Runtime,
+    IsolatedRuntime, PlainRuntime, Runtime, StartTiming,
 };
 use rustix::mount::{MountFlags, UnmountFlags};
 use tokio::io::AsyncReadExt;
@@ -166,6 +172,11 @@ fn run() -> Result<(), String> {
     for row in &rows {
         println!("{}", row.json());
     }
+    for row in &mut rows {
+        if let Some(line) = row.step_times(runs) {
+            println!("{line}");
+        }
+    }
     Ok(())
 }
 
@@ -181,6 +192,10 @@ trait Contender {
     /// Waits, untimed, for what a run leaves to do in the background that
     /// the runtime itself knows of.
     fn settle(&mut self) {}
+    /// One start timed step by step, where the runtime can.
+    fn time_steps(&mut self) -> Option<Result<StartTiming, String>> {
+        None
+    }
 }
 
 struct Row<'a> {
@@ -219,6 +234,42 @@ impl<'a> Row<'a> {
                 Err(why) => self.contender = Err(format!("failed in round {round}: {why}")),
             }
         }
+    }
+
+    /// `runs` timed starts, as one JSON object of what each part took.
+    fn step_times(&mut self, runs: usize) -> Option<String> {
+        let contender = self.contender.as_mut().ok()?;
+        let mut parts: Vec<(&'static str, Vec<String>)> = Vec::new();
+        let runtime = format!("{}-steps", self.name);
+        for _ in 0..runs {
+            let timing = match contender.time_steps()? {
+                Ok(timing) => timing,
+                Err(why) => {
+                    return Some(format!(
+                        "{{\"runtime\": {}, \"skipped\": {}}}",
+                        json_string(&runtime),
+                        json_string(&format!("failed: {why}"))
+                    ));
+                }
+            };
+            settle(contender.as_mut());
+            for (kind, took) in timing.parts {
+                let ms = format!("{:.3}", took.as_secs_f64() * 1000.0);
+                match parts.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, all)) => all.push(ms),
+                    None => parts.push((kind, vec![ms])),
+                }
+            }
+        }
+        let parts: Vec<String> = parts
+            .iter()
+            .map(|(kind, ms)| format!("[{}, [{}]]", json_string(kind), ms.join(", ")))
+            .collect();
+        Some(format!(
+            "{{\"runtime\": {}, \"parts\": [{}]}}",
+            json_string(&runtime),
+            parts.join(", ")
+        ))
     }
 
     fn json(&self) -> String {
@@ -471,6 +522,14 @@ impl Contender for CrewIsolatedNet<'_> {
     /// The pool makes the namespace that replaces the one taken.
     fn settle(&mut self) {
         self.network.wait_until_full(Duration::from_secs(10));
+    }
+
+    fn time_steps(&mut self) -> Option<Result<StartTiming, String>> {
+        Some(
+            self.runtime
+                .time_start(&self.spec)
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 

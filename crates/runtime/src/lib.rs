@@ -77,7 +77,7 @@ use std::path::PathBuf;
 pub use dyno_network::{DynoNetwork, DynoNetworkConfig, Ipv4Range, NetworkUnavailable};
 pub use isolated::{
     IsolatedConfig, IsolatedGroup, IsolatedProcess, IsolatedRuntime, IsolationUnavailable,
-    SandboxBind, SandboxSpec, Sandboxed,
+    SandboxBind, SandboxSpec, Sandboxed, StartTiming,
 };
 pub use network_namespace::NetworkNamespace;
 pub use plain::{PlainGroup, PlainProcess, PlainRuntime};

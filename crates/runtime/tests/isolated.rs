@@ -764,3 +764,39 @@ async fn dev_has_working_devices_and_no_way_to_make_more() {
          null-writable\nzeros\nrandom\nno-mknod\n0\n"
     );
 }
+
+/// A timed start says how long every part took, walls included, and the
+/// dyno runs as any other: the bench's breakdown rests on this.
+#[test]
+fn a_timed_start_reports_each_part_of_the_start() {
+    let Some(rt) = runtime("a_timed_start_reports_each_part_of_the_start") else {
+        return;
+    };
+    let slug = slug();
+    let timing = rt
+        .time_start(&spec("timed.1", slug.path(), "true"))
+        .expect("a timed start of `true`");
+    let kinds: Vec<&str> = timing.parts.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(kinds.first(), Some(&"clone"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"app exec"), "{kinds:?}");
+    for wall in [
+        "join cgroup",
+        "mount",
+        "/proc walls",
+        "pivot_root",
+        "empty bounding set",
+        "switch user",
+        "seccomp filter",
+    ] {
+        assert!(kinds.contains(&wall), "no {wall} in {kinds:?}");
+    }
+    let unique: BTreeSet<&str> = kinds.iter().copied().collect();
+    assert_eq!(unique.len(), kinds.len(), "each kind once: {kinds:?}");
+    assert!(timing.total() > Duration::ZERO);
+    // Not a speed check: a difference taken the wrong way round on the
+    // wrapping clock would come out at over an hour.
+    assert!(timing.total() < Duration::from_secs(600), "{timing:?}");
+    // A failing app is an error, not a timing.
+    let failed = rt.time_start(&spec("timed.2", slug.path(), "exit 3"));
+    assert!(failed.is_err(), "{failed:?}");
+}

@@ -6,21 +6,37 @@
 
 use std::os::fd::RawFd;
 
-use super::step::{EXEC_STEP, Flow, READY_STEP, Step, fd};
+use super::step::{EXEC_STEP, Flow, READY_STEP, Step, TIMING_BEGIN, TIMING_STEP, fd};
 use super::sys::{CHILD_FDS, Sys};
 use crate::ExitStatus;
 
 /// Runs the init; returns its exit code. `fds` are the parent's descriptors that
-/// become 0..6 (see [`fd`]).
-pub(crate) fn dyno_init<S: Sys>(sys: &S, steps: &[Step], fds: &[RawFd; CHILD_FDS]) -> i32 {
+/// become 0..6 (see [`fd`]). `timed`: after each step, report when it ended
+/// (see [`TIMING_STEP`]).
+pub(crate) fn dyno_init<S: Sys>(
+    sys: &S,
+    steps: &[Step],
+    fds: &[RawFd; CHILD_FDS],
+    timed: bool,
+) -> i32 {
+    let began = sys.clock_micros();
     // Signals queue from the start; init takes them with sigwait later. Nothing
     // can be reported before the descriptors are in place: the parent then sees
     // the setup pipe close without a record.
     if sys.block_signals().is_err() || sys.arrange_fds(fds).is_err() {
         return 126;
     }
+    // Times travel as the errno field's bits.
+    let time = |step: u32| sys.report(fd::SETUP, step, sys.clock_micros() as i32);
+    if timed {
+        sys.report(fd::SETUP, TIMING_BEGIN, began as i32);
+    }
     for (index, step) in steps.iter().enumerate() {
-        match step.run(sys) {
+        let result = step.run(sys);
+        if timed && result.is_ok() {
+            time(TIMING_STEP | u32::try_from(index).unwrap_or(0));
+        }
+        match result {
             Ok(Flow::Continue) => {}
             Ok(Flow::Abort) => return 1,
             Err(errno) => {
@@ -187,7 +203,7 @@ mod tests {
             .borrow_mut()
             .extend([libc::SIGTERM, libc::SIGCHLD]);
         sys.reaped.borrow_mut().push_back((2, 15));
-        let code = dyno_init(&sys, &steps, &FDS);
+        let code = dyno_init(&sys, &steps, &FDS, false);
         assert_eq!(code, 128 + 15);
         let r = "/run/crew/root";
         let expected = [
@@ -279,12 +295,45 @@ mod tests {
         assert_eq!(sys.calls(), expected);
     }
 
+    /// Timed, each step is followed by a record of when it ended, and the
+    /// walk itself is the same.
+    #[test]
+    fn a_timed_setup_reports_when_each_step_ended() {
+        let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
+        let untimed = Recorder::new();
+        untimed.signals.borrow_mut().push_back(libc::SIGCHLD);
+        untimed.reaped.borrow_mut().push_back((2, 0));
+        dyno_init(&untimed, &steps, &FDS, false);
+        let timed = Recorder::new();
+        timed.signals.borrow_mut().push_back(libc::SIGCHLD);
+        timed.reaped.borrow_mut().push_back((2, 0));
+        dyno_init(&timed, &steps, &FDS, true);
+        let calls = timed.calls();
+        let (records, walk): (Vec<_>, Vec<_>) = calls.iter().cloned().partition(|c| {
+            c.starts_with("report on 3: step") && !c.contains(&format!("step {READY_STEP} "))
+        });
+        assert_eq!(walk, untimed.calls(), "timing changes nothing else");
+        assert_eq!(records.len(), steps.len() + 1, "{records:?}");
+        assert!(records[0].starts_with(&format!("report on 3: step {TIMING_BEGIN} ")));
+        // The record after step i says so, and carries the clock read just
+        // after it (the Recorder's clock is its call count, in ms).
+        let second = calls.iter().position(|c| *c == records[2]).unwrap();
+        assert_eq!(
+            records[2],
+            format!(
+                "report on 3: step {} errno {}",
+                TIMING_STEP | 1,
+                second * 1000
+            )
+        );
+    }
+
     #[test]
     fn a_failed_step_is_reported_and_stops_the_setup() {
         let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.fail = Some(("mount overlay".into(), libc::ENODEV));
-        assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
+        assert_eq!(dyno_init(&sys, &steps, &FDS, false), 1);
         let calls = sys.calls();
         let index = steps
             .iter()
@@ -317,7 +366,7 @@ mod tests {
         let sys = Recorder::new();
         sys.signals.borrow_mut().push_back(libc::SIGCHLD);
         sys.reaped.borrow_mut().push_back((2, 0));
-        dyno_init(&sys, &steps, &FDS);
+        dyno_init(&sys, &steps, &FDS, false);
         let calls = sys.calls();
         let at = |text: &str| calls.iter().position(|c| c == text).unwrap();
         let terminal = at("terminal /dev/pts/ptmx for 2000000001:2000000001 80x24");
@@ -330,7 +379,7 @@ mod tests {
         let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.parent = false;
-        assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
+        assert_eq!(dyno_init(&sys, &steps, &FDS, false), 1);
         let calls = sys.calls();
         assert_eq!(calls.last().unwrap(), "parent alive on 5");
         assert!(!calls.iter().any(|c| c.starts_with("report")), "{calls:?}");
@@ -374,7 +423,7 @@ mod tests {
         let steps = build(&layout(), &setup(None), Path::new("/srv/slugs/v1")).unwrap();
         let mut sys = Recorder::new();
         sys.fail = Some(("spawn app".into(), libc::EAGAIN));
-        assert_eq!(dyno_init(&sys, &steps, &FDS), 1);
+        assert_eq!(dyno_init(&sys, &steps, &FDS, false), 1);
         assert_eq!(
             sys.calls().last().unwrap(),
             &format!("report on 3: step {} errno {}", steps.len(), libc::EAGAIN)

@@ -40,6 +40,19 @@ pub(crate) mod fd {
 pub(crate) const EXEC_STEP: u32 = u32::MAX;
 /// The setup record step number for "setup done, the app is started".
 pub(crate) const READY_STEP: u32 = u32::MAX - 1;
+/// Set on the step number of a record that carries, instead of an errno,
+/// the time the step ended ([`Sys::clock_micros`]), when the parent asked for
+/// a timed setup: the bench's measure of what each wall costs. Step numbers
+/// are far below it, and [`READY_STEP`] and [`EXEC_STEP`] have the bit
+/// above it set too, so [`is_timing`] tells them apart.
+pub(crate) const TIMING_STEP: u32 = 0x4000_0000;
+/// The step number of the timing record sent before the first step.
+pub(crate) const TIMING_BEGIN: u32 = TIMING_STEP | 0x3fff_ffff;
+
+/// Whether a setup record is a timing record.
+pub(crate) fn is_timing(step: u32) -> bool {
+    step & 0xc000_0000 == TIMING_STEP
+}
 
 /// One thing the init does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +133,51 @@ pub(crate) enum Step {
     },
     /// Ends the setup quietly if the parent died before the death signal was armed.
     CheckParent,
+}
+
+impl Step {
+    /// What kind of thing the step does, in a word or two: how a timed
+    /// setup's steps are grouped in the bench's report.
+    pub(crate) fn kind(&self) -> &'static str {
+        // The walls over /proc's entries (hidden, or read-only) are counted
+        // apart from the root's other mounts.
+        let in_proc = |target: &CString| target.as_bytes().windows(6).any(|w| w == b"/proc/");
+        match self {
+            Step::Mount { target, .. }
+            | Step::Bind { target, .. }
+            | Step::Remount { target, .. }
+                if in_proc(target) =>
+            {
+                "/proc walls"
+            }
+            Step::DeathSignal => "parent-death signal",
+            Step::JoinCgroup(_) => "join cgroup",
+            Step::NewCgroupNamespace => "cgroup namespace",
+            Step::Name(_) => "name",
+            Step::PrivateMounts => "private mounts",
+            Step::OpenDir { .. } => "open slug",
+            Step::Mount { .. } => "mount",
+            Step::Bind { .. } => "bind",
+            Step::Remount { .. } => "read-only remount",
+            Step::Mkdir { .. } => "mkdir",
+            Step::CreateFile(_) => "create file",
+            Step::Device { .. } => "device node",
+            Step::Symlink { .. } => "symlink",
+            Step::Chown { .. } => "chown",
+            Step::Close(_) => "close",
+            Step::Hostname(_) => "hostname",
+            Step::Chdir(_) => "chdir",
+            Step::PivotRoot => "pivot_root",
+            Step::DetachOldRoot => "detach old root",
+            Step::DropGroups | Step::SetGid(_) | Step::SetUid(_) => "switch user",
+            Step::NoNewPrivs => "no_new_privs",
+            Step::DropBoundingSet => "empty bounding set",
+            Step::ClearCapabilities => "clear capabilities",
+            Step::Seccomp(_) => "seccomp filter",
+            Step::Terminal { .. } => "terminal",
+            Step::CheckParent => "check parent",
+        }
+    }
 }
 
 /// What walking a step means for the rest of the setup.

@@ -103,6 +103,8 @@ pub(crate) trait Sys {
     fn exec_app(&self) -> Errno;
     /// Writes one 8-byte record (step, errno) to the setup pipe.
     fn report(&self, fd: RawFd, step: u32, errno: i32);
+    /// The monotonic clock in microseconds, wrapping, for a timed setup.
+    fn clock_micros(&self) -> u32;
     /// Waits for the next signal; returns its number.
     fn wait_signal(&self) -> SysResult<i32>;
     /// Reaps one exited child without blocking: (pid, raw wait status).
@@ -291,6 +293,12 @@ mod recorder {
         }
         fn report(&self, fd: RawFd, step: u32, errno: i32) {
             let _ = self.call(format!("report on {fd}: step {step} errno {errno}"));
+        }
+        fn clock_micros(&self) -> u32 {
+            // Each reading a millisecond after the last, so a test sees
+            // which record carries which.
+            let n = self.calls.borrow().len();
+            u32::try_from(n).unwrap_or(0) * 1000
         }
         fn wait_signal(&self) -> SysResult<i32> {
             let next = self.signals.borrow_mut().pop_front();

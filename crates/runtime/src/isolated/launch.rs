@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::cgroup::DynoCgroup;
 use super::plan::describe;
-use crate::init::step::{READY_STEP, Step};
+use crate::init::step::{READY_STEP, Step, TIMING_BEGIN, is_timing};
 use crate::init::sys::{CHILD_FDS, Errno};
 use crate::os::{self, ExecImage, LinuxSys};
 use crate::{ExitStatus, Signal};
@@ -21,6 +21,8 @@ use crate::{ExitStatus, Signal};
 pub(crate) struct ChildPlan {
     pub steps: Vec<Step>,
     pub image: ExecImage,
+    /// The init reports when each step ended ([`SetupTiming`]).
+    pub timed: bool,
 }
 
 struct CloneRequest {
@@ -59,7 +61,7 @@ fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
                             _ if lost => Err(io::Error::other(
                                 "the thread that starts dynos is stuck in a dyno's network",
                             )),
-                            (None, _) => os::clone_dyno(&sys, steps, &fds),
+                            (None, _) => os::clone_dyno(&sys, steps, &fds, request.plan.timed),
                             (Some(_), Err(e)) => Err(io::Error::new(
                                 e.kind(),
                                 format!("cannot open the host's network namespace: {e}"),
@@ -67,7 +69,8 @@ fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
                             (Some(network), Ok(host)) => {
                                 match os::enter_network_namespace(network) {
                                     Ok(()) => {
-                                        let result = os::clone_dyno(&sys, steps, &fds);
+                                        let result =
+                                            os::clone_dyno(&sys, steps, &fds, request.plan.timed);
                                         lost = os::enter_network_namespace(host).is_err();
                                         result
                                     }
@@ -95,6 +98,21 @@ pub(crate) struct Launched {
     pub pidfd: OwnedFd,
     /// Where init writes the app's wait status before it exits (non-blocking).
     pub status: OwnedFd,
+    /// For a timed plan, when each part of the start ended.
+    pub timing: Option<SetupTiming>,
+}
+
+/// When each part of a timed start ended, on the monotonic clock in
+/// microseconds (wrapping; see `os::monotonic_micros`).
+pub(crate) struct SetupTiming {
+    /// When `launch` began, in the parent.
+    pub began: u32,
+    /// When the init began, before its first step.
+    pub init: u32,
+    /// When each step ended: (its [`Step::kind`], time).
+    pub steps: Vec<(&'static str, u32)>,
+    /// When the parent saw the setup end: the app's exec.
+    pub ready: u32,
 }
 
 /// What the init's descriptors 0, 1 and 2 are.
@@ -114,6 +132,7 @@ pub(crate) fn launch(
     cgroup: &DynoCgroup,
     timeout: Duration,
 ) -> io::Result<Launched> {
+    let began = os::monotonic_micros();
     let (setup_r, setup_w) = os::pipe()?;
     let (status_r, status_w) = os::pipe()?;
     let (go_r, go_w) = os::pipe()?;
@@ -168,8 +187,35 @@ pub(crate) fn launch(
         Err(error)
     };
     let records = os::read_setup_records(&setup_r, timeout);
+    let ready = os::monotonic_micros();
+    let mut timings = None;
     drop(go_w);
     let records = match records {
+        Ok(mut records) if plan.timed => {
+            let mut timing = SetupTiming {
+                began,
+                init: began,
+                steps: Vec::new(),
+                ready,
+            };
+            records.retain(|&(step, time)| {
+                if !is_timing(step) {
+                    return true;
+                }
+                // The time travels in the errno field's bits.
+                let time = time as u32;
+                if step == TIMING_BEGIN {
+                    timing.init = time;
+                } else {
+                    let index = (step & 0x3fff_ffff) as usize;
+                    let kind = plan.steps.get(index).map_or("?", Step::kind);
+                    timing.steps.push((kind, time));
+                }
+                false
+            });
+            timings = Some(timing);
+            records
+        }
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
             return fail(
@@ -205,5 +251,6 @@ pub(crate) fn launch(
         pid,
         pidfd,
         status: status_r,
+        timing: timings,
     })
 }

@@ -57,5 +57,5 @@ mod sandbox;
 pub use self::config::{IsolatedConfig, IsolationUnavailable};
 pub use self::plan::SandboxBind;
 pub use self::process::{IsolatedGroup, IsolatedProcess};
-pub use self::runtime::IsolatedRuntime;
+pub use self::runtime::{IsolatedRuntime, StartTiming};
 pub use self::sandbox::{SandboxSpec, Sandboxed};

@@ -38,7 +38,7 @@ impl IsolatedRuntime {
             output,
             console,
             lease,
-        } = self.start(spec, size)?;
+        } = self.start(spec, size, false)?;
         let (notices, notices_rx) = mpsc::unbounded_channel();
         let dyno = Arc::new(Dyno {
             pid: launched.pid,

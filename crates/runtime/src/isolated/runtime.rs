@@ -20,7 +20,7 @@ use super::config::{IsolatedConfig, IsolationUnavailable};
 use super::exec_image::exec_image;
 use super::host_layout::layout;
 use super::kernel;
-use super::launch::{ChildIo, ChildPlan, Launched, launch};
+use super::launch::{ChildIo, ChildPlan, Launched, SetupTiming, launch};
 use super::plan::{self, Layout, Setup};
 use crate::dyno_network::{Lease, Starting};
 use crate::os;
@@ -145,7 +145,7 @@ impl IsolatedRuntime {
             cwd: slug.clone(),
             ..DynoSpec::default()
         };
-        let started = self.start(&spec, &DynoSize::default());
+        let started = self.start(&spec, &DynoSize::default(), false);
         let result = match started {
             Ok(Started {
                 launched, cgroup, ..
@@ -224,8 +224,44 @@ impl IsolatedRuntime {
             ),
         }
     }
-    /// Everything up to a running app; synchronous.
-    pub(super) fn start(&self, spec: &DynoSpec, size: &DynoSize) -> Result<Started, RuntimeError> {
+    /// Starts a dyno whose init times each step of its setup, waits for it,
+    /// and says how long each part of the start took: the bench's measure
+    /// of what each wall costs. The timing adds one write per step. Needs no
+    /// tokio runtime; the dyno's output is not read, so its command should
+    /// write little (`true`).
+    pub fn time_start(&self, spec: &DynoSpec) -> Result<StartTiming, RuntimeError> {
+        let fail = |source| spawn_error(spec, source);
+        let size = self.size_for(&spec.name);
+        let started = self.start(spec, &size, true)?;
+        let status = os::pidfd_reap(&started.launched.pidfd, true);
+        started.cgroup.kill();
+        remove_soon(&started.cgroup);
+        match status {
+            Ok(Some(status)) if status.success() => {}
+            Ok(Some(status)) => {
+                return Err(fail(io::Error::other(format!(
+                    "the dyno exited with status {}",
+                    status.code()
+                ))));
+            }
+            Ok(None) => return Err(fail(io::Error::other("the dyno never exited"))),
+            Err(e) => return Err(fail(e)),
+        }
+        let timing = started
+            .launched
+            .timing
+            .ok_or_else(|| fail(io::Error::other("the init sent no times")))?;
+        Ok(StartTiming::from_setup(&timing))
+    }
+
+    /// Everything up to a running app; synchronous. `timed`: see
+    /// [`IsolatedRuntime::time_start`].
+    pub(super) fn start(
+        &self,
+        spec: &DynoSpec,
+        size: &DynoSize,
+        timed: bool,
+    ) -> Result<Started, RuntimeError> {
         let shared = &self.shared;
         let fail = |source| spawn_error(spec, source);
         let image = exec_image(spec).map_err(fail)?;
@@ -289,7 +325,11 @@ impl IsolatedRuntime {
                     stdin: theirs,
                     errors: None,
                 };
-                let plan = Arc::new(ChildPlan { steps, image });
+                let plan = Arc::new(ChildPlan {
+                    steps,
+                    image,
+                    timed,
+                });
                 let launched = launch(
                     plan,
                     io,
@@ -324,7 +364,11 @@ impl IsolatedRuntime {
                 errors: None,
             };
             drop(stdio.stderr);
-            let plan = Arc::new(ChildPlan { steps, image });
+            let plan = Arc::new(ChildPlan {
+                steps,
+                image,
+                timed,
+            });
             let launched = launch(
                 plan,
                 io,
@@ -401,6 +445,41 @@ fn size_of(sizes: &HashMap<String, DynoSize>, default: &DynoSize, dyno: &str) ->
 }
 
 /// A dyno whose app runs, before anything watches it.
+/// How long each part of one dyno's start took
+/// ([`IsolatedRuntime::time_start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartTiming {
+    /// In the order they came: `clone` (from the start of the launch to the
+    /// init's first instruction), then each kind of step with the time all
+    /// its steps took together, then `app exec` (from the last step until
+    /// the parent sees the app's exec).
+    pub parts: Vec<(&'static str, Duration)>,
+}
+
+impl StartTiming {
+    fn from_setup(setup: &SetupTiming) -> StartTiming {
+        let span = |from: u32, to: u32| Duration::from_micros(u64::from(to.wrapping_sub(from)));
+        let mut parts: Vec<(&'static str, Duration)> =
+            vec![("clone", span(setup.began, setup.init))];
+        let mut last = setup.init;
+        for &(kind, ended) in &setup.steps {
+            let took = span(last, ended);
+            last = ended;
+            match parts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, sum)) => *sum += took,
+                None => parts.push((kind, took)),
+            }
+        }
+        parts.push(("app exec", span(last, setup.ready)));
+        StartTiming { parts }
+    }
+
+    /// From the start of the launch to the app's exec.
+    pub fn total(&self) -> Duration {
+        self.parts.iter().map(|(_, d)| *d).sum()
+    }
+}
+
 pub(super) struct Started {
     pub(super) launched: Launched,
     pub(super) cgroup: DynoCgroup,

@@ -120,7 +120,11 @@ impl IsolatedRuntime {
                 output: stdout_w,
                 errors,
             };
-            let plan = Arc::new(ChildPlan { steps, image });
+            let plan = Arc::new(ChildPlan {
+                steps,
+                image,
+                timed: false,
+            });
             let launched = launch(
                 plan,
                 io,

@@ -77,6 +77,7 @@ pub(crate) fn clone_dyno(
     sys: &LinuxSys<'_>,
     steps: &[Step],
     fds: &[RawFd; CHILD_FDS],
+    timed: bool,
 ) -> io::Result<u32> {
     let flags = (libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -92,7 +93,7 @@ pub(crate) fn clone_dyno(
     match ret {
         r if r < 0 => Err(io::Error::last_os_error()),
         0 => {
-            let code = dyno_init(sys, steps, fds);
+            let code = dyno_init(sys, steps, fds, timed);
             // SAFETY: ends the child without running anything of the parent's copy.
             unsafe { libc::_exit(code) }
         }

@@ -478,6 +478,10 @@ impl Sys for LinuxSys<'_> {
         errno()
     }
 
+    fn clock_micros(&self) -> u32 {
+        super::monotonic_micros()
+    }
+
     fn report(&self, fd: RawFd, step: u32, errno: i32) {
         let mut record = [0u8; 8];
         record[..4].copy_from_slice(&step.to_le_bytes());

@@ -46,4 +46,4 @@ pub use process::{
 };
 pub(crate) use process::{euid, is_root, reap_blocking, signal_group_raw};
 pub use pty::{open_terminal, set_window_size};
-pub(crate) use records::{read_setup_records, read_status};
+pub(crate) use records::{monotonic_micros, read_setup_records, read_status};

@@ -48,6 +48,16 @@ pub(crate) fn read_setup_records(fd: &OwnedFd, timeout: Duration) -> io::Result<
     }
 }
 
+/// The monotonic clock in microseconds, wrapping at 2³²: what the init and
+/// the parent both read when a start is timed step by step (see
+/// `crate::init::step::TIMING_STEP`).
+pub(crate) fn monotonic_micros() -> u32 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let micros = i128::from(now.tv_sec) * 1_000_000 + i128::from(now.tv_nsec) / 1_000;
+    // Wrapping on purpose: only differences are used.
+    micros as u32
+}
+
 /// Reads the init's report of the app's wait status, if it wrote one.
 pub(crate) fn read_status(fd: &OwnedFd) -> Option<i32> {
     let mut buf = [0u8; 4];
