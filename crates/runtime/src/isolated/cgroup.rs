@@ -70,11 +70,12 @@ impl Cgroups {
         &self.hierarchy
     }
 
-    /// How many files a dyno joins its cgroup through (see
-    /// [`DynoCgroup::join_files`]).
+    /// How many files a dyno's init joins its cgroup through (see
+    /// [`DynoCgroup::join_files`]): none on v2, where it is cloned straight
+    /// into its group ([`DynoCgroup::clone_dir`]).
     pub(crate) fn join_file_count(&self) -> usize {
         match self.hierarchy {
-            Hierarchy::V2 { .. } => 1,
+            Hierarchy::V2 { .. } => 0,
             Hierarchy::V1 { .. } => 2,
         }
     }
@@ -294,15 +295,35 @@ impl DynoCgroup {
         &self.memory
     }
 
-    /// The files through which the init moves itself into the group, open
-    /// for writing: it writes `0` (itself) to each. On v2 the group's
-    /// `cgroup.procs`. On v1 the `tasks` file of the memory and of the pids
-    /// hierarchy, which move one thread: the init has one, and a thread that
-    /// moves itself skips the kernel's global lock on every thread group,
-    /// whose taking waits for an RCU grace period once the lock has been
-    /// idle a while (10 to 30 ms on an idle two-core machine, more than the
-    /// rest of a dyno's start). v2 has no such file for a move to another
-    /// domain.
+    /// On v2 the group's directory, open for a `clone3` straight into it
+    /// (`CLONE_INTO_CGROUP`, Linux 5.7): a process that moves in later takes
+    /// the kernel's global lock on thread groups for writing, which waits
+    /// for an RCU grace period once the lock has been idle a while (see
+    /// [`DynoCgroup::join_files`]); a process born in the group does not.
+    /// `None` on v1, which has no such clone.
+    pub(crate) fn clone_dir(&self) -> io::Result<Option<fs::File>> {
+        if !self.v2 {
+            return Ok(None);
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.memory)
+            .map(Some)
+            .map_err(|e| context(e, &self.memory, "open"))
+    }
+
+    /// The files through which a process moves itself into the group, open
+    /// for writing: it writes `0` (itself) to each. On v1 the `tasks` file
+    /// of the memory and of the pids hierarchy, which move one thread: a
+    /// dyno's init has one, and a thread that moves itself skips the
+    /// kernel's global lock on every thread group, whose taking waits for an
+    /// RCU grace period once the lock has been idle a while (10 to 30 ms on
+    /// an idle two-core machine, more than the rest of a dyno's start). On
+    /// v2, which has no such file for a move to another domain, the group's
+    /// `cgroup.procs`: only `run:inside` joins through it, since an init is
+    /// cloned into its group ([`DynoCgroup::clone_dir`]).
     pub(crate) fn join_files(&self) -> io::Result<Vec<fs::File>> {
         let (dirs, name): (&[&PathBuf], &str) = if self.v2 {
             (&[&self.memory], "cgroup.procs")
@@ -501,6 +522,11 @@ mod tests {
         fs::write(d.join("cgroup.procs"), "").unwrap();
         let files = group.join_files().unwrap();
         assert_eq!(files.len(), 1);
+        assert!(
+            group.clone_dir().unwrap().is_some(),
+            "v2 inits are cloned into the group"
+        );
+        assert_eq!(cg.join_file_count(), 0, "and join nothing");
         (&files[0]).write_all(b"4242").unwrap();
         assert_eq!(read("cgroup.procs"), "4242");
         assert_eq!(group.procs(), vec![4242]);
@@ -557,6 +583,11 @@ mod tests {
         fs::write(p.join("tasks"), "").unwrap();
         let files = group.join_files().unwrap();
         assert_eq!(files.len(), 2, "memory and pids");
+        assert!(
+            group.clone_dir().unwrap().is_none(),
+            "v1 has no clone into a group"
+        );
+        assert_eq!(cg.join_file_count(), 2);
         for mut file in files {
             file.write_all(b"77").unwrap();
         }

@@ -4,6 +4,7 @@
 //! init joins its cgroup itself, through the cgroup files opened here,
 //! so nothing waits for a round trip between the two.
 
+use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
@@ -30,6 +31,9 @@ struct CloneRequest {
     fds: [RawFd; CHILD_FDS],
     /// The network namespace the init starts in; `None`: the host's.
     network: Option<OwnedFd>,
+    /// The cgroup v2 group the init starts in; `None`: it joins its group
+    /// itself (v1).
+    cgroup_dir: Option<fs::File>,
     reply: mpsc::SyncSender<io::Result<u32>>,
 }
 
@@ -57,11 +61,14 @@ fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
                         let sys = LinuxSys::new(&request.plan.image, cmdline);
                         let steps = &request.plan.steps;
                         let fds = request.fds;
+                        let cgroup = request.cgroup_dir.as_ref().map(AsRawFd::as_raw_fd);
                         let result = match (&request.network, &host) {
                             _ if lost => Err(io::Error::other(
                                 "the thread that starts dynos is stuck in a dyno's network",
                             )),
-                            (None, _) => os::clone_dyno(&sys, steps, &fds, request.plan.timed),
+                            (None, _) => {
+                                os::clone_dyno(&sys, steps, &fds, request.plan.timed, cgroup)
+                            }
                             (Some(_), Err(e)) => Err(io::Error::new(
                                 e.kind(),
                                 format!("cannot open the host's network namespace: {e}"),
@@ -69,8 +76,13 @@ fn spawner() -> io::Result<&'static mpsc::Sender<CloneRequest>> {
                             (Some(network), Ok(host)) => {
                                 match os::enter_network_namespace(network) {
                                     Ok(()) => {
-                                        let result =
-                                            os::clone_dyno(&sys, steps, &fds, request.plan.timed);
+                                        let result = os::clone_dyno(
+                                            &sys,
+                                            steps,
+                                            &fds,
+                                            request.plan.timed,
+                                            cgroup,
+                                        );
                                         lost = os::enter_network_namespace(host).is_err();
                                         result
                                     }
@@ -137,6 +149,7 @@ pub(crate) fn launch(
     let (status_r, status_w) = os::pipe()?;
     let (go_r, go_w) = os::pipe()?;
     let procs = cgroup.join_files()?;
+    let cgroup_dir = cgroup.clone_dir()?;
     let Some(first) = procs.first() else {
         return Err(io::Error::other(
             "a cgroup without a file to join it through",
@@ -161,6 +174,7 @@ pub(crate) fn launch(
             plan: plan.clone(),
             fds,
             network,
+            cgroup_dir,
             reply,
         })
         .map_err(|_| io::Error::other("the thread that starts dynos is gone"))?;

@@ -50,8 +50,9 @@ pub(crate) struct Layout {
     pub devices: Vec<Device>,
     /// The kernel surface: masked and read-only `/proc` entries, seccomp.
     pub walls: Walls,
-    /// How many cgroup files a dyno joins through: one on cgroup v2, the
-    /// memory and pids hierarchies' on v1.
+    /// How many cgroup files a dyno joins through: none on cgroup v2, where
+    /// the init is cloned into its group, the memory and pids hierarchies'
+    /// on v1.
     pub cgroup_files: usize,
 }
 
@@ -143,7 +144,10 @@ pub(crate) fn build_for(
     } = *setup;
     let root = &layout.root;
     let at = |p: &str| c(root.join(p.trim_start_matches('/')));
-    let mut steps = vec![Step::DeathSignal, Step::JoinCgroup(fd::CGROUP)];
+    let mut steps = vec![Step::DeathSignal];
+    if layout.cgroup_files > 0 {
+        steps.push(Step::JoinCgroup(fd::CGROUP));
+    }
     if layout.cgroup_files > 1 {
         steps.push(Step::JoinCgroup(fd::CGROUP_PIDS));
     }

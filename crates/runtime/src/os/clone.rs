@@ -70,27 +70,80 @@ unsafe fn raw_clone(flags: libc::c_ulong) -> libc::c_long {
     ret
 }
 
+/// The kernel's `struct clone_args` for `clone3`: every field is 64 bits
+/// wide on every architecture. (The libc crate has it on a few only.)
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3`'s flag for starting the child in the cgroup v2 group `cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Starts a dyno's init: a child in new mount, pid, uts and ipc namespaces (so it
 /// is pid 1 of its own) that walks `steps` through `sys`, forks the app and
-/// stays as its init; see `init::child::dyno_init`. Returns the child's pid.
+/// stays as its init; see `init::child::dyno_init`. With `cgroup` (a cgroup v2
+/// group's directory) it starts in that group. Returns the child's pid.
 pub(crate) fn clone_dyno(
     sys: &LinuxSys<'_>,
     steps: &[Step],
     fds: &[RawFd; CHILD_FDS],
     timed: bool,
+    cgroup: Option<RawFd>,
 ) -> io::Result<u32> {
-    let flags = (libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::SIGCHLD) as libc::c_ulong;
-    // SAFETY: the child is a copy of this process with only this thread, so locks
-    // held by other threads (the allocator's among them) stay held forever in it.
-    // It runs `dyno_init`, which only walks data built before this call and makes
-    // system calls through `LinuxSys` (no allocation, no locks, no panics), and
-    // then leaves with _exit, so no destructor or atexit handler of the copy runs.
-    let ret = unsafe { raw_clone(flags) };
+    let namespaces =
+        (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) as u64;
+    // SAFETY (both calls): the child is a copy of this process with only this
+    // thread, so locks held by other threads (the allocator's among them) stay
+    // held forever in it. It runs `dyno_init`, which only walks data built
+    // before this call and makes system calls through `LinuxSys` (no
+    // allocation, no locks, no panics), and then leaves with _exit, so no
+    // destructor or atexit handler of the copy runs.
+    let ret = match cgroup {
+        None => unsafe { raw_clone(namespaces | libc::SIGCHLD as u64) },
+        Some(dir) => {
+            let args = CloneArgs {
+                flags: namespaces | CLONE_INTO_CGROUP,
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: u64::try_from(dir).map_err(|_| io::Error::other("a bad descriptor"))?,
+                ..CloneArgs::default()
+            };
+            // SAFETY: as above; `args` is a valid clone_args for the
+            // duration of the call, and stack 0 means fork semantics (the
+            // child continues on a copy of this stack).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            }
+        }
+    };
     match ret {
+        r if r < 0 && cgroup.is_some() => {
+            let e = io::Error::last_os_error();
+            Err(match e.raw_os_error() {
+                Some(libc::ENOSYS | libc::E2BIG) => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot clone a dyno into its cgroup v2 group (Linux 5.7 or later is needed): {e}"
+                    ),
+                ),
+                _ => e,
+            })
+        }
         r if r < 0 => Err(io::Error::last_os_error()),
         0 => {
             let code = dyno_init(sys, steps, fds, timed);
@@ -110,4 +163,92 @@ pub(crate) fn cmdline_area() -> Option<(usize, usize)> {
     let start = fields.next()?.parse().ok()?;
     let end = fields.next()?.parse().ok()?;
     Some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Signal;
+    use crate::os::{ExecImage, LinuxSys, is_root, pipe, reap_blocking, signal_process};
+    use std::os::fd::AsRawFd;
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    /// Where a cgroup v2 hierarchy is mounted, if anywhere (on a v1 host,
+    /// often a unified one without controllers).
+    fn cgroup2_mount() -> Option<PathBuf> {
+        let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        info.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })
+    }
+
+    /// The dyno's init, cloned with a v2 group's directory, is born in that
+    /// group: it never joins it, so never takes the kernel's lock on
+    /// thread groups (see `DynoCgroup::clone_dir`).
+    #[test]
+    fn an_init_cloned_with_a_v2_group_is_born_in_it() {
+        if !is_root() {
+            eprintln!("skipped: needs root (an_init_cloned_with_a_v2_group_is_born_in_it)");
+            return;
+        }
+        let Some(mount) = cgroup2_mount() else {
+            eprintln!("skipped: no cgroup v2 hierarchy is mounted here");
+            return;
+        };
+        let name = format!("crew-clone3-test-{}", std::process::id());
+        let group = mount.join(&name);
+        fs::create_dir(&group).unwrap();
+        let dir = fs::File::open(&group).unwrap();
+        // No setup steps: the init starts its app, which sleeps until killed.
+        let image = ExecImage {
+            program: c"/bin/sleep".into(),
+            argv: vec![c"sleep".into(), c"60".into()],
+            envp: vec![],
+            terminal: false,
+        };
+        let sys = LinuxSys::new(&image, None);
+        let null = fs::File::open("/dev/null").unwrap();
+        let (_setup_r, setup_w) = pipe().unwrap();
+        let (_status_r, status_w) = pipe().unwrap();
+        let (go_r, _go_w) = pipe().unwrap();
+        let n = null.as_raw_fd();
+        let fds = [
+            n,
+            n,
+            n,
+            setup_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+            go_r.as_raw_fd(),
+            n,
+            n,
+        ];
+        let pid = clone_dyno(&sys, &[], &fds, false, Some(dir.as_raw_fd()));
+        let membership = pid
+            .as_ref()
+            .ok()
+            .and_then(|pid| fs::read_to_string(format!("/proc/{pid}/cgroup")).ok());
+        if let Ok(pid) = &pid {
+            signal_process(*pid, Signal::Kill);
+            reap_blocking(*pid);
+        }
+        // The group goes once the init's pid namespace (the app) is gone too.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::remove_dir(&group).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = pid.expect("clone3 into the group");
+        let membership = membership.expect("the init's /proc/PID/cgroup");
+        assert!(
+            membership
+                .lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(&format!("/{name}"))),
+            "init {pid} is not in {name}: {membership}"
+        );
+        assert!(!group.exists(), "{} was left behind", group.display());
+    }
 }
