@@ -20,9 +20,9 @@
 //! dyno's start, so a background thread keeps a few ready ([`Prepared`]):
 //! it makes the namespace (`unshare` on itself), configures it over netlink
 //! from inside, and comes back. It makes them ahead, not while dynos start
-//! (see [`make_namespaces`]): making one beside a start slowed that start by
-//! a fifth on a machine of two cores, since both want the CPU and the kernel's
-//! network locks. A dyno's init is cloned straight into one
+//! unless the pool runs low (see [`when_to_make`]): making one beside a
+//! start slowed that start by a fifth on a machine of two cores, since both
+//! want the CPU and the kernel's network locks. A dyno's init is cloned straight into one
 //! (the cloning thread enters it for the `clone`), and crew lets go of it:
 //! the namespace then lives exactly as long as the dyno's processes, and the
 //! kernel removes its veth with it. Nothing is left to clean after a
@@ -196,7 +196,7 @@ struct Inner {
     pool: Mutex<Pool>,
     /// Signalled when a namespace is made ready or the maker fails.
     filled: Condvar,
-    /// Signalled when one is taken.
+    /// Signalled when one is taken, and when a dyno's start ends.
     drained: Condvar,
     leases: Mutex<Leases>,
     description: String,
@@ -457,21 +457,30 @@ impl DynoNetwork {
     /// machine with the making of namespaces.
     pub fn wait_until_full(&self, timeout: Duration) -> bool {
         let inner = &self.inner;
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add is as good as none.
+        let deadline = Instant::now().checked_add(timeout);
         let mut pool = inner.lock_pool();
         loop {
             if pool.ready.len() >= inner.config.pool.max(1) {
                 return true;
             }
-            let now = Instant::now();
-            if now >= deadline || pool.broken {
+            if pool.broken {
                 return false;
             }
-            pool = inner
-                .filled
-                .wait_timeout(pool, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            pool = match deadline {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    inner
+                        .filled
+                        .wait_timeout(pool, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => inner.filled.wait(pool).unwrap_or_else(|p| p.into_inner()),
+            };
         }
     }
 

@@ -26,8 +26,10 @@ pub(crate) mod fd {
     /// Held open by the parent until the setup is done: its hang-up means the
     /// parent is gone.
     pub const GO: RawFd = 5;
-    /// The file through which the init moves itself into the dyno's cgroup
-    /// (`cgroup.procs` on v2, the memory hierarchy's `tasks` on v1).
+    /// The file through which the init moves itself into the dyno's cgroup:
+    /// on v1 the memory hierarchy's `tasks`; on v2 `cgroup.procs`, used only
+    /// where the init could not be cloned into its group (and closed unused
+    /// otherwise).
     pub const CGROUP: RawFd = 6;
     /// On cgroup v1, the pids hierarchy's `tasks`.
     pub const CGROUP_PIDS: RawFd = 7;

@@ -26,6 +26,9 @@ pub(crate) struct Cgroups {
     hierarchy: Hierarchy,
     /// The parent group's name (`crew`).
     name: String,
+    /// Whether a dyno's init is cloned straight into its group: on v2,
+    /// unless `clone3` cannot do it here ([`Cgroups::join_after_clone`]).
+    clone_into: bool,
 }
 
 impl Cgroups {
@@ -52,6 +55,7 @@ impl Cgroups {
                     root: root.to_path_buf(),
                 },
                 name: name.to_string(),
+                clone_into: true,
             });
         }
         let memory = v1_mount(mountinfo, "memory");
@@ -60,6 +64,7 @@ impl Cgroups {
             (Some(memory), Some(pids)) => Ok(Cgroups {
                 hierarchy: Hierarchy::V1 { memory, pids },
                 name: name.to_string(),
+                clone_into: false,
             }),
             (None, _) => Err("no cgroup v2 and no cgroup v1 memory hierarchy mounted".into()),
             (_, None) => Err("no cgroup v2 and no cgroup v1 pids hierarchy mounted".into()),
@@ -71,13 +76,21 @@ impl Cgroups {
     }
 
     /// How many files a dyno's init joins its cgroup through (see
-    /// [`DynoCgroup::join_files`]): none on v2, where it is cloned straight
-    /// into its group ([`DynoCgroup::clone_dir`]).
+    /// [`DynoCgroup::join_files`]): none where it is cloned straight into
+    /// its group ([`DynoCgroup::clone_dir`]).
     pub(crate) fn join_file_count(&self) -> usize {
         match self.hierarchy {
-            Hierarchy::V2 { .. } => 0,
+            Hierarchy::V2 { .. } if self.clone_into => 0,
+            Hierarchy::V2 { .. } => 1,
             Hierarchy::V1 { .. } => 2,
         }
+    }
+
+    /// Inits join their group after the clone, through `cgroup.procs`: for
+    /// a v2 host where `clone3` cannot start a process in a group (Linux
+    /// before 5.7, or a container whose seccomp profile refuses `clone3`).
+    pub(crate) fn join_after_clone(&mut self) {
+        self.clone_into = false;
     }
 
     /// The parent directories of every dyno cgroup.
@@ -150,12 +163,14 @@ impl Cgroups {
                 let dir = root.join(&self.name).join(id);
                 DynoCgroup {
                     v2: true,
+                    clone_into: self.clone_into,
                     memory: dir.clone(),
                     pids: dir,
                 }
             }
             Hierarchy::V1 { memory, pids } => DynoCgroup {
                 v2: false,
+                clone_into: false,
                 memory: memory.join(&self.name).join(id),
                 pids: pids.join(&self.name).join(id),
             },
@@ -250,6 +265,8 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 #[derive(Debug)]
 pub(crate) struct DynoCgroup {
     v2: bool,
+    /// See [`Cgroups`]'s.
+    clone_into: bool,
     memory: PathBuf,
     pids: PathBuf,
 }
@@ -300,9 +317,9 @@ impl DynoCgroup {
     /// the kernel's global lock on thread groups for writing, which waits
     /// for an RCU grace period once the lock has been idle a while (see
     /// [`DynoCgroup::join_files`]); a process born in the group does not.
-    /// `None` on v1, which has no such clone.
+    /// `None` on v1, which has no such clone, and where `clone3` cannot.
     pub(crate) fn clone_dir(&self) -> io::Result<Option<fs::File>> {
-        if !self.v2 {
+        if !self.clone_into {
             return Ok(None);
         }
         use std::os::unix::fs::OpenOptionsExt;
@@ -320,7 +337,8 @@ impl DynoCgroup {
     /// dyno's init has one, and a thread that moves itself skips the
     /// kernel's global lock on every thread group, whose taking waits for an
     /// RCU grace period once the lock has been idle a while (10 to 30 ms on
-    /// an idle two-core machine, more than the rest of a dyno's start). On
+    /// an idle two-core machine, more than the rest of a dyno's start);
+    /// kernels from before 2022 take the lock all the same, slowly. On
     /// v2, which has no such file for a move to another domain, the group's
     /// `cgroup.procs`: only `run:inside` joins through it, since an init is
     /// cloned into its group ([`DynoCgroup::clone_dir`]).
@@ -527,6 +545,12 @@ mod tests {
             "v2 inits are cloned into the group"
         );
         assert_eq!(cg.join_file_count(), 0, "and join nothing");
+        // Where clone3 cannot, they join through cgroup.procs after all.
+        let mut joining = cg.clone();
+        joining.join_after_clone();
+        assert_eq!(joining.join_file_count(), 1);
+        let late = joining.create("1-2-web.2", &size).unwrap();
+        assert!(late.clone_dir().unwrap().is_none());
         (&files[0]).write_all(b"4242").unwrap();
         assert_eq!(read("cgroup.procs"), "4242");
         assert_eq!(group.procs(), vec![4242]);

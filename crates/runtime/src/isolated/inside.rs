@@ -2,9 +2,9 @@
 //!
 //! The process must not be a way around any of the dyno's walls, so it gets
 //! exactly the dyno's: crew forks a small supervisor, which
-//! 1. joins the dyno's cgroup through `cgroup.procs` files the parent opened
-//!    (so it and all it starts count against the dyno's limits and die with
-//!    the dyno's `cgroup.kill`), as the dyno's own init does;
+//! 1. joins the dyno's cgroup through files the parent opened (v1's `tasks`,
+//!    v2's `cgroup.procs`), so it and all it starts count against the dyno's
+//!    limits and die with the dyno's `cgroup.kill`;
 //! 2. joins every namespace of the dyno's init at once (`setns` on its pidfd:
 //!    mount, pid, uts, ipc, net and cgroup), which also makes its root and
 //!    working directory the dyno's root;
@@ -289,8 +289,8 @@ fn launch(
 struct Raw {
     target: RawFd,
     setup: RawFd,
-    /// The dyno's `cgroup.procs` files (two on cgroup v1). Made before the
-    /// fork: the supervisor must not allocate.
+    /// The files to join the dyno's cgroup through (two on cgroup v1). Made
+    /// before the fork: the supervisor must not allocate.
     cgroups: Vec<RawFd>,
 }
 

@@ -1,8 +1,8 @@
 //! The parent's side of starting a dyno: one long-lived thread makes every
 //! `clone` (the init's parent-death signal follows that thread, so it must live
 //! as long as crew), and the caller then reads the init's setup report. The
-//! init joins its cgroup itself, through the cgroup files opened here,
-//! so nothing waits for a round trip between the two.
+//! init is cloned into its cgroup (v2) or joins it itself through the files
+//! opened here (v1), so nothing waits for a round trip between the two.
 
 use std::fs;
 use std::io;

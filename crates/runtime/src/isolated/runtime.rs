@@ -98,8 +98,13 @@ impl IsolatedRuntime {
             ));
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let cgroups = Cgroups::detect(&config.cgroup_root, &mountinfo, &config.cgroup_name)
+        let mut cgroups = Cgroups::detect(&config.cgroup_root, &mountinfo, &config.cgroup_name)
             .map_err(IsolationUnavailable::NoCgroups)?;
+        if matches!(cgroups.hierarchy(), cgroup::Hierarchy::V2 { .. })
+            && !os::can_clone_into_cgroup()
+        {
+            cgroups.join_after_clone();
+        }
         cgroups
             .prepare()
             .map_err(|e| IsolationUnavailable::NoCgroups(e.to_string()))?;
@@ -227,12 +232,19 @@ impl IsolatedRuntime {
     /// Starts a dyno whose init times each step of its setup, waits for it,
     /// and says how long each part of the start took: the bench's measure
     /// of what each wall costs. The timing adds one write per step. Needs no
-    /// tokio runtime; the dyno's output is not read, so its command should
-    /// write little (`true`).
+    /// tokio runtime. The dyno reads nothing (`/dev/null`) and its output is
+    /// closed at once, so a command that writes fails rather than blocks;
+    /// it waits for the command's exit, so give it one that ends (`true`).
     pub fn time_start(&self, spec: &DynoSpec) -> Result<StartTiming, RuntimeError> {
         let fail = |source| spawn_error(spec, source);
         let size = self.size_for(&spec.name);
-        let started = self.start(spec, &size, true)?;
+        let spec = DynoSpec {
+            input: DynoInput::Idle,
+            ..spec.clone()
+        };
+        let started = self.start(&spec, &size, true)?;
+        drop(started.output);
+        drop(started.console);
         let status = os::pidfd_reap(&started.launched.pidfd, true);
         started.cgroup.kill();
         remove_soon(&started.cgroup);

@@ -27,7 +27,9 @@ mod process;
 mod pty;
 mod records;
 
-pub(crate) use clone::{Forked, clone_dyno, cmdline_area, exit_now, join_namespaces_of};
+pub(crate) use clone::{
+    Forked, can_clone_into_cgroup, clone_dyno, cmdline_area, exit_now, join_namespaces_of,
+};
 pub use fd::pipe;
 pub(crate) use fd::{
     async_fd, async_readable, open_dir_path, poll_readable, raw, receive_fd, set_nonblocking,
