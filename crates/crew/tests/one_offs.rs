@@ -146,8 +146,15 @@ fn each_dyno_has_its_own_stdin() {
         .first()
         .copied()
         .unwrap_or_else(|| panic!("no pid in:\n{ps}"));
-    let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0"))
-        .unwrap_or_else(|e| panic!("worker.1's stdin: {e}"));
+    // The pid is the app's, or (isolated) its init's, which lets go of the
+    // app's descriptors once the app runs: then the app is its child.
+    let app = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .filter(|_| !std::path::Path::new(&format!("/proc/{pid}/fd/0")).exists())
+        .and_then(|children| children.split_whitespace().next()?.parse::<i32>().ok())
+        .unwrap_or(pid);
+    let stdin = std::fs::read_link(format!("/proc/{app}/fd/0"))
+        .unwrap_or_else(|e| panic!("worker.1's stdin (pid {app}, dyno pid {pid}): {e}"));
     assert_eq!(stdin, std::path::Path::new("/dev/null"));
 
     // Attached: the client's stream, to its end.
