@@ -327,6 +327,14 @@ impl IsolatedRuntime {
             dyno: spec.name.clone(),
             source,
         };
+        let plan = Arc::new(ChildPlan {
+            steps,
+            image,
+            timed,
+        });
+        let timeout = shared.config.setup_timeout;
+        let launch_dyno =
+            |io: ChildIo| launch(plan, io, network.namespace, &cgroup, timeout).map_err(fail);
         let result = (|| {
             if terminal.is_some() {
                 // The terminal comes from the dyno's own devpts instance: its
@@ -337,19 +345,7 @@ impl IsolatedRuntime {
                     stdin: theirs,
                     errors: None,
                 };
-                let plan = Arc::new(ChildPlan {
-                    steps,
-                    image,
-                    timed,
-                });
-                let launched = launch(
-                    plan,
-                    io,
-                    network.namespace,
-                    &cgroup,
-                    shared.config.setup_timeout,
-                )
-                .map_err(fail)?;
+                let launched = launch_dyno(io)?;
                 let received = os::receive_fd(&ours)
                     .and_then(|controller| {
                         os::set_nonblocking(&controller)?;
@@ -376,19 +372,7 @@ impl IsolatedRuntime {
                 errors: None,
             };
             drop(stdio.stderr);
-            let plan = Arc::new(ChildPlan {
-                steps,
-                image,
-                timed,
-            });
-            let launched = launch(
-                plan,
-                io,
-                network.namespace,
-                &cgroup,
-                shared.config.setup_timeout,
-            )
-            .map_err(fail)?;
+            let launched = launch_dyno(io)?;
             Ok((launched, stdio.output, stdio.console))
         })();
         match result {
