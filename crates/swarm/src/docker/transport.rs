@@ -160,6 +160,11 @@ impl Docker {
         let response = self
             .send(method.clone(), path, body, headers, false)
             .await?;
+        self.read_body(response).await
+    }
+
+    /// A response's whole body.
+    async fn read_body(&self, response: Response<Incoming>) -> Result<Bytes, DockerError> {
         response
             .into_body()
             .collect()
@@ -192,15 +197,7 @@ impl Docker {
         response: Response<Incoming>,
         what: &str,
     ) -> Result<(), DockerError> {
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|source| DockerError::Http {
-                socket: self.socket.display().to_string(),
-                source,
-            })?;
+        let bytes = self.read_body(response).await?;
         match progress_error(&bytes) {
             Some(message) => Err(DockerError::Failed {
                 what: what.to_string(),

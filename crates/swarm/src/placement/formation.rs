@@ -86,34 +86,27 @@ impl SwarmApp {
             .collect();
         for t in &release.types {
             let replicas = formation.get(&t.name).unwrap_or(0);
-            match existing.get(&t.name) {
+            let service = existing.get(&t.name);
+            // An existing service keeps its ForceUpdate counter.
+            let force = service
+                .and_then(|s| s.spec["TaskTemplate"]["ForceUpdate"].as_u64())
+                .unwrap_or(0);
+            let spec = spec::service_spec(
+                &release,
+                &image,
+                &t.name,
+                &t.command,
+                replicas,
+                force,
+                self.timings(),
+            )?;
+            match service {
                 Some(service) => {
-                    let force = service.spec["TaskTemplate"]["ForceUpdate"]
-                        .as_u64()
-                        .unwrap_or(0);
-                    let spec = spec::service_spec(
-                        &release,
-                        &image,
-                        &t.name,
-                        &t.command,
-                        replicas,
-                        force,
-                        self.timings(),
-                    )?;
                     self.docker
                         .service_update(&service.id, service.version.index, &spec)
                         .await?;
                 }
                 None => {
-                    let spec = spec::service_spec(
-                        &release,
-                        &image,
-                        &t.name,
-                        &t.command,
-                        replicas,
-                        0,
-                        self.timings(),
-                    )?;
                     self.docker.service_create(&spec).await?;
                 }
             }
